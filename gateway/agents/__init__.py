@@ -1,0 +1,1 @@
+"""Agents turn a request and its history into a stream of events."""

@@ -1,0 +1,32 @@
+"""The agent interface: the gateway's extension point for what produces a reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.events import AgentEvent, Message
+from gateway.llm.base import ChatModel, ModelParams
+from gateway.protocol import Source
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInput:
+    message: str
+    history: Sequence[Message]
+    model: ChatModel
+    params: ModelParams
+    sources: Sequence[Source] = ()
+
+
+class Agent(Protocol):
+    name: str
+
+    def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
+        """Yield TextDelta events and end with exactly one Finish.
+
+        Raise a RequestError (usually UpstreamError) to fail the generation; what was
+        yielded before stays with the user as an incomplete answer.
+        """
+        ...

@@ -1,0 +1,65 @@
+"""create_app(settings): routes and lifespan. The one place that names implementations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway.config import Settings
+from gateway.devmode import dev_secret
+from gateway.errors import RequestError
+from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
+from gateway.handlers.health import healthz, readyz
+from gateway.handlers.sse import completion
+from gateway.handlers.websocket import websocket_endpoint
+from gateway.logs import install_redaction
+from gateway.services import open_services
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
+    if settings.dev_mode:
+        settings = settings.with_secret(dev_secret(settings.data_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_redaction()
+        async with open_services(settings, upstream_retries) as services:
+            app.state.services = services
+            yield
+
+    async def index(_: object) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/completion", completion, methods=["POST"]),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            RequestError: on_request_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+    )
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory: `uvicorn --factory gateway.app:app_from_env`."""
+    import os
+
+    return create_app(Settings.from_env(os.environ))

@@ -1,0 +1,299 @@
+"""Settings, read once from the environment and an optional TOML file.
+
+No module reads the environment on its own: `Settings.from_env(os.environ)` is called by the
+CLI or the app factory, and tests build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+ProviderName = Literal["openai", "echo"]
+PROVIDERS: tuple[ProviderName, ...] = ("openai", "echo")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+MIN_SECRET_BYTES = 32
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    provider: ProviderName = "echo"
+    base_url: str | None = None
+    api_key: Secret | None = None
+    upstream_model: str = ""
+    streaming: bool = True
+    max_tokens: int | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream_model or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    system_prompt: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+
+
+def _echo_models() -> dict[str, ModelConfig]:
+    return {"echo": ModelConfig(name="echo", provider="echo")}
+
+
+def _chat_agents() -> dict[str, AgentConfig]:
+    return {"chat": AgentConfig(name="chat")}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Store
+    redis_url: str | None = None
+    redis_prefix: str = "cgw:"
+    data_dir: Path = Path(".chat-gateway")
+    # Auth
+    jwt_secret: Secret | None = None
+    jwt_public_key: Secret | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_leeway: float = 0.0
+    # Models and agents
+    models: Mapping[str, ModelConfig] = field(default_factory=_echo_models)
+    default_model: str = "echo"
+    agents: Mapping[str, AgentConfig] = field(default_factory=_chat_agents)
+    default_agent: str = "chat"
+    echo_delay_ms: int = 30
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 60.0
+    # Limits
+    max_frame_bytes: int = 1024 * 1024
+    max_concurrent_per_connection: int = 4
+    auth_timeout: float = 10.0
+    max_queued_frames: int = 1024
+    history_turns: int = 20
+    max_stored_turns: int = 200
+    conversation_ttl: int = 30 * 24 * 3600
+    # WebSocket transport
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def dev_mode(self) -> bool:
+        """No key configured: the CLI makes a local secret and says so loudly."""
+        return self.jwt_secret is None and self.jwt_public_key is None
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ("RS256", "ES256") if self.jwt_public_key else ("HS256",)
+
+    def with_secret(self, secret: str) -> Settings:
+        return replace(self, jwt_secret=Secret(secret))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        env = {k: v for k, v in environ.items() if v.strip() != ""}
+        file = _load_toml(env.get("GATEWAY_CONFIG"))
+        models = _models(env, file)
+        agents = _agents(file)
+        default_model = str(file.get("default_model") or env.get("DEFAULT_MODEL") or "echo")
+        if "echo" not in models and default_model == "echo" and models:
+            default_model = next(iter(models))
+        return cls(
+            redis_url=env.get("REDIS_URL"),
+            redis_prefix=env.get("REDIS_PREFIX", "cgw:"),
+            data_dir=Path(env.get("GATEWAY_DATA_DIR", ".chat-gateway")),
+            jwt_secret=_secret(env.get("JWT_SECRET")),
+            jwt_public_key=_secret(env.get("JWT_PUBLIC_KEY")),
+            jwt_audience=env.get("JWT_AUDIENCE"),
+            jwt_issuer=env.get("JWT_ISSUER"),
+            jwt_algorithms=_csv(env.get("JWT_ALGORITHMS", "")),
+            jwt_leeway=_number(env, "JWT_LEEWAY", 0.0),
+            models=models,
+            default_model=default_model,
+            agents=agents,
+            default_agent=str(file.get("default_agent") or "chat"),
+            echo_delay_ms=int(_number(env, "ECHO_DELAY_MS", 30)),
+            upstream_connect_timeout=_number(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0),
+            upstream_read_timeout=_number(env, "UPSTREAM_READ_TIMEOUT", 60.0),
+            max_frame_bytes=int(_number(env, "MAX_FRAME_BYTES", 1024 * 1024)),
+            max_concurrent_per_connection=int(_number(env, "MAX_CONCURRENT_PER_CONNECTION", 4)),
+            auth_timeout=_number(env, "AUTH_TIMEOUT", 10.0),
+            max_queued_frames=int(_number(env, "MAX_QUEUED_FRAMES", 1024)),
+            history_turns=int(_number(env, "HISTORY_TURNS", 20)),
+            max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),
+            conversation_ttl=int(_number(env, "CONVERSATION_TTL", 30 * 24 * 3600)),
+            ws_ping_interval=_number(env, "WS_PING_INTERVAL", 20.0),
+            ws_ping_timeout=_number(env, "WS_PING_TIMEOUT", 20.0),
+            ws_per_message_deflate=_flag(env, "WS_PER_MESSAGE_DEFLATE"),
+            log_level=env.get("LOG_LEVEL", "info").lower(),
+        )
+
+
+def _check(s: Settings) -> None:
+    if "{" in s.redis_prefix or "}" in s.redis_prefix:
+        raise ConfigError("REDIS_PREFIX must not contain braces: they are Redis Cluster hash tags.")
+    if s.default_model not in s.models:
+        raise ConfigError(f"default_model '{s.default_model}' is not a configured model.")
+    if s.default_agent not in s.agents:
+        raise ConfigError(f"default_agent '{s.default_agent}' is not a configured agent.")
+    for agent in s.agents.values():
+        if agent.model is not None and agent.model not in s.models:
+            raise ConfigError(f"Agent '{agent.name}' names unknown model '{agent.model}'.")
+    for alg in s.algorithms:
+        if alg not in JWT_ALGORITHMS:
+            raise ConfigError(f"JWT_ALGORITHMS: '{alg}' is not allowed; use {JWT_ALGORITHMS}.")
+    hmac = any(a.startswith("HS") for a in s.algorithms)
+    if s.jwt_public_key is not None and hmac:
+        # A public key used as an HMAC secret lets anyone forge tokens (algorithm confusion).
+        raise ConfigError("JWT_ALGORITHMS may not allow HS* algorithms with JWT_PUBLIC_KEY.")
+    if s.jwt_secret is not None and s.jwt_public_key is not None:
+        raise ConfigError("Set JWT_SECRET or JWT_PUBLIC_KEY, not both.")
+    if s.jwt_secret is not None and len(s.jwt_secret.reveal().encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (RFC 7518).")
+    if s.jwt_secret is not None and not all(a.startswith("HS") for a in s.algorithms):
+        raise ConfigError("JWT_SECRET only verifies HS256/HS384/HS512 tokens.")
+    positive = {
+        "MAX_FRAME_BYTES": s.max_frame_bytes,
+        "MAX_CONCURRENT_PER_CONNECTION": s.max_concurrent_per_connection,
+        "AUTH_TIMEOUT": s.auth_timeout,
+        "MAX_QUEUED_FRAMES": s.max_queued_frames,
+        "MAX_STORED_TURNS": s.max_stored_turns,
+        "CONVERSATION_TTL": s.conversation_ttl,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be greater than zero.")
+    if s.history_turns < 0 or s.echo_delay_ms < 0:
+        raise ConfigError("HISTORY_TURNS and ECHO_DELAY_MS may not be negative.")
+
+
+def _load_toml(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid TOML: {exc}") from None
+
+
+def _models(env: Mapping[str, str], file: Mapping[str, Any]) -> dict[str, ModelConfig]:
+    tables = file.get("models")
+    if tables is None:
+        return _models_from_env(env)
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError("GATEWAY_CONFIG: [models] must hold at least one [models.NAME] table.")
+    return {name: _model(name, table, env) for name, table in tables.items()}
+
+
+def _models_from_env(env: Mapping[str, str]) -> dict[str, ModelConfig]:
+    models = _echo_models()
+    if "OPENAI_API_KEY" in env or "OPENAI_BASE_URL" in env:
+        for name in _csv(env.get("OPENAI_MODELS", "")):
+            models[name] = _model(name, {"provider": "openai"}, env)
+    return models
+
+
+def _model(name: str, table: Any, env: Mapping[str, str]) -> ModelConfig:
+    where = f"GATEWAY_CONFIG: [models.{name}]"
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: a model name uses letters, digits and . _ : - only.")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table.")
+    provider = table.get("provider", "openai")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{where}: provider must be one of {', '.join(PROVIDERS)}.")
+    key_env = str(table.get("api_key_env", "OPENAI_API_KEY"))
+    max_tokens = table.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
+        raise ConfigError(f"{where}: max_tokens must be a positive integer.")
+    return ModelConfig(
+        name=name,
+        provider=provider,
+        base_url=table.get("base_url") or env.get("OPENAI_BASE_URL"),
+        api_key=_secret(env.get(key_env)),
+        upstream_model=str(table.get("upstream_model", name)),
+        streaming=bool(table.get("streaming", True)),
+        max_tokens=max_tokens,
+    )
+
+
+def _agents(file: Mapping[str, Any]) -> dict[str, AgentConfig]:
+    agents = _chat_agents()
+    for name, table in (file.get("agents") or {}).items():
+        where = f"GATEWAY_CONFIG: [agents.{name}]"
+        if not NAME_RE.match(name) or not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with a simple name.")
+        temperature = table.get("temperature")
+        if temperature is not None and not isinstance(temperature, int | float):
+            raise ConfigError(f"{where}: temperature must be a number.")
+        agents[name] = AgentConfig(
+            name=name,
+            system_prompt=table.get("system_prompt"),
+            model=table.get("model"),
+            temperature=None if temperature is None else float(temperature),
+        )
+    return agents
+
+
+def _secret(value: str | None) -> Secret | None:
+    return None if value is None else Secret(value)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not '{raw}'.") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in {"1", "true", "yes", "on"}

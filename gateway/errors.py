@@ -1,0 +1,116 @@
+"""One error tree for the whole gateway.
+
+    GatewayError
+    ├── RequestError(code)       one request failed; the connection lives on
+    │   ├── BadRequest           "bad_request"   (HTTP 400)
+    │   ├── Unauthorized         "unauthorized"  (HTTP 401)
+    │   ├── Forbidden            "forbidden"     (HTTP 403)
+    │   ├── NotFound             "not_found"     (HTTP 404)
+    │   ├── PayloadTooLarge      "bad_request"   (HTTP 413)
+    │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable)
+    │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable)
+    │   ├── InternalError        "internal"      (HTTP 500)
+    │   └── Interrupted          "internal"      (HTTP 503, retryable: the gateway stopped)
+    └── Disconnect(close_code)   the WebSocket must close with this code
+
+Messages are written for people and never carry secrets or stack traces: handlers
+render them verbatim. Foreign exceptions are translated at the adapter that meets them.
+"""
+
+from typing import ClassVar, Literal
+
+ErrorCode = Literal[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "upstream_error",
+    "internal",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class RequestError(GatewayError):
+    code: ClassVar[ErrorCode] = "internal"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(RequestError):
+    code = "bad_request"
+    http_status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    http_status = 413
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(RequestError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    http_status = 404
+
+
+class RateLimited(RequestError):
+    code = "rate_limited"
+    http_status = 429
+    retryable = True
+
+
+class UpstreamError(RequestError):
+    code = "upstream_error"
+    http_status = 502
+    retryable = True
+
+
+class InternalError(RequestError):
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str = "The gateway failed to handle this request.") -> None:
+        super().__init__(message)
+
+
+class Interrupted(RequestError):
+    """The gateway stopped mid-generation; what was streamed is stored as incomplete."""
+
+    code = "internal"
+    http_status = 503
+    retryable = True
+
+
+class Disconnect(GatewayError):
+    """Close the WebSocket with `close_code`; `reason` is short and safe to show."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(f"{close_code}: {reason}")
+        self.close_code = close_code
+        self.reason = reason
+
+
+# WebSocket close codes, one place.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_AUTH_TIMEOUT = 4408

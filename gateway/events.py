@@ -1,0 +1,104 @@
+"""The event vocabulary, shared by agents, generations and every transport.
+
+Agents yield `TextDelta` and `Finish`. A generation numbers what they yield and wraps it in
+`Start`, `Chunk`, `Done` or `Failed`, each with a `seq` that increases by one per event and
+starts at 1 (so "after 0" means "everything").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn as a model sees it."""
+
+    role: Role
+    content: str
+
+
+# What agents yield.
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    usage: Usage
+
+
+AgentEvent = TextDelta | Finish
+
+
+# What a generation publishes.
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    seq: int
+    model: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    seq: int
+    content: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    seq: int
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    seq: int
+    code: str
+    message: str
+    retryable: bool
+
+
+Event = Start | Chunk | Done | Failed
+
+
+def is_final(event: Event) -> bool:
+    return isinstance(event, Done | Failed)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRef:
+    """Which generation an event belongs to; rendered into every event on the wire."""
+
+    generation_id: str
+    conversation_id: str

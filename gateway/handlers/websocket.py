@@ -1,0 +1,202 @@
+"""The WebSocket transport at `/ws`: protocol v1 (see docs/protocol.md).
+
+Each connection is one structured scope: this coroutine reads frames; one writer task drains a
+bounded outbox; generations publish into the outbox without waiting. Leaving the scope cancels
+the writer and detaches from generations, which run on and store their answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from gateway.auth import Principal, bearer_token, choose_subprotocol, subprotocol_token
+from gateway.errors import (
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNSUPPORTED_DATA,
+    BadRequest,
+    Disconnect,
+    InternalError,
+    RateLimited,
+    RequestError,
+    Unauthorized,
+)
+from gateway.events import Event, GenerationRef, is_final
+from gateway.generations import Generation, Subscriber
+from gateway.handlers.common import services_of
+from gateway.outbox import Outbox
+from gateway.protocol import (
+    PONG_FRAME,
+    Auth,
+    Cancel,
+    CompletionRequest,
+    Ping,
+    encode_event,
+    error_frame,
+    parse_frame_object,
+    parse_json_object,
+    ready_frame,
+    refused_id,
+)
+from gateway.services import Services
+
+log = logging.getLogger("gateway.ws")
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    offered = list(ws.scope.get("subprotocols", []))
+    await ws.accept(subprotocol=choose_subprotocol(offered))
+    connection = Connection(ws, services_of(ws))
+    try:
+        principal = await connection.authenticate(_token_on_connect(ws, offered))
+        await connection.serve(principal)
+    except Disconnect as exc:
+        await connection.close(exc.close_code, exc.reason)
+
+
+def _token_on_connect(ws: WebSocket, offered: list[str]) -> str | None:
+    return (
+        bearer_token(ws.headers.get("authorization"))
+        or subprotocol_token(offered)
+        or ws.query_params.get("token")
+    )
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.settings = services.settings
+        self.id = f"conn_{secrets.token_urlsafe(9)}"
+        self.outbox: Outbox[str] = Outbox(self.settings.max_queued_frames)
+        self.active: dict[str, tuple[Generation, Subscriber]] = {}
+        self.principal: Principal | None = None
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """Verify the token given on connect, else wait AUTH_TIMEOUT for an auth frame."""
+        if token is None:
+            token = await self._auth_frame()
+        try:
+            return self.services.verifier.verify(token)
+        except Unauthorized as exc:
+            raise Disconnect(CLOSE_UNAUTHORIZED, exc.message) from None
+
+    async def _auth_frame(self) -> str:
+        try:
+            async with asyncio.timeout(self.settings.auth_timeout):
+                text = await self._receive_text()
+        except TimeoutError:
+            raise Disconnect(CLOSE_AUTH_TIMEOUT, "No auth frame in time.") from None
+        if text is None:
+            raise Disconnect(CLOSE_UNAUTHORIZED, "Closed before authenticating.")
+        try:
+            frame = parse_frame_object(parse_json_object(text))
+        except RequestError:
+            frame = None
+        if not isinstance(frame, Auth):
+            raise Disconnect(CLOSE_UNAUTHORIZED, "The first frame must be an auth frame.")
+        return frame.token
+
+    async def serve(self, principal: Principal) -> None:
+        self.principal = principal
+        self.outbox.put(ready_frame(principal.sub, self.id, principal.expires_at))
+        writer = asyncio.create_task(self._write(), name=f"writer-{self.id}")
+        try:
+            while (text := await self._receive_text()) is not None:
+                await self._handle_text(text)
+        finally:
+            self.outbox.close()
+            for generation, subscriber in self.active.values():
+                generation.unsubscribe(subscriber)
+            self.active.clear()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _receive_text(self) -> str | None:
+        """The next text frame; None when the client has gone. Enforces frame rules."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is None:
+            raise Disconnect(CLOSE_UNSUPPORTED_DATA, "Binary frames are not supported.")
+        limit = self.settings.max_frame_bytes
+        if len(text) > limit // 4 and len(text.encode()) > limit:
+            raise Disconnect(CLOSE_TOO_BIG, f"Frames are limited to {limit} bytes.")
+        return str(text)
+
+    async def _handle_text(self, text: str) -> None:
+        obj: dict[str, object] = {}
+        try:
+            obj = parse_json_object(text)
+            frame = parse_frame_object(obj)
+            if isinstance(frame, CompletionRequest):
+                await self._start(frame)
+            elif isinstance(frame, Cancel):
+                self._cancel(frame.id)
+            elif isinstance(frame, Ping):
+                self.outbox.put(PONG_FRAME)
+            else:
+                raise BadRequest("Already authenticated; token refresh is not supported yet.")
+        except _Duplicate as exc:
+            self.outbox.put(error_frame(exc.request_id, exc, done=False))
+        except RequestError as exc:
+            self._refuse(obj, exc)
+        except Exception:
+            log.exception("connection %s: a frame failed unexpectedly", self.id)
+            self._refuse(obj, InternalError())
+
+    def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
+        request_id, done = refused_id(obj)
+        self.outbox.put(error_frame(request_id, error, done=done))
+
+    async def _start(self, request: CompletionRequest) -> None:
+        assert request.id is not None  # the WebSocket parser requires it
+        if request.id in self.active:
+            raise _Duplicate(request.id)
+        if len(self.active) >= self.settings.max_concurrent_per_connection:
+            raise RateLimited(
+                f"At most {self.settings.max_concurrent_per_connection} completions may run "
+                "at once on one connection; wait for one to finish."
+            )
+        assert self.principal is not None  # set by serve() before any frame is read
+        subscriber = functools.partial(self._deliver, request.id)
+        generation = await self.services.chat.start(self.principal, request, subscriber)
+        self.active[request.id] = (generation, subscriber)
+
+    def _cancel(self, request_id: str) -> None:
+        """Cancel is idempotent: an unknown or finished id is ignored."""
+        found = self.active.get(request_id)
+        if found is not None:
+            found[0].cancel()
+
+    def _deliver(self, request_id: str, ref: GenerationRef, event: Event) -> None:
+        if is_final(event):
+            self.active.pop(request_id, None)
+        self.outbox.put(encode_event(event, ref, request_id))
+
+    async def _write(self) -> None:
+        while (frame := await self.outbox.get()) is not None:
+            await self.ws.send_text(frame)
+        if self.outbox.overflowed:
+            await self.close(CLOSE_SLOW_CONSUMER, "The client is not reading fast enough.")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.ws.close(code, reason)
+
+
+class _Duplicate(BadRequest):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"A completion with id '{request_id}' is already running.")
+        self.request_id = request_id

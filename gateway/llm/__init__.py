@@ -1,0 +1,1 @@
+"""Upstream models. The only package that imports `openai`."""

@@ -1,0 +1,34 @@
+"""The model interface that agents call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.events import Finish, Message, TextDelta
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class ChatModel(Protocol):
+    name: str
+    streaming: bool
+
+    def stream(
+        self, messages: Sequence[Message], params: ModelParams
+    ) -> AsyncIterator[TextDelta | Finish]:
+        """Yield the reply as TextDelta events, then exactly one Finish.
+
+        A non-streaming model yields its whole reply as one TextDelta. Failures raise
+        UpstreamError; cancelling the consuming task closes the upstream request.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once at shutdown."""
+        ...

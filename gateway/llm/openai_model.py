@@ -1,0 +1,155 @@
+"""Any OpenAI-compatible chat API, through the official SDK's `AsyncOpenAI`.
+
+The SDK builds, authenticates and sends the request; the streamed body is read with our own
+line parser (see `gateway.llm.sse`). Foreign errors become `UpstreamError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import openai
+
+from gateway.config import ModelConfig
+from gateway.errors import UpstreamError
+from gateway.events import Finish, FinishReason, Message, TextDelta, Usage
+from gateway.llm.base import ModelParams
+from gateway.llm.echo import estimate_tokens
+from gateway.llm.sse import StreamFormatError, parse_line, usage_of
+
+log = logging.getLogger("gateway.upstream")
+
+
+class OpenAIModel:
+    def __init__(self, config: ModelConfig, client: openai.AsyncOpenAI) -> None:
+        self.name = config.name
+        self.streaming = config.streaming
+        self._upstream = config.upstream_name
+        self._client = client
+
+    def stream(
+        self, messages: Sequence[Message], params: ModelParams
+    ) -> AsyncIterator[TextDelta | Finish]:
+        if self.streaming:
+            return self._stream(messages, params)
+        return self._whole(messages, params)
+
+    async def _stream(
+        self, messages: Sequence[Message], params: ModelParams
+    ) -> AsyncIterator[TextDelta | Finish]:
+        finish: str | None = None
+        usage: Usage | None = None
+        completion = 0
+        with self._translated_errors():
+            async with self._client.chat.completions.with_streaming_response.create(
+                **self._body(messages, params),
+                stream=True,
+                stream_options={"include_usage": True},
+            ) as response:
+                async for line in response.iter_lines():
+                    piece = parse_line(line)
+                    if piece.end:
+                        break
+                    if piece.error is not None:
+                        log.warning("model %s sent an error event: %s", self.name, piece.error)
+                        raise UpstreamError("The model reported an error while answering.")
+                    if piece.text:
+                        completion += 1
+                        yield TextDelta(piece.text)
+                    finish = piece.finish_reason or finish
+                    usage = piece.usage or usage
+                else:
+                    if finish is None:
+                        raise UpstreamError("The model's stream ended before the answer did.")
+        yield Finish(_finish_reason(finish), usage or _estimate(messages, completion))
+
+    async def _whole(
+        self, messages: Sequence[Message], params: ModelParams
+    ) -> AsyncIterator[TextDelta | Finish]:
+        with self._translated_errors():
+            response = await self._client.chat.completions.with_raw_response.create(
+                **self._body(messages, params)
+            )
+            body = response.http_response.json()
+        try:
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamError("The model sent an answer the gateway cannot read.") from None
+        if text:
+            yield TextDelta(text)
+        usage = usage_of(body.get("usage")) or _estimate(messages, estimate_tokens(text))
+        yield Finish(_finish_reason(choice.get("finish_reason")), usage)
+
+    def _body(self, messages: Sequence[Message], params: ModelParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._upstream,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        return body
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except UpstreamError:
+            raise
+        except openai.APIStatusError as exc:
+            log.warning("model %s answered HTTP %s", self.name, exc.status_code)
+            raise _status_error(self.name, exc.status_code) from None
+        except openai.APITimeoutError:
+            raise UpstreamError(f"Model '{self.name}' did not answer in time.") from None
+        except openai.APIConnectionError:
+            raise UpstreamError(f"Model '{self.name}' could not be reached.") from None
+        except (httpx2.HTTPError, openai.OpenAIError) as exc:
+            log.warning("model %s stream failed: %s", self.name, type(exc).__name__)
+            raise UpstreamError(f"Model '{self.name}' stopped answering mid-stream.") from None
+        except (StreamFormatError, ValueError):
+            raise UpstreamError(f"Model '{self.name}' sent a malformed stream.") from None
+
+    async def aclose(self) -> None:
+        return None  # the client is shared per upstream and closed by the registry
+
+
+class _NotRetryable(UpstreamError):
+    retryable = False
+
+
+def _status_error(name: str, status: int) -> UpstreamError:
+    if status in (401, 403):
+        return _NotRetryable(f"The upstream refused the gateway's credentials for '{name}'.")
+    if status == 429:
+        return UpstreamError(f"Model '{name}' is rate limited upstream; try again shortly.")
+    if 400 <= status < 500:
+        return _NotRetryable(
+            f"Model '{name}' rejected the request (HTTP {status}); it may be too long."
+        )
+    return UpstreamError(f"Model '{name}' is unavailable (HTTP {status}).")
+
+
+def _finish_reason(raw: str | None) -> FinishReason:
+    return "length" if raw == "length" else "stop"
+
+
+def _estimate(messages: Sequence[Message], completion: int) -> Usage:
+    prompt = sum(estimate_tokens(m.content) for m in messages)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def make_client(
+    config: ModelConfig, connect_timeout: float, read_timeout: float, max_retries: int
+) -> openai.AsyncOpenAI:
+    # Pass the key explicitly: the SDK would otherwise read the environment itself.
+    api_key = config.api_key.reveal() if config.api_key else "no-key"
+    timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
+    return openai.AsyncOpenAI(
+        api_key=api_key, base_url=config.base_url, timeout=timeout, max_retries=max_retries
+    )

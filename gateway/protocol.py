@@ -1,0 +1,293 @@
+"""The wire protocol, pure: client frames in, typed requests out; events in, frames out.
+
+Nothing here does I/O. The WebSocket handler and the HTTP handlers share the parsing of a
+completion request, and all transports share the JSON shape of an event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import BadRequest, RequestError
+from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Message, Start
+
+PROTOCOL_VERSION = 1
+SUBPROTOCOL = "chat-gateway.v1"
+BEARER_PREFIX = "bearer."
+CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ID_CHARS = 128
+MAX_HISTORY_MESSAGES = 1000
+MAX_SOURCES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    content: str
+    title: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    message: str
+    id: str | None = None
+    model: str | None = None
+    agent: str | None = None
+    conversation_id: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    conversation_history: tuple[Message, ...] | None = None
+    project_id: str | None = None
+    sources: tuple[Source, ...] = ()
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+
+
+ClientFrame = CompletionRequest | Cancel | Ping | Auth
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse one WebSocket text frame; raise BadRequest with a readable message."""
+    return parse_frame_object(parse_json_object(text))
+
+
+def parse_json_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The body is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("Expected a JSON object.")
+    return obj
+
+
+def parse_frame_object(obj: dict[str, Any]) -> ClientFrame:
+    kind = obj.get("type")
+    if kind == "completion":
+        return parse_completion(obj, require_id=True)
+    if kind == "cancel":
+        return Cancel(id=_request_id(obj))
+    if kind == "ping":
+        return Ping()
+    if kind == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise BadRequest("An auth frame needs a non-empty 'token' string.")
+        return Auth(token=token)
+    if kind is None:
+        raise BadRequest("Every frame needs a 'type' field.")
+    raise BadRequest(f"Unknown frame type {json.dumps(kind)[:40]}.")
+
+
+def refused_id(obj: dict[str, Any]) -> tuple[str | None, bool]:
+    """For a frame that failed to parse: the `id` to answer with, and whether nothing more
+    will come for it (true for a refused completion)."""
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+        return None, False
+    return rid, obj.get("type") == "completion"
+
+
+def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequest:
+    message = obj.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise BadRequest("'message' must be a non-empty string.")
+    conversation_id = _optional_str(obj, "conversation_id")
+    if conversation_id is not None and not CONVERSATION_ID_RE.match(conversation_id):
+        raise BadRequest("'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -.")
+    stream = obj.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be true or false.")
+    return CompletionRequest(
+        id=_request_id(obj) if require_id or obj.get("id") is not None else None,
+        message=message,
+        model=_optional_str(obj, "model"),
+        agent=_optional_str(obj, "agent"),
+        conversation_id=conversation_id,
+        temperature=_temperature(obj.get("temperature")),
+        max_tokens=_max_tokens(obj.get("max_tokens")),
+        conversation_history=_history(obj.get("conversation_history")),
+        project_id=_optional_str(obj, "project_id"),
+        sources=_sources(obj.get("sources")),
+        stream=stream,
+    )
+
+
+def _request_id(obj: dict[str, Any]) -> str:
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+        raise BadRequest(f"'id' must be a string of 1-{MAX_ID_CHARS} characters.")
+    return rid
+
+
+def _optional_str(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        raise BadRequest(f"'{name}' must be a string of 1-{MAX_ID_CHARS} characters.")
+    return value
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        raise BadRequest("'temperature' must be a number from 0 to 2.")
+    return float(value)
+
+
+def _max_tokens(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest("'max_tokens' must be a positive integer.")
+    return value
+
+
+def _history(value: Any) -> tuple[Message, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_HISTORY_MESSAGES:
+        raise BadRequest(
+            f"'conversation_history' must be a list of at most {MAX_HISTORY_MESSAGES} messages."
+        )
+    messages = []
+    for item in value:
+        role = item.get("role") if isinstance(item, dict) else None
+        content = item.get("content") if isinstance(item, dict) else None
+        if role not in ("user", "assistant", "system") or not isinstance(content, str):
+            raise BadRequest(
+                "Each 'conversation_history' entry needs 'role' (user, assistant or system) "
+                "and 'content' (a string)."
+            )
+        messages.append(Message(role=role, content=content))
+    return tuple(messages)
+
+
+def _sources(value: Any) -> tuple[Source, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SOURCES:
+        raise BadRequest(f"'sources' must be a list of at most {MAX_SOURCES} items.")
+    return tuple(_source(item) for item in value)
+
+
+def _source(item: Any) -> Source:
+    if isinstance(item, str):
+        return Source(content=item)
+    if isinstance(item, dict) and isinstance(item.get("content"), str):
+        title, url = item.get("title"), item.get("url")
+        if (title is None or isinstance(title, str)) and (url is None or isinstance(url, str)):
+            return Source(content=item["content"], title=title, url=url)
+    raise BadRequest(
+        "Each source is a string or an object with 'content' and optional 'title', 'url'."
+    )
+
+
+# Server frames.
+
+
+def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> dict[str, Any]:
+    """The JSON object for one event: the same on the WebSocket and in SSE `data:`."""
+    head: dict[str, Any] = {
+        "id": request_id,
+        "generation_id": ref.generation_id,
+        "conversation_id": ref.conversation_id,
+        "seq": event.seq,
+    }
+    if isinstance(event, Start):
+        return {
+            "type": "start",
+            **head,
+            "content": "",
+            "done": False,
+            "model": event.model,
+            "agent": event.agent,
+        }
+    if isinstance(event, Chunk):
+        return {
+            "type": "chunk",
+            **head,
+            "content": event.content,
+            "done": False,
+            "metadata": event.metadata,
+        }
+    if isinstance(event, Done):
+        return {
+            "type": "done",
+            **head,
+            "content": "",
+            "done": True,
+            "finish_reason": event.finish_reason,
+            "usage": event.usage.as_dict(),
+        }
+    return {
+        "type": "error",
+        **head,
+        "content": "",
+        "done": True,
+        "code": event.code,
+        "message": event.message,
+        "retryable": event.retryable,
+        "error": event.message,
+    }
+
+
+def encode_event(event: Event, ref: GenerationRef, request_id: str | None) -> str:
+    return dumps(event_object(event, ref, request_id))
+
+
+def error_frame(request_id: str | None, error: RequestError, *, done: bool) -> str:
+    """An error outside a generation. `done` is true when nothing more will come for
+    `request_id` (a refused completion), false when the frame started nothing."""
+    return dumps(
+        {
+            "type": "error",
+            "id": request_id,
+            "code": error.code,
+            "message": error.message,
+            "retryable": error.retryable,
+            "done": done,
+        }
+    )
+
+
+def failed_from(error: RequestError, seq: int) -> Failed:
+    return Failed(seq=seq, code=error.code, message=error.message, retryable=error.retryable)
+
+
+def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:
+    return dumps(
+        {
+            "type": "ready",
+            "protocol": PROTOCOL_VERSION,
+            "user": user,
+            "connection_id": connection_id,
+            "expires_at": expires_at,
+        }
+    )
+
+
+PONG_FRAME = '{"type":"pong"}'
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,191 @@
+"""Frame parsing and event encoding: pure, table-driven."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.errors import BadRequest, InternalError
+from gateway.events import Chunk, Done, Failed, GenerationRef, Message, Start, Usage
+from gateway.protocol import (
+    Auth,
+    Cancel,
+    CompletionRequest,
+    Ping,
+    Source,
+    encode_event,
+    error_frame,
+    parse_client_frame,
+    parse_json_object,
+    ready_frame,
+    refused_id,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"type":"ping"}', Ping()),
+        ('{"type":"cancel","id":"a"}', Cancel("a")),
+        ('{"type":"auth","token":"x.y.z"}', Auth("x.y.z")),
+        (
+            '{"type":"completion","id":"r1","message":"hi"}',
+            CompletionRequest(id="r1", message="hi"),
+        ),
+        (
+            '{"type":"completion","id":"r1","message":"hi","model":"m","agent":"a",'
+            '"conversation_id":"c_1-x","temperature":0.5,"max_tokens":10,"project_id":"p",'
+            '"conversation_history":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],'
+            '"sources":["plain",{"content":"c","title":"t","url":"u"}],"unknown":1}',
+            CompletionRequest(
+                id="r1",
+                message="hi",
+                model="m",
+                agent="a",
+                conversation_id="c_1-x",
+                temperature=0.5,
+                max_tokens=10,
+                project_id="p",
+                conversation_history=(Message("user", "q"), Message("assistant", "a")),
+                sources=(Source("plain"), Source("c", "t", "u")),
+            ),
+        ),
+        (
+            '{"type":"completion","id":"r","message":"x","temperature":2}',
+            CompletionRequest(id="r", message="x", temperature=2.0),
+        ),
+    ],
+)
+def test_valid_frames_parse(text: str, expected: object) -> None:
+    assert parse_client_frame(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1,2]", "JSON object"),
+        ('{"id":"a"}', "'type'"),
+        ('{"type":"dance"}', "Unknown frame type"),
+        ('{"type":"completion","message":"hi"}', "'id'"),
+        ('{"type":"completion","id":"","message":"hi"}', "'id'"),
+        ('{"type":"completion","id":"' + "x" * 129 + '","message":"hi"}', "'id'"),
+        ('{"type":"completion","id":"r"}', "'message'"),
+        ('{"type":"completion","id":"r","message":"   "}', "'message'"),
+        ('{"type":"completion","id":"r","message":5}', "'message'"),
+        ('{"type":"completion","id":"r","message":"x","conversation_id":"a b"}', "conversation_id"),
+        (
+            '{"type":"completion","id":"r","message":"x","conversation_id":"' + "a" * 65 + '"}',
+            "conversation_id",
+        ),
+        ('{"type":"completion","id":"r","message":"x","temperature":3}', "temperature"),
+        ('{"type":"completion","id":"r","message":"x","temperature":true}', "temperature"),
+        ('{"type":"completion","id":"r","message":"x","max_tokens":0}', "max_tokens"),
+        ('{"type":"completion","id":"r","message":"x","max_tokens":1.5}', "max_tokens"),
+        ('{"type":"completion","id":"r","message":"x","model":7}', "'model'"),
+        ('{"type":"completion","id":"r","message":"x","conversation_history":{}}', "history"),
+        (
+            '{"type":"completion","id":"r","message":"x","conversation_history":[{"role":"tool",'
+            '"content":"x"}]}',
+            "history",
+        ),
+        ('{"type":"completion","id":"r","message":"x","sources":[1]}', "source"),
+        ('{"type":"completion","id":"r","message":"x","stream":"yes"}', "stream"),
+        ('{"type":"cancel"}', "'id'"),
+        ('{"type":"auth","token":""}', "token"),
+    ],
+)
+def test_invalid_frames_are_bad_requests(text: str, fragment: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_client_frame(text)
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"type": "completion", "id": "r"}, ("r", True)),
+        ({"type": "cancel", "id": "r"}, ("r", False)),
+        ({"type": "completion", "id": 5}, (None, False)),
+        ({}, (None, False)),
+    ],
+)
+def test_refused_id(obj: dict[str, Any], expected: tuple[str | None, bool]) -> None:
+    assert refused_id(obj) == expected
+
+
+def test_invalid_utf8_body_is_bad_request() -> None:
+    with pytest.raises(BadRequest):
+        parse_json_object(b"\xff\xfe")
+
+
+REF = GenerationRef("gen_1", "conv_1")
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            Start(1, "m", "chat"),
+            {
+                "type": "start",
+                "seq": 1,
+                "done": False,
+                "content": "",
+                "model": "m",
+                "agent": "chat",
+            },
+        ),
+        (
+            Chunk(2, "hé", {"k": 1}),
+            {"type": "chunk", "seq": 2, "done": False, "content": "hé", "metadata": {"k": 1}},
+        ),
+        (
+            Done(3, "stop", Usage(2, 3)),
+            {
+                "type": "done",
+                "seq": 3,
+                "done": True,
+                "content": "",
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+            },
+        ),
+        (
+            Failed(4, "upstream_error", "gone", True),
+            {
+                "type": "error",
+                "seq": 4,
+                "done": True,
+                "content": "",
+                "code": "upstream_error",
+                "message": "gone",
+                "retryable": True,
+                "error": "gone",
+            },
+        ),
+    ],
+)
+def test_events_encode_with_their_generation(event: Any, expected: dict[str, Any]) -> None:
+    frame = json.loads(encode_event(event, REF, "r1"))
+    assert frame == {"id": "r1", "generation_id": "gen_1", "conversation_id": "conv_1", **expected}
+
+
+def test_error_and_ready_frames() -> None:
+    assert json.loads(error_frame(None, InternalError(), done=False)) == {
+        "type": "error",
+        "id": None,
+        "code": "internal",
+        "message": "The gateway failed to handle this request.",
+        "retryable": False,
+        "done": False,
+    }
+    assert json.loads(ready_frame("alice", "conn_1", 99)) == {
+        "type": "ready",
+        "protocol": 1,
+        "user": "alice",
+        "connection_id": "conn_1",
+        "expires_at": 99,
+    }

@@ -1,0 +1,96 @@
+"""The conversation store and the embedded Redis, against real redis-server processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from gateway.config import Settings
+from gateway.errors import NotFound
+from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
+from gateway.store.keys import Keys
+
+from .conftest import RedisServer
+
+
+def message(role: str, content: str, at: int = 1) -> StoredMessage:
+    return StoredMessage(role, content, at)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def test_a_conversations_keys_share_one_cluster_slot() -> None:
+    keys = Keys("cgw:")
+    assert key_slot(keys.conversation("c1").encode()) == key_slot(keys.messages("c1").encode())
+    assert keys.conversation("c1").startswith("cgw:")
+
+
+async def test_turns_claim_return_history_and_append(redis: Redis, settings: Settings) -> None:
+    store = ConversationStore(redis, Keys(settings.redis_prefix), ttl=60, max_stored_turns=2)
+    assert await store.open_turn("alice", "c", message("user", "q1"), 10) == []
+    await store.append_answer("alice", "c", message("assistant", "a1"))
+    history = await store.open_turn("alice", "c", message("user", "q2"), 10)
+    assert [m.content for m in history] == ["q1", "a1"]
+    assert [m.content for m in await store.open_turn("alice", "c", message("user", "q3"), 1)] == [
+        "q2"
+    ]
+    with pytest.raises(NotFound):
+        await store.open_turn("bob", "c", message("user", "steal"), 10)
+    with pytest.raises(NotFound):
+        await store.messages("bob", "c")
+    with pytest.raises(NotFound):
+        await store.messages("alice", "never-made")
+
+
+async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settings) -> None:
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, ttl=120, max_stored_turns=2)
+    for n in range(5):
+        await store.open_turn("alice", "cap", message("user", f"q{n}"), 0)
+        await store.append_answer("alice", "cap", message("assistant", f"a{n}"))
+    stored = await store.messages("alice", "cap")
+    assert [m.content for m in stored] == ["q3", "a3", "q4", "a4"]
+    for key in (keys.conversation("cap"), keys.messages("cap"), keys.user_conversations("alice")):
+        assert 0 < await redis.ttl(key) <= 120
+    assert await redis.hget(keys.conversation("cap"), "title") == "q0"
+
+
+def _ping(url: str) -> bool:
+    client = sync_redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except sync_redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def test_embedded_redis_keeps_data_across_a_restart(tmp_path: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "data")
+    url = embedded.start()
+    client = sync_redis.Redis.from_url(url)
+    client.set("k", "kept")
+    client.close()
+    with pytest.raises(EmbeddedRedisError, match="Another gateway is using"):
+        EmbeddedRedis(tmp_path / "data").start()
+    assert _ping(url)  # the refused second start left the running server alone
+    embedded.stop()
+    assert not _ping(url)
+    again = EmbeddedRedis(tmp_path / "data")
+    client = sync_redis.Redis.from_url(again.start())
+    try:
+        assert client.get("k") == b"kept"
+    finally:
+        client.close()
+        again.stop()

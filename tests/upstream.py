@@ -1,0 +1,218 @@
+"""A fake OpenAI-compatible upstream that speaks the exact wire format, for tests and bench.
+
+Behaviour is chosen by the requested model name, dash-separated options after `fake`:
+  n<count>   reply with <count> tokens (default: the words "You said: <last user message>")
+  i<ms>      wait <ms> between tokens (default 0)
+  drop<k>    cut the connection after <k> content chunks (a mid-stream failure)
+  err<code>  answer HTTP <code> with an OpenAI error body
+  stamp      each token's content is the send time in ns (for latency measurements)
+  hang       send the headers, then nothing until the client goes away
+Every request is recorded with its body, and whether the client left before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Recorded:
+    body: dict[str, Any]
+    authorization: str | None
+    finished: threading.Event = field(default_factory=threading.Event)
+    client_left: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body.get("messages", []))
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    tokens: list[str]
+    interval: float = 0.0
+    drop_after: int | None = None
+    error_status: int | None = None
+    stamp: bool = False
+    hang: bool = False
+
+    @staticmethod
+    def parse(model: str, messages: list[dict[str, Any]]) -> Behaviour:
+        options = model.split("-")[1:]
+        count: int | None = None
+        values: dict[str, Any] = {}
+        for option in options:
+            if option.startswith("n") and option[1:].isdigit():
+                count = int(option[1:])
+            elif option.startswith("i") and option[1:].isdigit():
+                values["interval"] = int(option[1:]) / 1000
+            elif option.startswith("drop") and option[4:].isdigit():
+                values["drop_after"] = int(option[4:])
+            elif option.startswith("err") and option[3:].isdigit():
+                values["error_status"] = int(option[3:])
+            elif option in ("stamp", "hang"):
+                values[option] = True
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        words = f"You said: {last_user}".split(" ")
+        tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+        if count is not None:
+            tokens = [f" t{i}" for i in range(count)]
+        return Behaviour(tokens=tokens, **values)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        record = Recorded(body, request.headers.get("authorization"))
+        self.requests.append(record)
+        behaviour = Behaviour.parse(body["model"], body["messages"])
+        if behaviour.error_status is not None:
+            record.finished.set()
+            return _error(behaviour.error_status)
+        if not body.get("stream"):
+            record.finished.set()
+            return JSONResponse(_completion(body, behaviour))
+        return StreamingResponse(
+            self._stream(body, behaviour, record), media_type="text/event-stream"
+        )
+
+    async def _stream(
+        self, body: dict[str, Any], behaviour: Behaviour, record: Recorded
+    ) -> AsyncIterator[str]:
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        try:
+            yield _sse(_chunk(cid, created, body["model"], {"role": "assistant", "content": ""}))
+            if behaviour.hang:
+                await asyncio.Event().wait()
+            limit = body.get("max_tokens") or len(behaviour.tokens)
+            sent = 0
+            for token in behaviour.tokens[:limit]:
+                if behaviour.drop_after is not None and sent >= behaviour.drop_after:
+                    raise _Drop
+                if behaviour.interval:
+                    await asyncio.sleep(behaviour.interval)
+                content = f" {time.time_ns()}" if behaviour.stamp else token
+                yield _sse(_chunk(cid, created, body["model"], {"content": content}))
+                sent += 1
+            reason = "length" if limit < len(behaviour.tokens) else "stop"
+            yield _sse(_chunk(cid, created, body["model"], {}, reason))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = _usage(body["messages"], sent)
+                yield _sse(
+                    {**_chunk(cid, created, body["model"], {}), "choices": [], "usage": usage}
+                )
+            yield "data: [DONE]\n\n"
+            record.finished.set()
+        except (asyncio.CancelledError, GeneratorExit):
+            record.client_left.set()
+            raise
+
+
+class _Drop(Exception):
+    """Raised inside the stream: uvicorn then aborts the connection mid-body."""
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _chunk(
+    cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def _usage(messages: list[dict[str, Any]], completion: int) -> dict[str, int]:
+    prompt = sum(len(str(m["content"]).split()) for m in messages)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _completion(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
+    limit = body.get("max_tokens") or len(behaviour.tokens)
+    tokens = behaviour.tokens[:limit]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(tokens), "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length" if limit < len(behaviour.tokens) else "stop",
+            }
+        ],
+        "usage": _usage(body["messages"], len(tokens)),
+    }
+
+
+def _error(status: int) -> JSONResponse:
+    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
+    return JSONResponse(
+        {
+            "error": {
+                "message": f"fake upstream error {status}",
+                "type": kinds.get(status, "server_error"),
+                "param": None,
+                "code": None,
+            }
+        },
+        status_code=status,
+    )
+
+
+@contextmanager
+def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on a free loopback port; yield its base URL.
+
+    The socket listens before the server starts, so clients may connect at once: the kernel
+    queues them until uvicorn accepts.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    config.setdefault("log_level", "warning")
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
