@@ -17,7 +17,8 @@ from gateway.devmode import dev_secret
 from gateway.errors import RequestError
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
 from gateway.handlers.health import healthz, readyz
-from gateway.handlers.sse import completion
+from gateway.handlers.rest import conversation
+from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
 from gateway.logs import install_redaction
 from gateway.services import open_services
@@ -44,6 +45,9 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/completion", completion, methods=["POST"]),
+        Route("/generations/{generation_id}/events", generation_events),
+        Route("/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
+        Route("/conversations/{conversation_id}", conversation),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

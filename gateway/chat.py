@@ -1,22 +1,34 @@
-"""The transport-agnostic core: validate a completion request, open its conversation turn,
-pick model and agent, and start a Generation. Knows no wire format."""
+"""The transport-agnostic core: start a completion, follow or cancel a generation from any
+instance, and show a conversation. Knows no wire format."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.auth import Principal
 from gateway.config import AgentConfig, Settings
-from gateway.errors import BadRequest
-from gateway.events import GenerationRef, Message
-from gateway.generations import Generation, GenerationRegistry, Result, Subscriber
+from gateway.errors import BadRequest, NotFound, Unavailable
+from gateway.events import Chunk, Event, GenerationRef, Message, is_final
+from gateway.generations import (
+    Follow,
+    Generation,
+    GenerationRegistry,
+    LocalFollow,
+    RemoteFollow,
+    Result,
+    Subscriber,
+)
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.registry import ModelRegistry
 from gateway.protocol import CompletionRequest
 from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.logs import GenerationLog, GenerationMeta, Status
 
 
 def new_id(prefix: str) -> str:
@@ -41,13 +53,16 @@ class ChatService:
         models: ModelRegistry,
         agents: Mapping[str, tuple[Agent, AgentConfig]],
         conversations: ConversationStore,
+        generation_log: GenerationLog,
         generations: GenerationRegistry,
     ) -> None:
         self._settings = settings
         self._models = models
         self._agents = agents
         self._conversations = conversations
+        self._log = generation_log
         self.generations = generations
+        self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
 
     def resolve(self, request: CompletionRequest) -> tuple[Agent, AgentConfig, ChatModel]:
         """The agent and model a request names; BadRequest for unknown names. No I/O."""
@@ -70,23 +85,42 @@ class ChatService:
         subscriber: Subscriber,
         *,
         must_stream: bool = False,
-    ) -> Generation:
-        """Open the turn in Redis and launch its generation, with `subscriber` attached before
-        the first event. Raises a RequestError before anything is stored or sent upstream.
+    ) -> Follow:
+        """Open the turn in Redis and launch its generation with `subscriber` attached before
+        the first event. A repeated idempotency key attaches to the generation it started.
+        Raises a RequestError before anything is stored or sent upstream.
         `must_stream` refuses a non-streaming model (HTTP streams); a socket takes its
         answer as one chunk."""
+        if self.generations.draining.is_set():
+            raise Unavailable("This gateway instance is restarting; retry in a moment.")
         agent, agent_config, model = self.resolve(request)
         if must_stream and not model.streaming:
             raise BadRequest(streaming_refused(model.name))
+        generation_id = new_id("gen")
+        if request.idempotency_key is not None:
+            earlier = await self._log.claim_idempotency(
+                principal.sub,
+                request.idempotency_key,
+                generation_id,
+                self._settings.idempotency_ttl,
+            )
+            if earlier != generation_id:
+                return self.attach(await self.locate(principal, earlier), 0, subscriber)
         conversation_id = request.conversation_id or new_id("conv")
-        created = now_ms()
         history = await self._conversations.open_turn(
             principal.sub,
             conversation_id,
-            StoredMessage("user", request.message, created),
+            StoredMessage("user", request.message, now_ms()),
             0 if request.conversation_history is not None else 2 * self._settings.history_turns,
+            generation_id,
+            request.project_id,
         )
-        ref = GenerationRef(new_id("gen"), conversation_id)
+        ref = GenerationRef(generation_id, conversation_id)
+        await self._create(
+            GenerationMeta(
+                generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
+            )
+        )
         given = AgentInput(
             message=request.message,
             history=self._history(request, history),
@@ -99,11 +133,119 @@ class ChatService:
             model.name,
             agent.name,
             agent.run(given),
-            on_end=lambda result: self._store_answer(principal.sub, generation, result),
+            on_end=lambda result: self._end(principal.sub, generation, result),
+            writer=self.generations.writer,
         )
-        generation.subscribe(subscriber)
+        generation.attach(subscriber)
         self.generations.launch(generation)
-        return generation
+        return LocalFollow(generation, subscriber)
+
+    async def locate(self, principal: Principal, generation_id: str) -> GenerationMeta:
+        """The generation's record with its current status (a running one whose process died
+        is ended as interrupted first). NotFound unless it is yours."""
+        meta = await self._meta(principal, generation_id)
+        local = self.generations.get(generation_id)
+        if local is None and meta.status == "running" and await self._interrupt_if_abandoned(meta):
+            meta = await self._meta(principal, generation_id)
+        return meta
+
+    def attach(self, meta: GenerationMeta, after: int, subscriber: Subscriber) -> Follow:
+        """Deliver events with seq > after, then live ones, to `subscriber`: from this
+        process's memory when it runs here, else from the log in Redis."""
+        local = self.generations.get(meta.generation_id)
+        if local is not None:
+            local.attach(subscriber, after)
+            return LocalFollow(local, subscriber)
+        task = asyncio.create_task(
+            self._follow_log(meta, after, subscriber), name=f"follow-{meta.generation_id}"
+        )
+        return RemoteFollow(task, meta.generation_id)
+
+    async def cancel(self, principal: Principal, generation_id: str) -> Status:
+        """Stop the generation wherever it runs; idempotent. NotFound unless it is yours."""
+        meta = await self._meta(principal, generation_id)
+        if meta.status != "running":
+            return meta.status
+        local = self.generations.get(generation_id)
+        if local is not None:
+            local.cancel()
+        else:
+            await self._log.request_cancel(generation_id)
+        return "running"
+
+    async def conversation(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
+        record, messages = await self._conversations.view(principal.sub, conversation_id)
+        generation = None
+        if record.get("generation"):
+            try:
+                meta = await self.locate(principal, record["generation"])
+                generation = {"id": meta.generation_id, "status": meta.status}
+            except NotFound:
+                generation = None  # its log expired; the messages say how it ended
+        return {
+            "id": conversation_id,
+            "title": record.get("title", ""),
+            "project_id": record.get("project_id"),
+            "created_at": int(record["created_at"]),
+            "updated_at": int(record["updated_at"]),
+            "messages": [m.as_dict() for m in messages],
+            "generation": generation,
+        }
+
+    async def _create(self, meta: GenerationMeta) -> None:
+        async with self._log.redis.pipeline(transaction=False) as pipe:
+            self._log.queue_create(pipe, meta, self.generations.instance)
+            await pipe.execute()
+
+    async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
+        meta = await self._log.meta(generation_id)
+        if meta is None or meta.owner != principal.sub:
+            # Identical for unknown and foreign ids: nobody learns what others run.
+            raise NotFound(f"Generation '{generation_id}' was not found.")
+        return meta
+
+    async def _follow_log(self, meta: GenerationMeta, after: int, subscriber: Subscriber) -> None:
+        ref = GenerationRef(meta.generation_id, meta.conversation_id)
+        last = after
+        while True:
+            events = await self._log.read_after(meta.generation_id, last)
+            if not events:
+                events = await self._end_behind(meta.generation_id, last)
+            if not events:
+                events = await self._log.wait_after(meta.generation_id, last, self._block_ms)
+                if not events:
+                    await self._interrupt_if_abandoned(meta)
+                    continue
+            for event in events:
+                subscriber(ref, event)
+                last = event.seq
+                if is_final(event):
+                    return
+
+    async def _end_behind(self, generation_id: str, last: int) -> list[Event]:
+        """When a process dies, events it delivered but had not yet stored are lost, so a
+        client may have seen seqs past the stored terminal event. It then gets that event
+        numbered after what it saw: every follower ends, and seqs never repeat for it."""
+        meta = await self._log.meta(generation_id)
+        if meta is None or meta.status == "running" or meta.last_seq > last:
+            return []
+        final = await self._log.last_event(generation_id)
+        return [dataclasses.replace(final, seq=last + 1)] if final is not None else []
+
+    async def _interrupt_if_abandoned(self, meta: GenerationMeta) -> bool:
+        """If the generation's process died, end it as interrupted and store its partial
+        answer; exactly one instance wins. True when it is now ended."""
+        if not await self._log.interrupt_if_abandoned(meta.generation_id):
+            return False
+        events = await self._log.read_after(
+            meta.generation_id, 0, count=self._settings.max_log_events
+        )
+        text = "".join(e.content for e in events if isinstance(e, Chunk))
+        answer = StoredMessage(
+            "assistant", text, now_ms(), "incomplete", meta.model, meta.agent, meta.generation_id
+        )
+        await self._conversations.append_answer(meta.owner, meta.conversation_id, answer)
+        return True
 
     def _history(self, request: CompletionRequest, stored: list[StoredMessage]) -> list[Message]:
         if request.conversation_history is not None:
@@ -117,7 +259,7 @@ class ChatService:
         temperature = request.temperature if request.temperature is not None else agent.temperature
         return ModelParams(temperature=temperature, max_tokens=max_tokens)
 
-    async def _store_answer(self, owner: str, generation: Generation, result: Result) -> None:
+    async def _end(self, owner: str, generation: Generation, result: Result) -> None:
         answer = StoredMessage(
             role="assistant",
             content=result.text,
@@ -128,4 +270,10 @@ class ChatService:
             generation_id=generation.id,
             usage=result.usage,
         )
-        await self._conversations.append_answer(owner, generation.ref.conversation_id, answer)
+        conversation_id = generation.ref.conversation_id
+        await self.generations.writer.finish(
+            generation.id,
+            result.finish,
+            result.status,
+            lambda pipe: self._conversations.queue_answer(pipe, owner, conversation_id, answer),
+        )

@@ -105,6 +105,14 @@ class Settings:
     history_turns: int = 20
     max_stored_turns: int = 200
     conversation_ttl: int = 30 * 24 * 3600
+    # Generations
+    on_disconnect: Literal["continue", "cancel"] = "continue"
+    log_flush_ms: float = 10.0
+    generation_ttl: int = 3600
+    max_log_events: int = 100_000
+    lease_ttl: float = 10.0
+    shutdown_drain_seconds: float = 10.0
+    idempotency_ttl: int = 24 * 3600
     # WebSocket transport
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
@@ -161,6 +169,13 @@ class Settings:
             history_turns=int(_number(env, "HISTORY_TURNS", 20)),
             max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),
             conversation_ttl=int(_number(env, "CONVERSATION_TTL", 30 * 24 * 3600)),
+            on_disconnect=_choice(env, "ON_DISCONNECT", ("continue", "cancel")),
+            log_flush_ms=_number(env, "LOG_FLUSH_MS", 10.0),
+            generation_ttl=int(_number(env, "GENERATION_TTL", 3600)),
+            max_log_events=int(_number(env, "MAX_LOG_EVENTS", 100_000)),
+            lease_ttl=_number(env, "LEASE_TTL", 10.0),
+            shutdown_drain_seconds=_number(env, "SHUTDOWN_DRAIN_SECONDS", 10.0),
+            idempotency_ttl=int(_number(env, "IDEMPOTENCY_TTL", 24 * 3600)),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", 20.0),
             ws_ping_timeout=_number(env, "WS_PING_TIMEOUT", 20.0),
             ws_per_message_deflate=_flag(env, "WS_PER_MESSAGE_DEFLATE"),
@@ -198,12 +213,19 @@ def _check(s: Settings) -> None:
         "MAX_QUEUED_FRAMES": s.max_queued_frames,
         "MAX_STORED_TURNS": s.max_stored_turns,
         "CONVERSATION_TTL": s.conversation_ttl,
+        "GENERATION_TTL": s.generation_ttl,
+        "MAX_LOG_EVENTS": s.max_log_events,
+        "LEASE_TTL": s.lease_ttl,
+        "IDEMPOTENCY_TTL": s.idempotency_ttl,
     }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be greater than zero.")
-    if s.history_turns < 0 or s.echo_delay_ms < 0:
-        raise ConfigError("HISTORY_TURNS and ECHO_DELAY_MS may not be negative.")
+    if min(s.history_turns, s.echo_delay_ms, s.log_flush_ms, s.shutdown_drain_seconds) < 0:
+        raise ConfigError(
+            "HISTORY_TURNS, ECHO_DELAY_MS, LOG_FLUSH_MS and SHUTDOWN_DRAIN_SECONDS "
+            "may not be negative."
+        )
 
 
 def _load_toml(path: str | None) -> dict[str, Any]:
@@ -293,6 +315,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not '{raw}'.") from None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> Any:
+    value = env.get(name, choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not '{value}'.")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

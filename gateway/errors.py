@@ -10,7 +10,8 @@
     │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable)
     │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable)
     │   ├── InternalError        "internal"      (HTTP 500)
-    │   └── Interrupted          "internal"      (HTTP 503, retryable: the gateway stopped)
+    │   ├── Interrupted          "interrupted"   (HTTP 503, retryable: the producer stopped)
+    │   └── Unavailable          "unavailable"   (HTTP 503, retryable: shutting down)
     └── Disconnect(close_code)   the WebSocket must close with this code
 
 Messages are written for people and never carry secrets or stack traces: handlers
@@ -26,6 +27,8 @@ ErrorCode = Literal[
     "not_found",
     "rate_limited",
     "upstream_error",
+    "interrupted",
+    "unavailable",
     "internal",
 ]
 
@@ -89,9 +92,17 @@ class InternalError(RequestError):
 
 
 class Interrupted(RequestError):
-    """The gateway stopped mid-generation; what was streamed is stored as incomplete."""
+    """The process running a generation stopped before it ended; what was streamed is kept."""
 
-    code = "internal"
+    code = "interrupted"
+    http_status = 503
+    retryable = True
+
+
+class Unavailable(RequestError):
+    """This instance is shutting down and takes no new work; another instance will."""
+
+    code = "unavailable"
     http_status = 503
     retryable = True
 

@@ -1,16 +1,19 @@
-"""Running generations: number the agent's events, fan them out, cancel, store the answer.
+"""Running generations: number the agent's events, fan them out, log them, cancel, lease.
 
-A generation is a task owned by the gateway process, not by the connection that asked for it:
-when that connection goes away the generation still runs to its end and its answer is stored.
+A generation is a task owned by the gateway process, not by the connection that asked for it.
+It publishes each event to local subscribers at once and to its Redis log in batches, so a
+subscriber anywhere can follow it by seq: locally from memory, remotely from the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from gateway.errors import InternalError, Interrupted, RequestError
 from gateway.events import (
@@ -24,8 +27,11 @@ from gateway.events import (
     Start,
     TextDelta,
     Usage,
+    is_final,
 )
 from gateway.protocol import failed_from
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.generations")
 
@@ -39,11 +45,24 @@ class Result:
 
     text: str
     outcome: Outcome
+    status: Status
     usage: Usage
     finish: Done | Failed
 
 
 OnEnd = Callable[[Result], Awaitable[None]]
+
+
+def result_of(text: str, finish: Finish | None, error: RequestError | None, seq: int) -> Result:
+    if error is not None:
+        usage = Usage(completion_tokens=len(text.split()))
+        status: Status = "interrupted" if isinstance(error, Interrupted) else "failed"
+        return Result(text, "incomplete", status, usage, failed_from(error, seq))
+    if finish is None:
+        usage = Usage(completion_tokens=len(text.split()))
+        return Result(text, "cancelled", "cancelled", usage, Done(seq, "cancelled", usage))
+    done = Done(seq, finish.reason, finish.usage)
+    return Result(text, "complete", "complete", finish.usage, done)
 
 
 class Generation:
@@ -54,41 +73,57 @@ class Generation:
         agent: str,
         events: AsyncIterator[AgentEvent],
         on_end: OnEnd,
+        writer: LogWriter,
     ) -> None:
         self.ref = ref
         self.model = model
         self.agent = agent
-        self._events = events
+        self._source = events
         self._on_end = on_end
+        self._writer = writer
         self._subscribers: list[Subscriber] = []
-        self._seq = 0
+        self.events: list[Event] = []
         self._stop: Literal["cancel", "shutdown"] | None = None
+        self._ending = False
         self.task: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
         return self.ref.generation_id
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+    @property
+    def ended(self) -> bool:
+        return bool(self.events) and is_final(self.events[-1])
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def attach(self, subscriber: Subscriber, after: int = 0) -> None:
+        """Replay events with seq > after, then deliver the rest live: no gap, no repeat."""
+        for event in self.events[after:]:
+            subscriber(self.ref, event)
+        if not self.ended:
+            self._subscribers.append(subscriber)
+
+    def detach(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
 
     def cancel(self, reason: Literal["cancel", "shutdown"] = "cancel") -> None:
-        """Stop the agent (and its upstream request); idempotent."""
-        if self.task is not None and not self.task.done() and self._stop is None:
+        """Stop the agent (and its upstream request); idempotent, and a no-op once ending."""
+        running = self.task is not None and not self.task.done()
+        if running and self._stop is None and not self._ending:
+            assert self.task is not None
             self._stop = reason
             self.task.cancel()
 
+    def begin(self) -> None:
+        """Publish the start event; called before the task runs so it precedes anything else."""
+        self._publish(Start(1, self.model, self.agent))
+
     async def run(self) -> None:
-        self._publish(Start(self._next_seq(), self.model, self.agent))
         parts: list[str] = []
         finish: Finish | None = None
         error: RequestError | None = None
         try:
-            async for event in self._events:
+            async for event in self._source:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     self._publish(Chunk(self._next_seq(), event.text, event.metadata))
@@ -105,44 +140,112 @@ class Generation:
         except Exception:
             log.exception("generation %s failed", self.id)
             error = InternalError()
-        await self._end("".join(parts), finish, error)
+        await self._end(result_of("".join(parts), finish, error, self._next_seq()))
 
-    async def _end(self, text: str, finish: Finish | None, error: RequestError | None) -> None:
-        seq = self._next_seq()
-        result: Result
-        if error is not None:
-            usage = Usage(completion_tokens=len(text.split()))
-            result = Result(text, "incomplete", usage, failed_from(error, seq))
-        elif finish is None:
-            usage = Usage(completion_tokens=len(text.split()))
-            result = Result(text, "cancelled", usage, Done(seq, "cancelled", usage))
-        else:
-            result = Result(text, "complete", finish.usage, Done(seq, finish.reason, finish.usage))
+    async def _end(self, result: Result) -> None:
+        self._ending = True
         try:
             await self._on_end(result)
         except Exception:
-            log.exception("generation %s: storing the answer failed", self.id)
+            log.exception("generation %s: storing the end failed", self.id)
             failure = InternalError("The answer could not be stored; it may be missing later.")
-            result = Result(text, result.outcome, result.usage, failed_from(failure, seq))
-        self._publish(result.finish)
+            failed = failed_from(failure, result.finish.seq)
+            result = Result(result.text, result.outcome, "failed", result.usage, failed)
+        self._deliver(result.finish)
         self._subscribers.clear()
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        return len(self.events) + 1
 
     def _publish(self, event: Event) -> None:
+        self._writer.add(self.id, event)
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        self.events.append(event)
         for subscriber in tuple(self._subscribers):
             subscriber(self.ref, event)
 
 
-class GenerationRegistry:
-    """The generations this process runs: keeps their tasks alive and stops them on shutdown."""
+class Follow(Protocol):
+    """A subscription to one generation; `stop` ends it and never cancels the generation."""
 
-    def __init__(self) -> None:
+    @property
+    def generation_id(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class LocalFollow:
+    generation: Generation
+    subscriber: Subscriber
+
+    @property
+    def generation_id(self) -> str:
+        return self.generation.id
+
+    def stop(self) -> None:
+        self.generation.detach(self.subscriber)
+
+
+@dataclass
+class RemoteFollow:
+    task: asyncio.Task[None]
+    followed: str
+
+    @property
+    def generation_id(self) -> str:
+        return self.followed
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class GenerationRegistry:
+    """The generations this process runs: keeps their tasks alive, renews their leases,
+    hears cancels from other instances, and drains them on shutdown."""
+
+    def __init__(
+        self,
+        generation_log: GenerationLog,
+        writer: LogWriter,
+        instance: str,
+        lease_ttl: float,
+        cancel_channel: str,
+    ) -> None:
+        self._log = generation_log
+        self.writer = writer
+        self.instance = instance
+        self._lease_ttl = lease_ttl
+        self._cancel_channel = cancel_channel
         self._running: dict[str, Generation] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = asyncio.Event()
+        self._drain_started: float | None = None
+        self._drain_hooks: set[Callable[[], None]] = set()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._keep_leases(), name="generation-leases"),
+            asyncio.create_task(self._hear_cancels(), name="generation-cancels"),
+        ]
+
+    def begin_drain(self) -> None:
+        """Refuse new generations from now on and run the drain hooks (once)."""
+        if self._drain_started is None:
+            self._drain_started = time.monotonic()
+            self.draining.set()
+            for hook in list(self._drain_hooks):
+                hook()
+
+    def on_drain(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run `hook` when draining begins; returns a function that removes it."""
+        self._drain_hooks.add(hook)
+        return lambda: self._drain_hooks.discard(hook)
 
     def launch(self, generation: Generation) -> None:
+        generation.begin()
         task = asyncio.create_task(generation.run(), name=f"generation-{generation.id}")
         generation.task = task
         self._running[generation.id] = generation
@@ -154,11 +257,50 @@ class GenerationRegistry:
     def __len__(self) -> int:
         return len(self._running)
 
-    async def shutdown(self) -> None:
-        """Stop every generation; each stores what it has as incomplete."""
-        generations = list(self._running.values())
-        for generation in generations:
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            if not self._running:
+                continue
+            try:
+                for generation_id in await self._log.renew(list(self._running)):
+                    self._cancel_local(generation_id)
+            except Exception:
+                log.warning("renewing generation leases failed; retrying")
+
+    async def _hear_cancels(self) -> None:
+        while True:
+            try:
+                async with self._log.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._cancel_channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._cancel_local(str(message["data"]))
+            except Exception:
+                log.warning("the cancel channel dropped; resubscribing")
+                await asyncio.sleep(1)  # back off before reconnecting to Redis
+
+    def _cancel_local(self, generation_id: str) -> None:
+        generation = self._running.get(generation_id)
+        if generation is not None:
+            generation.cancel()
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Let running generations finish until `drain_seconds` after draining began,
+        interrupt the rest, and stop the background tasks. Each stores what it has."""
+        self.begin_drain()
+        assert self._drain_started is not None
+        tasks = [g.task for g in self._running.values() if g.task is not None]
+        if tasks:
+            deadline = self._drain_started + drain_seconds
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        for generation in list(self._running.values()):
             generation.cancel("shutdown")
-        tasks = [g.task for g in generations if g.task is not None]
+        tasks = [g.task for g in self._running.values() if g.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

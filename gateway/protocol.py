@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import BadRequest, RequestError
-from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Message, Start
+from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Message, Start, Usage
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "chat-gateway.v1"
 BEARER_PREFIX = "bearer."
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GENERATION_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{1,60}$")
 MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
@@ -43,11 +44,23 @@ class CompletionRequest:
     project_id: str | None = None
     sources: tuple[Source, ...] = ()
     stream: bool = False
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    id: str
+    """Names the generation by the request `id` it runs under on this socket, or by
+    `generation_id` (from any socket or instance)."""
+
+    id: str | None = None
+    generation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    generation_id: str
+    after: int = 0
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,7 @@ class Auth:
     token: str
 
 
-ClientFrame = CompletionRequest | Cancel | Ping | Auth
+ClientFrame = CompletionRequest | Cancel | Resume | Ping | Auth
 
 
 def parse_client_frame(text: str) -> ClientFrame:
@@ -83,7 +96,13 @@ def parse_frame_object(obj: dict[str, Any]) -> ClientFrame:
     if kind == "completion":
         return parse_completion(obj, require_id=True)
     if kind == "cancel":
-        return Cancel(id=_request_id(obj))
+        return _cancel(obj)
+    if kind == "resume":
+        return Resume(
+            generation_id=_generation_id(obj.get("generation_id")),
+            after=parse_after(obj.get("after", 0)),
+            id=_request_id(obj) if obj.get("id") is not None else None,
+        )
     if kind == "ping":
         return Ping()
     if kind == "auth":
@@ -112,7 +131,7 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
     conversation_id = _optional_str(obj, "conversation_id")
     if conversation_id is not None and not CONVERSATION_ID_RE.match(conversation_id):
         raise BadRequest("'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -.")
-    stream = obj.get("stream", False)
+    stream = obj.get("stream") or False
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false.")
     return CompletionRequest(
@@ -127,7 +146,31 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
         project_id=_optional_str(obj, "project_id"),
         sources=_sources(obj.get("sources")),
         stream=stream,
+        idempotency_key=_optional_str(obj, "idempotency_key"),
     )
+
+
+def _cancel(obj: dict[str, Any]) -> Cancel:
+    if obj.get("generation_id") is not None:
+        return Cancel(generation_id=_generation_id(obj["generation_id"]))
+    if obj.get("id") is None:
+        raise BadRequest("A cancel frame needs 'id' or 'generation_id'.")
+    return Cancel(id=_request_id(obj))
+
+
+def _generation_id(value: Any) -> str:
+    if not isinstance(value, str) or not GENERATION_ID_RE.match(value):
+        raise BadRequest("'generation_id' must be a generation id such as 'gen_…'.")
+    return value
+
+
+def parse_after(value: Any) -> int:
+    """The last seq a client has seen: a whole number, 0 for "everything"."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest("'after' must be a whole number of at least 0.")
+    return value
 
 
 def _request_id(obj: dict[str, Any]) -> str:
@@ -205,18 +248,12 @@ def _source(item: Any) -> Source:
 # Server frames.
 
 
-def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> dict[str, Any]:
-    """The JSON object for one event: the same on the WebSocket and in SSE `data:`."""
-    head: dict[str, Any] = {
-        "id": request_id,
-        "generation_id": ref.generation_id,
-        "conversation_id": ref.conversation_id,
-        "seq": event.seq,
-    }
+def event_payload(event: Event) -> dict[str, Any]:
+    """An event's own fields: what the generation log stores, and the tail of every frame."""
     if isinstance(event, Start):
         return {
             "type": "start",
-            **head,
+            "seq": event.seq,
             "content": "",
             "done": False,
             "model": event.model,
@@ -225,7 +262,7 @@ def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> di
     if isinstance(event, Chunk):
         return {
             "type": "chunk",
-            **head,
+            "seq": event.seq,
             "content": event.content,
             "done": False,
             "metadata": event.metadata,
@@ -233,7 +270,7 @@ def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> di
     if isinstance(event, Done):
         return {
             "type": "done",
-            **head,
+            "seq": event.seq,
             "content": "",
             "done": True,
             "finish_reason": event.finish_reason,
@@ -241,13 +278,40 @@ def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> di
         }
     return {
         "type": "error",
-        **head,
+        "seq": event.seq,
         "content": "",
         "done": True,
         "code": event.code,
         "message": event.message,
         "retryable": event.retryable,
         "error": event.message,
+    }
+
+
+def event_from_payload(obj: dict[str, Any]) -> Event:
+    """The inverse of `event_payload`, for events read back from the generation log."""
+    kind, seq = obj["type"], obj["seq"]
+    if kind == "start":
+        return Start(seq, obj["model"], obj["agent"])
+    if kind == "chunk":
+        return Chunk(seq, obj["content"], obj.get("metadata") or {})
+    if kind == "done":
+        usage = obj["usage"]
+        return Done(
+            seq, obj["finish_reason"], Usage(usage["prompt_tokens"], usage["completion_tokens"])
+        )
+    return Failed(seq, obj["code"], obj["message"], obj["retryable"])
+
+
+def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> dict[str, Any]:
+    """The JSON object for one event: the same on the WebSocket and in SSE `data:`."""
+    payload = event_payload(event)
+    return {
+        "type": payload.pop("type"),
+        "id": request_id,
+        "generation_id": ref.generation_id,
+        "conversation_id": ref.conversation_id,
+        **payload,
     }
 
 
@@ -272,6 +336,23 @@ def error_frame(request_id: str | None, error: RequestError, *, done: bool) -> s
 
 def failed_from(error: RequestError, seq: int) -> Failed:
     return Failed(seq=seq, code=error.code, message=error.message, retryable=error.retryable)
+
+
+def resumed_frame(
+    request_id: str | None, generation_id: str, from_seq: int, status: str, last_seq: int | None
+) -> str:
+    """Introduces a replay. `last_seq` is the final event's seq once the generation has
+    ended (nothing follows when from_seq >= last_seq), else null."""
+    return dumps(
+        {
+            "type": "resumed",
+            "id": request_id,
+            "generation_id": generation_id,
+            "from_seq": from_seq,
+            "status": status,
+            "last_seq": last_seq,
+        }
+    )
 
 
 def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:

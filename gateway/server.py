@@ -6,8 +6,6 @@ from typing import Any
 
 from gateway.config import Settings
 
-GRACEFUL_SHUTDOWN_SECONDS = 10
-
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     # websockets-sansio is the fastest implementation here and the lightest per socket;
@@ -19,5 +17,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_timeout": settings.ws_ping_timeout or None,
         "ws_per_message_deflate": settings.ws_per_message_deflate,
         "log_level": settings.log_level,
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        # Sockets close with 1012 at once and SSE streams end when draining begins, so this
+        # only bounds stragglers; generations themselves drain in the app's shutdown.
+        "timeout_graceful_shutdown": max(1, int(settings.shutdown_drain_seconds)),
     }

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+import secrets
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -18,6 +26,8 @@ from gateway.llm.registry import ModelRegistry
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog
 
 log = logging.getLogger("gateway")
 
@@ -28,6 +38,7 @@ class Services:
     verifier: TokenVerifier
     redis: Redis
     chat: ChatService
+    generations: GenerationRegistry
 
 
 @asynccontextmanager
@@ -38,17 +49,68 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
         embedded = EmbeddedRedis(settings.data_dir)
         redis_url = embedded.start()
     redis = Redis.from_url(redis_url, decode_responses=True, health_check_interval=30)
+    keys = Keys(settings.redis_prefix)
     models = ModelRegistry(settings, max_retries=upstream_retries)
-    generations = GenerationRegistry()
-    conversations = ConversationStore(
-        redis, Keys(settings.redis_prefix), settings.conversation_ttl, settings.max_stored_turns
+    generation_log = GenerationLog(
+        redis,
+        keys,
+        ended_ttl=settings.generation_ttl,
+        max_events=settings.max_log_events,
+        lease_ttl=settings.lease_ttl,
     )
-    chat = ChatService(settings, models, build_agents(settings), conversations, generations)
+    writer = LogWriter(generation_log, settings.log_flush_ms)
+    generations = GenerationRegistry(
+        generation_log, writer, _instance_id(), settings.lease_ttl, keys.cancel_channel()
+    )
+    conversations = ConversationStore(
+        redis, keys, settings.conversation_ttl, settings.max_stored_turns
+    )
+    chat = ChatService(
+        settings, models, build_agents(settings), conversations, generation_log, generations
+    )
+    writer.start()
+    generations.start()
+    restore_signals = _drain_on_signal(generations.begin_drain)
     try:
-        yield Services(settings, TokenVerifier(settings), redis, chat)
+        yield Services(settings, TokenVerifier(settings), redis, chat, generations)
     finally:
-        await generations.shutdown()
+        restore_signals()
+        await generations.shutdown(settings.shutdown_drain_seconds)
+        await writer.close()
         await models.aclose()
         await redis.aclose()
         if embedded is not None:
             embedded.stop()
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _drain_on_signal(begin_drain: Callable[[], None]) -> Callable[[], None]:
+    """On SIGTERM or SIGINT, start draining at once (new work is refused and SSE streams end
+    so their clients resume elsewhere), then let the server's own handler run.
+
+    uvicorn installs its handlers with signal.signal before the app starts, so we wrap them;
+    only the main thread may do so (a server in a test thread simply skips this)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(begin_drain)
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -272,7 +272,7 @@ async def test_frames_over_the_limit_close_1009(start_gateway: GatewayFactory, t
 async def test_shutdown_closes_1012_and_stores_the_partial_answer(
     start_gateway: GatewayFactory, token: Mint, conversations: ConversationStore
 ) -> None:
-    server = start_gateway()
+    server = start_gateway(shutdown_drain_seconds=0.2)
     url = server.__enter__()
     try:
         ws = await connected(url, token())

@@ -1,97 +1,143 @@
-"""`POST /completion`: one JSON answer, or Server-Sent Events with `stream=true`."""
+"""HTTP streams: `POST /completion` (JSON, or SSE with stream=true), `GET
+/generations/{id}/events` (resume by Last-Event-ID), `POST /generations/{id}/cancel`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.errors import InternalError, UpstreamError
-from gateway.events import Chunk, Done, Event, Failed, GenerationRef, is_final
-from gateway.generations import Generation
+from gateway.errors import InternalError
+from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
+from gateway.generations import Follow
 from gateway.handlers.common import authenticate, error_body, read_body, services_of
 from gateway.outbox import Outbox
-from gateway.protocol import dumps, event_object, parse_completion, parse_json_object
+from gateway.protocol import (
+    dumps,
+    event_object,
+    parse_after,
+    parse_completion,
+    parse_json_object,
+)
 
 HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STATUS_OF_CODE = {"upstream_error": 502, "interrupted": 503, "unavailable": 503}
 
 
-class _Listener:
+class Listener:
     """Collects one generation's events for one HTTP response."""
 
     def __init__(self, limit: int) -> None:
-        self.outbox: Outbox[Event] = Outbox(limit)
+        self.outbox: Outbox[tuple[GenerationRef, Event]] = Outbox(limit)
 
     def __call__(self, ref: GenerationRef, event: Event) -> None:
-        self.outbox.put(event)
+        self.outbox.put((ref, event))
 
 
 async def completion(request: Request) -> Response:
     principal = authenticate(request)
     services = services_of(request)
-    body = await read_body(request, services.settings.max_frame_bytes)
-    completion_request = parse_completion(parse_json_object(body), require_id=False)
-    listener = _Listener(services.settings.max_queued_frames)
-    generation = await services.chat.start(
+    body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
+    key = request.headers.get("idempotency-key")
+    if key is not None and "idempotency_key" not in body:
+        body["idempotency_key"] = key
+    completion_request = parse_completion(body, require_id=False)
+    listener = Listener(services.settings.max_queued_frames)
+    follow = await services.chat.start(
         principal, completion_request, listener, must_stream=completion_request.stream
     )
     if completion_request.stream:
-        return StreamingResponse(
-            _event_stream(generation, listener, completion_request.id),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
-    return await _whole_answer(generation, listener)
+        return event_stream(request, follow, listener, completion_request.id)
+    return await _whole_answer(follow, listener)
 
 
-async def _whole_answer(generation: Generation, listener: _Listener) -> JSONResponse:
-    parts: list[str] = []
-    try:
-        while (event := await listener.outbox.get()) is not None:
-            if isinstance(event, Chunk):
-                parts.append(event.content)
-            elif isinstance(event, Done):
-                return JSONResponse(
-                    {
-                        "content": "".join(parts),
-                        "model": generation.model,
-                        "agent": generation.agent,
-                        "conversation_id": generation.ref.conversation_id,
-                        "generation_id": generation.id,
-                        "finish_reason": event.finish_reason,
-                        "usage": event.usage.as_dict(),
-                    }
-                )
-            elif isinstance(event, Failed):
-                status = UpstreamError.http_status if event.code == "upstream_error" else 500
-                return JSONResponse(error_body(event.code, event.message), status)
-    finally:
-        generation.unsubscribe(listener)
-    raise InternalError("The answer could not be collected.")
+async def generation_events(request: Request) -> Response:
+    """Replay and follow a generation; `Last-Event-ID` (or `?after=`) is the last seq seen."""
+    principal = authenticate(request)
+    services = services_of(request)
+    generation_id = request.path_params["generation_id"]
+    after = parse_after(
+        request.headers.get("last-event-id") or request.query_params.get("after") or 0
+    )
+    meta = await services.chat.locate(principal, generation_id)
+    if meta.status not in ("running", "interrupted") and after >= meta.last_seq:
+        return Response(status_code=204)  # nothing more will come: EventSource stops here
+    listener = Listener(services.settings.max_queued_frames)
+    follow = services.chat.attach(meta, after, listener)
+    return event_stream(request, follow, listener, meta.request_id)
 
 
-async def _event_stream(
-    generation: Generation, listener: _Listener, request_id: str | None
+async def cancel_generation(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    generation_id = request.path_params["generation_id"]
+    status = await services_of(request).chat.cancel(principal, generation_id)
+    code = 202 if status == "running" else 200
+    return JSONResponse({"generation_id": generation_id, "status": status}, code)
+
+
+def event_stream(
+    request: Request, follow: Follow, listener: Listener, request_id: str | None
+) -> StreamingResponse:
+    generations = services_of(request).generations
+    # Draining ends the stream so the client reconnects (to another instance) and resumes.
+    remove_hook = generations.on_drain(listener.outbox.close)
+    return StreamingResponse(
+        _sse(follow, listener, request_id, remove_hook),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _sse(
+    follow: Follow, listener: Listener, request_id: str | None, cleanup: Callable[[], None]
 ) -> AsyncIterator[str]:
     try:
         while True:
             try:
                 async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    event = await listener.outbox.get()
+                    item = await listener.outbox.get()
             except TimeoutError:
                 yield ": keep-alive\n\n"  # proxies drop streams that stay silent
                 continue
-            if event is None:
+            if item is None:
                 return
-            yield sse_event(event.seq, dumps(event_object(event, generation.ref, request_id)))
+            ref, event = item
+            yield f"id: {event.seq}\ndata: {dumps(event_object(event, ref, request_id))}\n\n"
             if is_final(event):
                 return
     finally:
-        generation.unsubscribe(listener)
+        follow.stop()
+        cleanup()
 
 
-def sse_event(seq: int, data: str) -> str:
-    return f"id: {seq}\ndata: {data}\n\n"
+async def _whole_answer(follow: Follow, listener: Listener) -> JSONResponse:
+    parts: list[str] = []
+    start: Start | None = None
+    try:
+        while (item := await listener.outbox.get()) is not None:
+            ref, event = item
+            if isinstance(event, Start):
+                start = event
+            elif isinstance(event, Chunk):
+                parts.append(event.content)
+            elif isinstance(event, Done) and start is not None:
+                return JSONResponse(
+                    {
+                        "content": "".join(parts),
+                        "model": start.model,
+                        "agent": start.agent,
+                        "conversation_id": ref.conversation_id,
+                        "generation_id": ref.generation_id,
+                        "finish_reason": event.finish_reason,
+                        "usage": event.usage.as_dict(),
+                    }
+                )
+            elif isinstance(event, Failed):
+                status = STATUS_OF_CODE.get(event.code, 500)
+                return JSONResponse(error_body(event.code, event.message), status)
+    finally:
+        follow.stop()
+    raise InternalError("The answer could not be collected.")

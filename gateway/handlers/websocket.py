@@ -30,7 +30,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.events import Event, GenerationRef, is_final
-from gateway.generations import Generation, Subscriber
+from gateway.generations import Follow
 from gateway.handlers.common import services_of
 from gateway.outbox import Outbox
 from gateway.protocol import (
@@ -39,12 +39,14 @@ from gateway.protocol import (
     Cancel,
     CompletionRequest,
     Ping,
+    Resume,
     encode_event,
     error_frame,
     parse_frame_object,
     parse_json_object,
     ready_frame,
     refused_id,
+    resumed_frame,
 )
 from gateway.services import Services
 
@@ -77,7 +79,8 @@ class Connection:
         self.settings = services.settings
         self.id = f"conn_{secrets.token_urlsafe(9)}"
         self.outbox: Outbox[str] = Outbox(self.settings.max_queued_frames)
-        self.active: dict[str, tuple[Generation, Subscriber]] = {}
+        self.active: dict[str, Follow | None] = {}
+        self.started: set[str] = set()
         self.principal: Principal | None = None
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -114,12 +117,23 @@ class Connection:
                 await self._handle_text(text)
         finally:
             self.outbox.close()
-            for generation, subscriber in self.active.values():
-                generation.unsubscribe(subscriber)
-            self.active.clear()
+            await self._leave()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+
+    async def _leave(self) -> None:
+        """Detach from every generation; with ON_DISCONNECT=cancel, also cancel those this
+        socket started (not during a drain: those clients are told to resume elsewhere)."""
+        follows = [f for f in self.active.values() if f is not None]
+        self.active.clear()
+        for follow in follows:
+            follow.stop()
+        cancel = self.settings.on_disconnect == "cancel"
+        if cancel and self.principal and not self.services.generations.draining.is_set():
+            for generation_id in self.started & {f.generation_id for f in follows}:
+                with contextlib.suppress(Exception):
+                    await self.services.chat.cancel(self.principal, generation_id)
 
     async def _receive_text(self) -> str | None:
         """The next text frame; None when the client has gone. Enforces frame rules."""
@@ -141,14 +155,14 @@ class Connection:
             frame = parse_frame_object(obj)
             if isinstance(frame, CompletionRequest):
                 await self._start(frame)
+            elif isinstance(frame, Resume):
+                await self._resume(frame)
             elif isinstance(frame, Cancel):
-                self._cancel(frame.id)
+                await self._cancel(frame)
             elif isinstance(frame, Ping):
                 self.outbox.put(PONG_FRAME)
             else:
                 raise BadRequest("Already authenticated; token refresh is not supported yet.")
-        except _Duplicate as exc:
-            self.outbox.put(error_frame(exc.request_id, exc, done=False))
         except RequestError as exc:
             self._refuse(obj, exc)
         except Exception:
@@ -157,27 +171,71 @@ class Connection:
 
     def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
         request_id, done = refused_id(obj)
+        # An error about an id that is running here must not end it for the client.
+        done = done and request_id not in self.active
         self.outbox.put(error_frame(request_id, error, done=done))
 
-    async def _start(self, request: CompletionRequest) -> None:
-        assert request.id is not None  # the WebSocket parser requires it
-        if request.id in self.active:
-            raise _Duplicate(request.id)
+    def _claim(self, request_id: str) -> None:
+        if request_id in self.active:
+            raise BadRequest(f"A completion with id '{request_id}' is already running.")
         if len(self.active) >= self.settings.max_concurrent_per_connection:
             raise RateLimited(
                 f"At most {self.settings.max_concurrent_per_connection} completions may run "
                 "at once on one connection; wait for one to finish."
             )
-        assert self.principal is not None  # set by serve() before any frame is read
-        subscriber = functools.partial(self._deliver, request.id)
-        generation = await self.services.chat.start(self.principal, request, subscriber)
-        self.active[request.id] = (generation, subscriber)
+        self.active[request_id] = None  # reserved until the follow exists
 
-    def _cancel(self, request_id: str) -> None:
-        """Cancel is idempotent: an unknown or finished id is ignored."""
-        found = self.active.get(request_id)
-        if found is not None:
-            found[0].cancel()
+    def _hold(self, request_id: str, follow: Follow) -> None:
+        # A replay may already have delivered the final event and released the id.
+        if request_id in self.active:
+            self.active[request_id] = follow
+
+    async def _start(self, request: CompletionRequest) -> None:
+        assert request.id is not None and self.principal is not None
+        self._claim(request.id)
+        try:
+            follow = await self.services.chat.start(
+                self.principal, request, functools.partial(self._deliver, request.id)
+            )
+        except BaseException:
+            self.active.pop(request.id, None)
+            raise
+        self.started.add(follow.generation_id)
+        self._hold(request.id, follow)
+
+    async def _resume(self, frame: Resume) -> None:
+        assert self.principal is not None
+        chat = self.services.chat
+        meta = await chat.locate(self.principal, frame.generation_id)
+        request_id = frame.id or meta.request_id or meta.generation_id
+        ended = meta.status != "running"
+        # Nothing follows a resume past the end, except the end of an interrupted generation.
+        if not (ended and frame.after >= meta.last_seq and meta.status != "interrupted"):
+            self._claim(request_id)
+        self.outbox.put(
+            resumed_frame(
+                request_id,
+                meta.generation_id,
+                frame.after,
+                meta.status,
+                meta.last_seq if ended else None,
+            )
+        )
+        if request_id in self.active:
+            follow = chat.attach(meta, frame.after, functools.partial(self._deliver, request_id))
+            self._hold(request_id, follow)
+
+    async def _cancel(self, frame: Cancel) -> None:
+        """Cancel is idempotent: an id unknown on this socket, or a finished one, is ignored;
+        a generation_id must be the user's own (else not_found)."""
+        assert self.principal is not None
+        generation_id = frame.generation_id
+        if generation_id is None:
+            follow = self.active.get(frame.id or "")
+            if follow is None:
+                return
+            generation_id = follow.generation_id
+        await self.services.chat.cancel(self.principal, generation_id)
 
     def _deliver(self, request_id: str, ref: GenerationRef, event: Event) -> None:
         if is_final(event):
@@ -194,9 +252,3 @@ class Connection:
         if self.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, OSError):
                 await self.ws.close(code, reason)
-
-
-class _Duplicate(BadRequest):
-    def __init__(self, request_id: str) -> None:
-        super().__init__(f"A completion with id '{request_id}' is already running.")
-        self.request_id = request_id

@@ -19,6 +19,26 @@ class Keys:
         """List of JSON messages, oldest first, capped at MAX_STORED_TURNS turns."""
         return f"{self.prefix}conv:{{{conversation_id}}}:messages"
 
+    def generation(self, generation_id: str) -> str:
+        """Hash: owner, conversation_id, request_id, model, agent, status, last_seq, cancel."""
+        return f"{self.prefix}gen:{{{generation_id}}}"
+
+    def events(self, generation_id: str) -> str:
+        """Stream: the generation's events, entry id `<seq>-0`, field `e` = event JSON."""
+        return f"{self.prefix}gen:{{{generation_id}}}:events"
+
+    def lease(self, generation_id: str) -> str:
+        """String with a TTL, renewed by the process running the generation."""
+        return f"{self.prefix}gen:{{{generation_id}}}:lease"
+
+    def idempotency(self, sub: str, key: str) -> str:
+        """String: the generation a user's idempotency key started."""
+        return f"{self.prefix}idem:{{{sub}}}:{key}"
+
+    def cancel_channel(self) -> str:
+        """Pub/sub channel carrying ids of generations to cancel, to whichever process runs them."""
+        return f"{self.prefix}cancel"
+
     def user_conversations(self, sub: str) -> str:
         """Sorted set of a user's conversation ids, scored by last update (ms)."""
         return f"{self.prefix}user:{{{sub}}}:conversations"

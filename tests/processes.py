@@ -1,0 +1,86 @@
+"""Gateways as real processes (`python -m gateway serve`), for tests that kill or stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import TEST_SECRET, free_port
+
+MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200"]
+
+
+def config_file(folder: Path, upstream_url: str) -> Path:
+    """A TOML file naming the fake upstream's models."""
+    tables = "".join(
+        f'[models.{name}]\nprovider = "openai"\nbase_url = "{upstream_url}"\n'
+        f'api_key_env = "FAKE_KEY"\n\n'
+        for name in MODELS
+    )
+    path = folder / "gateway.toml"
+    path.write_text(f'default_model = "fake"\n\n{tables}')
+    return path
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[str]
+    port: int
+    output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
+    """Start a gateway and return once it has finished starting up."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        env={**base, "JWT_SECRET": TEST_SECRET, "FAKE_KEY": "sk-test", **env},
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    gateway = GatewayProcess(process, port)
+    assert process.stdout is not None
+    for line in process.stdout:
+        gateway.output.append(line)
+        if "Application startup complete" in line:
+            break
+    else:
+        raise RuntimeError("the gateway did not start:\n" + "".join(gateway.output))
+    # Keep reading so the pipe never fills; tests may look at the lines later.
+    gateway.reader = threading.Thread(target=_drain, args=(process, gateway.output), daemon=True)
+    gateway.reader.start()
+    return gateway
+
+
+def _drain(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
