@@ -367,3 +367,24 @@ async def test_sigterm_closes_1012_and_streams_continue_on_the_other_instance(
     for frames in results:
         assert [f["seq"] for f in frames] == list(range(1, 103))
         assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "stop"
+
+
+async def test_generations_past_the_drain_timeout_end_as_interrupted(
+    environment: dict[str, str], tmp_path: Path, token: Mint
+) -> None:
+    env = {**environment, "SHUTDOWN_DRAIN_SECONDS": "1"}
+    a = await asyncio.to_thread(start_process, tmp_path, env)
+    b = await asyncio.to_thread(start_process, tmp_path, env)
+    try:
+        ws = await connected(a.url, token())
+        await send(ws, type="completion", id="r", message="x", model="fake-i20-n200")
+        seen = await read_through(ws, "r", 3)
+        a.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(a.wait, 10) in (0, -signal.SIGTERM)
+        _, rest = await resume_ws(b.url, token(), seen[0]["generation_id"], 0)
+        assert rest[-1]["code"] == "interrupted" and rest[-1]["retryable"] is True
+        assert [f["seq"] for f in rest] == list(range(1, rest[-1]["seq"] + 1))
+        assert len(rest) < 202  # it did not run to the end
+    finally:
+        a.stop()
+        b.stop()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import httpx2
 import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -381,3 +382,50 @@ async def test_a_disconnect_does_not_cancel_the_generation(
             break
         await asyncio.sleep(0.05)
     assert stored[-1].status == "complete" and stored[-1].content.count(" t") == 20
+
+
+async def test_on_disconnect_cancel_stops_what_the_socket_started(
+    start_gateway: GatewayFactory,
+    token: Mint,
+    fake_upstream: FakeUpstream,
+    conversations: ConversationStore,
+) -> None:
+    with start_gateway(on_disconnect="cancel") as url:
+        ws = await connected(url, token())
+        await send(
+            ws,
+            type="completion",
+            id="r",
+            message="x",
+            model="fake-i20-n200",
+            conversation_id="leave-cancel",
+        )
+        assert [(await receive(ws))["type"] for _ in range(2)] == ["start", "chunk"]
+        upstream_request = fake_upstream.requests[-1]
+        await ws.close()
+        assert await asyncio.to_thread(upstream_request.client_left.wait, 10)
+        for _ in range(100):  # the cancelled answer is stored right after the upstream closes
+            stored = await conversations.messages("alice", "leave-cancel")
+            if len(stored) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert stored[-1].status == "cancelled"
+
+
+async def test_on_disconnect_cancel_applies_to_sse_streams(
+    start_gateway: GatewayFactory, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    with start_gateway(on_disconnect="cancel") as url:
+        async with (
+            httpx2.AsyncClient(timeout=30) as client,
+            client.stream(
+                "POST",
+                f"{url}/completion",
+                json={"message": "x", "model": "fake-i20-n200", "stream": True},
+                headers={"Authorization": f"Bearer {token()}"},
+            ) as response,
+        ):
+            async for line in response.aiter_lines():
+                if '"type":"chunk"' in line:
+                    break
+        assert await asyncio.to_thread(fake_upstream.requests[-1].client_left.wait, 10)

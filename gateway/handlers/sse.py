@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -50,7 +50,15 @@ async def completion(request: Request) -> Response:
         principal, completion_request, listener, must_stream=completion_request.stream
     )
     if completion_request.stream:
-        return event_stream(request, follow, listener, completion_request.id)
+        services = services_of(request)
+        cancel_on_leave = services.settings.on_disconnect == "cancel"
+
+        async def abandoned() -> None:
+            # ON_DISCONNECT=cancel: the client that asked left before the end (not a drain).
+            if cancel_on_leave and not services.generations.draining.is_set():
+                await services.chat.cancel(principal, follow.generation_id)
+
+        return event_stream(request, follow, listener, completion_request.id, abandoned)
     return await _whole_answer(follow, listener)
 
 
@@ -79,21 +87,30 @@ async def cancel_generation(request: Request) -> JSONResponse:
 
 
 def event_stream(
-    request: Request, follow: Follow, listener: Listener, request_id: str | None
+    request: Request,
+    follow: Follow,
+    listener: Listener,
+    request_id: str | None,
+    abandoned: Callable[[], Awaitable[None]] | None = None,
 ) -> StreamingResponse:
     generations = services_of(request).generations
     # Draining ends the stream so the client reconnects (to another instance) and resumes.
     remove_hook = generations.on_drain(listener.outbox.close)
     return StreamingResponse(
-        _sse(follow, listener, request_id, remove_hook),
+        _sse(follow, listener, request_id, remove_hook, abandoned),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
 
 
 async def _sse(
-    follow: Follow, listener: Listener, request_id: str | None, cleanup: Callable[[], None]
+    follow: Follow,
+    listener: Listener,
+    request_id: str | None,
+    cleanup: Callable[[], None],
+    abandoned: Callable[[], Awaitable[None]] | None,
 ) -> AsyncIterator[str]:
+    ended = False
     try:
         while True:
             try:
@@ -107,10 +124,13 @@ async def _sse(
             ref, event = item
             yield f"id: {event.seq}\ndata: {dumps(event_object(event, ref, request_id))}\n\n"
             if is_final(event):
+                ended = True
                 return
     finally:
         follow.stop()
         cleanup()
+        if abandoned is not None and not ended:
+            await asyncio.shield(abandoned())
 
 
 async def _whole_answer(follow: Follow, listener: Listener) -> JSONResponse:
