@@ -1,8 +1,9 @@
 """The event vocabulary, shared by agents, generations and every transport.
 
-Agents yield `TextDelta` and `Finish`. A generation numbers what they yield and wraps it in
-`Start`, `Chunk`, `Done` or `Failed`, each with a `seq` that increases by one per event and
-starts at 1 (so "after 0" means "everything").
+Agents yield `TextDelta`, `ToolCall`, `ToolResult` and one `Finish`. A generation numbers
+what they yield and wraps it in `Start`, `Chunk`, `ToolCalled`, `ToolReturned`, `Done` or
+`Failed`, each with a `seq` that increases by one per event and starts at 1 (so "after 0"
+means "everything").
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 Role = Literal["system", "user", "assistant"]
 
 
@@ -49,12 +50,30 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool; `arguments` is the JSON text the model wrote."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    call_id: str
+    name: str
+    result: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     reason: FinishReason
     usage: Usage
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
-AgentEvent = TextDelta | Finish
+AgentEvent = TextDelta | ToolCall | ToolResult | Finish
 
 
 # What a generation publishes.
@@ -75,10 +94,28 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalled:
+    seq: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReturned:
+    seq: int
+    call_id: str
+    name: str
+    result: str
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     seq: int
     finish_reason: FinishReason
     usage: Usage
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +126,7 @@ class Failed:
     retryable: bool
 
 
-Event = Start | Chunk | Done | Failed
+Event = Start | Chunk | ToolCalled | ToolReturned | Done | Failed
 
 
 def is_final(event: Event) -> bool:

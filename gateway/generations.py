@@ -26,6 +26,10 @@ from gateway.events import (
     GenerationRef,
     Start,
     TextDelta,
+    ToolCall,
+    ToolCalled,
+    ToolResult,
+    ToolReturned,
     Usage,
     is_final,
 )
@@ -61,7 +65,7 @@ def result_of(text: str, finish: Finish | None, error: RequestError | None, seq:
     if finish is None:
         usage = Usage(completion_tokens=len(text.split()))
         return Result(text, "cancelled", "cancelled", usage, Done(seq, "cancelled", usage))
-    done = Done(seq, finish.reason, finish.usage)
+    done = Done(seq, finish.reason, finish.usage, finish.metadata)
     return Result(text, "complete", "complete", finish.usage, done)
 
 
@@ -127,6 +131,20 @@ class Generation:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     self._publish(Chunk(self._next_seq(), event.text, event.metadata))
+                elif isinstance(event, ToolCall):
+                    self._publish(
+                        ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
+                    )
+                elif isinstance(event, ToolResult):
+                    self._publish(
+                        ToolReturned(
+                            self._next_seq(),
+                            event.call_id,
+                            event.name,
+                            event.result,
+                            event.is_error,
+                        )
+                    )
                 else:
                     finish = event
         except asyncio.CancelledError:

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import BadRequest, RequestError
-from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Message, Start, Usage
+from gateway.events import (
+    Chunk,
+    Done,
+    Event,
+    Failed,
+    GenerationRef,
+    Message,
+    Start,
+    ToolCalled,
+    ToolReturned,
+    Usage,
+)
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "chat-gateway.v1"
@@ -267,6 +278,27 @@ def event_payload(event: Event) -> dict[str, Any]:
             "done": False,
             "metadata": event.metadata,
         }
+    if isinstance(event, ToolCalled):
+        return {
+            "type": "tool_call",
+            "seq": event.seq,
+            "content": "",
+            "done": False,
+            "call_id": event.call_id,
+            "name": event.name,
+            "arguments": event.arguments,
+        }
+    if isinstance(event, ToolReturned):
+        return {
+            "type": "tool_result",
+            "seq": event.seq,
+            "content": "",
+            "done": False,
+            "call_id": event.call_id,
+            "name": event.name,
+            "result": event.result,
+            "is_error": event.is_error,
+        }
     if isinstance(event, Done):
         return {
             "type": "done",
@@ -275,6 +307,7 @@ def event_payload(event: Event) -> dict[str, Any]:
             "done": True,
             "finish_reason": event.finish_reason,
             "usage": event.usage.as_dict(),
+            "metadata": event.metadata,
         }
     return {
         "type": "error",
@@ -295,11 +328,13 @@ def event_from_payload(obj: dict[str, Any]) -> Event:
         return Start(seq, obj["model"], obj["agent"])
     if kind == "chunk":
         return Chunk(seq, obj["content"], obj.get("metadata") or {})
+    if kind == "tool_call":
+        return ToolCalled(seq, obj["call_id"], obj["name"], obj["arguments"])
+    if kind == "tool_result":
+        return ToolReturned(seq, obj["call_id"], obj["name"], obj["result"], obj["is_error"])
     if kind == "done":
-        usage = obj["usage"]
-        return Done(
-            seq, obj["finish_reason"], Usage(usage["prompt_tokens"], usage["completion_tokens"])
-        )
+        usage = Usage(obj["usage"]["prompt_tokens"], obj["usage"]["completion_tokens"])
+        return Done(seq, obj["finish_reason"], usage, obj.get("metadata") or {})
     return Failed(seq, obj["code"], obj["message"], obj["retryable"])
 
 

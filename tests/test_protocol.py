@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadRequest, InternalError
-from gateway.events import Chunk, Done, Failed, GenerationRef, Message, Start, Usage
+from gateway.events import (
+    Chunk,
+    Done,
+    Failed,
+    GenerationRef,
+    Message,
+    Start,
+    ToolCalled,
+    ToolReturned,
+    Usage,
+)
 from gateway.protocol import (
     Auth,
     Cancel,
@@ -17,6 +27,8 @@ from gateway.protocol import (
     Source,
     encode_event,
     error_frame,
+    event_from_payload,
+    event_payload,
     parse_client_frame,
     parse_json_object,
     ready_frame,
@@ -143,7 +155,7 @@ REF = GenerationRef("gen_1", "conv_1")
             {"type": "chunk", "seq": 2, "done": False, "content": "hé", "metadata": {"k": 1}},
         ),
         (
-            Done(3, "stop", Usage(2, 3)),
+            Done(3, "stop", Usage(2, 3), {"citations": []}),
             {
                 "type": "done",
                 "seq": 3,
@@ -151,6 +163,32 @@ REF = GenerationRef("gen_1", "conv_1")
                 "content": "",
                 "finish_reason": "stop",
                 "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+                "metadata": {"citations": []},
+            },
+        ),
+        (
+            ToolCalled(5, "call_1", "clock", '{"tz":"UTC"}'),
+            {
+                "type": "tool_call",
+                "seq": 5,
+                "done": False,
+                "content": "",
+                "call_id": "call_1",
+                "name": "clock",
+                "arguments": '{"tz":"UTC"}',
+            },
+        ),
+        (
+            ToolReturned(6, "call_1", "clock", "12:00", False),
+            {
+                "type": "tool_result",
+                "seq": 6,
+                "done": False,
+                "content": "",
+                "call_id": "call_1",
+                "name": "clock",
+                "result": "12:00",
+                "is_error": False,
             },
         ),
         (
@@ -171,6 +209,21 @@ REF = GenerationRef("gen_1", "conv_1")
 def test_events_encode_with_their_generation(event: Any, expected: dict[str, Any]) -> None:
     frame = json.loads(encode_event(event, REF, "r1"))
     assert frame == {"id": "r1", "generation_id": "gen_1", "conversation_id": "conv_1", **expected}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Start(1, "m", "a"),
+        Chunk(2, "x", {"k": [1]}),
+        ToolCalled(3, "c", "n", "{}"),
+        ToolReturned(4, "c", "n", "r", True),
+        Done(5, "length", Usage(1, 2), {"m": 1}),
+        Failed(6, "interrupted", "stopped", True),
+    ],
+)
+def test_stored_events_read_back_the_same(event: Any) -> None:
+    assert event_from_payload(json.loads(json.dumps(event_payload(event)))) == event
 
 
 def test_error_and_ready_frames() -> None:
