@@ -257,7 +257,13 @@ class ChatService:
         wanted = request.max_tokens
         max_tokens = min(x for x in (wanted, cap) if x is not None) if wanted or cap else None
         temperature = request.temperature if request.temperature is not None else agent.temperature
-        return ModelParams(temperature=temperature, max_tokens=max_tokens)
+        return ModelParams(
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=request.stop,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+        )
 
     async def _end(self, owner: str, generation: Generation, result: Result) -> None:
         answer = StoredMessage(

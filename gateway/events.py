@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +34,13 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One turn as a model sees it."""
+    """One message as a model sees it. An assistant message may carry the tool calls it
+    made; a `tool` message answers the call named by `tool_call_id`."""
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 # What agents yield.

@@ -33,6 +33,7 @@ GENERATION_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{1,60}$")
 MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
+MAX_TOOLS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ class CompletionRequest:
     sources: tuple[Source, ...] = ()
     stream: bool = False
     idempotency_key: str | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,9 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
         sources=_sources(obj.get("sources")),
         stream=stream,
         idempotency_key=_optional_str(obj, "idempotency_key"),
+        stop=parse_stop(obj.get("stop")),
+        tools=parse_tools(obj.get("tools")),
+        tool_choice=parse_tool_choice(obj.get("tool_choice")),
     )
 
 
@@ -182,6 +189,47 @@ def parse_after(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadRequest("'after' must be a whole number of at least 0.")
     return value
+
+
+def parse_stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or len(stops) > 4
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise BadRequest("'stop' must be a string or a list of at most 4 strings.")
+    return tuple(stops)
+
+
+def parse_tools(value: Any) -> tuple[dict[str, Any], ...]:
+    """Tool definitions the caller's own code runs, in OpenAI's function-tool shape."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise BadRequest(f"'tools' must be a list of at most {MAX_TOOLS} function tools.")
+    for tool in value:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            tool.get("type") != "function"
+            or not isinstance(function, dict)
+            or not (isinstance(function.get("name"), str) and function["name"])
+        ):
+            raise BadRequest(
+                'Each tool must look like {"type": "function", "function": {"name": ...}}.'
+            )
+    return tuple(value)
+
+
+def parse_tool_choice(value: Any) -> str | dict[str, Any] | None:
+    if value is None or value in ("auto", "none", "required"):
+        return value  # type: ignore[no-any-return]
+    function = value.get("function") if isinstance(value, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return value  # type: ignore[no-any-return]
+    raise BadRequest("'tool_choice' must be auto, none, required or a named function.")
 
 
 def _request_id(obj: dict[str, Any]) -> str:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.events import Usage
-from gateway.llm.sse import END, NOTHING, StreamFormatError, StreamPiece, parse_line
+from gateway.llm.sse import (
+    END,
+    NOTHING,
+    StreamFormatError,
+    StreamPiece,
+    ToolCallAssembler,
+    parse_line,
+)
 
 CHUNK = (
     '{"id":"c","object":"chat.completion.chunk",'
@@ -46,3 +53,21 @@ def test_lines(line: str, expected: StreamPiece) -> None:
 def test_malformed_lines_raise(line: str) -> None:
     with pytest.raises(StreamFormatError):
         parse_line(line)
+
+
+def test_tool_call_fragments_are_assembled_by_index() -> None:
+    assembler = ToolCallAssembler()
+    lines = [
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function",'
+        '"function":{"name":"calc","arguments":""}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_2","type":"function",'
+        '"function":{"name":"now","arguments":"{}"}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"x\\":"}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}',
+    ]
+    for line in lines:
+        assembler.add(parse_line(f"data: {line}").tool_calls)
+    assert assembler.calls() == [
+        {"id": "call_1", "name": "calc", "arguments": '{"x":1}'},
+        {"id": "call_2", "name": "now", "arguments": "{}"},
+    ]

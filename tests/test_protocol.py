@@ -107,6 +107,14 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"completion","id":"r","message":"x","stream":"yes"}', "stream"),
         ('{"type":"cancel"}', "'id'"),
         ('{"type":"auth","token":""}', "token"),
+        ('{"type":"completion","id":"r","message":"x","stop":[1]}', "'stop'"),
+        ('{"type":"completion","id":"r","message":"x","stop":["a","b","c","d","e"]}', "'stop'"),
+        ('{"type":"completion","id":"r","message":"x","tools":[{"type":"function"}]}', "tool"),
+        ('{"type":"completion","id":"r","message":"x","tools":{}}', "'tools'"),
+        ('{"type":"completion","id":"r","message":"x","tool_choice":"always"}', "tool_choice"),
+        ('{"type":"resume","generation_id":"x"}', "generation_id"),
+        ('{"type":"resume","generation_id":"gen_a","after":-1}', "'after'"),
+        ('{"type":"cancel","generation_id":"nope"}', "generation_id"),
     ],
 )
 def test_invalid_frames_are_bad_requests(text: str, fragment: str) -> None:

@@ -429,3 +429,47 @@ async def test_on_disconnect_cancel_applies_to_sse_streams(
                 if '"type":"chunk"' in line:
                     break
         assert await asyncio.to_thread(fake_upstream.requests[-1].client_left.wait, 10)
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_client_tools_pass_through_to_the_model(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    ws = await connected(gateway, token())
+    await send(
+        ws,
+        type="completion",
+        id="r",
+        message='{"city": "Oslo"}',
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        stop=["\n\n"],
+    )
+    frames = await until_done(ws, "r")
+    assert [f["type"] for f in frames] == ["start", "tool_call", "done"]
+    call = frames[1]
+    assert call["name"] == "weather" and call["arguments"] == '{"city": "Oslo"}'
+    assert call["call_id"].startswith("call_")
+    assert frames[-1]["finish_reason"] == "tool_calls"
+    sent = fake_upstream.requests[-1].body
+    assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
+    assert sent["stop"] == ["\n\n"]
+
+
+async def test_a_non_streaming_model_passes_tool_calls_through(gateway: str, token: Mint) -> None:
+    ws = await connected(gateway, token())
+    await send(
+        ws, type="completion", id="r", message="{}", model="fake-whole", tools=[WEATHER_TOOL]
+    )
+    frames = await until_done(ws, "r")
+    assert [f["type"] for f in frames] == ["start", "tool_call", "done"]
+    assert frames[-1]["finish_reason"] == "tool_calls"

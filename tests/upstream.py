@@ -7,6 +7,9 @@ Behaviour is chosen by the requested model name, dash-separated options after `f
   err<code>  answer HTTP <code> with an OpenAI error body
   stamp      each token's content is the send time in ns (for latency measurements)
   hang       send the headers, then nothing until the client goes away
+When the request offers `tools` and its last message is not a tool's answer, the reply is a
+call of the first tool, with the last user message as its arguments if that is a JSON object
+(streamed in fragments, as OpenAI does); after a tool's answer it replies "Result: <answer>".
 Every request is recorded with its body, and whether the client left before the end.
 """
 
@@ -50,9 +53,12 @@ class Behaviour:
     error_status: int | None = None
     stamp: bool = False
     hang: bool = False
+    tool_call: dict[str, str] | None = None
 
     @staticmethod
-    def parse(model: str, messages: list[dict[str, Any]]) -> Behaviour:
+    def parse(
+        model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> Behaviour:
         options = model.split("-")[1:]
         count: int | None = None
         values: dict[str, Any] = {}
@@ -68,7 +74,16 @@ class Behaviour:
             elif option in ("stamp", "hang"):
                 values[option] = True
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        words = f"You said: {last_user}".split(" ")
+        if tools and messages[-1]["role"] != "tool":
+            values["tool_call"] = {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "name": tools[0]["function"]["name"],
+                "arguments": _json_object_or_empty(last_user),
+            }
+        reply = f"You said: {last_user}"
+        if messages[-1]["role"] == "tool":
+            reply = f"Result: {messages[-1]['content']}"
+        words = reply.split(" ")
         tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
         if count is not None:
             tokens = [f" t{i}" for i in range(count)]
@@ -84,7 +99,7 @@ class FakeUpstream:
         body = await request.json()
         record = Recorded(body, request.headers.get("authorization"))
         self.requests.append(record)
-        behaviour = Behaviour.parse(body["model"], body["messages"])
+        behaviour = Behaviour.parse(body["model"], body["messages"], body.get("tools"))
         if behaviour.error_status is not None:
             record.finished.set()
             return _error(behaviour.error_status)
@@ -104,6 +119,18 @@ class FakeUpstream:
             yield _sse(_chunk(cid, created, body["model"], {"role": "assistant", "content": ""}))
             if behaviour.hang:
                 await asyncio.Event().wait()
+            if behaviour.tool_call is not None:
+                for part in _tool_call_fragments(behaviour.tool_call):
+                    yield _sse(_chunk(cid, created, body["model"], {"tool_calls": [part]}))
+                yield _sse(_chunk(cid, created, body["model"], {}, "tool_calls"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = _usage(body["messages"], 1)
+                    yield _sse(
+                        {**_chunk(cid, created, body["model"], {}), "choices": [], "usage": usage}
+                    )
+                yield "data: [DONE]\n\n"
+                record.finished.set()
+                return
             limit = body.get("max_tokens") or len(behaviour.tokens)
             sent = 0
             for token in behaviour.tokens[:limit]:
@@ -130,6 +157,27 @@ class FakeUpstream:
 
 class _Drop(Exception):
     """Raised inside the stream: uvicorn then aborts the connection mid-body."""
+
+
+def _json_object_or_empty(text: str) -> str:
+    try:
+        return text if isinstance(json.loads(text), dict) else "{}"
+    except ValueError:
+        return "{}"
+
+
+def _tool_call_fragments(call: dict[str, str]) -> list[dict[str, Any]]:
+    """The call as OpenAI streams it: id and name first, then the arguments in pieces."""
+    arguments = call["arguments"]
+    middle = len(arguments) // 2
+    first = {
+        "index": 0,
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": ""},
+    }
+    pieces = [arguments[:middle], arguments[middle:]]
+    return [first, *({"index": 0, "function": {"arguments": p}} for p in pieces if p)]
 
 
 def _sse(obj: dict[str, Any]) -> str:
@@ -161,6 +209,27 @@ def _usage(messages: list[dict[str, Any]], completion: int) -> dict[str, int]:
 def _completion(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
     limit = body.get("max_tokens") or len(behaviour.tokens)
     tokens = behaviour.tokens[:limit]
+    if behaviour.tool_call is not None:
+        call = behaviour.tool_call
+        message = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        }
+        return {
+            **_completion_head(body),
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            ],
+            "usage": _usage(body["messages"], 1),
+        }
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -176,6 +245,16 @@ def _completion(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
             }
         ],
         "usage": _usage(body["messages"], len(tokens)),
+    }
+
+
+def _completion_head(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": None,
     }
 
 

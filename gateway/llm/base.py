@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.events import Finish, Message, TextDelta
+from gateway.events import Finish, Message, TextDelta, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
 class ModelParams:
     temperature: float | None = None
     max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI "function" tool definitions
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class ChatModel(Protocol):
@@ -21,8 +24,9 @@ class ChatModel(Protocol):
 
     def stream(
         self, messages: Sequence[Message], params: ModelParams
-    ) -> AsyncIterator[TextDelta | Finish]:
-        """Yield the reply as TextDelta events, then exactly one Finish.
+    ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
+        """Yield the reply as TextDelta events, any ToolCall the model makes (whole, once its
+        arguments are complete), then exactly one Finish.
 
         A non-streaming model yields its whole reply as one TextDelta. Failures raise
         UpstreamError; cancelling the consuming task closes the upstream request.

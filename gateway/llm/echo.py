@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from gateway.events import Finish, FinishReason, Message, TextDelta, Usage
+from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
 from gateway.llm.base import ModelParams
 
 _WORD = re.compile(r"\s*\S+")
@@ -26,7 +26,7 @@ class EchoModel:
 
     async def stream(
         self, messages: Sequence[Message], params: ModelParams
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = _WORD.findall(last_user)
         limit = params.max_tokens if params.max_tokens is not None else len(words)

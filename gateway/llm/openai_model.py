@@ -16,10 +16,10 @@ import openai
 
 from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
-from gateway.events import Finish, FinishReason, Message, TextDelta, Usage
+from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
 from gateway.llm.base import ModelParams
 from gateway.llm.echo import estimate_tokens
-from gateway.llm.sse import StreamFormatError, parse_line, usage_of
+from gateway.llm.sse import StreamFormatError, ToolCallAssembler, parse_line, usage_of
 
 log = logging.getLogger("gateway.upstream")
 
@@ -33,17 +33,18 @@ class OpenAIModel:
 
     def stream(
         self, messages: Sequence[Message], params: ModelParams
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         if self.streaming:
             return self._stream(messages, params)
         return self._whole(messages, params)
 
     async def _stream(
         self, messages: Sequence[Message], params: ModelParams
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         finish: str | None = None
         usage: Usage | None = None
         completion = 0
+        calls = ToolCallAssembler()
         with self._translated_errors():
             async with self._client.chat.completions.with_streaming_response.create(
                 **self._body(messages, params),
@@ -60,16 +61,19 @@ class OpenAIModel:
                     if piece.text:
                         completion += 1
                         yield TextDelta(piece.text)
+                    calls.add(piece.tool_calls)
                     finish = piece.finish_reason or finish
                     usage = piece.usage or usage
                 else:
                     if finish is None:
                         raise UpstreamError("The model's stream ended before the answer did.")
+        for call in calls.calls():
+            yield ToolCall(call["id"], call["name"], call["arguments"])
         yield Finish(_finish_reason(finish), usage or _estimate(messages, completion))
 
     async def _whole(
         self, messages: Sequence[Message], params: ModelParams
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         with self._translated_errors():
             response = await self._client.chat.completions.with_raw_response.create(
                 **self._body(messages, params)
@@ -78,22 +82,34 @@ class OpenAIModel:
         try:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
+            calls = [
+                ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                for c in choice["message"].get("tool_calls") or ()
+            ]
         except (KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamError("The model sent an answer the gateway cannot read.") from None
         if text:
             yield TextDelta(text)
+        for call in calls:
+            yield call
         usage = usage_of(body.get("usage")) or _estimate(messages, estimate_tokens(text))
         yield Finish(_finish_reason(choice.get("finish_reason")), usage)
 
     def _body(self, messages: Sequence[Message], params: ModelParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._upstream,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [wire_message(m) for m in messages],
         }
         if params.temperature is not None:
             body["temperature"] = params.temperature
         if params.max_tokens is not None:
             body["max_tokens"] = params.max_tokens
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.tools:
+            body["tools"] = list(params.tools)
+            if params.tool_choice is not None:
+                body["tool_choice"] = params.tool_choice
         return body
 
     @contextmanager
@@ -135,8 +151,28 @@ def _status_error(name: str, status: int) -> UpstreamError:
     return UpstreamError(f"Model '{name}' is unavailable (HTTP {status}).")
 
 
+def wire_message(message: Message) -> dict[str, Any]:
+    """A message in OpenAI's chat format, tool calls and tool answers included."""
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        wire["content"] = message.content or None
+        wire["tool_calls"] = [
+            {
+                "id": c.call_id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
 def _finish_reason(raw: str | None) -> FinishReason:
-    return "length" if raw == "length" else "stop"
+    if raw in ("length", "tool_calls"):
+        return raw  # type: ignore[return-value]
+    return "stop"
 
 
 def _estimate(messages: Sequence[Message], completion: int) -> Usage:

@@ -24,6 +24,7 @@ class StreamPiece:
     usage: Usage | None = None
     error: str | None = None
     end: bool = False
+    tool_calls: tuple[dict[str, Any], ...] = ()  # raw `delta.tool_calls` fragments
 
 
 END = StreamPiece(end=True)
@@ -49,14 +50,36 @@ def parse_line(line: str) -> StreamPiece:
 
 
 def _piece(obj: dict[str, Any]) -> StreamPiece:
-    text, finish = "", None
+    text, finish, calls = "", None, ()
     choices = obj.get("choices")
     if choices:
         choice = choices[0]
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
         finish = choice.get("finish_reason")
-    return StreamPiece(text=text, finish_reason=finish, usage=usage_of(obj.get("usage")))
+        calls = tuple(delta.get("tool_calls") or ())
+    usage = usage_of(obj.get("usage"))
+    return StreamPiece(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
+
+
+class ToolCallAssembler:
+    """Joins streamed `tool_calls` fragments (by index) into whole calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, fragments: tuple[dict[str, Any], ...]) -> None:
+        for fragment in fragments:
+            call = self._calls.setdefault(
+                int(fragment.get("index", 0)), {"id": "", "name": "", "arguments": ""}
+            )
+            function = fragment.get("function") or {}
+            call["id"] = fragment.get("id") or call["id"]
+            call["name"] = function.get("name") or call["name"]
+            call["arguments"] += function.get("arguments") or ""
+
+    def calls(self) -> list[dict[str, str]]:
+        return [self._calls[index] for index in sorted(self._calls)]
 
 
 def usage_of(raw: Any) -> Usage | None:
