@@ -76,6 +76,9 @@ class ChatService:
         if model is None:
             available = ", ".join(self._models.names())
             raise BadRequest(f"Unknown model '{model_name}'. Available: {available}.")
+        if agent_config.allowed_models and model_name not in agent_config.allowed_models:
+            allowed = ", ".join(agent_config.allowed_models)
+            raise BadRequest(f"Agent '{agent_name}' works with these models only: {allowed}.")
         return agent, agent_config, model
 
     async def start(
@@ -127,6 +130,7 @@ class ChatService:
             model=model,
             params=self._params(request, agent_config, model.name),
             sources=request.sources,
+            project_id=request.project_id,
         )
         generation = Generation(
             ref,

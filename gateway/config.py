@@ -60,12 +60,22 @@ class ModelConfig:
         return self.upstream_model or self.name
 
 
+AgentKind = Literal["chat", "grounded", "tools"]
+AGENT_KINDS: tuple[AgentKind, ...] = ("chat", "grounded", "tools")
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     name: str
+    kind: AgentKind = "chat"
     system_prompt: str | None = None
     model: str | None = None
     temperature: float | None = None
+    allowed_models: tuple[str, ...] = ()  # empty: any configured model
+    tools: tuple[str, ...] = ()  # built-in names or "module:attribute" paths
+    plugin: str | None = None  # "module:Class": an agent written in Python
+    max_tool_rounds: int = 4
+    source_budget: int = 3000  # tokens of sources a grounded agent puts in the prompt
 
 
 def _echo_models() -> dict[str, ModelConfig]:
@@ -73,7 +83,16 @@ def _echo_models() -> dict[str, ModelConfig]:
 
 
 def _chat_agents() -> dict[str, AgentConfig]:
-    return {"chat": AgentConfig(name="chat")}
+    """The built-in agents; a TOML table of the same name replaces one."""
+    return {
+        "chat": AgentConfig(name="chat"),
+        "grounded": AgentConfig(name="grounded", kind="grounded"),
+        "tools": AgentConfig(
+            name="tools",
+            kind="tools",
+            tools=("calculate", "current_time", "date_add", "date_diff"),
+        ),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,7 @@ class Settings:
     echo_delay_ms: int = 30
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 60.0
+    tool_timeout: float = 10.0
     # Limits
     max_frame_bytes: int = 1024 * 1024
     max_concurrent_per_connection: int = 4
@@ -162,6 +182,7 @@ class Settings:
             echo_delay_ms=int(_number(env, "ECHO_DELAY_MS", 30)),
             upstream_connect_timeout=_number(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_read_timeout=_number(env, "UPSTREAM_READ_TIMEOUT", 60.0),
+            tool_timeout=_number(env, "TOOL_TIMEOUT", 10.0),
             max_frame_bytes=int(_number(env, "MAX_FRAME_BYTES", 1024 * 1024)),
             max_concurrent_per_connection=int(_number(env, "MAX_CONCURRENT_PER_CONNECTION", 4)),
             auth_timeout=_number(env, "AUTH_TIMEOUT", 10.0),
@@ -191,8 +212,9 @@ def _check(s: Settings) -> None:
     if s.default_agent not in s.agents:
         raise ConfigError(f"default_agent '{s.default_agent}' is not a configured agent.")
     for agent in s.agents.values():
-        if agent.model is not None and agent.model not in s.models:
-            raise ConfigError(f"Agent '{agent.name}' names unknown model '{agent.model}'.")
+        for model in (agent.model, *agent.allowed_models):
+            if model is not None and model not in s.models:
+                raise ConfigError(f"Agent '{agent.name}' names unknown model '{model}'.")
     for alg in s.algorithms:
         if alg not in JWT_ALGORITHMS:
             raise ConfigError(f"JWT_ALGORITHMS: '{alg}' is not allowed; use {JWT_ALGORITHMS}.")
@@ -287,16 +309,46 @@ def _agents(file: Mapping[str, Any]) -> dict[str, AgentConfig]:
         where = f"GATEWAY_CONFIG: [agents.{name}]"
         if not NAME_RE.match(name) or not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with a simple name.")
-        temperature = table.get("temperature")
-        if temperature is not None and not isinstance(temperature, int | float):
-            raise ConfigError(f"{where}: temperature must be a number.")
-        agents[name] = AgentConfig(
-            name=name,
-            system_prompt=table.get("system_prompt"),
-            model=table.get("model"),
-            temperature=None if temperature is None else float(temperature),
-        )
+        agents[name] = _agent(name, table, where)
     return agents
+
+
+def _agent(name: str, table: dict[str, Any], where: str) -> AgentConfig:
+    kind = table.get("kind", "chat")
+    if kind not in AGENT_KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(AGENT_KINDS)}.")
+    temperature = table.get("temperature")
+    if temperature is not None and not isinstance(temperature, int | float):
+        raise ConfigError(f"{where}: temperature must be a number.")
+    plugin = table.get("plugin")
+    if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
+        raise ConfigError(f"{where}: plugin must be a 'module:Class' path.")
+    return AgentConfig(
+        name=name,
+        kind=kind,
+        system_prompt=table.get("system_prompt"),
+        model=table.get("model"),
+        temperature=None if temperature is None else float(temperature),
+        allowed_models=_names(table, "allowed_models", where),
+        tools=_names(table, "tools", where),
+        plugin=plugin,
+        max_tool_rounds=_positive_int(table, "max_tool_rounds", 4, where),
+        source_budget=_positive_int(table, "source_budget", 3000, where),
+    )
+
+
+def _names(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of names.")
+    return tuple(value)
+
+
+def _positive_int(table: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: {key} must be a positive integer.")
+    return value
 
 
 def _secret(value: str | None) -> Secret | None:

@@ -41,6 +41,7 @@ class Source:
     content: str
     title: str | None = None
     url: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,15 +297,12 @@ def _source(item: Any) -> Source:
     if isinstance(item, str):
         return Source(content=item)
     if isinstance(item, dict) and isinstance(item.get("content"), str):
-        title, url = item.get("title"), item.get("url")
-        if (title is None or isinstance(title, str)) and (url is None or isinstance(url, str)):
-            return Source(content=item["content"], title=title, url=url)
+        extra = {k: item.get(k) for k in ("title", "url", "id")}
+        if all(v is None or isinstance(v, str) for v in extra.values()):
+            return Source(content=item["content"], **extra)
     raise BadRequest(
-        "Each source is a string or an object with 'content' and optional 'title', 'url'."
+        "Each source is a string or an object with 'content' and optional 'id', 'title', 'url'."
     )
-
-
-# Server frames.
 
 
 def event_payload(event: Event) -> dict[str, Any]:

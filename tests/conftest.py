@@ -125,8 +125,12 @@ def settings(
         models=models,
         default_model="fake",
         agents={
-            "chat": AgentConfig("chat"),
+            **Settings().agents,
             "pirate": AgentConfig("pirate", system_prompt="Talk like a pirate."),
+            "calc-only": AgentConfig(
+                "calc-only", kind="tools", tools=("calculate",), allowed_models=("fake",)
+            ),
+            "shout": AgentConfig("shout", plugin="tests.plugin_agent:ShoutAgent"),
         },
         echo_delay_ms=1,
         ws_ping_interval=0,

@@ -16,7 +16,7 @@ def test_defaults_give_dev_mode_with_echo() -> None:
     assert settings.dev_mode
     assert list(settings.models) == ["echo"]
     assert settings.default_model == "echo"
-    assert list(settings.agents) == ["chat"]
+    assert list(settings.agents) == ["chat", "grounded", "tools"]
     assert settings.max_frame_bytes == 1024 * 1024
     assert settings.max_concurrent_per_connection == 4
     assert settings.auth_timeout == 10
@@ -87,6 +87,11 @@ def test_toml_models_and_agents(tmp_path: Path) -> None:
         ("", {"AUTH_TIMEOUT": "0"}, "AUTH_TIMEOUT"),
         ("", {"REDIS_PREFIX": "a{b}"}, "braces"),
         ("", {"JWT_SECRET": "short"}, "32 bytes"),
+        ("[agents.a]\nkind = 'wizard'\n", {}, "kind must be one of"),
+        ("[agents.a]\ntools = 'calculate'\n", {}, "tools must be a list"),
+        ("[agents.a]\nallowed_models = ['gpt-x']\n", {}, "unknown model 'gpt-x'"),
+        ("[agents.a]\nplugin = 'no_colon'\n", {}, "module:Class"),
+        ("[agents.a]\nmax_tool_rounds = 0\n", {}, "max_tool_rounds"),
     ],
 )
 def test_bad_configuration_is_explained(
@@ -97,6 +102,28 @@ def test_bad_configuration_is_explained(
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"GATEWAY_CONFIG": str(path), **env})
     assert fragment in str(caught.value)
+
+
+def test_agent_kinds_tools_and_plugins(tmp_path: Path) -> None:
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        "[models.echo]\nprovider = 'echo'\n"
+        "[agents.helper]\nkind = 'tools'\ntools = ['calculate', 'pkg.mod:tool']\n"
+        "allowed_models = ['echo']\nmax_tool_rounds = 2\n"
+        "[agents.docs]\nkind = 'grounded'\nsource_budget = 500\n"
+        "[agents.custom]\nplugin = 'pkg.agents:Custom'\n"
+    )
+    agents = Settings.from_env({"GATEWAY_CONFIG": str(path)}).agents
+    assert set(agents) >= {"chat", "grounded", "tools", "helper", "docs", "custom"}
+    helper = agents["helper"]
+    assert (helper.kind, helper.tools, helper.allowed_models, helper.max_tool_rounds) == (
+        "tools",
+        ("calculate", "pkg.mod:tool"),
+        ("echo",),
+        2,
+    )
+    assert (agents["docs"].kind, agents["docs"].source_budget) == ("grounded", 500)
+    assert agents["custom"].plugin == "pkg.agents:Custom"
 
 
 def test_missing_config_file_is_explained(tmp_path: Path) -> None:

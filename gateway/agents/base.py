@@ -18,15 +18,22 @@ class AgentInput:
     model: ChatModel
     params: ModelParams
     sources: Sequence[Source] = ()
+    project_id: str | None = None
 
 
 class Agent(Protocol):
     name: str
 
     def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
-        """Yield TextDelta events and end with exactly one Finish.
+        """Yield TextDelta, ToolCall and ToolResult events and end with exactly one Finish.
 
         Raise a RequestError (usually UpstreamError) to fail the generation; what was
         yielded before stays with the user as an incomplete answer.
         """
         ...
+
+
+def build_messages(system_prompt: str | None, given: AgentInput) -> list[Message]:
+    """System prompt (if any), the history, then the user's message."""
+    head = [Message("system", system_prompt)] if system_prompt else []
+    return [*head, *given.history, Message("user", given.message)]

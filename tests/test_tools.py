@@ -1,0 +1,119 @@
+"""The built-in tools and the tool runner."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.tools.base import Tool, ToolError, load_tools, run_tool
+from gateway.tools.builtin import BUILTIN_TOOLS
+from gateway.tools.calculator import evaluate, format_number
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("2 + 3 * 4", "14"),
+        ("(2 + 3) * 4", "20"),
+        ("2 ^ 10", "1024"),
+        ("7 // 2", "3"),
+        ("7 % 4", "3"),
+        ("10 / 4", "2.5"),
+        ("-3 ** 2", "-9"),
+        ("sqrt(16) + abs(-2)", "6"),
+        ("round(pi, 4)", "3.1416"),
+        ("max(1, 9, 3) - min(4, 2)", "7"),
+        ("log(e)", "1"),
+        ("2 ** 100", "1267650600228229401496703205376"),
+        ("0.1 + 0.2", "0.3"),
+    ],
+)
+def test_calculator(expression: str, expected: str) -> None:
+    assert format_number(evaluate(expression)) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "fragment"),
+    [
+        ("__import__('os').system('true')", "not supported"),
+        ("(1).__class__", "not supported"),
+        ("x + 1", "not supported"),
+        ("[1, 2]", "not supported"),
+        ("'a' * 3", "not supported"),
+        ("sqrt(x=4)", "not supported"),
+        ("9 ** 9 ** 9", "Exponents"),
+        ("12345 ** 9999", "too large"),
+        ("1 / 0", "Division by zero"),
+        ("1e308 * 10", "too large"),
+        ("sqrt(-1)", "undefined"),
+        ("2 +", "not valid"),
+        ("1" * 501, "longer than"),
+    ],
+)
+def test_calculator_refuses(expression: str, fragment: str) -> None:
+    with pytest.raises(ToolError) as caught:
+        evaluate(expression)
+    assert fragment in str(caught.value)
+
+
+async def run(name: str, arguments: str) -> tuple[str, bool]:
+    outcome = await run_tool(BUILTIN_TOOLS[name], arguments, 5)
+    return outcome.text, outcome.is_error
+
+
+async def test_date_tools() -> None:
+    assert await run("date_add", '{"date": "2026-11-23", "days": 10}') == (
+        "2026-12-03 (Thursday)",
+        False,
+    )
+    assert await run("date_add", '{"date": "2026-11-23T09:30", "hours": -10}') == (
+        "2026-11-22T23:30:00+00:00 (Sunday)",
+        False,
+    )
+    assert await run("date_diff", '{"start": "2026-01-01", "end": "2026-03-01"}') == (
+        "59 days (8 weeks and 3 days; 1416 hours)",
+        False,
+    )
+    text, error = await run("current_time", '{"timezone": "Asia/Tokyo"}')
+    assert not error and "+09:00" in text
+    text, error = await run("current_time", '{"timezone": "Mars/Olympus"}')
+    assert error and "Unknown time zone" in text
+    text, error = await run("date_add", '{"date": "soon"}')
+    assert error and "not an ISO date" in text
+
+
+async def test_the_runner_turns_every_failure_into_a_readable_result() -> None:
+    assert await run("calculate", "not json") == ("The arguments are not valid JSON.", True)
+    assert await run("calculate", "[1]") == ("The arguments must be a JSON object.", True)
+    assert await run("calculate", "{}") == ("Missing required argument(s): expression.", True)
+    assert await run("calculate", '{"expression": "6*7"}') == ("42", False)
+
+    async def slow(arguments: dict[str, Any]) -> str:
+        await asyncio.sleep(10)
+        return "late"
+
+    def broken(arguments: dict[str, Any]) -> str:
+        raise RuntimeError("secret internals")
+
+    schema = {"type": "object", "properties": {}}
+    late = await run_tool(Tool("slow", "", schema, slow), "{}", 0.05)
+    assert late.is_error and "longer than 0.05 s" in late.text
+    crash = await run_tool(Tool("broken", "", schema, broken), "{}", 1)
+    assert crash.is_error and "secret" not in crash.text
+
+
+def test_tools_load_by_name_or_dotted_path() -> None:
+    tools = load_tools(["calculate", "gateway.tools.clock:DATE_DIFF"], BUILTIN_TOOLS)
+    assert list(tools) == ["calculate", "date_diff"]
+    for bad in ("nope", "gateway.tools.clock:MISSING", "gateway.tools.clock:_zone"):
+        with pytest.raises(ValueError, match=bad.split(":")[0]):
+            load_tools([bad], BUILTIN_TOOLS)
+
+
+def test_definitions_are_openai_function_tools() -> None:
+    definition = BUILTIN_TOOLS["calculate"].definition()
+    assert definition["type"] == "function"
+    assert definition["function"]["name"] == "calculate"
+    assert definition["function"]["parameters"]["required"] == ["expression"]
