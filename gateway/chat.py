@@ -14,7 +14,7 @@ from gateway.agents.base import Agent, AgentInput
 from gateway.auth import Principal
 from gateway.config import AgentConfig, Settings
 from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.events import Chunk, Event, GenerationRef, Message, is_final
+from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.generations import (
     Follow,
     Generation,
@@ -22,7 +22,7 @@ from gateway.generations import (
     LocalFollow,
     RemoteFollow,
     Result,
-    Subscriber,
+    Sink,
 )
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.registry import ModelRegistry
@@ -85,7 +85,7 @@ class ChatService:
         self,
         principal: Principal,
         request: CompletionRequest,
-        subscriber: Subscriber,
+        subscriber: Sink,
         *,
         must_stream: bool = False,
     ) -> Follow:
@@ -99,33 +99,44 @@ class ChatService:
         agent, agent_config, model = self.resolve(request)
         if must_stream and not model.streaming:
             raise BadRequest(streaming_refused(model.name))
+        if request.message is None and not request.conversation_history:
+            raise BadRequest("A turn without a new message needs the messages to answer.")
         generation_id = new_id("gen")
-        if request.idempotency_key is not None:
-            earlier = await self._log.claim_idempotency(
-                principal.sub,
-                request.idempotency_key,
-                generation_id,
-                self._settings.idempotency_ttl,
-            )
-            if earlier != generation_id:
-                return self.attach(await self.locate(principal, earlier), 0, subscriber)
         conversation_id = request.conversation_id or new_id("conv")
-        history = await self._conversations.open_turn(
-            principal.sub,
-            conversation_id,
-            StoredMessage("user", request.message, now_ms()),
-            0 if request.conversation_history is not None else 2 * self._settings.history_turns,
-            generation_id,
-            request.project_id,
-        )
         ref = GenerationRef(generation_id, conversation_id)
+        # The record exists before the idempotency key can point at it, so a retry that
+        # races this request always finds something to follow.
         await self._create(
             GenerationMeta(
                 generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
             )
         )
+        key = request.idempotency_key
+        try:
+            if key is not None:
+                earlier = await self._log.claim_idempotency(
+                    principal.sub, key, generation_id, self._settings.idempotency_ttl
+                )
+                if earlier != generation_id:
+                    await self._log.discard(generation_id)
+                    return self.attach(await self.locate(principal, earlier), 0, subscriber)
+            history = await self._conversations.open_turn(
+                principal.sub,
+                conversation_id,
+                None
+                if request.message is None
+                else StoredMessage("user", request.message, now_ms()),
+                0 if request.conversation_history is not None else 2 * self._settings.history_turns,
+                generation_id,
+                request.project_id,
+            )
+        except BaseException:
+            # Nothing started: a retry with the same key must be free to try again.
+            await self._log.discard(generation_id, principal.sub, key)
+            raise
         given = AgentInput(
-            message=request.message,
+            message=request.message or "",
+            continuation=request.message is None,
             history=self._history(request, history),
             model=model,
             params=self._params(request, agent_config, model.name),
@@ -153,21 +164,24 @@ class ChatService:
             meta = await self._meta(principal, generation_id)
         return meta
 
-    def attach(self, meta: GenerationMeta, after: int, subscriber: Subscriber) -> Follow:
-        """Deliver events with seq > after, then live ones, to `subscriber`: from this
-        process's memory when it runs here, else from the log in Redis."""
+    def attach(self, meta: GenerationMeta, after: int, sink: Sink) -> Follow:
+        """Deliver events with seq > after, then live ones, to `sink`, at its pace: from this
+        process's memory when the generation runs here, else from the log in Redis."""
+        name = f"follow-{meta.generation_id}"
         local = self.generations.get(meta.generation_id)
         if local is not None:
-            local.attach(subscriber, after)
-            return LocalFollow(local, subscriber)
-        task = asyncio.create_task(
-            self._follow_log(meta, after, subscriber), name=f"follow-{meta.generation_id}"
-        )
+            if after > len(local.events):
+                raise BadRequest(
+                    f"'after' is {after}, but this generation is at seq {len(local.events)}."
+                )
+            task = asyncio.create_task(local.replay(sink, after), name=name)
+            return LocalFollow(local, sink, task)
+        task = asyncio.create_task(self._follow_log(meta, after, sink), name=name)
         return RemoteFollow(task, meta.generation_id)
 
     async def cancel(self, principal: Principal, generation_id: str) -> Status:
         """Stop the generation wherever it runs; idempotent. NotFound unless it is yours."""
-        meta = await self._meta(principal, generation_id)
+        meta = await self.locate(principal, generation_id)
         if meta.status != "running":
             return meta.status
         local = self.generations.get(generation_id)
@@ -186,6 +200,9 @@ class ChatService:
                 generation = {"id": meta.generation_id, "status": meta.status}
             except NotFound:
                 generation = None  # its log expired; the messages say how it ended
+            if generation is not None and generation["status"] == "interrupted":
+                # Ending it may just have stored its partial answer: read the messages again.
+                record, messages = await self._conversations.view(principal.sub, conversation_id)
         return {
             "id": conversation_id,
             "title": record.get("title", ""),
@@ -198,7 +215,7 @@ class ChatService:
 
     async def _create(self, meta: GenerationMeta) -> None:
         async with self._log.redis.pipeline(transaction=False) as pipe:
-            self._log.queue_create(pipe, meta, self.generations.instance)
+            self._log.queue_create(pipe, meta)
             await pipe.execute()
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
@@ -208,7 +225,7 @@ class ChatService:
             raise NotFound(f"Generation '{generation_id}' was not found.")
         return meta
 
-    async def _follow_log(self, meta: GenerationMeta, after: int, subscriber: Subscriber) -> None:
+    async def _follow_log(self, meta: GenerationMeta, after: int, sink: Sink) -> None:
         ref = GenerationRef(meta.generation_id, meta.conversation_id)
         last = after
         while True:
@@ -221,7 +238,9 @@ class ChatService:
                     await self._interrupt_if_abandoned(meta)
                     continue
             for event in events:
-                subscriber(ref, event)
+                if not await sink.room():
+                    return
+                sink(ref, event)
                 last = event.seq
                 if is_final(event):
                     return
@@ -231,7 +250,9 @@ class ChatService:
         client may have seen seqs past the stored terminal event. It then gets that event
         numbered after what it saw: every follower ends, and seqs never repeat for it."""
         meta = await self._log.meta(generation_id)
-        if meta is None or meta.status == "running" or meta.last_seq > last:
+        if meta is None:  # deleted, or its turn was refused before it started
+            return [Failed(last + 1, "not_found", "The generation no longer exists.", False)]
+        if meta.status == "running" or meta.last_seq > last:
             return []
         final = await self._log.last_event(generation_id)
         return [dataclasses.replace(final, seq=last + 1)] if final is not None else []
@@ -245,8 +266,16 @@ class ChatService:
             meta.generation_id, 0, count=self._settings.max_log_events
         )
         text = "".join(e.content for e in events if isinstance(e, Chunk))
+        usage = Usage(completion_tokens=len(text.split()))  # an estimate: the real one died
         answer = StoredMessage(
-            "assistant", text, now_ms(), "incomplete", meta.model, meta.agent, meta.generation_id
+            "assistant",
+            text,
+            now_ms(),
+            "incomplete",
+            meta.model,
+            meta.agent,
+            meta.generation_id,
+            usage,
         )
         await self._conversations.append_answer(meta.owner, meta.conversation_id, answer)
         return True

@@ -132,7 +132,7 @@ class Settings:
     max_log_events: int = 100_000
     lease_ttl: float = 10.0
     shutdown_drain_seconds: float = 10.0
-    idempotency_ttl: int = 24 * 3600
+    idempotency_ttl: int = 3600
     # WebSocket transport
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
@@ -196,7 +196,7 @@ class Settings:
             max_log_events=int(_number(env, "MAX_LOG_EVENTS", 100_000)),
             lease_ttl=_number(env, "LEASE_TTL", 10.0),
             shutdown_drain_seconds=_number(env, "SHUTDOWN_DRAIN_SECONDS", 10.0),
-            idempotency_ttl=int(_number(env, "IDEMPOTENCY_TTL", 24 * 3600)),
+            idempotency_ttl=int(_number(env, "IDEMPOTENCY_TTL", 3600)),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", 20.0),
             ws_ping_timeout=_number(env, "WS_PING_TIMEOUT", 20.0),
             ws_per_message_deflate=_flag(env, "WS_PER_MESSAGE_DEFLATE"),
@@ -240,6 +240,9 @@ def _check(s: Settings) -> None:
         "LEASE_TTL": s.lease_ttl,
         "IDEMPOTENCY_TTL": s.idempotency_ttl,
     }
+    if s.idempotency_ttl > s.generation_ttl:
+        # A key that outlives its generation's log could only answer "not found".
+        raise ConfigError("IDEMPOTENCY_TTL may not be longer than GENERATION_TTL.")
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be greater than zero.")

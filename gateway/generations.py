@@ -40,7 +40,21 @@ from gateway.store.logs import GenerationLog, Status
 log = logging.getLogger("gateway.generations")
 
 Subscriber = Callable[[GenerationRef, Event], None]
+
+
+class Sink(Protocol):
+    """Where a follower delivers: a subscriber that can also say when it has room."""
+
+    def __call__(self, ref: GenerationRef, event: Event) -> None: ...
+
+    async def room(self) -> bool:
+        """Wait for room for more events; False when the consumer has gone."""
+        ...
+
+
 Outcome = Literal["complete", "incomplete", "cancelled"]
+# cancel: asked for; shutdown: the drain ran out; lost: another instance already ended it.
+StopReason = Literal["cancel", "shutdown", "lost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +101,7 @@ class Generation:
         self._writer = writer
         self._subscribers: list[Subscriber] = []
         self.events: list[Event] = []
-        self._stop: Literal["cancel", "shutdown"] | None = None
+        self._stop: StopReason | None = None
         self._ending = False
         self.task: asyncio.Task[None] | None = None
 
@@ -99,18 +113,27 @@ class Generation:
     def ended(self) -> bool:
         return bool(self.events) and is_final(self.events[-1])
 
-    def attach(self, subscriber: Subscriber, after: int = 0) -> None:
-        """Replay events with seq > after, then deliver the rest live: no gap, no repeat."""
-        for event in self.events[after:]:
-            subscriber(self.ref, event)
+    def attach(self, subscriber: Subscriber) -> None:
+        """Deliver every event published from now on to `subscriber`."""
         if not self.ended:
             self._subscribers.append(subscriber)
+
+    async def replay(self, sink: Sink, after: int) -> None:
+        """Deliver events with seq > after at the sink's pace, then attach it live: the last
+        check and the attach happen with no await between, so nothing is missed or repeated."""
+        position = after
+        while position < len(self.events):
+            if not await sink.room():
+                return
+            sink(self.ref, self.events[position])
+            position += 1
+        self.attach(sink)
 
     def detach(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
 
-    def cancel(self, reason: Literal["cancel", "shutdown"] = "cancel") -> None:
+    def cancel(self, reason: StopReason = "cancel") -> None:
         """Stop the agent (and its upstream request); idempotent, and a no-op once ending."""
         running = self.task is not None and not self.task.done()
         if running and self._stop is None and not self._ending:
@@ -151,7 +174,7 @@ class Generation:
             if self._stop is None:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            if self._stop == "shutdown":
+            if self._stop in ("shutdown", "lost"):
                 error = Interrupted("The gateway stopped before the answer was finished.")
         except RequestError as exc:
             error = exc
@@ -162,6 +185,12 @@ class Generation:
 
     async def _end(self, result: Result) -> None:
         self._ending = True
+        if self._stop == "lost":
+            # The log already ends with another instance's terminal event; only local
+            # subscribers still need one.
+            self._deliver(result.finish)
+            self._subscribers.clear()
+            return
         try:
             await self._on_end(result)
         except Exception:
@@ -196,14 +225,19 @@ class Follow(Protocol):
 
 @dataclass
 class LocalFollow:
+    """A subscription to a generation of this process; `task` paces a replay, if any."""
+
     generation: Generation
     subscriber: Subscriber
+    task: asyncio.Task[None] | None = None
 
     @property
     def generation_id(self) -> str:
         return self.generation.id
 
     def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
         self.generation.detach(self.subscriber)
 
 
@@ -228,13 +262,11 @@ class GenerationRegistry:
         self,
         generation_log: GenerationLog,
         writer: LogWriter,
-        instance: str,
         lease_ttl: float,
         cancel_channel: str,
     ) -> None:
         self._log = generation_log
         self.writer = writer
-        self.instance = instance
         self._lease_ttl = lease_ttl
         self._cancel_channel = cancel_channel
         self._running: dict[str, Generation] = {}
@@ -281,8 +313,10 @@ class GenerationRegistry:
             if not self._running:
                 continue
             try:
-                for generation_id in await self._log.renew(list(self._running)):
-                    self._cancel_local(generation_id)
+                for generation_id, action in (await self._log.renew(list(self._running))).items():
+                    generation = self._running.get(generation_id)
+                    if generation is not None:
+                        generation.cancel("lost" if action == "lost" else "cancel")
             except Exception:
                 log.warning("renewing generation leases failed; retrying")
 

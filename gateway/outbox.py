@@ -19,6 +19,8 @@ class Outbox(Generic[T]):
         self._items: deque[T] = deque()
         self._limit = limit
         self._wakeup = asyncio.Event()
+        self._roomy = asyncio.Event()
+        self._roomy.set()
         self.closed = False
         self.overflowed = False
 
@@ -37,6 +39,7 @@ class Outbox(Generic[T]):
     def close(self) -> None:
         self.closed = True
         self._wakeup.set()
+        self._roomy.set()
 
     async def get(self) -> T | None:
         """The next item; None once closed and drained (at once after an overflow)."""
@@ -47,4 +50,15 @@ class Outbox(Generic[T]):
             await self._wakeup.wait()
         if self.overflowed:
             return None
-        return self._items.popleft()
+        item = self._items.popleft()
+        if len(self._items) <= self._limit // 2:
+            self._roomy.set()
+        return item
+
+    async def room(self) -> bool:
+        """Wait until the outbox is at most half full; False once it is closed. Producers
+        that can wait (a replay) call this before each put, so only live events can overflow."""
+        while not self.closed and len(self._items) > self._limit // 2:
+            self._roomy.clear()
+            await self._roomy.wait()
+        return not self.closed

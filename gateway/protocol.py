@@ -46,7 +46,9 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    message: str
+    # None: no new user message; the model answers `conversation_history` as it stands
+    # (an OpenAI client continuing after its own tool results).
+    message: str | None
     id: str | None = None
     model: str | None = None
     agent: str | None = None
@@ -147,7 +149,8 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
     conversation_id = _optional_str(obj, "conversation_id")
     if conversation_id is not None and not CONVERSATION_ID_RE.match(conversation_id):
         raise BadRequest("'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -.")
-    stream = obj.get("stream") or False
+    stream = obj.get("stream")
+    stream = False if stream is None else stream
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false.")
     return CompletionRequest(
@@ -185,7 +188,9 @@ def _generation_id(value: Any) -> str:
 
 def parse_after(value: Any) -> int:
     """The last seq a client has seen: a whole number, 0 for "everything"."""
-    if isinstance(value, str) and value.isdigit():
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadRequest("'after' must be a whole number of at least 0.")

@@ -21,6 +21,7 @@ from gateway.agents.registry import build_agents
 from gateway.auth import TokenVerifier
 from gateway.chat import ChatService
 from gateway.config import Settings
+from gateway.conversations import ConversationService
 from gateway.generations import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
 from gateway.store.conversations import ConversationStore
@@ -39,6 +40,7 @@ class Services:
     redis: Redis
     chat: ChatService
     generations: GenerationRegistry
+    conversations: ConversationService
 
 
 @asynccontextmanager
@@ -51,28 +53,40 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
     redis = Redis.from_url(redis_url, decode_responses=True, health_check_interval=30)
     keys = Keys(settings.redis_prefix)
     models = ModelRegistry(settings, max_retries=upstream_retries)
+    instance = _instance_id()
     generation_log = GenerationLog(
         redis,
         keys,
         ended_ttl=settings.generation_ttl,
         max_events=settings.max_log_events,
         lease_ttl=settings.lease_ttl,
+        instance=instance,
     )
     writer = LogWriter(generation_log, settings.log_flush_ms)
     generations = GenerationRegistry(
-        generation_log, writer, _instance_id(), settings.lease_ttl, keys.cancel_channel()
+        generation_log, writer, settings.lease_ttl, keys.cancel_channel()
     )
     conversations = ConversationStore(
-        redis, keys, settings.conversation_ttl, settings.max_stored_turns
+        redis,
+        keys,
+        settings.conversation_ttl,
+        settings.max_stored_turns,
+        generation_retention=generation_log.retention,
     )
     chat = ChatService(
         settings, models, build_agents(settings), conversations, generation_log, generations
     )
+    # A delete waits this long for a cancelled generation to end: at once, or once its lease
+    # lapses if its process died.
+    stop_timeout = 2 * settings.lease_ttl + 1
+    conversation_service = ConversationService(chat, conversations, generation_log, stop_timeout)
     writer.start()
     generations.start()
     restore_signals = _drain_on_signal(generations.begin_drain)
     try:
-        yield Services(settings, TokenVerifier(settings), redis, chat, generations)
+        yield Services(
+            settings, TokenVerifier(settings), redis, chat, generations, conversation_service
+        )
     finally:
         restore_signals()
         await generations.shutdown(settings.shutdown_drain_seconds)

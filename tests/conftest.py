@@ -104,6 +104,7 @@ def settings(
     names = [
         "fake",
         "fake-i5-n20",
+        "fake-i2-n100",
         "fake-i20-n200",
         "fake-drop2",
         "fake-err500",

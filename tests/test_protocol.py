@@ -115,6 +115,8 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"resume","generation_id":"x"}', "generation_id"),
         ('{"type":"resume","generation_id":"gen_a","after":-1}', "'after'"),
         ('{"type":"cancel","generation_id":"nope"}', "generation_id"),
+        ('{"type":"resume","generation_id":"gen_a","after":"\u00b2"}', "'after'"),
+        ('{"type":"completion","id":"r","message":"x","stream":0}', "stream"),
     ],
 )
 def test_invalid_frames_are_bad_requests(text: str, fragment: str) -> None:

@@ -473,3 +473,40 @@ async def test_a_non_streaming_model_passes_tool_calls_through(gateway: str, tok
     frames = await until_done(ws, "r")
     assert [f["type"] for f in frames] == ["start", "tool_call", "done"]
     assert frames[-1]["finish_reason"] == "tool_calls"
+
+
+async def test_a_replay_longer_than_the_outbox_is_paced_not_dropped(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(max_queued_frames=16) as a, start_gateway(max_queued_frames=16) as b:
+        ws = await connected(a, token())
+        await send(ws, type="completion", id="r", message="x", model="fake-i2-n100")
+        first = await receive(ws)
+        for url in (a, b):  # while it runs here, then from the log elsewhere
+            reader = await connected(url, token())
+            await send(
+                reader, type="resume", generation_id=first["generation_id"], after=0, id="all"
+            )
+            assert (await receive(reader))["type"] == "resumed"
+            frames = await until_done(reader, "all")
+            assert [f["seq"] for f in frames] == list(range(1, 103))
+        await until_done(ws, "r")  # a client that stops reading cannot close cleanly either
+
+
+async def test_a_refused_request_releases_its_idempotency_key(gateway: str, token: Mint) -> None:
+    alice = await connected(gateway, token("alice"))
+    await send(alice, type="completion", id="1", message="mine", conversation_id="kept")
+    await until_done(alice, "1")
+    bob = await connected(gateway, token("bob"))
+    await send(
+        bob,
+        type="completion",
+        id="1",
+        message="x",
+        conversation_id="kept",
+        idempotency_key="retry-me",
+    )
+    assert (await receive(bob))["code"] == "not_found"
+    await send(bob, type="completion", id="2", message="x", idempotency_key="retry-me")
+    frames = await until_done(bob, "2")
+    assert frames[-1]["type"] == "done" and frames[0]["conversation_id"] != "kept"

@@ -19,6 +19,7 @@ class AgentInput:
     params: ModelParams
     sources: Sequence[Source] = ()
     project_id: str | None = None
+    continuation: bool = False  # no new message: answer the history as it stands
 
 
 class Agent(Protocol):
@@ -34,6 +35,7 @@ class Agent(Protocol):
 
 
 def build_messages(system_prompt: str | None, given: AgentInput) -> list[Message]:
-    """System prompt (if any), the history, then the user's message."""
+    """System prompt (if any), the history, then the user's message (unless continuing)."""
     head = [Message("system", system_prompt)] if system_prompt else []
-    return [*head, *given.history, Message("user", given.message)]
+    tail = [] if given.continuation else [Message("user", given.message)]
+    return [*head, *given.history, *tail]

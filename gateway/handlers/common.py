@@ -22,8 +22,12 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
-def authenticate(request: Request) -> Principal:
+def authenticate(request: Request, *, query_token: bool = False) -> Principal:
+    """The request's user. `query_token` also accepts `?token=` for clients that cannot set
+    headers (a browser EventSource); access logs redact it."""
     token = bearer_token(request.headers.get("authorization"))
+    if token is None and query_token:
+        token = request.query_params.get("token") or None
     if token is None:
         raise Unauthorized("Send a token as 'Authorization: Bearer <jwt>'.")
     return services_of(request).verifier.verify(token)

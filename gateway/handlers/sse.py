@@ -36,6 +36,9 @@ class Listener:
     def __call__(self, ref: GenerationRef, event: Event) -> None:
         self.outbox.put((ref, event))
 
+    async def room(self) -> bool:
+        return await self.outbox.room()
+
 
 async def completion(request: Request) -> Response:
     principal = authenticate(request)
@@ -64,7 +67,7 @@ async def completion(request: Request) -> Response:
 
 async def generation_events(request: Request) -> Response:
     """Replay and follow a generation; `Last-Event-ID` (or `?after=`) is the last seq seen."""
-    principal = authenticate(request)
+    principal = authenticate(request, query_token=True)
     services = services_of(request)
     generation_id = request.path_params["generation_id"]
     after = parse_after(
@@ -96,6 +99,8 @@ def event_stream(
     generations = services_of(request).generations
     # Draining ends the stream so the client reconnects (to another instance) and resumes.
     remove_hook = generations.on_drain(listener.outbox.close)
+    if generations.draining.is_set():
+        listener.outbox.close()
     return StreamingResponse(
         _sse(follow, listener, request_id, remove_hook, abandoned),
         media_type="text/event-stream",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 
@@ -70,6 +69,22 @@ def _token_on_connect(ws: WebSocket, offered: list[str]) -> str | None:
         or subprotocol_token(offered)
         or ws.query_params.get("token")
     )
+
+
+class Delivery:
+    """One request's events into its connection's outbox, tagged with the request id."""
+
+    __slots__ = ("connection", "request_id")
+
+    def __init__(self, connection: Connection, request_id: str) -> None:
+        self.connection = connection
+        self.request_id = request_id
+
+    def __call__(self, ref: GenerationRef, event: Event) -> None:
+        self.connection.deliver(self.request_id, ref, event)
+
+    async def room(self) -> bool:
+        return await self.connection.outbox.room()
 
 
 class Connection:
@@ -195,7 +210,7 @@ class Connection:
         self._claim(request.id)
         try:
             follow = await self.services.chat.start(
-                self.principal, request, functools.partial(self._deliver, request.id)
+                self.principal, request, Delivery(self, request.id)
             )
         except BaseException:
             self.active.pop(request.id, None)
@@ -222,7 +237,7 @@ class Connection:
             )
         )
         if request_id in self.active:
-            follow = chat.attach(meta, frame.after, functools.partial(self._deliver, request_id))
+            follow = chat.attach(meta, frame.after, Delivery(self, request_id))
             self._hold(request_id, follow)
 
     async def _cancel(self, frame: Cancel) -> None:
@@ -237,7 +252,7 @@ class Connection:
             generation_id = follow.generation_id
         await self.services.chat.cancel(self.principal, generation_id)
 
-    def _deliver(self, request_id: str, ref: GenerationRef, event: Event) -> None:
+    def deliver(self, request_id: str, ref: GenerationRef, event: Event) -> None:
         if is_final(event):
             self.active.pop(request_id, None)
         self.outbox.put(encode_event(event, ref, request_id))

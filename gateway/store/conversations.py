@@ -3,13 +3,18 @@
 A turn costs two round trips: one when it starts (claim the conversation, read its history,
 append the user's message: one Lua script) and one when it ends (append the answer, trim,
 refresh TTLs: one pipeline). Nothing is written per chunk.
+
+Each user's conversations are indexed in a sorted set scored by last update (ms). Scores only
+grow, so a conversation never moves down the list; pages walk it by position (see `Position`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -20,9 +25,11 @@ from gateway.store.keys import Keys
 
 MessageStatus = Literal["complete", "incomplete", "cancelled"]
 TITLE_CHARS = 80
+ELLIPSIS = "\u2026"
 
-# KEYS: conversation, messages.
-# ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id.
+# KEYS: conversation, messages, generations.
+# ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
+#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all).
 # Returns {0} when another user owns the conversation, else {1, <json message>...} (history).
 _OPEN_TURN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -35,12 +42,116 @@ local n = tonumber(ARGV[4])
 local history = {}
 if n > 0 then history = redis.call('LRANGE', KEYS[2], -n, -1) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
-redis.call('RPUSH', KEYS[2], ARGV[5])
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2], 'generation', ARGV[7])
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+local updated = redis.call('HGET', KEYS[1], 'updated_at')
+if not updated or tonumber(ARGV[2]) > tonumber(updated) then updated = ARGV[2] end
+redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[7])
+  if ARGV[9] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9]) end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 return {1, unpack(history)}
 """
+
+# KEYS: conversation, messages, generations.
+# ARGV: owner, answer, max_messages, ttl, created_at, generation_id.
+# Stores nothing (returns 0) when the conversation that started the generation is gone: it
+# was deleted, or deleted and started afresh under the same id, while the answer ran.
+# Conversations older than the generations set accept any answer.
+_STORE_ANSWER = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
+   and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local updated = redis.call('HGET', KEYS[1], 'updated_at')
+if not updated or tonumber(ARGV[5]) > tonumber(updated) then
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS: conversation. ARGV: owner, title.
+# Returns the record after the change, or an empty list unless `owner` owns it.
+_RENAME = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {} end
+redis.call('HSET', KEYS[1], 'title', ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: conversation, messages, generations. ARGV: owner.
+# Returns {0} unless `owner` owns it; else deletes the three keys and returns
+# {1, <latest generation id or ''>, <generation id>...}.
+_DELETE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
+local found = {1, redis.call('HGET', KEYS[1], 'generation') or ''}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do found[#found + 1] = id end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return found
+"""
+
+# KEYS: a user's index. ARGV: member, score, member, score...
+# Removes each member still at that score: one updated (or started afresh) since it was read
+# stays.
+_PRUNE = """
+for i = 1, #ARGV, 2 do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+
+def title_of(message: str) -> str:
+    """A conversation's first title: its first message on one line, at most TITLE_CHARS
+    characters; a longer one is cut after a word when that keeps most of it, and ends with an
+    ellipsis."""
+    line = " ".join(message.split())
+    if len(line) <= TITLE_CHARS:
+        return line
+    room = TITLE_CHARS - len(ELLIPSIS)
+    space = line.rfind(" ", 0, room + 1)
+    cut = line[:space] if space >= room // 2 else line[:room]
+    return cut.rstrip() + ELLIPSIS
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a conversation sits in its owner's index: last update (ms), then id. The index
+    lists the greatest first; ties in `updated` go by id, greatest first, as Redis orders them."""
+
+    updated: int
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A conversation without its messages."""
+
+    id: str
+    title: str
+    project_id: str | None
+    created_at: int
+    updated_at: int
+    generation_id: str | None
+
+    @staticmethod
+    def from_record(conversation_id: str, record: dict[str, str]) -> Summary:
+        return Summary(
+            id=conversation_id,
+            title=record.get("title", ""),
+            project_id=record.get("project_id") or None,
+            created_at=int(record["created_at"]),
+            updated_at=int(record["updated_at"]),
+            generation_id=record.get("generation") or None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,48 +204,72 @@ class StoredMessage:
 
 
 class ConversationStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl: int, max_stored_turns: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        ttl: int,
+        max_stored_turns: int,
+        *,
+        generation_retention: int | None = None,
+    ) -> None:
+        """`generation_retention`: seconds after its start by which a generation has no keys
+        left (see GenerationLog.retention); older ids are dropped from a conversation's list of
+        generations. None keeps them all."""
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self._max_messages = 2 * max_stored_turns
+        self._retention_ms = None if generation_retention is None else generation_retention * 1000
         self._open_turn = redis.register_script(_OPEN_TURN)
+        self._store_answer = redis.register_script(_STORE_ANSWER)
+        self._rename = redis.register_script(_RENAME)
+        self._delete = redis.register_script(_DELETE)
+        self._prune = redis.register_script(_PRUNE)
 
     async def open_turn(
         self,
         owner: str,
         conversation_id: str,
-        user_message: StoredMessage,
+        user_message: StoredMessage | None,
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
     ) -> list[StoredMessage]:
         """Claim or check the conversation, return its last `history_messages` messages, and
         append the user's message. Another user's conversation raises NotFound."""
+        now = user_message.created_at if user_message else int(time.time() * 1000)
+        forget_before = "" if self._retention_ms is None else now - self._retention_ms
+        index = self._keys.user_conversations(owner)
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._open_turn(
                 keys=[
                     self._keys.conversation(conversation_id),
                     self._keys.messages(conversation_id),
+                    self._keys.conversation_generations(conversation_id),
                 ],
                 args=[
                     owner,
-                    user_message.created_at,
+                    now,
                     self._ttl,
                     history_messages,
-                    user_message.to_json(),
-                    user_message.content[:TITLE_CHARS],
+                    user_message.to_json() if user_message else "",
+                    title_of(user_message.content) if user_message else "",
                     generation_id,
                     project_id or "",
+                    forget_before,
                 ],
                 client=pipe,
             )
-            pipe.zadd(
-                self._keys.user_conversations(owner), {conversation_id: user_message.created_at}
-            )
-            pipe.expire(self._keys.user_conversations(owner), self._ttl)
+            # GT: a score never goes down (clocks of instances may disagree), so a conversation
+            # never moves below a position a client has already paged past.
+            pipe.zadd(index, {conversation_id: now}, gt=True)
+            pipe.expire(index, self._ttl)
             result, _, _ = await pipe.execute()
         if result[0] == 0:
+            # The index is another round trip away (another slot): take back the entry the
+            # pipeline added for an id this user does not own.
+            await self._redis.zrem(index, conversation_id)
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
         return [StoredMessage.from_json(raw) for raw in result[1:]]
 
@@ -146,15 +281,28 @@ class ConversationStore:
     def queue_answer(
         self, pipe: Pipeline, owner: str, conversation_id: str, answer: StoredMessage
     ) -> None:
-        """Add the commands that store the assistant's answer and keep the caps to `pipe`."""
-        messages = self._keys.messages(conversation_id)
-        conversation = self._keys.conversation(conversation_id)
-        pipe.rpush(messages, answer.to_json())
-        pipe.ltrim(messages, -self._max_messages, -1)
-        pipe.expire(messages, self._ttl)
-        pipe.hset(conversation, "updated_at", answer.created_at)
-        pipe.expire(conversation, self._ttl)
-        pipe.zadd(self._keys.user_conversations(owner), {conversation_id: answer.created_at})
+        """Add the commands that store the assistant's answer and keep the caps to `pipe`.
+        Nothing is stored if the conversation was deleted while the answer ran: a late answer
+        must not bring it back."""
+        # Queued by hand because this runs synchronously (inside the log writer's pipeline);
+        # the pipeline loads its scripts before it runs. Its annotation names the sync Script.
+        pipe.scripts.add(cast(Any, self._store_answer))
+        pipe.evalsha(
+            self._store_answer.sha,
+            3,
+            self._keys.conversation(conversation_id),
+            self._keys.messages(conversation_id),
+            self._keys.conversation_generations(conversation_id),
+            owner,
+            answer.to_json(),
+            self._max_messages,
+            self._ttl,
+            answer.created_at,
+            answer.generation_id or "",
+        )
+        # XX: never adds back a deleted conversation.
+        index = self._keys.user_conversations(owner)
+        pipe.zadd(index, {conversation_id: answer.created_at}, xx=True, gt=True)
 
     async def view(
         self, owner: str, conversation_id: str
@@ -171,3 +319,95 @@ class ConversationStore:
     async def messages(self, owner: str, conversation_id: str) -> list[StoredMessage]:
         """All stored messages of a conversation `owner` owns; NotFound otherwise."""
         return (await self.view(owner, conversation_id))[1]
+
+    async def newest(
+        self, owner: str, limit: int, after: Position | None = None
+    ) -> list[tuple[Position, Summary]]:
+        """Up to `limit` of the owner's conversations, most recently updated first, starting
+        just after `after` in that order. Index entries whose conversation has expired or been
+        deleted are skipped and removed."""
+        found: list[tuple[Position, Summary]] = []
+        while len(found) < limit:
+            wanted = limit - len(found)
+            batch = await self._index_after(owner, after, wanted)
+            if not batch:
+                break
+            records = await self._records([position.id for position in batch])
+            gone = []
+            for position, record in zip(batch, records, strict=True):
+                if record.get("owner") == owner:
+                    found.append((position, Summary.from_record(position.id, record)))
+                else:
+                    gone.append(position)
+            if gone:
+                await self._forget(owner, gone)
+            if len(batch) < wanted:
+                break
+            after = batch[-1]
+        return found
+
+    async def rename(self, owner: str, conversation_id: str, title: str) -> Summary:
+        """Set the title; NotFound unless `owner` owns the conversation. The last update time
+        and the TTL stay: a new title is not new activity."""
+        raw = await self._rename(
+            keys=[self._keys.conversation(conversation_id)], args=[owner, title]
+        )
+        if not raw:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        record = dict(zip(raw[::2], raw[1::2], strict=True))
+        return Summary.from_record(conversation_id, record)
+
+    async def delete(self, owner: str, conversation_id: str) -> list[str]:
+        """Delete the conversation: its record, its messages and its index entry, at once, so
+        its id is free again. Returns the ids of its generations, whose keys the caller
+        removes. NotFound unless `owner` owns it."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._delete(
+                keys=[
+                    self._keys.conversation(conversation_id),
+                    self._keys.messages(conversation_id),
+                    self._keys.conversation_generations(conversation_id),
+                ],
+                args=[owner],
+                client=pipe,
+            )
+            # Also drops an index entry left by a conversation that expired.
+            pipe.zrem(self._keys.user_conversations(owner), conversation_id)
+            result, _ = await pipe.execute()
+        if result[0] == 0:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        return list(dict.fromkeys(gid for gid in result[1:] if gid))
+
+    async def _index_after(self, owner: str, after: Position | None, count: int) -> list[Position]:
+        """The next `count` positions of the owner's index after `after`, greatest first."""
+        index = self._keys.user_conversations(owner)
+        if after is None:
+            rows = await self._redis.zrevrangebyscore(
+                index, "+inf", "-inf", start=0, num=count, withscores=True
+            )
+            return _positions(cast(list[tuple[str, float]], rows))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            # Conversations updated in the same millisecond as `after`: a handful at most.
+            pipe.zrevrangebyscore(index, after.updated, after.updated, withscores=True)
+            pipe.zrevrangebyscore(
+                index, f"({after.updated}", "-inf", start=0, num=count, withscores=True
+            )
+            same, older = await pipe.execute()
+        tied = [position for position in _positions(same) if position.id < after.id]
+        return (tied + _positions(older))[:count]
+
+    async def _records(self, conversation_ids: Sequence[str]) -> list[dict[str, str]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for conversation_id in conversation_ids:
+                pipe.hgetall(self._keys.conversation(conversation_id))
+            return cast(list[dict[str, str]], await pipe.execute())
+
+    async def _forget(self, owner: str, positions: Sequence[Position]) -> None:
+        args: list[str | int] = []
+        for position in positions:
+            args += [position.id, position.updated]
+        await self._prune(keys=[self._keys.user_conversations(owner)], args=args)
+
+
+def _positions(rows: list[tuple[str, float]]) -> list[Position]:
+    return [Position(int(score), member) for member, score in rows]

@@ -12,12 +12,17 @@ class Keys:
         self.prefix = prefix
 
     def conversation(self, conversation_id: str) -> str:
-        """Hash: owner, title, created_at, updated_at."""
+        """Hash: owner, title, created_at, updated_at, generation (the latest), project_id."""
         return f"{self.prefix}conv:{{{conversation_id}}}"
 
     def messages(self, conversation_id: str) -> str:
         """List of JSON messages, oldest first, capped at MAX_STORED_TURNS turns."""
         return f"{self.prefix}conv:{{{conversation_id}}}:messages"
+
+    def conversation_generations(self, conversation_id: str) -> str:
+        """Sorted set of the ids of the conversation's generations, scored by start (ms), so
+        that deleting the conversation finds their records."""
+        return f"{self.prefix}conv:{{{conversation_id}}}:generations"
 
     def generation(self, generation_id: str) -> str:
         """Hash: owner, conversation_id, request_id, model, agent, status, last_seq, cancel."""

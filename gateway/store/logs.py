@@ -40,7 +40,27 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return seq
 """
 
+# KEYS: meta, lease, events. ARGV: instance, lease_ms, running_ttl.
+# Returns -1 when the generation is no longer running (another instance ended it), 1 when a
+# cancel was requested, else 0. Recreates a lapsed lease, so a stall does not lose it.
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if redis.call('HGET', KEYS[1], 'cancel') then return 1 end
+return 0
+"""
+
+# KEYS: idempotency key. ARGV: generation id. Deletes the key only if it still points there.
+_RELEASE_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 INTERRUPTED_MESSAGE = "The gateway running this answer stopped before it finished."
+# A running generation's record outlives GENERATION_TTL by this much, in case its process dies
+# and nobody follows it to notice.
+RUNNING_GRACE = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,25 +102,42 @@ class GenerationMeta:
 
 class GenerationLog:
     def __init__(
-        self, redis: Redis, keys: Keys, *, ended_ttl: int, max_events: int, lease_ttl: float
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        ended_ttl: int,
+        max_events: int,
+        lease_ttl: float,
+        instance: str,
     ) -> None:
+        self.instance = instance  # written into leases, so an operator can see who runs what
         self._redis = redis
         self._keys = keys
         self._ended_ttl = ended_ttl
         self._max_events = max_events
         self._lease_ms = int(lease_ttl * 1000)
         self._interrupt = redis.register_script(_INTERRUPT_IF_ABANDONED)
+        self._release = redis.register_script(_RELEASE_IF_OURS)
+        self._renew = redis.register_script(_RENEW)
 
     @property
     def redis(self) -> Redis:
         return self._redis
 
-    def queue_create(self, pipe: Pipeline, meta: GenerationMeta, instance: str) -> None:
+    @property
+    def retention(self) -> int:
+        """Seconds after its start by which none of a generation's keys is left, for every
+        generation that ends within GENERATION_TTL + RUNNING_GRACE of its start: its record
+        lives that long while it runs, and GENERATION_TTL once it has ended."""
+        return 2 * self._ended_ttl + RUNNING_GRACE
+
+    def queue_create(self, pipe: Pipeline, meta: GenerationMeta) -> None:
         gid = meta.generation_id
         pipe.hset(self._keys.generation(gid), mapping=cast(Any, meta.fields()))
         # A running generation's keys expire only if its process dies and nobody notices.
-        pipe.expire(self._keys.generation(gid), self._ended_ttl + 86400)
-        pipe.set(self._keys.lease(gid), instance, px=self._lease_ms)
+        pipe.expire(self._keys.generation(gid), self._ended_ttl + RUNNING_GRACE)
+        pipe.set(self._keys.lease(gid), self.instance, px=self._lease_ms)
 
     def queue_append(self, pipe: Pipeline, generation_id: str, events: Iterable[Event]) -> None:
         key = self._keys.events(generation_id)
@@ -129,6 +166,27 @@ class GenerationLog:
         raw = cast(dict[str, str], await self._redis.hgetall(self._keys.generation(generation_id)))
         return GenerationMeta.from_fields(generation_id, raw) if raw else None
 
+    async def statuses(self, generation_ids: Sequence[str]) -> list[Status | None]:
+        """Each generation's status (None once its record has expired), in one round trip."""
+        if not generation_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                pipe.hget(self._keys.generation(gid), "status")
+            return cast(list[Status | None], await pipe.execute())
+
+    async def delete(self, generation_ids: Sequence[str]) -> None:
+        """Remove the generations' records, event logs and leases."""
+        if not generation_ids:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                # One slot: the three keys share the generation's hash tag.
+                pipe.delete(
+                    self._keys.generation(gid), self._keys.events(gid), self._keys.lease(gid)
+                )
+            await pipe.execute()
+
     async def read_after(self, generation_id: str, after: int, count: int = 1000) -> list[Event]:
         """Stored events with seq > after, oldest first, at most `count`."""
         entries = await self._redis.xrange(
@@ -148,15 +206,27 @@ class GenerationLog:
         )
         return _events(cast(Any, found)[0][1]) if found else []
 
-    async def renew(self, generation_ids: Sequence[str]) -> list[str]:
-        """Renew these leases; return the ids whose cancel was requested from elsewhere."""
+    async def renew(self, generation_ids: Sequence[str]) -> dict[str, str]:
+        """Renew these leases. Returns the ids that need action: "cancel" when a cancel was
+        requested from elsewhere, "lost" when another instance already ended it."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for gid in generation_ids:
-                pipe.pexpire(self._keys.lease(gid), self._lease_ms)
-                pipe.hget(self._keys.generation(gid), "cancel")
+                await self._renew(
+                    keys=[
+                        self._keys.generation(gid),
+                        self._keys.lease(gid),
+                        self._keys.events(gid),
+                    ],
+                    args=[self.instance, self._lease_ms, self._ended_ttl + 86400],
+                    client=pipe,
+                )
             results = await pipe.execute()
-        flags = results[1::2]
-        return [gid for gid, flag in zip(generation_ids, flags, strict=True) if flag]
+        actions = {1: "cancel", -1: "lost"}
+        return {
+            gid: actions[int(r)]
+            for gid, r in zip(generation_ids, results, strict=True)
+            if int(r) in actions
+        }
 
     async def request_cancel(self, generation_id: str) -> None:
         """Flag the generation for cancel (seen at the next lease renewal) and tell its
@@ -174,6 +244,23 @@ class GenerationLog:
             keys=keys, args=[self._ended_ttl, INTERRUPTED_MESSAGE, int(time.time() * 1000)]
         )
         return int(seq)
+
+    async def discard(
+        self, generation_id: str, sub: str | None = None, key: str | None = None
+    ) -> None:
+        """Remove a generation that never started, and release its idempotency key."""
+        names = [
+            self._keys.generation(generation_id),
+            self._keys.lease(generation_id),
+            self._keys.events(generation_id),
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*names)  # one hash tag, so one slot
+            if sub is not None and key is not None:
+                await self._release(
+                    keys=[self._keys.idempotency(sub, key)], args=[generation_id], client=pipe
+                )
+            await pipe.execute()
 
     async def claim_idempotency(self, sub: str, key: str, generation_id: str, ttl: int) -> str:
         """The generation this key already started, or `generation_id` if it is new."""
