@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from gateway.config import Settings
 from gateway.errors import NotFound
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore, StoredMessage, title_of
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.store.keys import Keys
 
@@ -94,3 +94,67 @@ def test_embedded_redis_keeps_data_across_a_restart(tmp_path: Path) -> None:
     finally:
         client.close()
         again.stop()
+
+
+@pytest.mark.parametrize(
+    ("message", "title"),
+    [
+        ("  Hello\n\tthere  ", "Hello there"),
+        ("x" * 80, "x" * 80),
+        ("x" * 81, "x" * 79 + "\u2026"),
+        ("word " * 30, ("word " * 16).strip() + "\u2026"),
+        ("a" * 70 + " " + "b" * 20, "a" * 70 + "\u2026"),
+        ("a" * 10 + " " + "b" * 100, "a" * 10 + " " + "b" * 68 + "\u2026"),
+        (" \n ", ""),
+    ],
+)
+def test_a_title_is_one_line_and_ends_with_an_ellipsis_when_cut(message: str, title: str) -> None:
+    assert title_of(message) == title
+    assert len(title_of(message)) <= 80
+
+
+async def test_a_late_answer_never_brings_back_a_deleted_conversation(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10)
+    await store.open_turn("alice", "c", message("user", "q1"), 0, generation_id="g1")
+    assert await store.delete("alice", "c") == ["g1"]
+    late = StoredMessage("assistant", "a1", 2, generation_id="g1")
+    await store.append_answer("alice", "c", late)
+    assert await redis.exists(keys.conversation("c"), keys.messages("c")) == 0
+    assert await redis.zscore(keys.user_conversations("alice"), "c") is None
+    # Started afresh under the same id: the old generation's answer still does not land.
+    await store.open_turn("alice", "c", message("user", "q2"), 0, generation_id="g2")
+    await store.append_answer("alice", "c", late)
+    await store.append_answer("alice", "c", StoredMessage("assistant", "a2", 3, generation_id="g2"))
+    assert [m.content for m in await store.messages("alice", "c")] == ["q2", "a2"]
+
+
+async def test_a_conversation_forgets_generations_older_than_their_keys(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, 60, 10, generation_retention=10)
+    await store.open_turn("alice", "c", message("user", "q1", at=1_000), 0, generation_id="g1")
+    await store.open_turn("alice", "c", message("user", "q2", at=5_000), 0, generation_id="g2")
+    await store.open_turn("alice", "c", message("user", "q3", at=12_000), 0, generation_id="g3")
+    assert await redis.zrange(keys.conversation_generations("c"), 0, -1) == ["g2", "g3"]
+    assert sorted(await store.delete("alice", "c")) == ["g2", "g3"]
+
+
+async def test_a_refused_turn_leaves_nothing_in_the_callers_list(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10)
+    await store.open_turn("alice", "c", message("user", "mine"), 0)
+    with pytest.raises(NotFound):
+        await store.open_turn("bob", "c", message("user", "steal"), 0)
+    assert await redis.zscore(keys.user_conversations("bob"), "c") is None
+    assert await store.newest("bob", 10) == []
+    with pytest.raises(NotFound):
+        await store.rename("bob", "c", "taken")
+    with pytest.raises(NotFound):
+        await store.delete("bob", "c")
+    assert [s.title for _, s in await store.newest("alice", 10)] == ["mine"]

@@ -1,20 +1,72 @@
-"""JSON resources: conversations."""
+"""JSON resources: conversations, and the models and agents a UI may offer."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from gateway import catalog
+from gateway.conversations import parse_limit, parse_title
 from gateway.errors import NotFound
-from gateway.handlers.common import authenticate, services_of
-from gateway.protocol import CONVERSATION_ID_RE
+from gateway.handlers.common import authenticate, read_body, services_of
+from gateway.protocol import CONVERSATION_ID_RE, parse_json_object
+
+
+def _conversation_id(request: Request) -> str:
+    conversation_id: str = request.path_params["conversation_id"]
+    if not CONVERSATION_ID_RE.match(conversation_id):
+        # The same answer as for an id nobody uses: an invalid id is simply not found.
+        raise NotFound(f"Conversation '{conversation_id}' was not found.")
+    return conversation_id
+
+
+async def conversations(request: Request) -> JSONResponse:
+    """The caller's conversations, most recently updated first, a page at a time."""
+    principal = authenticate(request)
+    limit = parse_limit(request.query_params.get("limit"))
+    cursor = request.query_params.get("cursor") or None
+    page = await services_of(request).conversations.page(principal, limit, cursor)
+    return JSONResponse(page)
 
 
 async def conversation(request: Request) -> JSONResponse:
     """A conversation's messages and the id and status of its latest generation."""
     principal = authenticate(request)
-    conversation_id = request.path_params["conversation_id"]
-    if not CONVERSATION_ID_RE.match(conversation_id):
-        raise NotFound(f"Conversation '{conversation_id}' was not found.")
+    conversation_id = _conversation_id(request)
     view = await services_of(request).chat.conversation(principal, conversation_id)
     return JSONResponse(view)
+
+
+async def rename_conversation(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    conversation_id = _conversation_id(request)
+    services = services_of(request)
+    body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
+    summary = await services.conversations.rename(principal, conversation_id, parse_title(body))
+    return JSONResponse(summary)
+
+
+async def delete_conversation(request: Request) -> Response:
+    principal = authenticate(request)
+    conversation_id = _conversation_id(request)
+    await services_of(request).conversations.delete(principal, conversation_id)
+    return Response(status_code=204)
+
+
+async def conversation_resource(request: Request) -> Response:
+    """One path, three methods, so a 405 names them all in its Allow header."""
+    if request.method == "PATCH":
+        return await rename_conversation(request)
+    if request.method == "DELETE":
+        return await delete_conversation(request)
+    return await conversation(request)
+
+
+async def models(request: Request) -> JSONResponse:
+    authenticate(request)
+    return JSONResponse(catalog.models(services_of(request).settings))
+
+
+async def agents(request: Request) -> JSONResponse:
+    authenticate(request)
+    return JSONResponse(catalog.agents(services_of(request).settings))
