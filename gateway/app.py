@@ -15,9 +15,10 @@ from starlette.staticfiles import StaticFiles
 from gateway.config import Settings
 from gateway.devmode import dev_secret
 from gateway.errors import RequestError
+from gateway.handlers import ai_sdk, openai_compat
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
 from gateway.handlers.health import healthz, readyz
-from gateway.handlers.rest import conversation
+from gateway.handlers.rest import agents, conversation_resource, conversations, models
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
 from gateway.logs import install_redaction
@@ -47,9 +48,23 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         Route("/completion", completion, methods=["POST"]),
         Route("/generations/{generation_id}/events", generation_events),
         Route("/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
-        Route("/conversations/{conversation_id}", conversation),
+        Route(
+            "/conversations/{conversation_id}",
+            conversation_resource,
+            methods=["GET", "PATCH", "DELETE"],
+        ),
+        Route("/conversations", conversations),
+        Route("/models", models),
+        Route("/agents", agents),
+        Route("/api/chat", ai_sdk.chat, methods=["POST"]),
+        Route("/api/chat/{chat_id}/stream", ai_sdk.resume),
+        Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_compat.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_compat.retrieve_model, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        # After every /v1 route: other /v1 paths get OpenAI's 404.
+        Route("/v1/{path:path}", openai_compat.unknown_path, methods=openai_compat.ALL_METHODS),
     ]
     return Starlette(
         routes=routes,
