@@ -164,16 +164,22 @@ class ChatService:
             meta = await self._meta(principal, generation_id)
         return meta
 
+    def check_after(self, meta: GenerationMeta, after: int) -> None:
+        """A client cannot have seen more than a generation running here has produced.
+        (Elsewhere it can: events a dead process delivered but never stored.)"""
+        local = self.generations.get(meta.generation_id)
+        if local is not None and after > len(local.events):
+            raise BadRequest(
+                f"'after' is {after}, but this generation is at seq {len(local.events)}."
+            )
+
     def attach(self, meta: GenerationMeta, after: int, sink: Sink) -> Follow:
         """Deliver events with seq > after, then live ones, to `sink`, at its pace: from this
         process's memory when the generation runs here, else from the log in Redis."""
         name = f"follow-{meta.generation_id}"
+        self.check_after(meta, after)
         local = self.generations.get(meta.generation_id)
         if local is not None:
-            if after > len(local.events):
-                raise BadRequest(
-                    f"'after' is {after}, but this generation is at seq {len(local.events)}."
-                )
             task = asyncio.create_task(local.replay(sink, after), name=name)
             return LocalFollow(local, sink, task)
         task = asyncio.create_task(self._follow_log(meta, after, sink), name=name)

@@ -101,6 +101,8 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "cgw:"
     data_dir: Path = Path(".chat-gateway")
+    redis_max_connections: int = 200
+    redis_pool_timeout: float = 5.0
     # Auth
     jwt_secret: Secret | None = None
     jwt_public_key: Secret | None = None
@@ -169,6 +171,8 @@ class Settings:
             redis_url=env.get("REDIS_URL"),
             redis_prefix=env.get("REDIS_PREFIX", "cgw:"),
             data_dir=Path(env.get("GATEWAY_DATA_DIR", ".chat-gateway")),
+            redis_max_connections=int(_number(env, "REDIS_MAX_CONNECTIONS", 200)),
+            redis_pool_timeout=_number(env, "REDIS_POOL_TIMEOUT", 5.0),
             jwt_secret=_secret(env.get("JWT_SECRET")),
             jwt_public_key=_secret(env.get("JWT_PUBLIC_KEY")),
             jwt_audience=env.get("JWT_AUDIENCE"),
@@ -230,6 +234,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("JWT_SECRET only verifies HS256/HS384/HS512 tokens.")
     positive = {
         "MAX_FRAME_BYTES": s.max_frame_bytes,
+        "REDIS_MAX_CONNECTIONS": s.redis_max_connections,
+        "REDIS_POOL_TIMEOUT": s.redis_pool_timeout,
         "MAX_CONCURRENT_PER_CONNECTION": s.max_concurrent_per_connection,
         "AUTH_TIMEOUT": s.auth_timeout,
         "MAX_QUEUED_FRAMES": s.max_queued_frames,

@@ -168,7 +168,7 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
         idempotency_key=_optional_str(obj, "idempotency_key"),
         stop=parse_stop(obj.get("stop")),
         tools=parse_tools(obj.get("tools")),
-        tool_choice=parse_tool_choice(obj.get("tool_choice")),
+        tool_choice=_tool_choice_with(obj),
     )
 
 
@@ -219,7 +219,8 @@ def parse_tools(value: Any) -> tuple[dict[str, Any], ...]:
     for tool in value:
         function = tool.get("function") if isinstance(tool, dict) else None
         if (
-            tool.get("type") != "function"
+            not isinstance(tool, dict)
+            or tool.get("type") != "function"
             or not isinstance(function, dict)
             or not (isinstance(function.get("name"), str) and function["name"])
         ):
@@ -227,6 +228,13 @@ def parse_tools(value: Any) -> tuple[dict[str, Any], ...]:
                 'Each tool must look like {"type": "function", "function": {"name": ...}}.'
             )
     return tuple(value)
+
+
+def _tool_choice_with(obj: dict[str, Any]) -> str | dict[str, Any] | None:
+    choice = parse_tool_choice(obj.get("tool_choice"))
+    if choice is not None and not obj.get("tools"):
+        raise BadRequest("'tool_choice' is only allowed together with 'tools'.")
+    return choice
 
 
 def parse_tool_choice(value: Any) -> str | dict[str, Any] | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.agents.registry import build_agents
 from gateway.auth import TokenVerifier
@@ -50,7 +50,15 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
     if redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
         redis_url = embedded.start()
-    redis = Redis.from_url(redis_url, decode_responses=True, health_check_interval=30)
+    # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout,
+    )
+    redis = Redis.from_pool(pool)  # the client owns the pool and closes it
     keys = Keys(settings.redis_prefix)
     models = ModelRegistry(settings, max_retries=upstream_retries)
     instance = _instance_id()

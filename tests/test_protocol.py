@@ -111,6 +111,8 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"completion","id":"r","message":"x","stop":["a","b","c","d","e"]}', "'stop'"),
         ('{"type":"completion","id":"r","message":"x","tools":[{"type":"function"}]}', "tool"),
         ('{"type":"completion","id":"r","message":"x","tools":{}}', "'tools'"),
+        ('{"type":"completion","id":"r","message":"x","tools":["x"]}', "tool"),
+        ('{"type":"completion","id":"r","message":"x","tool_choice":"auto"}', "tool_choice"),
         ('{"type":"completion","id":"r","message":"x","tool_choice":"always"}', "tool_choice"),
         ('{"type":"resume","generation_id":"x"}', "generation_id"),
         ('{"type":"resume","generation_id":"gen_a","after":-1}', "'after'"),

@@ -510,3 +510,19 @@ async def test_a_refused_request_releases_its_idempotency_key(gateway: str, toke
     await send(bob, type="completion", id="2", message="x", idempotency_key="retry-me")
     frames = await until_done(bob, "2")
     assert frames[-1]["type"] == "done" and frames[0]["conversation_id"] != "kept"
+
+
+async def test_a_refused_resume_leaves_no_trace(gateway: str, token: Mint) -> None:
+    ws = await connected(gateway, token())
+    await send(ws, type="completion", id="r", message="x", model="fake-i20-n200")
+    generation_id = (await receive(ws))["generation_id"]
+    await send(ws, type="resume", generation_id=generation_id, after=9999, id="again")
+    error = await receive(ws)
+    while error["type"] != "error":  # chunks of "r" may come first
+        error = await receive(ws)
+    assert error["code"] == "bad_request" and error["id"] == "again"
+    await send(ws, type="resume", generation_id=generation_id, after=0, id="again")
+    frame = await receive(ws)
+    while frame.get("id") != "again":
+        frame = await receive(ws)
+    assert frame["type"] == "resumed"  # the id was not left claimed

@@ -24,7 +24,7 @@ from gateway.protocol import (
 
 HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STATUS_OF_CODE = {"upstream_error": 502, "interrupted": 503, "unavailable": 503}
+STATUS_OF_CODE = {"not_found": 404, "upstream_error": 502, "interrupted": 503, "unavailable": 503}
 
 
 class Listener:

@@ -222,6 +222,7 @@ class Connection:
         assert self.principal is not None
         chat = self.services.chat
         meta = await chat.locate(self.principal, frame.generation_id)
+        chat.check_after(meta, frame.after)
         request_id = frame.id or meta.request_id or meta.generation_id
         ended = meta.status != "running"
         # Nothing follows a resume past the end, except the end of an interrupted generation.

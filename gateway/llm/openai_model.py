@@ -51,10 +51,14 @@ class OpenAIModel:
                 stream=True,
                 stream_options={"include_usage": True},
             ) as response:
+                ended = False
                 async for line in response.iter_lines():
+                    if ended:
+                        continue  # read to the end, so the connection goes back to the pool
                     piece = parse_line(line)
                     if piece.end:
-                        break
+                        ended = True
+                        continue
                     if piece.error is not None:
                         log.warning("model %s sent an error event: %s", self.name, piece.error)
                         raise UpstreamError("The model reported an error while answering.")
@@ -64,9 +68,8 @@ class OpenAIModel:
                     calls.add(piece.tool_calls)
                     finish = piece.finish_reason or finish
                     usage = piece.usage or usage
-                else:
-                    if finish is None:
-                        raise UpstreamError("The model's stream ended before the answer did.")
+                if not ended and finish is None:
+                    raise UpstreamError("The model's stream ended before the answer did.")
         for call in calls.calls():
             yield ToolCall(call["id"], call["name"], call["arguments"])
         yield Finish(_finish_reason(finish), usage or _estimate(messages, completion))

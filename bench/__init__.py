@@ -1,0 +1,1 @@
+"""Benchmarks for the gateway: `python -m bench.ws_load` (see docs/performance.md)."""
