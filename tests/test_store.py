@@ -12,9 +12,11 @@ from redis.crc import key_slot
 
 from gateway.config import Settings
 from gateway.errors import NotFound
+from gateway.events import Chunk, Done, Failed, Start, Usage
 from gateway.store.conversations import ConversationStore, StoredMessage, title_of
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.store.keys import Keys
+from gateway.store.logs import GenerationLog, GenerationMeta
 
 from .conftest import RedisServer
 
@@ -158,3 +160,27 @@ async def test_a_refused_turn_leaves_nothing_in_the_callers_list(
     with pytest.raises(NotFound):
         await store.delete("bob", "c")
     assert [s.title for _, s in await store.newest("alice", 10)] == ["mine"]
+
+
+async def test_nothing_follows_an_interrupted_generations_terminal_event(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    log = GenerationLog(redis, keys, ended_ttl=60, max_events=1000, lease_ttl=5, instance="i")
+    async with redis.pipeline(transaction=False) as pipe:
+        log.queue_create(pipe, GenerationMeta("gen_x", "alice", "c", None, "m", "a"))
+        log.queue_append(pipe, "gen_x", [Start(1, "m", "a"), Chunk(2, "a")])
+        log.queue_append(pipe, "gen_x", [Chunk(2, "a"), Chunk(3, "b")])  # a retried batch
+        await pipe.execute()
+    await redis.delete(keys.lease("gen_x"))  # its process died
+    assert await log.interrupt_if_abandoned("gen_x") == 4
+    assert await log.interrupt_if_abandoned("gen_x") == 0  # exactly one instance wins
+    async with redis.pipeline(transaction=False) as pipe:  # the stalled process wakes up
+        log.queue_append(pipe, "gen_x", [Chunk(4, "late")])
+        log.queue_finish(pipe, "gen_x", [Chunk(5, "late"), Done(6, "stop", Usage())], "complete")
+        assert await pipe.execute() == [0, 0]
+    events = await log.read_after("gen_x", 0)
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert isinstance(events[-1], Failed) and events[-1].code == "interrupted"
+    meta = await log.meta("gen_x")
+    assert meta is not None and (meta.status, meta.last_seq) == ("interrupted", 4)

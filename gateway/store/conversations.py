@@ -22,6 +22,7 @@ from redis.asyncio.client import Pipeline
 from gateway.errors import NotFound
 from gateway.events import Message, Usage
 from gateway.store.keys import Keys
+from gateway.store.lua import Lua
 
 MessageStatus = Literal["complete", "incomplete", "cancelled"]
 TITLE_CHARS = 80
@@ -221,11 +222,11 @@ class ConversationStore:
         self._ttl = ttl
         self._max_messages = 2 * max_stored_turns
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
-        self._open_turn = redis.register_script(_OPEN_TURN)
-        self._store_answer = redis.register_script(_STORE_ANSWER)
-        self._rename = redis.register_script(_RENAME)
-        self._delete = redis.register_script(_DELETE)
-        self._prune = redis.register_script(_PRUNE)
+        self._open_turn = Lua(redis, _OPEN_TURN)
+        self._store_answer = Lua(redis, _STORE_ANSWER)
+        self._rename = Lua(redis, _RENAME)
+        self._delete = Lua(redis, _DELETE)
+        self._prune = Lua(redis, _PRUNE)
 
     async def open_turn(
         self,
@@ -284,21 +285,21 @@ class ConversationStore:
         """Add the commands that store the assistant's answer and keep the caps to `pipe`.
         Nothing is stored if the conversation was deleted while the answer ran: a late answer
         must not bring it back."""
-        # Queued by hand because this runs synchronously (inside the log writer's pipeline);
-        # the pipeline loads its scripts before it runs. Its annotation names the sync Script.
-        pipe.scripts.add(cast(Any, self._store_answer))
-        pipe.evalsha(
-            self._store_answer.sha,
-            3,
-            self._keys.conversation(conversation_id),
-            self._keys.messages(conversation_id),
-            self._keys.conversation_generations(conversation_id),
-            owner,
-            answer.to_json(),
-            self._max_messages,
-            self._ttl,
-            answer.created_at,
-            answer.generation_id or "",
+        self._store_answer.queue(
+            pipe,
+            [
+                self._keys.conversation(conversation_id),
+                self._keys.messages(conversation_id),
+                self._keys.conversation_generations(conversation_id),
+            ],
+            [
+                owner,
+                answer.to_json(),
+                self._max_messages,
+                self._ttl,
+                answer.created_at,
+                answer.generation_id or "",
+            ],
         )
         # XX: never adds back a deleted conversation.
         index = self._keys.user_conversations(owner)

@@ -49,8 +49,7 @@ class LogWriter:
         async with self._lock:
             events = [*self._pending.pop(generation_id, []), final]
             async with self._log.redis.pipeline(transaction=False) as pipe:
-                self._log.queue_append(pipe, generation_id, events)
-                self._log.queue_finish(pipe, generation_id, status, final.seq)
+                self._log.queue_finish(pipe, generation_id, events, status)
                 if extra is not None:
                     extra(pipe)
                 await _execute(pipe)
@@ -95,7 +94,6 @@ class LogWriter:
 
 
 async def _execute(pipe: Pipeline) -> None:
-    """Run the pipeline; an event already in its stream (a retried batch) is not an error."""
     for result in await pipe.execute(raise_on_error=False):
-        if isinstance(result, Exception) and "equal or smaller" not in str(result):
+        if isinstance(result, Exception):
             raise result

@@ -20,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from gateway.events import Event
 from gateway.protocol import dumps, event_from_payload, event_payload
 from gateway.store.keys import Keys
+from gateway.store.lua import Arg, Lua
 
 Status = Literal["running", "complete", "cancelled", "failed", "interrupted"]
 
@@ -49,6 +50,31 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 if redis.call('HGET', KEYS[1], 'cancel') then return 1 end
 return 0
+"""
+
+# KEYS: meta, events, lease.
+# ARGV: maxlen, finish (0/1), status, last_seq, ended_ms, ended_ttl, then seq, json pairs.
+# Appends only while the generation runs, skipping seqs already stored (a retried batch); with
+# finish=1 it also ends the generation. Returns 0 when it had already ended, else 1.
+_APPEND = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local last = 0
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+for i = 7, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i + 1])
+    last = seq
+  end
+end
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'last_seq', ARGV[4], 'ended_at', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('DEL', KEYS[3])
+end
+return 1
 """
 
 # KEYS: idempotency key. ARGV: generation id. Deletes the key only if it still points there.
@@ -117,9 +143,10 @@ class GenerationLog:
         self._ended_ttl = ended_ttl
         self._max_events = max_events
         self._lease_ms = int(lease_ttl * 1000)
-        self._interrupt = redis.register_script(_INTERRUPT_IF_ABANDONED)
-        self._release = redis.register_script(_RELEASE_IF_OURS)
-        self._renew = redis.register_script(_RENEW)
+        self._interrupt = Lua(redis, _INTERRUPT_IF_ABANDONED)
+        self._release = Lua(redis, _RELEASE_IF_OURS)
+        self._renew = Lua(redis, _RENEW)
+        self._append = Lua(redis, _APPEND)
 
     @property
     def redis(self) -> Redis:
@@ -140,27 +167,27 @@ class GenerationLog:
         pipe.set(self._keys.lease(gid), self.instance, px=self._lease_ms)
 
     def queue_append(self, pipe: Pipeline, generation_id: str, events: Iterable[Event]) -> None:
-        key = self._keys.events(generation_id)
-        for event in events:
-            pipe.xadd(
-                key,
-                {"e": dumps(event_payload(event))},
-                id=f"{event.seq}-0",
-                maxlen=self._max_events,
-                approximate=True,
-            )
+        """Append events, unless the generation has already ended (another instance
+        interrupted it while this process stalled): nothing may follow a terminal event."""
+        self._append.queue(pipe, self._log_keys(generation_id), self._append_args(events, ()))
 
     def queue_finish(
-        self, pipe: Pipeline, generation_id: str, status: Status, last_seq: int
+        self, pipe: Pipeline, generation_id: str, events: Sequence[Event], status: Status
     ) -> None:
-        meta = self._keys.generation(generation_id)
-        pipe.hset(
-            meta,
-            mapping={"status": status, "last_seq": last_seq, "ended_at": int(time.time() * 1000)},
-        )
-        pipe.expire(meta, self._ended_ttl)
-        pipe.expire(self._keys.events(generation_id), self._ended_ttl)
-        pipe.delete(self._keys.lease(generation_id))
+        """Append the last events and end the generation with `status`, unless it already
+        ended elsewhere."""
+        ending = (status, events[-1].seq, int(time.time() * 1000), self._ended_ttl)
+        self._append.queue(pipe, self._log_keys(generation_id), self._append_args(events, ending))
+
+    def _log_keys(self, generation_id: str) -> list[str]:
+        gid = generation_id
+        return [self._keys.generation(gid), self._keys.events(gid), self._keys.lease(gid)]
+
+    def _append_args(self, events: Iterable[Event], ending: Sequence[str | int]) -> list[Arg]:
+        args: list[Arg] = [self._max_events, 1 if ending else 0, *(ending or ("", 0, 0, 0))]
+        for event in events:
+            args += [event.seq, dumps(event_payload(event))]
+        return args
 
     async def meta(self, generation_id: str) -> GenerationMeta | None:
         raw = cast(dict[str, str], await self._redis.hgetall(self._keys.generation(generation_id)))
