@@ -126,6 +126,17 @@ class Level:
     direct: Summary
     gateway: Summary
     gateway_rss_kib: int
+    # Commands Redis ran during the gateway rounds (INFO commandstats), by name; the direct
+    # rounds do not touch Redis, so the difference is all the gateway's.
+    redis_commands: Mapping[str, int] = field(default_factory=dict)
+
+    def redis_per_chunk(self) -> float:
+        chunks = self.gateway.chunks
+        return sum(self.redis_commands.values()) / chunks if chunks else 0.0
+
+    def redis_per_stream(self, command: str) -> float:
+        streams = self.gateway.streams
+        return self.redis_commands.get(command, 0) / streams if streams else 0.0
 
 
 @dataclass(slots=True)
@@ -254,6 +265,8 @@ def _cost_row(level: Level, cpus: int) -> str:
         f"{direct.cpu_per_chunk_us('upstream'):.0f}",
         f"{100 * machine:.0f}%",
         f"{level.gateway_rss_kib / 1024:.1f}",
+        f"{level.redis_per_chunk():.2f}",
+        f"{level.redis_per_stream('eval'):.1f}",
     )
     return "| " + " | ".join(map(str, cells)) + " |"
 
@@ -266,8 +279,9 @@ COST_HEAD = """\
 | streams | chunks/s direct | chunks/s gateway | ratio | complete direct | complete gateway \
 | gateway CPU s | gateway CPU, % of one core | gateway CPU µs per chunk \
 | upstream CPU µs per chunk, direct \
-| all four processes, % of the machine | gateway RSS MiB |
-|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"""
+| all four processes, % of the machine | gateway RSS MiB \
+| Redis commands per chunk | Lua scripts (EVAL) per stream |
+|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"""
 
 
 def render_tables(run: Run) -> str:
@@ -375,6 +389,13 @@ How to read the tables:
   side by side. **All four processes** adds the upstream, Redis and the client, as a share of
   all CPUs: near 100% the machine, not the gateway, sets the pace. RSS is `VmRSS` from
   `/proc/<pid>/status` after the level.
+- **Redis commands per chunk** counts every command the private Redis ran during the gateway
+  rounds (`INFO commandstats`, the commands inside Lua scripts included), divided by the chunks
+  delivered: what the batched generation log costs Redis. Events reach the client at once;
+  they reach Redis in one pipeline per `LOG_FLUSH_MS` window (10 ms here), so at 20 ms token
+  spacing most windows carry one event per stream, and more streams share each pipeline.
+  **Lua scripts per stream** counts `EVAL`: opening the turn, every batched append and the
+  finish (which also stores the answer).
 
 ## Latest run
 
@@ -404,6 +425,7 @@ def _level_json(level: Level) -> dict[str, Any]:
         "direct": _summary_json(d),
         "gateway": _summary_json(g),
         "gateway_rss_kib": level.gateway_rss_kib,
+        "redis_commands": dict(level.redis_commands),
         "added_ms": {
             "ttft_p50": _difference(g.ttft(50), d.ttft(50)),
             "ttft_p99": _difference(g.ttft(99), d.ttft(99)),

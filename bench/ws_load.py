@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import redis as sync_redis
 from starlette.applications import Starlette
 
 from bench.report import (
@@ -182,6 +183,7 @@ class Child:
 @dataclass(frozen=True, slots=True)
 class Services:
     redis: Child
+    redis_port: int
     upstream: Child
     upstream_port: int
     gateway: Child
@@ -342,7 +344,7 @@ def start_services(opts: Options, work: Workspace) -> Services:
     redis, redis_port = start_redis(work)
     upstream, upstream_port = start_upstream(work)
     gateway, gateway_port, token = start_gateway(opts, work, redis_port, upstream_port)
-    return Services(redis, upstream, upstream_port, gateway, gateway_port, token)
+    return Services(redis, redis_port, upstream, upstream_port, gateway, gateway_port, token)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -718,11 +720,12 @@ class Budget:
 
 async def measure_level(
     opts: Options, services: Services, count: int, budget: Budget
-) -> tuple[list[Round], list[Round]]:
+) -> tuple[list[Round], list[Round], dict[str, int]]:
     pids = services.pids()
     direct, gateway = direct_factory(opts, services), gateway_factory(services)
     direct_rounds: list[Round] = []
     gateway_rounds: list[Round] = []
+    redis_before = redis_command_calls(services.redis_port)
     for _ in range(opts.rounds):
         timeout = budget.next_timeout()
         if timeout is None:
@@ -731,7 +734,24 @@ async def measure_level(
         await asyncio.sleep(ROUND_PAUSE_S)
         gateway_rounds.append(await run_round(gateway, services.gateway_port, count, timeout, pids))
         await asyncio.sleep(ROUND_PAUSE_S)
-    return direct_rounds, gateway_rounds
+    redis_after = redis_command_calls(services.redis_port)
+    used = {name: redis_after[name] - redis_before.get(name, 0) for name in redis_after}
+    return direct_rounds, gateway_rounds, {k: v for k, v in used.items() if v > 0}
+
+
+def redis_command_calls(port: int) -> dict[str, int]:
+    """Commands Redis has run so far, by name (scripts' own commands included)."""
+    client = sync_redis.Redis(host=HOST, port=port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    # The INFO commands this function sends are left out of the count.
+    return {
+        name.removeprefix("cmdstat_"): int(v["calls"])
+        for name, v in stats.items()
+        if name != "cmdstat_info"
+    }
 
 
 async def warm_up(opts: Options, services: Services) -> None:
@@ -748,13 +768,13 @@ async def measure(opts: Options, services: Services, run: Run) -> None:
     run.gateway_idle_rss_kib = memory_kib(services.gateway.pid)
     for count in opts.streams:
         print(f"{count} concurrent streams ...", file=sys.stderr, flush=True)
-        direct, gateway = await measure_level(opts, services, count, budget)
+        direct, gateway, redis_commands = await measure_level(opts, services, count, budget)
         if len(gateway) < opts.rounds:
             run.notes.append(f"Time ran out: {count} streams ran {len(gateway)} rounds.")
         if not gateway:
             break
         rss = memory_kib(services.gateway.pid)
-        run.levels.append(Level(count, summarize(direct), summarize(gateway), rss))
+        run.levels.append(Level(count, summarize(direct), summarize(gateway), rss, redis_commands))
     run.gateway_peak_rss_kib = memory_kib(services.gateway.pid, "VmHWM")
 
 

@@ -54,18 +54,16 @@ return 0
 
 # KEYS: meta, events, lease.
 # ARGV: maxlen, finish (0/1), status, last_seq, ended_ms, ended_ttl, then seq, json pairs.
-# Appends only while the generation runs, skipping seqs already stored (a retried batch); with
-# finish=1 it also ends the generation. Returns 0 when it had already ended, else 1.
+# Appends only while the generation runs; a seq already stored (a retried batch) is skipped by
+# XADD's own id check. With finish=1 it also ends the generation. Returns 0 when it had
+# already ended, else 1.
 _APPEND = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local last = 0
-if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 for i = 7, #ARGV, 2 do
-  local seq = tonumber(ARGV[i])
-  if seq > last then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i + 1])
-    last = seq
+  local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], ARGV[i] .. '-0',
+                            'e', ARGV[i + 1])
+  if type(added) == 'table' and added.err and not string.find(added.err, 'equal or smaller') then
+    return redis.error_reply(added.err)
   end
 end
 if ARGV[2] == '1' then
