@@ -135,11 +135,11 @@ def parse_frame_object(obj: dict[str, Any]) -> ClientFrame:
 
 def refused_id(obj: dict[str, Any]) -> tuple[str | None, bool]:
     """For a frame that failed to parse: the `id` to answer with, and whether nothing more
-    will come for it (true for a refused completion)."""
+    will come for it (true for a refused completion or resume)."""
     rid = obj.get("id")
     if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
         return None, False
-    return rid, obj.get("type") == "completion"
+    return rid, obj.get("type") in ("completion", "resume")
 
 
 def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequest:

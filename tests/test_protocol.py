@@ -132,6 +132,7 @@ def test_invalid_frames_are_bad_requests(text: str, fragment: str) -> None:
     [
         ({"type": "completion", "id": "r"}, ("r", True)),
         ({"type": "cancel", "id": "r"}, ("r", False)),
+        ({"type": "resume", "id": "r"}, ("r", True)),
         ({"type": "completion", "id": 5}, (None, False)),
         ({}, (None, False)),
     ],

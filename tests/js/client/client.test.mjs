@@ -1,0 +1,567 @@
+// static/chat-gateway.js against a real gateway process, started by tests/test_client_js.py,
+// which passes its address, a token and the signing secret in the environment. The gateway's
+// models are those of tests/processes.py: `fake-i<ms>-n<count>` streams " t0 t1 ..." with <ms>
+// between tokens, so a run of it is start, <count> chunks and done.
+
+import assert from "node:assert/strict";
+import { createHmac, randomUUID } from "node:crypto";
+import { test } from "node:test";
+
+import { ChatGatewayClient, ChatGatewayError } from "../../../static/chat-gateway.js";
+
+const GATEWAY = process.env.CHAT_GATEWAY_URL;
+const TOKEN = process.env.CHAT_GATEWAY_TOKEN;
+const SECRET = process.env.CHAT_GATEWAY_SECRET;
+if (!GATEWAY || !TOKEN || !SECRET) {
+  throw new Error("Run these tests through tests/test_client_js.py, which starts a gateway.");
+}
+
+const QUICK = "fake-i5-n20"; // 22 events in about 0.1 s
+const SLOW = "fake-i20-n100"; // 102 events in about 2 s
+const SLOWER = "fake-i20-n200"; // 202 events in about 4 s
+
+const textOf = (count) => Array.from({ length: count }, (_, i) => ` t${i}`).join("");
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** A signed HS256 token, like `chat-gateway token`; a negative ttl gives an expired one. */
+function mint(ttl, sub = "alice") {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub, iat: now, exp: now + ttl };
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${unsigned}.${createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`;
+}
+
+/** A client with quick retries, closed when the test ends. */
+function open(t, options = {}) {
+  const client = new ChatGatewayClient({
+    url: GATEWAY,
+    token: TOKEN,
+    reconnectDelay: 20,
+    maxReconnectDelay: 200,
+    ...options,
+  });
+  t.after(() => client.close());
+  return client;
+}
+
+/** Every state the client goes through. */
+function recordStates(client) {
+  const states = [];
+  client.addEventListener("statechange", (event) => states.push(event.detail.state));
+  return states;
+}
+
+/** Resolves with the statechange detail of the next change to `state`. */
+function nextState(client, state) {
+  return new Promise((resolve) => {
+    client.addEventListener("statechange", function listener(event) {
+      if (event.detail.state !== state) return;
+      client.removeEventListener("statechange", listener);
+      resolve(event.detail);
+    });
+  });
+}
+
+/** All of a run's events; `onEvent` sees each one as it arrives. */
+async function collect(run, onEvent = () => {}) {
+  const events = [];
+  for await (const event of run) {
+    events.push(event);
+    await onEvent(event, events);
+  }
+  return events;
+}
+
+/** The events of one whole generation: seqs 1..n, each once, and its text. */
+function assertWhole(events, chunks) {
+  assert.deepEqual(
+    events.map((event) => event.seq),
+    range(1, chunks + 2),
+  );
+  assert.equal(events[0].type, "start");
+  assert.equal(events.at(-1).type, "done");
+  assert.equal(events.at(-1).finish_reason, "stop");
+  assert.equal(events.map((event) => event.content).join(""), textOf(chunks));
+}
+
+/**
+ * A WebSocket class recording its instances and the frames they send and receive. A socket
+ * made `deaf` drops everything in both directions while looking open, like a connection
+ * whose network went away (what it tries to send is still recorded). `rewrite` may change
+ * frames before they are sent, and `url` send the n-th socket elsewhere.
+ */
+function recordingSocket({
+  afterSend = () => {},
+  rewrite = (frame) => frame,
+  url: where = (url) => url,
+} = {}) {
+  return class RecordingSocket extends WebSocket {
+    static all = [];
+    static onFrame = () => {};
+
+    constructor(url, protocols) {
+      super(where(url, RecordingSocket.all.length), protocols);
+      this.sent = [];
+      this.received = [];
+      this.deaf = false;
+      RecordingSocket.all.push(this);
+      super.addEventListener("message", (event) => {
+        if (this.deaf) return;
+        const frame = JSON.parse(event.data);
+        this.received.push(frame);
+        RecordingSocket.onFrame(this, frame);
+      });
+    }
+
+    send(data) {
+      const frame = rewrite(JSON.parse(data));
+      this.sent.push(frame);
+      if (this.deaf) return;
+      super.send(JSON.stringify(frame));
+      afterSend(this, frame);
+    }
+
+    addEventListener(type, listener, options) {
+      if (type !== "message") return super.addEventListener(type, listener, options);
+      return super.addEventListener("message", (event) => this.deaf || listener(event), options);
+    }
+  };
+}
+
+/** Resolves with the next frame of `type` any socket of `Socket` receives. */
+function nextFrame(Socket, type) {
+  return new Promise((resolve) => {
+    Socket.onFrame = (ws, frame) => {
+      if (frame.type !== type) return;
+      Socket.onFrame = () => {};
+      resolve({ ws, frame });
+    };
+  });
+}
+
+/** A fetch that records each request, and may replace responses. */
+function recordingFetch(replace = (request, response) => response) {
+  const requests = [];
+  const recorded = async (url, init = {}) => {
+    const request = { url: String(url), method: init.method ?? "GET" };
+    requests.push({ ...request, headers: new Headers(init.headers) });
+    return replace(request, await fetch(url, init));
+  };
+  return { fetch: recorded, requests };
+}
+
+/** The response with its Server-Sent Events body ended cleanly after `count` events. */
+function cutAfter(response, count) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  let text = "";
+  let sent = 0;
+  const body = new ReadableStream({
+    async pull(controller) {
+      const { value, done } = await reader.read();
+      if (done) return controller.close();
+      text += decoder.decode(value, { stream: true });
+      let end = 0;
+      for (let i = 0; i < count && end >= 0; i++) {
+        const at = text.indexOf("\n\n", end);
+        end = at < 0 ? -1 : at + 2;
+      }
+      controller.enqueue(encoder.encode(text.slice(sent, end < 0 ? undefined : end)));
+      sent = text.length;
+      if (end >= 0) {
+        controller.close();
+        await reader.cancel();
+      }
+    },
+    cancel: () => reader.cancel(),
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+}
+
+const path = (request) => new URL(request.url).pathname;
+
+// Over the WebSocket.
+
+test("a completion streams its events, then the conversation goes on", async (t) => {
+  const client = open(t);
+  const states = recordStates(client);
+  const run = client.complete({ message: "hello", model: QUICK });
+  assert.equal(run.generationId, null);
+  const events = await collect(run);
+  assertWhole(events, 20);
+  assert.ok(events.every((event) => event.id === run.id));
+  assert.match(run.generationId, /^gen_/);
+  assert.equal(run.generationId, events[0].generation_id);
+  assert.equal(run.conversationId, events[0].conversation_id);
+  assert.equal(run.lastSeq, 22);
+  assert.equal(client.user, "alice");
+  assert.deepEqual(states, ["connecting", "connected"]);
+
+  const { conversationId } = run;
+  const next = await collect(client.complete({ message: "more", conversationId }));
+  assert.equal(next[0].conversation_id, run.conversationId);
+  assert.equal(next.map((event) => event.content).join(""), "You said: more");
+});
+
+test("two completions at once, on one socket", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket });
+  const first = client.complete({ message: "one", model: SLOW });
+  const second = client.complete({ message: "two", model: QUICK });
+  assert.notEqual(first.id, second.id);
+  const [a, b] = await Promise.all([collect(first), collect(second)]);
+  assertWhole(a, 100);
+  assertWhole(b, 20);
+  assert.notEqual(first.generationId, second.generationId);
+  assert.ok(a.every((event) => event.id === first.id));
+  assert.ok(b.every((event) => event.id === second.id));
+  assert.equal(Socket.all.length, 1);
+  // The token travels in the subprotocol list, never in the URL.
+  assert.equal(Socket.all[0].url, `${GATEWAY.replace(/^http/, "ws")}/ws`);
+  assert.equal(Socket.all[0].protocol, "chat-gateway.v1");
+});
+
+test("the token can go in a first auth frame instead", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket, auth: "frame" });
+  const events = await collect(client.complete({ message: "hi" }));
+  assert.equal(events.at(-1).type, "done");
+  assert.deepEqual(Socket.all[0].sent[0], { type: "auth", token: TOKEN });
+  assert.equal(Socket.all[0].url, `${GATEWAY.replace(/^http/, "ws")}/ws`);
+});
+
+test("cancel ends the answer with finish_reason cancelled", async (t) => {
+  const client = open(t);
+  const run = client.complete({ message: "long", model: SLOWER });
+  const events = await collect(run, (event) => {
+    if (event.type === "chunk" && event.seq === 3) run.cancel();
+  });
+  const last = events.at(-1);
+  assert.equal(last.type, "done");
+  assert.equal(last.finish_reason, "cancelled");
+  assert.deepEqual(
+    events.map((event) => event.seq),
+    range(1, last.seq),
+  );
+  assert.ok(last.seq < 202);
+});
+
+test("cancelling a completion that was never sent ends it with no events", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket });
+  const run = client.complete({ message: "never" }); // the socket is not ready yet
+  run.cancel();
+  assert.deepEqual(await collect(run), []);
+  const after = await collect(client.complete({ message: "later" }));
+  assert.equal(after.at(-1).type, "done");
+  const sent = Socket.all.flatMap((ws) => ws.sent).filter((frame) => frame.type === "completion");
+  assert.deepEqual(
+    sent.map((frame) => frame.message),
+    ["later"],
+  );
+});
+
+test("an error event ends its run without an exception", async (t) => {
+  const client = open(t);
+  const events = await collect(client.complete({ message: "x", model: "no-such-model" }));
+  assert.equal(events.length, 1);
+  assert.equal(events[0].type, "error");
+  assert.equal(events[0].code, "bad_request");
+  assert.equal(events[0].done, true);
+  assert.match(events[0].message, /Unknown model 'no-such-model'/);
+});
+
+test("a completion too large for the gateway ends with an error event, unsent", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket, maxFrameBytes: 1000 });
+  const events = await collect(client.complete({ message: "x".repeat(1000) }));
+  assert.equal(events.length, 1);
+  assert.equal(events[0].code, "bad_request");
+  assert.match(events[0].message, /^The request has \d+ bytes; the gateway takes at most 1000\.$/);
+  assert.equal(Socket.all.length, 0);
+});
+
+test("a socket cut mid-stream is replaced; the run resumes, no gap, no duplicate", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket });
+  const states = recordStates(client);
+  const run = client.complete({ message: "x", model: SLOW });
+  const events = await collect(run, (event) => {
+    if (event.seq === 5) Socket.all[0].close();
+  });
+  assertWhole(events, 100);
+  assert.equal(Socket.all.length, 2);
+  const resume = Socket.all[1].sent.find((frame) => frame.type === "resume");
+  assert.equal(resume.generation_id, run.generationId);
+  assert.equal(resume.id, run.id);
+  assert.ok(resume.after >= 5 && resume.after < 102, `resumed after ${resume.after}`);
+  assert.ok(Socket.all[1].received.some((frame) => frame.type === "resumed"));
+  assert.deepEqual(states, ["connecting", "connected", "reconnecting", "connected"]);
+});
+
+test("events the caller has already seen are dropped when a resume replays them", async (t) => {
+  // A resume from 0 instead of the last seq seen: the gateway replays everything again.
+  const Socket = recordingSocket({
+    rewrite: (frame) => (frame.type === "resume" ? { ...frame, after: 0 } : frame),
+  });
+  const client = open(t, { WebSocket: Socket });
+  const run = client.complete({ message: "x", model: SLOW });
+  const events = await collect(run, (event) => {
+    if (event.seq === 5) Socket.all[0].close();
+  });
+  assertWhole(events, 100);
+  assert.equal(Socket.all[1].received.filter((frame) => frame.seq === 1).length, 1);
+});
+
+test("a socket cut before the answer started gets the same answer, not a second one", async (t) => {
+  let cut = false;
+  const Socket = recordingSocket({
+    afterSend(ws, frame) {
+      if (frame.type === "completion" && !cut) {
+        cut = true;
+        ws.close();
+      }
+    },
+  });
+  const client = open(t, { WebSocket: Socket });
+  const conversationId = `js-${randomUUID()}`;
+  const events = await collect(client.complete({ message: "once", model: QUICK, conversationId }));
+  assertWhole(events, 20);
+  const completions = Socket.all.map((ws) => ws.sent.find((frame) => frame.type === "completion"));
+  const [first, again] = completions;
+  assert.equal(again.idempotency_key, first.idempotency_key);
+  const view = await (await client.fetch(`/conversations/${conversationId}`)).json();
+  assert.deepEqual(
+    view.messages.map((message) => message.role),
+    ["user", "assistant"],
+  );
+});
+
+test("a socket that stops answering pings is replaced, and the run resumes", async (t) => {
+  const Socket = recordingSocket();
+  const client = open(t, { WebSocket: Socket, pingInterval: 100, pongTimeout: 500 });
+  const run = client.complete({ message: "x", model: SLOW });
+  let dead;
+  let sentBefore;
+  const events = await collect(run, (event) => {
+    if (event.seq === 5) {
+      dead = Socket.all.at(-1);
+      dead.deaf = true;
+      sentBefore = dead.sent.length;
+    }
+  });
+  assertWhole(events, 100);
+  const unanswered = dead.sent.slice(sentBefore);
+  assert.ok(unanswered.some((frame) => frame.type === "ping"), "the dead socket was pinged");
+  const next = Socket.all[Socket.all.indexOf(dead) + 1];
+  assert.ok(next.sent.some((frame) => frame.type === "resume"));
+});
+
+test("attach follows a running generation from any seq, also over HTTP", async (t) => {
+  const starter = open(t);
+  const follower = open(t);
+  const overHttp = open(t, { transport: "http" });
+  const run = starter.complete({ message: "x", model: SLOW });
+  let started;
+  const first = new Promise((resolve) => {
+    started = resolve;
+  });
+  // The server refuses to resume past the seq a running generation has reached.
+  const original = collect(run, (event) => event.seq === 3 && started(event));
+  const { generation_id: generationId } = await first;
+  const [all, fromStart, fromThree, fromThreeOverHttp] = await Promise.all([
+    original,
+    collect(follower.attach(generationId)),
+    collect(follower.attach(generationId, { after: 3 })),
+    collect(overHttp.attach(generationId, { after: 3 })),
+  ]);
+  assertWhole(all, 100);
+  const withoutId = (events) => events.map(({ id, ...rest }) => rest);
+  assert.deepEqual(withoutId(fromStart), withoutId(all));
+  assert.deepEqual(withoutId(fromThree), withoutId(all.slice(3)));
+  assert.deepEqual(withoutId(fromThreeOverHttp), withoutId(all.slice(3)));
+  // An ended generation is replayed from its log; at its end there is nothing to deliver.
+  assert.deepEqual(withoutId(await collect(follower.attach(generationId))), withoutId(all));
+  assert.deepEqual(await collect(follower.attach(generationId, { after: 102 })), []);
+  assert.deepEqual(await collect(overHttp.attach(generationId, { after: 102 })), []);
+});
+
+test("close() rejects the runs still going", async (t) => {
+  const client = open(t);
+  const run = client.complete({ message: "x", model: SLOW });
+  await assert.rejects(
+    collect(run, () => client.close()),
+    (error) => error instanceof ChatGatewayError && error.code === "closed",
+  );
+  assert.equal(client.state, "closed");
+});
+
+// Tokens.
+
+test("a refused token is renewed with getToken and the client connects", async (t) => {
+  let calls = 0;
+  const client = open(t, {
+    token: mint(-60),
+    getToken: async () => {
+      calls += 1;
+      return mint(600);
+    },
+  });
+  const events = await collect(client.complete({ message: "hi" }));
+  assert.equal(events.at(-1).type, "done");
+  assert.equal(calls, 1);
+  assert.equal(client.state, "connected");
+});
+
+test("getToken giving back the refused token is a clear, final error", async (t) => {
+  const expired = mint(-60);
+  const client = open(t, { token: expired, getToken: () => expired });
+  const closed = nextState(client, "closed");
+  const connected = client.connect();
+  const run = client.complete({ message: "hi" });
+  const refused = (error) =>
+    error instanceof ChatGatewayError &&
+    error.code === "unauthorized" &&
+    error.message.includes("The token has expired.") &&
+    error.message.includes("same token");
+  await assert.rejects(connected, refused);
+  await assert.rejects(collect(run), refused);
+  assert.ok(refused((await closed).error));
+});
+
+test("a refused token without getToken, or a failing getToken, is a clear error", async (t) => {
+  const alone = open(t, { token: mint(-60) });
+  await assert.rejects(alone.connect(), {
+    name: "ChatGatewayError",
+    code: "unauthorized",
+    message: "The gateway refused the token: The token has expired.",
+  });
+  const failing = open(t, {
+    token: undefined,
+    getToken: async () => {
+      throw new Error("the sign-in service is down");
+    },
+  });
+  await assert.rejects(failing.connect(), (error) => {
+    assert.equal(error.message, "getToken() failed: the sign-in service is down");
+    assert.equal(error.cause.message, "the sign-in service is down");
+    return true;
+  });
+});
+
+test("the token is renewed before expiry; sockets switch once no run uses one", async (t) => {
+  const Socket = recordingSocket();
+  let renewals = 0;
+  const client = open(t, {
+    WebSocket: Socket,
+    token: mint(4), // renewed half-way through its life, at about 2 s
+    getToken: () => {
+      renewals += 1;
+      return mint(600);
+    },
+    refreshBeforeExpiry: 3000,
+  });
+  const states = recordStates(client);
+  await client.connect();
+  const newSocketReady = nextFrame(Socket, "ready");
+  // This answer takes about 4 s: the old socket must carry it to its end.
+  const events = await collect(client.complete({ message: "x", model: SLOWER }), (event) => {
+    if (!event.done) assert.equal(Socket.all.length, 1);
+  });
+  assertWhole(events, 200);
+  assert.equal(renewals, 1);
+  const { ws } = await newSocketReady;
+  assert.equal(ws, Socket.all[1]);
+  assert.ok(Socket.all[0].readyState >= 2, "the old socket is closed");
+  const after = await collect(client.complete({ message: "on the new socket" }));
+  assert.equal(after.at(-1).type, "done");
+  assert.ok(Socket.all[1].sent.some((frame) => frame.message === "on the new socket"));
+  assert.equal(Socket.all.length, 2);
+  assert.deepEqual(states, ["connecting", "connected"]);
+});
+
+// Over HTTP.
+
+test("when WebSockets cannot be opened, the client falls back to HTTP streaming", async (t) => {
+  const { fetch, requests } = recordingFetch();
+  const client = open(t, {
+    wsUrl: `${GATEWAY.replace(/^http/, "ws")}/not-a-socket`,
+    fallbackAfter: 2,
+    fetch,
+  });
+  const states = recordStates(client);
+  const run = client.complete({ message: "x", model: QUICK });
+  const events = await collect(run);
+  assertWhole(events, 20);
+  assert.ok(events.every((event) => event.id === run.id));
+  assert.equal(states.at(-1), "offline-http");
+  assert.deepEqual(states.slice(0, 2), ["connecting", "reconnecting"]);
+  assert.deepEqual(
+    requests.map((request) => `${request.method} ${path(request)}`),
+    ["GET /healthz", "POST /completion"],
+  );
+  assert.equal(requests[1].headers.get("authorization"), `Bearer ${TOKEN}`);
+});
+
+test("a run moves to HTTP when sockets stop opening mid-way, no gap, no duplicate", async (t) => {
+  const Socket = recordingSocket({
+    url: (url, index) => (index === 0 ? url : url.replace(/\/ws$/, "/not-a-socket")),
+  });
+  const { fetch, requests } = recordingFetch();
+  const client = open(t, { WebSocket: Socket, fetch, fallbackAfter: 2 });
+  const states = recordStates(client);
+  const run = client.complete({ message: "x", model: SLOW });
+  const events = await collect(run, (event) => {
+    if (event.seq === 5) Socket.all[0].close();
+  });
+  assertWhole(events, 100);
+  assert.deepEqual(states.slice(0, 3), ["connecting", "connected", "reconnecting"]);
+  assert.equal(states.at(-1), "offline-http");
+  assert.equal(Socket.all.length, 3);
+  const resume = `/generations/${run.generationId}/events`;
+  const resumed = requests.filter((request) => path(request) === resume);
+  assert.equal(resumed.length, 1);
+  assert.ok(Number(resumed[0].headers.get("last-event-id")) >= 5);
+});
+
+test("an HTTP stream cut mid-way resumes with Last-Event-ID, no gap, no duplicate", async (t) => {
+  let cuts = 0;
+  const { fetch, requests } = recordingFetch((request, response) =>
+    path(request) === "/completion" && cuts++ === 0 ? cutAfter(response, 5) : response,
+  );
+  const client = open(t, { transport: "http", fetch });
+  const run = client.complete({ message: "x", model: SLOW });
+  const events = await collect(run);
+  assertWhole(events, 100);
+  assert.deepEqual(
+    requests.map((request) => `${request.method} ${path(request)}`),
+    ["POST /completion", `GET /generations/${run.generationId}/events`],
+  );
+  assert.equal(requests[1].headers.get("last-event-id"), "5");
+  assert.equal(client.state, "offline-http");
+});
+
+test("cancel over HTTP", async (t) => {
+  const { fetch, requests } = recordingFetch();
+  const client = open(t, { transport: "http", fetch });
+  const run = client.complete({ message: "x", model: SLOWER });
+  const events = await collect(run, (event) => {
+    if (event.seq === 3) run.cancel();
+  });
+  assert.equal(events.at(-1).finish_reason, "cancelled");
+  const cancel = `/generations/${run.generationId}/cancel`;
+  assert.ok(requests.some((request) => request.method === "POST" && path(request) === cancel));
+});
+
+test("over HTTP a refused token is renewed and the request sent again", async (t) => {
+  const { fetch, requests } = recordingFetch();
+  const client = open(t, { transport: "http", fetch, token: mint(-60), getToken: () => mint(600) });
+  const events = await collect(client.complete({ message: "x", model: QUICK }));
+  assertWhole(events, 20);
+  assert.deepEqual(
+    requests.map((request) => path(request)),
+    ["/completion", "/completion"],
+  );
+});
