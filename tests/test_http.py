@@ -147,13 +147,13 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_redis_down_is_a_clean_500_and_not_ready(
+async def test_redis_down_is_a_clean_503_and_not_ready(
     start_gateway: GatewayFactory, token: Mint
 ) -> None:
     with start_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0") as url:
         response = await post(url, {"message": "x"}, token())
-        assert response.status_code == 500
-        assert response.json()["error"] == "internal"
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
         assert "Traceback" not in response.text and "redis" not in response.text.lower()
         async with httpx2.AsyncClient() as client:
             assert (await client.get(f"{url}/healthz")).status_code == 200

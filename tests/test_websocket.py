@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.store.conversations import ConversationStore
 from tests.client import close_code, connected, open_socket, receive, send, text_of, until_done
-from tests.conftest import TEST_SECRET, GatewayFactory
+from tests.conftest import TEST_SECRET, GatewayFactory, free_port
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -526,3 +526,15 @@ async def test_a_refused_resume_leaves_no_trace(gateway: str, token: Mint) -> No
     while frame.get("id") != "again":
         frame = await receive(ws)
     assert frame["type"] == "resumed"  # the id was not left claimed
+
+
+async def test_an_unreachable_store_is_a_retryable_unavailable_error(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0") as url:
+        ws = await connected(url, token())
+        await send(ws, type="completion", id="r", message="x")
+        error = await receive(ws)
+        assert (error["code"], error["retryable"], error["done"]) == ("unavailable", True, True)
+        await send(ws, type="ping")
+        assert await receive(ws) == {"type": "pong"}

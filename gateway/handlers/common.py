@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from gateway.auth import Principal, bearer_token
 from gateway.errors import InternalError, PayloadTooLarge, RequestError, Unauthorized
 from gateway.services import Services
+from gateway.store.errors import store_error
 
 log = logging.getLogger("gateway.http")
 
@@ -69,5 +70,9 @@ async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    translated = store_error(exc)
+    if translated is not None:
+        log.warning("store unreachable on %s %s", request.method, request.url.path)
+        return error_response(translated)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(InternalError())

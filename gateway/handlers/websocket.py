@@ -48,6 +48,7 @@ from gateway.protocol import (
     resumed_frame,
 )
 from gateway.services import Services
+from gateway.store.errors import store_error
 
 log = logging.getLogger("gateway.ws")
 
@@ -180,9 +181,11 @@ class Connection:
                 raise BadRequest("Already authenticated; token refresh is not supported yet.")
         except RequestError as exc:
             self._refuse(obj, exc)
-        except Exception:
-            log.exception("connection %s: a frame failed unexpectedly", self.id)
-            self._refuse(obj, InternalError())
+        except Exception as exc:
+            translated = store_error(exc)
+            if translated is None:
+                log.exception("connection %s: a frame failed unexpectedly", self.id)
+            self._refuse(obj, translated or InternalError())
 
     def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
         request_id, done = refused_id(obj)
