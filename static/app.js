@@ -1,257 +1,327 @@
-// The chat page: one WebSocket to /ws (protocol chat-gateway.v1), plain text only.
+// The chat page. The protocol (socket, reconnects, resumes, HTTP fallback, tokens) is the
+// client module's; this file wires it to the page's parts: the conversation list, the
+// pickers, the thread of messages, the composer and the connection status.
 
-const TOKEN_KEY = "chat-gateway.token";
-const PING_MS = 25_000;
-const MAX_BACKOFF_MS = 30_000;
+import { ChatGatewayClient } from "./chat-gateway.js";
+import { api } from "./api.js";
+import { ConversationList } from "./conversations.js";
+import { Pickers } from "./pickers.js";
+import { Thread } from "./thread.js";
+import { TokenPrompt } from "./token.js";
 
-const CLOSE_REASONS = {
-  1006: "The connection was lost.",
-  1009: "A message was too large for the server.",
-  1012: "The server is restarting.",
-  4008: "The connection fell behind and was closed.",
-  4401: "The token was refused.",
-  4408: "Signing in took too long.",
-};
+// The open conversation, per tab: a reload comes back to it (and to its running answer).
+const OPEN_KEY = "chat-gateway.conversation";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  status: $("status"), statusText: $("status-text"), newChat: $("new-chat"),
-  scroller: $("scroller"), tokenForm: $("token-form"), tokenInput: $("token-input"),
-  empty: $("empty"), messages: $("messages"),
-  composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"),
+  chat: $("chat"),
+  sidebar: $("sidebar"),
+  backdrop: $("backdrop"),
+  menu: $("menu"),
+  closeDrawer: $("close-drawer"),
+  status: $("status"),
+  statusText: $("status-text"),
+  newChat: $("new-chat"),
+  composer: $("composer"),
+  input: $("input"),
+  send: $("send"),
+  stop: $("stop"),
 };
 
-let token = takeToken();
-let socket = null;
-let connected = false;
-let conversationId = null;
-let running = null; // { id, item, body } of the answer being streamed
-let retries = 0;
-let retryTimer = 0;
-let counter = 0;
+const prompt = new TokenPrompt(
+  { form: $("token-form"), input: $("token-input"), hint: $("token-hint") },
+  {
+    onShow: () => setSignedIn(false),
+    onHide: () => setSignedIn(true),
+    onToken: () => {
+      if (client.state === "closed") start();
+    },
+  },
+);
 
-// The fragment never reaches the server, but it would linger in history and screenshots.
-function takeToken() {
-  const match = location.hash.match(/[#&]token=([^&]+)/);
-  if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
-}
+const client = new ChatGatewayClient({
+  token: prompt.token ?? undefined,
+  getToken: prompt.getToken,
+});
+
+const pickers = new Pickers(
+  { box: $("pickers"), agent: $("agent-picker"), model: $("model-picker") },
+  client,
+);
+
+const thread = new Thread(
+  { scroller: $("scroller"), list: $("messages"), empty: $("empty") },
+  { labelFor: (message) => pickers.labelFor(message), onRegenerate: regenerate },
+);
+
+const conversations = new ConversationList(
+  { list: $("conversation-list"), more: $("load-more"), status: $("list-status") },
+  client,
+  {
+    onOpen: (id) => {
+      closeDrawer();
+      if (id !== conversationId) openConversation(id);
+    },
+    onRenamed: (id, title) => {
+      if (id === conversationId) showTitle(title);
+    },
+    onDeleted: (id) => {
+      if (id === conversationId) newChat();
+    },
+  },
+);
+
+/** @type {string | null} */
+let conversationId = null;
+/** The answer being followed on screen: its run and where it is drawn. */
+let active = null;
+let opening = 0; // bumped per openConversation: a slow answer for an older click is dropped
+
+// Connection status.
+
+const STATUS = {
+  connecting: () => ["connecting", "Connecting…"],
+  connected: () => ["connected", "Connected"],
+  reconnecting: ({ delay }) => [
+    "connecting",
+    delay >= 1000 ? `Reconnecting in ${Math.round(delay / 1000)} s…` : "Reconnecting…",
+  ],
+  // WebSockets cannot get through (a proxy, say): answers still stream, over HTTP.
+  "offline-http": () => ["http", "Connected over HTTP"],
+  closed: ({ error }) => ["disconnected", error ? "Signed out" : "Disconnected"],
+};
+
+client.addEventListener("statechange", ({ detail }) => {
+  const [state, text] = STATUS[detail.state](detail);
+  setStatus(state, text);
+  // The client gave up on the token (refused, and no better one came): ask for another.
+  if (detail.state === "closed" && detail.error) prompt.ask();
+  // Back after a failure to load the list (the gateway was down, say): try again.
+  if (detail.state === "connected" && !conversations.loaded) conversations.load();
+  updateControls();
+});
 
 function setStatus(state, text) {
-  // A longer status can wrap and grow the header, which would push the last line out of view.
-  const nearBottom = isNearBottom();
   ui.status.dataset.state = state;
   ui.statusText.textContent = text;
-  if (nearBottom) scrollToBottom();
+  const who = client.user ? `Signed in as ${client.user}.` : "";
+  const how = state === "http" ? " WebSockets cannot get through; answers stream over HTTP." : "";
+  ui.statusText.title = (who + how).trim(); // on the text: the status itself needs no name
+}
+
+function setSignedIn(signedIn) {
+  document.body.classList.toggle("signed-out", !signedIn);
+  ui.composer.hidden = !signedIn;
+  ui.newChat.hidden = !signedIn;
+  if (!signedIn) setStatus("disconnected", "Waiting for a token");
 }
 
 function updateControls() {
-  ui.send.disabled = !connected || running !== null;
-  ui.stop.hidden = running === null;
-  ui.send.hidden = running !== null;
-  ui.empty.hidden = ui.messages.childElementCount > 0 || !token;
+  const ready = client.state === "connected" || client.state === "offline-http";
+  ui.send.disabled = !ready || active !== null;
+  ui.send.hidden = active !== null;
+  ui.stop.hidden = active === null;
 }
 
-function askForToken(hint) {
-  setStatus("disconnected", hint || "Not signed in.");
-  ui.tokenForm.hidden = false;
-  ui.composer.hidden = true;
-  ui.newChat.hidden = true;
+// Answers.
+
+/**
+ * Draws a run's events into an answer until its final event. Leaving the conversation stops
+ * following the run (see leave) but not the answer: the gateway finishes and stores it.
+ */
+async function follow(run, answer) {
+  active = { run, answer };
+  answer.beginStreaming();
   updateControls();
-  ui.tokenInput.focus();
-}
-
-function connect() {
-  clearTimeout(retryTimer);
-  if (!token) return askForToken();
-  ui.tokenForm.hidden = true;
-  ui.composer.hidden = false;
-  ui.newChat.hidden = false;
-  setStatus("connecting", retries ? "Reconnecting…" : "Connecting…");
-  let ws;
   try {
-    // The token rides in the subprotocol list so it never appears in a URL or a log line.
-    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
-      ["chat-gateway.v1", `bearer.${token}`]);
-  } catch {
-    return forgetToken("That token has characters a token cannot have.");
+    for await (const event of run) {
+      if (event.type === "start") {
+        answer.setLabel(pickers.labelFor(event));
+        adopt(event.conversation_id);
+        conversations.refresh();
+      } else if (event.type === "chunk") {
+        answer.append(event.content);
+      } else if (event.type === "tool_call") {
+        answer.toolCall(event);
+      } else if (event.type === "tool_result") {
+        answer.toolResult(event);
+      } else if (event.type === "done") {
+        answer.finish(event);
+      } else if (event.type === "error") {
+        answer.end(event.retryable ? `${event.message} Please try again.` : event.message, true);
+      }
+    }
+  } catch (error) {
+    // The client gave up on the token. The answer goes on at the gateway; once signed in
+    // again, opening the conversation shows it.
+    const signedOut = error.code === "unauthorized";
+    answer.end(signedOut ? "Signed out before the answer was complete." : error.message, true);
   }
-  socket = ws;
-  ws.onmessage = (event) => handleFrame(JSON.parse(event.data));
-  ws.onclose = (event) => handleClose(ws, event);
-}
-
-function forgetToken(hint) {
-  sessionStorage.removeItem(TOKEN_KEY);
-  token = null;
-  askForToken(hint);
-}
-
-function handleFrame(frame) {
-  if (frame.type === "ready") {
-    retries = 0;
-    connected = true;
-    setStatus("connected", `Connected as ${frame.user}`);
-    updateControls();
-    return;
-  }
-  if (frame.type === "pong") return;
-  // Frames for an answer we abandoned (New chat) may still arrive; they belong to nothing.
-  const mine = running !== null && frame.id === running.id;
-  if (frame.type === "start" && mine) {
-    conversationId = frame.conversation_id;
-    running.item.querySelector(".who").textContent = frame.model;
-  } else if (frame.type === "chunk" && mine) {
-    const nearBottom = isNearBottom();
-    running.body.textContent += frame.content;
-    if (nearBottom) scrollToBottom();
-  } else if (frame.type === "done" && mine) {
-    const notes = { cancelled: "Stopped.", length: "Cut off at the length limit." };
-    finish(notes[frame.finish_reason]);
-  } else if (frame.type === "error") {
-    const text = frame.retryable ? `${frame.message} Please try again.` : frame.message;
-    if (mine && frame.done) finish(text, true);
-    else if (frame.id === null || frame.id === undefined || mine) addNotice(text);
-  }
-}
-
-function handleClose(ws, event) {
-  if (ws !== socket) return;
-  socket = null;
-  connected = false;
-  if (running) finish("The connection closed before the answer was complete.", true);
-  const reason = event.reason || CLOSE_REASONS[event.code] || `Disconnected (code ${event.code}).`;
-  // A refused token will be refused again: ask for a new one instead of retrying.
-  if (event.code === 4401) return forgetToken(`${reason} Paste a new token to continue.`);
-  const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** retries);
-  retries += 1;
-  setStatus("disconnected", `${reason} Retrying in ${Math.round(delay / 1000)} s.`);
-  retryTimer = setTimeout(connect, delay);
+  if (active?.run !== run) return; // left meanwhile: the answer is no longer on screen
+  // An attach to a generation that had already ended, with nothing after `after`.
+  if (answer.streaming) answer.end();
+  active = null;
+  thread.offerRegenerate();
   updateControls();
+  conversations.refresh().then(() => showTitle());
 }
 
-function addMessage(role, label, text) {
-  const item = document.createElement("li");
-  item.className = `msg ${role}`;
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = label;
-  const body = document.createElement("div");
-  body.className = "body";
-  body.textContent = text;
-  item.append(who, body);
-  ui.messages.append(item);
-  updateControls();
-  scrollToBottom();
-  return { item, body };
-}
-
-function addNote(item, text, isError) {
-  const note = document.createElement("p");
-  note.className = isError ? "note error" : "note";
-  note.textContent = text;
-  item.append(note);
-}
-
-function addNotice(text) {
-  const item = document.createElement("li");
-  item.className = "msg notice";
-  addNote(item, text, true);
-  ui.messages.append(item);
-  updateControls();
-  scrollToBottom();
-}
-
-function finish(note, isError = false) {
-  running.item.classList.remove("streaming");
-  running.item.removeAttribute("aria-busy");
-  if (!running.body.textContent && !note) note = "(No answer.)";
-  if (note) addNote(running.item, note, isError);
-  running = null;
-  updateControls();
-  scrollToBottom();
-}
-
-function send() {
-  const message = ui.input.value;
-  if (!message.trim() || !connected || running) return;
-  const id = `m${++counter}-${Date.now().toString(36)}`;
-  const frame = { type: "completion", id, message };
-  if (conversationId) frame.conversation_id = conversationId;
-  socket.send(JSON.stringify(frame));
-  addMessage("user", "You", message);
-  running = { id, ...addMessage("assistant", "Assistant", "") };
-  // aria-busy keeps screen readers from announcing every streamed word.
-  running.item.classList.add("streaming");
-  running.item.setAttribute("aria-busy", "true");
-  ui.input.value = "";
-  autosize();
-  updateControls();
+function send(message) {
+  if (!message.trim() || ui.send.disabled) return;
+  const request = { message, ...pickers.choice() };
+  if (conversationId) request.conversationId = conversationId;
+  thread.addQuestion(message);
+  follow(client.complete(request), thread.addAnswer(pickers.expectedLabel()));
 }
 
 function stop() {
-  if (running && connected) socket.send(JSON.stringify({ type: "cancel", id: running.id }));
+  active?.run.cancel();
+}
+
+/** Asks the last question again. The gateway keeps both turns: the thread shows both. */
+function regenerate() {
+  if (thread.lastQuestion !== null && !active) send(thread.lastQuestion);
+}
+
+// Conversations.
+
+/** Makes `id` the open conversation: remembered for a reload, marked in the list. */
+function adopt(id) {
+  if (id === conversationId) return;
+  conversationId = id;
+  if (id) sessionStorage.setItem(OPEN_KEY, id);
+  else sessionStorage.removeItem(OPEN_KEY);
+  conversations.setActive(id);
+  showTitle();
+}
+
+/** Names the open conversation in the tab's title (the list may not have it yet). */
+function showTitle(title = conversationId && conversations.titleOf(conversationId)) {
+  document.title = title ? `${title} · Chat` : "Chat";
+}
+
+/** Stops following the answer on screen, which goes on at the gateway. */
+function leave() {
+  if (!active) return;
+  const { run } = active;
+  active = null;
+  run.return(); // ends its for-await loop; run.cancel() would stop the answer itself
+  updateControls();
 }
 
 function newChat() {
-  stop();
-  running = null;
-  conversationId = null;
-  ui.messages.replaceChildren();
-  updateControls();
+  leave();
+  opening += 1;
+  adopt(null);
+  thread.clear();
+  closeDrawer();
   ui.input.focus();
 }
 
-function isNearBottom() {
-  const s = ui.scroller;
-  return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+/**
+ * Shows a stored conversation. If its latest answer is still being written (a reload in the
+ * middle of it, or one started in another tab), follows it from its first event: the stored
+ * messages do not have it yet.
+ */
+async function openConversation(id) {
+  leave();
+  const ticket = ++opening;
+  adopt(id);
+  thread.clear();
+  let conversation;
+  try {
+    conversation = await api(client, `/conversations/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (ticket !== opening) return;
+    if (error.status === 404) {
+      adopt(null); // deleted or expired since: start afresh
+      conversations.refresh();
+    } else {
+      thread.addNotice(`Could not open the conversation. ${error.message}`);
+    }
+    return;
+  }
+  if (ticket !== opening) return;
+  const generation = conversation.generation;
+  const running = generation?.status === "running" ? generation.id : null;
+  // The running answer is drawn from its events, in place of anything stored for it.
+  const messages = conversation.messages.filter((m) => !running || m.generation_id !== running);
+  thread.showStored(messages);
+  const lastAnswer = messages.findLast((m) => m.role === "assistant");
+  if (lastAnswer) pickers.adopt(lastAnswer);
+  showTitle(conversation.title);
+  if (running) follow(client.attach(running, { after: 0 }), thread.addAnswer("…"));
 }
 
-function scrollToBottom() {
-  ui.scroller.scrollTop = ui.scroller.scrollHeight;
+// The conversation list is a drawer on narrow screens.
+
+const narrow = matchMedia("(max-width: 60rem)");
+
+function openDrawer() {
+  document.body.classList.add("drawer-open");
+  ui.menu.setAttribute("aria-expanded", "true");
+  ui.backdrop.hidden = false;
+  ui.chat.inert = true; // keyboard and screen readers stay in the drawer while it covers
+  (ui.sidebar.querySelector("[aria-current]") ?? ui.closeDrawer).focus();
 }
+
+function closeDrawer() {
+  if (!document.body.classList.contains("drawer-open")) return;
+  document.body.classList.remove("drawer-open");
+  ui.menu.setAttribute("aria-expanded", "false");
+  ui.backdrop.hidden = true;
+  ui.chat.inert = false;
+  if (narrow.matches) ui.menu.focus();
+}
+
+ui.menu.addEventListener("click", openDrawer);
+ui.closeDrawer.addEventListener("click", closeDrawer);
+ui.backdrop.addEventListener("click", closeDrawer);
+ui.sidebar.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeDrawer();
+});
+narrow.addEventListener("change", () => closeDrawer());
+
+// The composer.
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const message = ui.input.value;
+  if (!message.trim() || ui.send.disabled) return;
+  send(message);
+  ui.input.value = "";
+  autosize();
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  // isComposing: Enter also confirms IME input (Japanese, Chinese…) and must not send then.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  } else if (event.key === "Escape" && active) {
+    stop();
+  }
+});
 
 function autosize() {
   ui.input.style.height = "auto";
   ui.input.style.height = `${ui.input.scrollHeight}px`;
 }
 
-ui.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  send();
-});
-ui.input.addEventListener("keydown", (event) => {
-  // isComposing: Enter also confirms IME input (Japanese, Chinese...) and must not send then.
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    send();
-  }
-});
 ui.input.addEventListener("input", autosize);
+// "5 min ago" grows old: redraw the list's times now and then.
+setInterval(() => conversations.retime(), 60_000);
 ui.stop.addEventListener("click", stop);
 ui.newChat.addEventListener("click", newChat);
-ui.tokenForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  token = ui.tokenInput.value.trim();
-  if (!token) return;
-  sessionStorage.setItem(TOKEN_KEY, token);
-  ui.tokenInput.value = "";
-  retries = 0;
-  connect();
-});
-// Proxies drop WebSockets that stay silent; a ping now and then keeps the line open.
-setInterval(() => {
-  if (connected) socket.send(JSON.stringify({ type: "ping" }));
-}, PING_MS);
-// Back online: no reason to sit out the rest of a long backoff.
-addEventListener("online", () => {
-  if (!socket && token) {
-    retries = 0;
-    connect();
-  }
-});
 
-connect();
+// Start: connect, fill the pickers and the list, and reopen the conversation of this tab.
+
+function start() {
+  client.connect().catch(() => {}); // a refusal shows in the status and the token form
+  pickers.load().catch(() => {}); // without them, requests use the gateway's defaults
+  conversations.load();
+  const saved = sessionStorage.getItem(OPEN_KEY);
+  if (saved) openConversation(saved);
+}
+
+start();

@@ -1,0 +1,109 @@
+// The conversation on screen: the log of messages, and keeping it scrolled to the newest line
+// while an answer grows, unless the reader has scrolled up to read something earlier.
+
+import { Answer } from "./answer.js";
+import { h } from "./dom.js";
+
+const NEAR_BOTTOM_PX = 80;
+
+export class Thread {
+  /**
+   * @param {{scroller: HTMLElement, list: HTMLElement, empty: HTMLElement}} ui
+   * @param {{labelFor: (message: any) => string, onRegenerate: () => void}} hooks
+   */
+  constructor(ui, hooks) {
+    this.ui = ui;
+    this.hooks = hooks;
+    /** @type {Answer | null} */
+    this.lastAnswer = null;
+    /** The last question asked: what Regenerate sends again. */
+    this.lastQuestion = null;
+  }
+
+  clear() {
+    this.ui.list.replaceChildren();
+    this.lastAnswer = null;
+    this.lastQuestion = null;
+    this._changed();
+  }
+
+  get isEmpty() {
+    return this.ui.list.childElementCount === 0;
+  }
+
+  /** A user's message: plain text, always. */
+  addQuestion(text) {
+    this.lastQuestion = text;
+    const item = h("li", { className: "msg user" }, [
+      h("span", { className: "who visually-hidden", text: "You" }),
+      h("div", { className: "body", text }),
+    ]);
+    this._append(item);
+    return item;
+  }
+
+  /** A new, empty answer at the end; the previous one loses Regenerate. */
+  addAnswer(label) {
+    this.lastAnswer?.removeRegenerate();
+    const answer = new Answer(label, (mutate) => this.update(mutate));
+    this.lastAnswer = answer;
+    this._append(answer.element);
+    return answer;
+  }
+
+  /** Offers Regenerate on the last answer, once nothing is running. */
+  offerRegenerate() {
+    if (this.lastAnswer && this.lastQuestion !== null) {
+      this.lastAnswer.addActions(this.hooks.onRegenerate);
+    }
+  }
+
+  /** A message about the conversation rather than in it (a refused request, say). */
+  addNotice(text) {
+    this._append(h("li", { className: "msg notice" }, [h("p", { className: "note error", text })]));
+  }
+
+  /** Shows a conversation's stored messages (GET /conversations/{id}), oldest first. */
+  showStored(messages) {
+    this.clear();
+    for (const message of messages) {
+      if (message.role === "user") {
+        this.addQuestion(message.content);
+      } else {
+        const answer = this.addAnswer(this.hooks.labelFor(message));
+        answer.setText(message.content);
+        answer.noteStatus(message.status);
+        answer.addActions(null);
+      }
+    }
+    this.offerRegenerate();
+    this.scrollToBottom();
+  }
+
+  /** Runs a change to the log, then follows the end if the reader was there. */
+  update(mutate) {
+    const pinned = this.isNearBottom();
+    mutate();
+    this._changed();
+    if (pinned) this.scrollToBottom();
+  }
+
+  isNearBottom() {
+    const s = this.ui.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.ui.scroller.scrollTop = this.ui.scroller.scrollHeight;
+  }
+
+  _append(item) {
+    this.ui.list.append(item);
+    this._changed();
+    this.scrollToBottom(); // a new message is always brought into view
+  }
+
+  _changed() {
+    this.ui.empty.hidden = !this.isEmpty;
+  }
+}
