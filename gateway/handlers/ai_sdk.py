@@ -32,7 +32,7 @@ from gateway.events import (
 )
 from gateway.generations import Follow
 from gateway.handlers.common import authenticate, read_body, services_of
-from gateway.handlers.sse import HEARTBEAT_SECONDS, SSE_HEADERS, Listener
+from gateway.handlers.sse import KEEP_ALIVE, SSE_HEADERS, Listener
 from gateway.protocol import (
     CONVERSATION_ID_RE,
     CompletionRequest,
@@ -285,11 +285,9 @@ async def _parts_stream(
     ended = False
     try:
         while True:
-            try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    item = await listener.outbox.get()
-            except TimeoutError:
-                yield ": keep-alive\n\n"  # proxies drop streams that stay silent
+            item = await listener.next()
+            if item == "heartbeat":
+                yield KEEP_ALIVE
                 continue
             if item is None:  # the client fell MAX_QUEUED_FRAMES behind
                 yield sse_data(fell_behind_parts(state)) + DONE_LINE

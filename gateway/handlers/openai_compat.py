@@ -42,7 +42,7 @@ from gateway.events import (
 )
 from gateway.generations import Follow
 from gateway.handlers.common import authenticate, read_body, services_of
-from gateway.handlers.sse import HEARTBEAT_SECONDS, SSE_HEADERS, Listener
+from gateway.handlers.sse import HEARTBEAT_SECONDS, KEEP_ALIVE, SSE_HEADERS, Listener
 from gateway.protocol import (
     CONVERSATION_ID_RE,
     MAX_HISTORY_MESSAGES,
@@ -699,15 +699,10 @@ async def _chunk_stream(
     waiting = deque(opening)
     try:
         while True:
-            if waiting:
-                item: Item | None = waiting.popleft()
-            else:
-                try:
-                    async with asyncio.timeout(HEARTBEAT_SECONDS):
-                        item = await listener.outbox.get()
-                except TimeoutError:
-                    yield ": keep-alive\n\n"  # proxies drop streams that stay silent
-                    continue
+            item = waiting.popleft() if waiting else await listener.next()
+            if item == "heartbeat":
+                yield KEEP_ALIVE
+                continue
             if item is None:  # the client fell MAX_QUEUED_FRAMES behind
                 yield sse_data([error_object(FELL_BEHIND, "server_error", None, "slow_client")])
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -27,6 +28,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STATUS_OF_CODE = {"not_found": 404, "upstream_error": 502, "interrupted": 503, "unavailable": 503}
 
 
+KEEP_ALIVE = ": keep-alive\n\n"
+Heartbeat = Literal["heartbeat"]
+
+
 class Listener:
     """Collects one generation's events for one HTTP response."""
 
@@ -38,6 +43,15 @@ class Listener:
 
     async def room(self) -> bool:
         return await self.outbox.room()
+
+    async def next(self) -> tuple[GenerationRef, Event] | Heartbeat | None:
+        """The next event, None once the outbox closed, or "heartbeat" after
+        HEARTBEAT_SECONDS of silence: proxies drop streams that stay silent."""
+        try:
+            async with asyncio.timeout(HEARTBEAT_SECONDS):
+                return await self.outbox.get()
+        except TimeoutError:
+            return "heartbeat"
 
 
 async def completion(request: Request) -> Response:
@@ -118,11 +132,9 @@ async def _sse(
     ended = False
     try:
         while True:
-            try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    item = await listener.outbox.get()
-            except TimeoutError:
-                yield ": keep-alive\n\n"  # proxies drop streams that stay silent
+            item = await listener.next()
+            if item == "heartbeat":
+                yield KEEP_ALIVE
                 continue
             if item is None:
                 return
