@@ -9,6 +9,8 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -71,8 +73,28 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         # After every /v1 route: other /v1 paths get OpenAI's 404.
         Route("/v1/{path:path}", openai_compat.unknown_path, methods=openai_compat.ALL_METHODS),
     ]
+    middleware = []
+    if settings.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Last-Event-ID",
+                    "Idempotency-Key",
+                    "X-Conversation-Id",
+                    "X-Agent",
+                ],
+                expose_headers=["X-Conversation-Id", "X-Generation-Id"],
+                max_age=600,
+            )
+        )
     return Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             RequestError: on_request_error,

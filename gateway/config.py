@@ -110,6 +110,8 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_algorithms: tuple[str, ...] = ()
     jwt_leeway: float = 0.0
+    # Browser origins allowed on the WebSocket and by CORS; empty allows any (no CORS headers).
+    allowed_origins: tuple[str, ...] = ()
     # Models and agents
     models: Mapping[str, ModelConfig] = field(default_factory=_echo_models)
     default_model: str = "echo"
@@ -179,6 +181,7 @@ class Settings:
             jwt_issuer=env.get("JWT_ISSUER"),
             jwt_algorithms=_csv(env.get("JWT_ALGORITHMS", "")),
             jwt_leeway=_number(env, "JWT_LEEWAY", 0.0),
+            allowed_origins=_csv(env.get("ALLOWED_ORIGINS", "")),
             models=models,
             default_model=default_model,
             agents=agents,

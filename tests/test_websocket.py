@@ -14,6 +14,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway.handlers.websocket import origin_allowed
 from gateway.store.conversations import ConversationStore
 from tests.client import close_code, connected, open_socket, receive, send, text_of, until_done
 from tests.conftest import TEST_SECRET, GatewayFactory, free_port
@@ -538,3 +539,43 @@ async def test_an_unreachable_store_is_a_retryable_unavailable_error(
         assert (error["code"], error["retryable"], error["done"]) == ("unavailable", True, True)
         await send(ws, type="ping")
         assert await receive(ws) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "expected"),
+    [
+        (None, (), True),
+        ("https://evil.example", (), True),
+        (None, ("https://chat.example",), True),
+        ("https://chat.example", ("https://chat.example",), True),
+        ("https://evil.example", ("https://chat.example",), False),
+        ("https://evil.example", ("*",), True),
+    ],
+)
+def test_origin_rule(origin: str | None, allowed: tuple[str, ...], expected: bool) -> None:
+    assert origin_allowed(origin, allowed) is expected
+
+
+async def test_a_foreign_origin_closes_4403_and_cors_follows_the_same_list(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(allowed_origins=("https://chat.example",)) as url:
+        evil = await open_socket(url, token(), origin="https://evil.example")
+        assert await close_code(evil) == 4403
+        good = await open_socket(url, token(), origin="https://chat.example")
+        assert (await receive(good))["type"] == "ready"
+        async with httpx2.AsyncClient() as client:
+            allowed = await client.options(
+                f"{url}/completion",
+                headers={
+                    "Origin": "https://chat.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
+            refused = await client.options(
+                f"{url}/completion",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+        assert allowed.headers["access-control-allow-origin"] == "https://chat.example"
+        assert "access-control-allow-origin" not in refused.headers

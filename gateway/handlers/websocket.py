@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from gateway.auth import Principal, bearer_token, choose_subprotocol, subprotocol_token
 from gateway.errors import (
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
@@ -58,10 +59,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept(subprotocol=choose_subprotocol(offered))
     connection = Connection(ws, services_of(ws))
     try:
+        # Browsers send Origin on every handshake and CORS does not cover WebSockets, so a
+        # page on another site could otherwise use a visitor's socket.
+        if not origin_allowed(ws.headers.get("origin"), connection.settings.allowed_origins):
+            raise Disconnect(CLOSE_FORBIDDEN_ORIGIN, "This origin may not connect.")
         principal = await connection.authenticate(_token_on_connect(ws, offered))
         await connection.serve(principal)
     except Disconnect as exc:
         await connection.close(exc.close_code, exc.reason)
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """No list allows every origin; with one, a browser's Origin must be on it. Clients that
+    send no Origin (native apps, servers) are not browsers and are let through."""
+    return not allowed or origin is None or origin in allowed or "*" in allowed
 
 
 def _token_on_connect(ws: WebSocket, offered: list[str]) -> str | None:
