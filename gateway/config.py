@@ -125,6 +125,8 @@ class Settings:
     max_frame_bytes: int = 1024 * 1024
     max_concurrent_per_connection: int = 4
     auth_timeout: float = 10.0
+    token_expiry_warning: float = 60.0
+    token_expiry_grace: float = 10.0
     max_queued_frames: int = 1024
     history_turns: int = 20
     max_stored_turns: int = 200
@@ -193,6 +195,8 @@ class Settings:
             max_frame_bytes=int(_number(env, "MAX_FRAME_BYTES", 1024 * 1024)),
             max_concurrent_per_connection=int(_number(env, "MAX_CONCURRENT_PER_CONNECTION", 4)),
             auth_timeout=_number(env, "AUTH_TIMEOUT", 10.0),
+            token_expiry_warning=_number(env, "TOKEN_EXPIRY_WARNING", 60.0),
+            token_expiry_grace=_number(env, "TOKEN_EXPIRY_GRACE", 10.0),
             max_queued_frames=int(_number(env, "MAX_QUEUED_FRAMES", 1024)),
             history_turns=int(_number(env, "HISTORY_TURNS", 20)),
             max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),

@@ -461,6 +461,15 @@ def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:
     )
 
 
+def token_expiring_frame(expires_in: int) -> str:
+    return dumps({"type": "token_expiring", "expires_in": expires_in})
+
+
+def authenticated_frame(user: str, expires_at: int) -> str:
+    """The answer to an `auth` frame on a live socket: the new token is in force."""
+    return dumps({"type": "authenticated", "user": user, "expires_at": expires_at})
+
+
 PONG_FRAME = '{"type":"pong"}'
 
 

@@ -14,6 +14,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway.handlers.expiry import next_step
 from gateway.handlers.websocket import origin_allowed
 from gateway.store.conversations import ConversationStore
 from tests.client import close_code, connected, open_socket, receive, send, text_of, until_done
@@ -166,7 +167,7 @@ async def test_ping_pong(gateway: str, token: Mint) -> None:
         ('{"type":"completion","id":"e","message":""}', "bad_request", "e", True),
         ('{"type":"completion","id":"u","message":"hi","model":"nope"}', "bad_request", "u", True),
         ('{"type":"completion","id":"g","message":"hi","agent":"nope"}', "bad_request", "g", True),
-        ('{"type":"auth","token":"x"}', "bad_request", None, False),
+        ('{"type":"auth","token":"x"}', "unauthorized", None, False),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_socket_stays_open(
@@ -579,3 +580,53 @@ async def test_a_foreign_origin_closes_4403_and_cors_follows_the_same_list(
             )
         assert allowed.headers["access-control-allow-origin"] == "https://chat.example"
         assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("now", "warned", "expected"),
+    [
+        (0, False, ("wait", 40)),  # expires at 100, warn 60 s before, grace 10 s
+        (40, False, ("warn", 40)),
+        (41, True, ("wait", 110)),
+        (110, True, ("expire", 110)),
+        (120, False, ("expire", 120)),
+    ],
+)
+def test_expiry_schedule(now: float, warned: bool, expected: tuple[str, float]) -> None:
+    assert next_step(now, 100, warned, 60, 10) == expected
+
+
+async def test_an_expiring_token_is_warned_then_closes_4401(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(token_expiry_warning=5, token_expiry_grace=0.2) as url:
+        ws = await connected(url, token(ttl=2))
+        warning = await receive(ws)
+        assert warning["type"] == "token_expiring" and 0 <= warning["expires_in"] <= 2
+        assert await close_code(ws) == 4401
+
+
+async def test_a_token_renewed_on_the_live_socket_keeps_it_open(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(token_expiry_warning=5, token_expiry_grace=0.2) as url:
+        ws = await connected(url, token(ttl=2))
+        assert (await receive(ws))["type"] == "token_expiring"
+        await send(ws, type="auth", token="not-a-token")
+        refused = await receive(ws)
+        assert refused["type"] == "error" and refused["code"] == "unauthorized"
+        await send(ws, type="auth", token=token(ttl=600))
+        renewed = await receive(ws)
+        assert renewed["type"] == "authenticated" and renewed["expires_at"] > time.time() + 500
+        await asyncio.sleep(2.5)  # let the first token's expiry and grace pass on the clock
+        await send(ws, type="ping")
+        assert await receive(ws) == {"type": "pong"}
+
+
+async def test_a_renewed_token_for_another_user_closes_4401(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway() as url:
+        ws = await connected(url, token("alice"))
+        await send(ws, type="auth", token=token("mallory"))
+        assert await close_code(ws) == 4401

@@ -32,6 +32,7 @@ from gateway.errors import (
 from gateway.events import Event, GenerationRef, is_final
 from gateway.generations import Follow
 from gateway.handlers.common import services_of
+from gateway.handlers.expiry import Expiry
 from gateway.outbox import Outbox
 from gateway.protocol import (
     PONG_FRAME,
@@ -40,6 +41,7 @@ from gateway.protocol import (
     CompletionRequest,
     Ping,
     Resume,
+    authenticated_frame,
     encode_event,
     error_frame,
     parse_frame_object,
@@ -47,6 +49,7 @@ from gateway.protocol import (
     ready_frame,
     refused_id,
     resumed_frame,
+    token_expiring_frame,
 )
 from gateway.services import Services
 from gateway.store.errors import store_error
@@ -138,16 +141,28 @@ class Connection:
     async def serve(self, principal: Principal) -> None:
         self.principal = principal
         self.outbox.put(ready_frame(principal.sub, self.id, principal.expires_at))
-        writer = asyncio.create_task(self._write(), name=f"writer-{self.id}")
+        self.expiry = Expiry(
+            principal.expires_at,
+            self.settings.token_expiry_warning,
+            self.settings.token_expiry_grace,
+            warn=self._warn_expiry,
+            expire=lambda: self.close(CLOSE_UNAUTHORIZED, "The token expired."),
+        )
+        tasks = [
+            asyncio.create_task(self._write(), name=f"writer-{self.id}"),
+            asyncio.create_task(self.expiry.run(), name=f"expiry-{self.id}"),
+        ]
         try:
             while (text := await self._receive_text()) is not None:
                 await self._handle_text(text)
         finally:
             self.outbox.close()
             await self._leave()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _leave(self) -> None:
         """Detach from every generation; with ON_DISCONNECT=cancel, also cancel those this
@@ -189,7 +204,9 @@ class Connection:
             elif isinstance(frame, Ping):
                 self.outbox.put(PONG_FRAME)
             else:
-                raise BadRequest("Already authenticated; token refresh is not supported yet.")
+                self._renew(frame.token)
+        except Disconnect:
+            raise
         except RequestError as exc:
             self._refuse(obj, exc)
         except Exception as exc:
@@ -197,6 +214,20 @@ class Connection:
             if translated is None:
                 log.exception("connection %s: a frame failed unexpectedly", self.id)
             self._refuse(obj, translated or InternalError())
+
+    def _warn_expiry(self, seconds: int) -> None:
+        self.outbox.put(token_expiring_frame(seconds))
+
+    def _renew(self, token: str) -> None:
+        """A fresh token on the live socket. A bad one is an error frame (the current token
+        stays good until it expires); one for another user ends the socket."""
+        assert self.principal is not None
+        principal = self.services.verifier.verify(token)
+        if principal.sub != self.principal.sub:
+            raise Disconnect(CLOSE_UNAUTHORIZED, "A renewed token must be for the same user.")
+        self.principal = principal
+        self.expiry.renew(principal.expires_at)
+        self.outbox.put(authenticated_frame(principal.sub, principal.expires_at))
 
     def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
         request_id, done = refused_id(obj)
