@@ -250,7 +250,6 @@ export class ChatGatewayClient extends EventTarget {
     this._ready = false;
     this._attempt = 0;
     this._unopened = 0; // sockets in a row that failed before the handshake completed
-    this._rotateWhenIdle = false;
     this._session = 0; // bumped by close(): late async work of an older session stops
     /** @type {Record<string, any>} */
     this._timers = {};
@@ -414,7 +413,12 @@ export class ChatGatewayClient extends EventTarget {
       return;
     }
     if (frame.type === "ready") return this._onReady(frame);
-    if (frame.type === "pong") return;
+    if (frame.type === "pong" || frame.type === "token_expiring") return; // renewal is scheduled
+    if (frame.type === "authenticated") {
+      this._expiresAt = frame.expires_at ? frame.expires_at * 1000 : null;
+      this._tokenSince = Date.now();
+      return this._scheduleRenewal();
+    }
     const run = this._runs.get(frame.id);
     if (!run || run._socket !== ws) return; // a run the caller left, or not sent here
     if (frame.type === "resumed") {
@@ -429,7 +433,6 @@ export class ChatGatewayClient extends EventTarget {
   /** @param {{user: string, expires_at: number | null}} frame */
   _onReady(frame) {
     this._ready = true;
-    this._rotateWhenIdle = false; // this socket already has the newest token
     this._attempt = 0;
     this._unopened = 0;
     this._renewals = 0;
@@ -580,8 +583,14 @@ export class ChatGatewayClient extends EventTarget {
         return; // the socket still works; the next connect will ask again, and fail loudly
       }
       if (session !== this._session) return;
-      if (this._hasSocketRuns()) this._rotateWhenIdle = true;
-      else this._rotate();
+      // The gateway renews a live socket's token in place (protocol §4.5), so running answers
+      // are not disturbed; it answers with an `authenticated` frame.
+      const ws = this._ws;
+      if (this._ready && ws && ws.readyState === OPEN) {
+        ws.send(JSON.stringify({ type: "auth", token: this._token }));
+      } else {
+        this._rotate();
+      }
     }, delay);
   }
 
@@ -591,7 +600,6 @@ export class ChatGatewayClient extends EventTarget {
    * stays open until the new one is ready, and new runs wait for the new one.
    */
   _rotate() {
-    this._rotateWhenIdle = false;
     if (!this._ready) return;
     this._stopHeartbeat();
     this._retiring = this._ws;
@@ -680,18 +688,12 @@ export class ChatGatewayClient extends EventTarget {
   _finish(run) {
     this._runs.delete(run.id);
     run._end();
-    if (this._rotateWhenIdle && !this._hasSocketRuns()) this._rotate();
   }
 
   /** The caller stopped listening. @param {Run} run */
   _forget(run) {
     this._finish(run);
     run._queue.length = 0;
-  }
-
-  _hasSocketRuns() {
-    for (const run of this._runs.values()) if (run._transport === "ws" && run._socket) return true;
-    return false;
   }
 
   // HTTP.

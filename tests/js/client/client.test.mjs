@@ -451,7 +451,7 @@ test("a refused token without getToken, or a failing getToken, is a clear error"
   });
 });
 
-test("the token is renewed before expiry; sockets switch once no run uses one", async (t) => {
+test("the token is renewed before expiry on the live socket, without disturbing a run", async (t) => {
   const Socket = recordingSocket();
   let renewals = 0;
   const client = open(t, {
@@ -465,20 +465,17 @@ test("the token is renewed before expiry; sockets switch once no run uses one", 
   });
   const states = recordStates(client);
   await client.connect();
-  const newSocketReady = nextFrame(Socket, "ready");
-  // This answer takes about 4 s: the old socket must carry it to its end.
-  const events = await collect(client.complete({ message: "x", model: SLOWER }), (event) => {
-    if (!event.done) assert.equal(Socket.all.length, 1);
-  });
+  const renewed = nextFrame(Socket, "authenticated");
+  // This answer takes about 4 s, past the first token's expiry: the same socket carries it.
+  const events = await collect(client.complete({ message: "x", model: SLOWER }));
   assertWhole(events, 200);
+  const { frame } = await renewed;
+  assert.ok(frame.expires_at * 1000 > Date.now() + 500_000);
   assert.equal(renewals, 1);
-  const { ws } = await newSocketReady;
-  assert.equal(ws, Socket.all[1]);
-  assert.ok(Socket.all[0].readyState >= 2, "the old socket is closed");
-  const after = await collect(client.complete({ message: "on the new socket" }));
+  assert.ok(Socket.all[0].sent.some((sent) => sent.type === "auth"));
+  const after = await collect(client.complete({ message: "still the same socket" }));
   assert.equal(after.at(-1).type, "done");
-  assert.ok(Socket.all[1].sent.some((frame) => frame.message === "on the new socket"));
-  assert.equal(Socket.all.length, 2);
+  assert.equal(Socket.all.length, 1);
   assert.deepEqual(states, ["connecting", "connected"]);
 });
 
