@@ -128,6 +128,7 @@ class Settings:
     token_expiry_warning: float = 60.0
     token_expiry_grace: float = 10.0
     max_queued_frames: int = 1024
+    max_error_frames: int = 50  # refused frames per minute before a socket is closed (1008)
     history_turns: int = 20
     max_stored_turns: int = 200
     conversation_ttl: int = 30 * 24 * 3600
@@ -198,6 +199,7 @@ class Settings:
             token_expiry_warning=_number(env, "TOKEN_EXPIRY_WARNING", 60.0),
             token_expiry_grace=_number(env, "TOKEN_EXPIRY_GRACE", 10.0),
             max_queued_frames=int(_number(env, "MAX_QUEUED_FRAMES", 1024)),
+            max_error_frames=int(_number(env, "MAX_ERROR_FRAMES", 50)),
             history_turns=int(_number(env, "HISTORY_TURNS", 20)),
             max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),
             conversation_ttl=int(_number(env, "CONVERSATION_TTL", 30 * 24 * 3600)),
@@ -246,6 +248,7 @@ def _check(s: Settings) -> None:
         "MAX_CONCURRENT_PER_CONNECTION": s.max_concurrent_per_connection,
         "AUTH_TIMEOUT": s.auth_timeout,
         "MAX_QUEUED_FRAMES": s.max_queued_frames,
+        "MAX_ERROR_FRAMES": s.max_error_frames,
         "MAX_STORED_TURNS": s.max_stored_turns,
         "CONVERSATION_TTL": s.conversation_ttl,
         "GENERATION_TTL": s.generation_ttl,

@@ -630,3 +630,15 @@ async def test_a_renewed_token_for_another_user_closes_4401(
         ws = await connected(url, token("alice"))
         await send(ws, type="auth", token=token("mallory"))
         assert await close_code(ws) == 4401
+
+
+async def test_a_socket_that_keeps_sending_bad_frames_is_closed_1008(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(max_error_frames=3) as url:
+        ws = await connected(url, token())
+        for _ in range(3):
+            await ws.send("{oops")
+            assert (await receive(ws))["code"] == "bad_request"
+        await ws.send("{oops")
+        assert await close_code(ws) == 1008

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -18,6 +20,7 @@ from gateway.auth import Principal, bearer_token, choose_subprotocol, subprotoco
 from gateway.errors import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_POLICY,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
@@ -55,6 +58,7 @@ from gateway.services import Services
 from gateway.store.errors import store_error
 
 log = logging.getLogger("gateway.ws")
+ERROR_WINDOW_SECONDS = 60.0
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -111,6 +115,7 @@ class Connection:
         self.outbox: Outbox[str] = Outbox(self.settings.max_queued_frames)
         self.active: dict[str, Follow | None] = {}
         self.started: set[str] = set()
+        self.refusals: deque[float] = deque()
         self.principal: Principal | None = None
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -230,6 +235,13 @@ class Connection:
         self.outbox.put(authenticated_frame(principal.sub, principal.expires_at))
 
     def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
+        # A client that keeps sending bad frames is broken or probing: stop answering it.
+        now = time.monotonic()
+        self.refusals.append(now)
+        while self.refusals and self.refusals[0] < now - ERROR_WINDOW_SECONDS:
+            self.refusals.popleft()
+        if len(self.refusals) > self.settings.max_error_frames:
+            raise Disconnect(CLOSE_POLICY, "Too many refused frames.")
         request_id, done = refused_id(obj)
         # An error about an id that is running here must not end it for the client.
         done = done and request_id not in self.active
