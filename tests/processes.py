@@ -54,9 +54,8 @@ class GatewayProcess:
             self.process.stdout.close()
 
 
-def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
-    """Start a gateway and return once it has finished starting up."""
-    port = free_port()
+def spawn(folder: Path, env: dict[str, str], port: int) -> GatewayProcess:
+    """`python -m gateway serve` on `port`, with the test secret and upstream key."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
@@ -66,7 +65,13 @@ def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    gateway = GatewayProcess(process, port)
+    return GatewayProcess(process, port)
+
+
+def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
+    """Start a gateway and return once it has finished starting up."""
+    gateway = spawn(folder, env, free_port())
+    process = gateway.process
     assert process.stdout is not None
     for line in process.stdout:
         gateway.output.append(line)

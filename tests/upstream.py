@@ -231,11 +231,7 @@ def _completion(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
             "usage": _usage(body["messages"], 1),
         }
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body["model"],
-        "system_fingerprint": None,
+        **_completion_head(body),
         "choices": [
             {
                 "index": 0,

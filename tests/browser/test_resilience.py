@@ -4,11 +4,9 @@ the answer, the gateway process restarting under it, and a network that blocks W
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,8 +17,8 @@ import pytest
 from playwright.async_api import BrowserContext, Locator, expect
 
 from tests.browser.conftest import ChatPage, Mint, page_config, unique
-from tests.conftest import TEST_SECRET, RedisServer, free_port
-from tests.processes import GatewayProcess
+from tests.conftest import RedisServer, free_port
+from tests.processes import GatewayProcess, spawn
 from tests.upstream import FakeUpstream
 
 # Long enough (a word every 30 ms: about 4.5 s) that what the test does in the middle of the
@@ -111,18 +109,10 @@ async def test_a_reload_mid_answer_picks_the_same_answer_up_to_its_end(
 def start_on_port(folder: Path, env: dict[str, str], port: int, within: float) -> GatewayProcess:
     """A gateway listening on `port`, retried while the port is still held (by a gateway that
     is shutting down); gives up after `within` seconds."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     deadline = time.monotonic() + within
     while True:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-            env={**base, "JWT_SECRET": TEST_SECRET, "FAKE_KEY": "sk-test", **env},
-            cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        gateway = GatewayProcess(process, port)
+        gateway = spawn(folder, env, port)
+        process = gateway.process
         assert process.stdout is not None
         # uvicorn says so once its socket is bound and listening.
         for line in process.stdout:
