@@ -3,12 +3,15 @@
     GatewayError
     ├── RequestError(code)       one request failed; the connection lives on
     │   ├── BadRequest           "bad_request"   (HTTP 400)
+    │   │   └── ContextTooLong       "context_too_long" (HTTP 400)
     │   ├── Unauthorized         "unauthorized"  (HTTP 401)
     │   ├── Forbidden            "forbidden"     (HTTP 403)
     │   ├── NotFound             "not_found"     (HTTP 404)
     │   ├── PayloadTooLarge      "bad_request"   (HTTP 413)
-    │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable)
-    │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable)
+    │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable; also the upstream's 429)
+    │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable: mid-stream failures)
+    │   │   ├── UpstreamUnavailable   "upstream_unavailable" (HTTP 503, retryable)
+    │   │   └── UpstreamCredentials   "upstream_credentials" (HTTP 502, not retryable)
     │   ├── InternalError        "internal"      (HTTP 500)
     │   ├── Interrupted          "interrupted"   (HTTP 503, retryable: the producer stopped)
     │   └── Unavailable          "unavailable"   (HTTP 503, retryable: shutting down)
@@ -27,6 +30,9 @@ ErrorCode = Literal[
     "not_found",
     "rate_limited",
     "upstream_error",
+    "upstream_unavailable",
+    "upstream_credentials",
+    "context_too_long",
     "interrupted",
     "unavailable",
     "internal",
@@ -48,7 +54,7 @@ class RequestError(GatewayError):
 
 
 class BadRequest(RequestError):
-    code = "bad_request"
+    code: ClassVar[ErrorCode] = "bad_request"
     http_status = 400
 
 
@@ -78,9 +84,33 @@ class RateLimited(RequestError):
 
 
 class UpstreamError(RequestError):
-    code = "upstream_error"
+    code: ClassVar[ErrorCode] = "upstream_error"
     http_status = 502
     retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The model's server could not be reached, timed out, or answered 5xx."""
+
+    code = "upstream_unavailable"
+    http_status = 503
+
+
+class UpstreamCredentials(UpstreamError):
+    """The model's server refused the gateway's own key: an operator must fix it."""
+
+    code = "upstream_credentials"
+    retryable = False
+
+
+class UpstreamRateLimited(RateLimited):
+    """The model's server asked the gateway to slow down (after its retries)."""
+
+
+class ContextTooLong(BadRequest):
+    """The conversation no longer fits the model's context window."""
+
+    code = "context_too_long"
 
 
 class InternalError(RequestError):

@@ -110,6 +110,7 @@ def settings(
         "fake-err500",
         "fake-err401",
         "fake-err429",
+        "fake-ctx",
         "fake-hang",
     ]
     models = {"echo": ModelConfig(name="echo", provider="echo")}

@@ -79,10 +79,13 @@ async def test_a_failure_ends_the_stream_with_done_and_error(gateway: str, token
     assert last["done"] is True and last["error"] and last["code"] == "upstream_error"
 
 
-async def test_json_answer_upstream_failure_is_502(gateway: str, token: Mint) -> None:
-    response = await post(gateway, {"message": "x", "model": "fake-err500"}, token())
-    assert response.status_code == 502
-    assert response.json()["error"] == "upstream_error"
+async def test_json_answer_upstream_failures_keep_their_kind(gateway: str, token: Mint) -> None:
+    down = await post(gateway, {"message": "x", "model": "fake-err500"}, token())
+    assert down.status_code == 503 and down.json()["error"] == "upstream_unavailable"
+    busy = await post(gateway, {"message": "x", "model": "fake-err429"}, token())
+    assert busy.status_code == 429 and busy.json()["error"] == "rate_limited"
+    long = await post(gateway, {"message": "x", "model": "fake-ctx"}, token())
+    assert long.status_code == 400 and long.json()["error"] == "context_too_long"
 
 
 async def test_a_non_streaming_model_answers_json(gateway: str, token: Mint) -> None:

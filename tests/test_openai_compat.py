@@ -705,7 +705,7 @@ async def test_an_upstream_failure_is_a_status_error(
         await client.chat.completions.create(
             model="fake-err500", messages=[user("x")], stream=stream
         )
-    assert caught.value.status_code == 502 and caught.value.code == "upstream_error"
+    assert caught.value.status_code == 503 and caught.value.code == "upstream_unavailable"
     assert caught.value.response.headers["x-should-retry"] == "true"
 
 

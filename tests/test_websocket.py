@@ -235,20 +235,27 @@ async def test_an_upstream_failure_mid_stream_keeps_what_was_streamed(
 
 
 @pytest.mark.parametrize(
-    ("model", "retryable"),
-    [("fake-err500", True), ("fake-err401", False), ("fake-err429", True), ("fake-hang", True)],
+    ("model", "code", "retryable"),
+    [
+        ("fake-err500", "upstream_unavailable", True),
+        ("fake-err401", "upstream_credentials", False),
+        ("fake-err429", "rate_limited", True),
+        ("fake-hang", "upstream_unavailable", True),
+        ("fake-ctx", "context_too_long", False),
+    ],
 )
 async def test_upstream_errors_before_the_first_token(
-    start_gateway: GatewayFactory, token: Mint, model: str, retryable: bool
+    start_gateway: GatewayFactory, token: Mint, model: str, code: str, retryable: bool
 ) -> None:
     with start_gateway(upstream_read_timeout=0.5) as url:
         ws = await connected(url, token())
         await send(ws, type="completion", id="r", message="x", model=model)
         frames = await until_done(ws, "r")
         assert frames[0]["type"] == "start"
-        assert frames[-1]["code"] == "upstream_error"
+        assert frames[-1]["code"] == code
         assert frames[-1]["retryable"] is retryable
         assert "sk-test" not in frames[-1]["message"]
+        assert "8192" not in frames[-1]["message"]  # the upstream's own words stay upstream
 
 
 async def test_a_non_streaming_model_answers_in_one_chunk(gateway: str, token: Mint) -> None:

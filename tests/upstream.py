@@ -5,6 +5,7 @@ Behaviour is chosen by the requested model name, dash-separated options after `f
   i<ms>      wait <ms> between tokens (default 0)
   drop<k>    cut the connection after <k> content chunks (a mid-stream failure)
   err<code>  answer HTTP <code> with an OpenAI error body
+  ctx        answer HTTP 400 context_length_exceeded, as OpenAI does for a too-long prompt
   stamp      each token's content is the send time in ns (for latency measurements)
   hang       send the headers, then nothing until the client goes away
 When the request offers `tools` and its last message is not a tool's answer, the reply is a
@@ -73,6 +74,8 @@ class Behaviour:
                 values["error_status"] = int(option[3:])
             elif option in ("stamp", "hang"):
                 values[option] = True
+            elif option == "ctx":
+                values["error_status"] = CONTEXT_ERROR
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if tools and messages[-1]["role"] != "tool":
             values["tool_call"] = {
@@ -254,7 +257,18 @@ def _completion_head(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CONTEXT_ERROR = 4000  # not an HTTP status: 400 with OpenAI's context_length_exceeded body
+
+
 def _error(status: int) -> JSONResponse:
+    if status == CONTEXT_ERROR:
+        body = {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+        return JSONResponse({"error": body}, status_code=400)
     kinds = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
     return JSONResponse(
         {

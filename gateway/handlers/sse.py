@@ -25,7 +25,16 @@ from gateway.protocol import (
 
 HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STATUS_OF_CODE = {"not_found": 404, "upstream_error": 502, "interrupted": 503, "unavailable": 503}
+STATUS_OF_CODE = {
+    "not_found": 404,
+    "context_too_long": 400,
+    "rate_limited": 429,
+    "upstream_error": 502,
+    "upstream_credentials": 502,
+    "upstream_unavailable": 503,
+    "interrupted": 503,
+    "unavailable": 503,
+}
 
 
 KEEP_ALIVE = ": keep-alive\n\n"

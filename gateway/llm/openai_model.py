@@ -15,7 +15,14 @@ import httpx2
 import openai
 
 from gateway.config import ModelConfig
-from gateway.errors import UpstreamError
+from gateway.errors import (
+    ContextTooLong,
+    RequestError,
+    UpstreamCredentials,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
 from gateway.llm.base import ModelParams
 from gateway.llm.echo import estimate_tokens
@@ -119,15 +126,17 @@ class OpenAIModel:
     def _translated_errors(self) -> Iterator[None]:
         try:
             yield
-        except UpstreamError:
+        except RequestError:
             raise
         except openai.APIStatusError as exc:
             log.warning("model %s answered HTTP %s", self.name, exc.status_code)
-            raise _status_error(self.name, exc.status_code) from None
+            raise _status_error(self.name, exc) from None
         except openai.APITimeoutError:
-            raise UpstreamError(f"Model '{self.name}' did not answer in time.") from None
+            raise UpstreamUnavailable(f"Model '{self.name}' did not answer in time.") from None
         except openai.APIConnectionError:
-            raise UpstreamError(f"Model '{self.name}' could not be reached.") from None
+            raise UpstreamUnavailable(f"Model '{self.name}' could not be reached.") from None
+        except httpx2.TimeoutException:  # silence while reading the stream
+            raise UpstreamUnavailable(f"Model '{self.name}' stopped sending in time.") from None
         except (httpx2.HTTPError, openai.OpenAIError) as exc:
             log.warning("model %s stream failed: %s", self.name, type(exc).__name__)
             raise UpstreamError(f"Model '{self.name}' stopped answering mid-stream.") from None
@@ -142,16 +151,25 @@ class _NotRetryable(UpstreamError):
     retryable = False
 
 
-def _status_error(name: str, status: int) -> UpstreamError:
+_CONTEXT_HINTS = ("context_length_exceeded", "context length", "maximum context", "too many tokens")
+
+
+def _status_error(name: str, exc: openai.APIStatusError) -> RequestError:
+    """One code per kind of upstream failure, so clients know whether to retry, wait, shorten
+    the conversation, or call an operator. Messages never repeat the upstream's own text."""
+    status = exc.status_code
     if status in (401, 403):
-        return _NotRetryable(f"The upstream refused the gateway's credentials for '{name}'.")
+        return UpstreamCredentials(f"The upstream refused the gateway's credentials for '{name}'.")
     if status == 429:
-        return UpstreamError(f"Model '{name}' is rate limited upstream; try again shortly.")
-    if 400 <= status < 500:
-        return _NotRetryable(
-            f"Model '{name}' rejected the request (HTTP {status}); it may be too long."
+        return UpstreamRateLimited(f"Model '{name}' is rate limited upstream; try again shortly.")
+    said = f"{getattr(exc, 'code', '') or ''} {exc.message}".lower()
+    if status in (400, 413, 422) and any(hint in said for hint in _CONTEXT_HINTS):
+        return ContextTooLong(
+            f"The conversation is too long for model '{name}'; start a new one or shorten it."
         )
-    return UpstreamError(f"Model '{name}' is unavailable (HTTP {status}).")
+    if 400 <= status < 500:
+        return _NotRetryable(f"Model '{name}' rejected the request (HTTP {status}).")
+    return UpstreamUnavailable(f"Model '{name}' is unavailable (HTTP {status}).")
 
 
 def wire_message(message: Message) -> dict[str, Any]:
