@@ -304,9 +304,6 @@ class GenerationRegistry:
     def get(self, generation_id: str) -> Generation | None:
         return self._running.get(generation_id)
 
-    def __len__(self) -> int:
-        return len(self._running)
-
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ttl / 3)
