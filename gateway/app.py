@@ -21,23 +21,30 @@ from gateway.errors import RequestError
 from gateway.handlers import ai_sdk, openai_compat
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
 from gateway.handlers.health import healthz, readyz
+from gateway.handlers.metrics import metrics
+from gateway.handlers.openapi import docs_page, openapi_json
 from gateway.handlers.rest import agents, conversation_resource, conversations, models
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
-from gateway.logs import install_redaction
+from gateway.logs import install_logging
+from gateway.metrics import GatewayMetrics
 from gateway.services import open_services
+from gateway.timing import OverheadHeader
+from gateway.traffic import TrafficCounter
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
+def create_app(settings: Settings, *, upstream_retries: int | None = None) -> Starlette:
     if settings.dev_mode:
         settings = settings.with_secret(dev_secret(settings.data_dir))
 
+    counters = GatewayMetrics()  # shared by the services and the connection counter
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        install_redaction()
-        async with open_services(settings, upstream_retries) as services:
+        install_logging(settings)
+        async with open_services(settings, upstream_retries, counters) as services:
             app.state.services = services
             # Start-up objects live as long as the process: keep them out of every later full
             # collection, whose pauses show up as chunk-lag outliers under load.
@@ -52,6 +59,7 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         Route("/", index),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/completion", completion, methods=["POST"]),
         Route("/generations/{generation_id}/events", generation_events),
         Route("/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
@@ -63,6 +71,8 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         Route("/conversations", conversations),
         Route("/models", models),
         Route("/agents", agents),
+        Route("/openapi.json", openapi_json),
+        Route("/docs", docs_page),
         Route("/api/chat", ai_sdk.chat, methods=["POST"]),
         Route("/api/chat/{chat_id}/stream", ai_sdk.resume),
         Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
@@ -73,7 +83,7 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
         # After every /v1 route: other /v1 paths get OpenAI's 404.
         Route("/v1/{path:path}", openai_compat.unknown_path, methods=openai_compat.ALL_METHODS),
     ]
-    middleware = []
+    middleware = [Middleware(OverheadHeader), Middleware(TrafficCounter, metrics=counters)]
     if settings.allowed_origins:
         middleware.append(
             Middleware(
@@ -88,7 +98,7 @@ def create_app(settings: Settings, *, upstream_retries: int = 2) -> Starlette:
                     "X-Conversation-Id",
                     "X-Agent",
                 ],
-                expose_headers=["X-Conversation-Id", "X-Generation-Id"],
+                expose_headers=["X-Conversation-Id", "X-Generation-Id", "X-Gateway-Overhead-Ms"],
                 max_age=600,
             )
         )

@@ -1,12 +1,15 @@
 """Tokens: where a client may put one, and how it becomes a Principal.
 
-Verification is pure CPU (45-100 µs): done once per connection or request, never per frame.
+With JWT_SECRET or JWT_PUBLIC_KEY, verification is pure CPU (45-100 µs): done once per
+connection or request, never per frame. With JWT_JWKS_URL the key comes from `JwksKeys`,
+which awaits the key server only when its cache is due or a new `kid` appears.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +17,12 @@ import jwt
 
 from gateway.config import Settings
 from gateway.errors import Unauthorized
+from gateway.jwks import JwksKeys, PublicKey
 from gateway.protocol import BEARER_PREFIX, SUBPROTOCOL
+
+# RFC 7519 `typ` values, and RFC 9068 access tokens; compared case-insensitively.
+ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+MALFORMED = "The token is malformed or wrongly signed."
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,28 +34,67 @@ class Principal:
     claims: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Header:
+    alg: str
+    kid: str | None
+
+
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
-        key = settings.jwt_secret or settings.jwt_public_key
-        if key is None:
-            raise ValueError("TokenVerifier needs JWT_SECRET or JWT_PUBLIC_KEY.")
-        self._key = key.reveal()
+    def __init__(self, settings: Settings, jwks: JwksKeys | None = None) -> None:
         self._algorithms = list(settings.algorithms)
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway
+        if jwks is None and settings.jwt_jwks_url:
+            jwks = JwksKeys(
+                settings.jwt_jwks_url,
+                self._algorithms,
+                cache_seconds=settings.jwks_cache_seconds,
+                cooldown=settings.jwks_refetch_cooldown,
+            )
+        self._jwks = jwks
+        key = settings.jwt_secret or settings.jwt_public_key
+        if key is None and jwks is None:
+            raise ValueError("TokenVerifier needs JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL.")
+        self._key = key.reveal() if key is not None else None
 
-    def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Principal:
         """Return the token's Principal, or raise Unauthorized with a short, safe reason."""
+        if self._key is not None:
+            claims = self._decode(token, self._key, self._algorithms)
+        else:
+            assert self._jwks is not None
+            # The header is read first only here: it names the key to fetch.
+            header = read_header(token, self._algorithms)
+            key = await self._jwks.key_for(header.kid, header.alg)
+            claims = self._decode(token, key, [header.alg])
+        check_times(claims, time.time(), self._leeway)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise Unauthorized("The token's 'sub' must be a non-empty string.")
+        return Principal(sub=sub, expires_at=int(claims["exp"]), claims=claims)
+
+    async def aclose(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.aclose()
+
+    def _decode(self, token: str, key: str | PublicKey, algorithms: list[str]) -> dict[str, Any]:
         try:
-            claims = jwt.decode(
+            decoded = jwt.decode_complete(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key,
+                algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                    # check_times gives these their own messages.
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The token has expired.") from None
@@ -56,26 +103,81 @@ class TokenVerifier:
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
             raise Unauthorized("The token is not meant for this gateway.") from None
         except jwt.InvalidTokenError:
-            raise Unauthorized("The token is malformed or wrongly signed.") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise Unauthorized("The token's 'sub' must be a non-empty string.")
-        return Principal(sub=sub, expires_at=int(claims["exp"]), claims=claims)
+            raise Unauthorized(MALFORMED) from None
+        check_type(decoded["header"])
+        claims: dict[str, Any] = decoded["payload"]
+        return claims
 
 
-def mint_token(settings: Settings, sub: str, ttl: int, private_key: str | None = None) -> str:
-    """A token for `sub` signed with the configured secret (or `private_key` for RS/ES)."""
+def read_header(token: str, algorithms: Sequence[str]) -> Header:
+    """The unverified header, refused early when its `typ` or `alg` is not accepted."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise Unauthorized(MALFORMED) from None
+    check_type(header)
+    alg, kid = header.get("alg"), header.get("kid")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise Unauthorized(MALFORMED)
+    if kid is not None and not isinstance(kid, str):
+        raise Unauthorized(MALFORMED)
+    return Header(alg, kid)
+
+
+def check_type(header: Mapping[str, Any]) -> None:
+    """`typ`, when present, must say this is a JWT or an access token (RFC 9068), so that
+    another kind of token from the same issuer (an ID or logout token) is not taken for one."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES):
+        raise Unauthorized("The token's type is not accepted.")
+
+
+def check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
+    """`nbf` and `iat` must be numbers and not in the future, give or take the leeway.
+
+    A future `iat` is refused like a future `nbf`: a token cannot have been issued later
+    than now, so either the issuer's clock is off (JWT_LEEWAY absorbs small skews) or the
+    token was made to outlive its real lifetime."""
+    for name, message in (
+        ("nbf", "The token is not valid yet."),
+        ("iat", "The token was issued in the future."),
+    ):
+        if name not in claims:
+            continue
+        value = claims[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise Unauthorized(f"The token's '{name}' claim must be a number.")
+        if value > now + leeway:
+            raise Unauthorized(message)
+
+
+def mint_token(
+    settings: Settings,
+    sub: str,
+    ttl: int,
+    private_key: str | None = None,
+    kid: str | None = None,
+) -> str:
+    """A token for `sub` signed with the configured secret (or `private_key` for RS/ES),
+    naming `kid` in its header when given (for JWKS setups with several keys)."""
     now = int(time.time())
     claims = {"sub": sub, "iat": now, "exp": now + ttl}
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
+    headers = {"kid": kid} if kid is not None else None
     if private_key is not None:
-        return jwt.encode(claims, private_key, algorithm=settings.algorithms[0])
+        return jwt.encode(claims, private_key, algorithm=settings.algorithms[0], headers=headers)
     if settings.jwt_secret is None:
         raise ValueError("Minting needs JWT_SECRET (or a private key for JWT_PUBLIC_KEY).")
-    return jwt.encode(claims, settings.jwt_secret.reveal(), algorithm=settings.algorithms[0])
+    return jwt.encode(
+        claims, settings.jwt_secret.reveal(), algorithm=settings.algorithms[0], headers=headers
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:

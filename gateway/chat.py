@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -16,19 +17,62 @@ from gateway.config import AgentConfig, Settings
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.generations import (
+    NOTICES,
+    STORE_UNREACHABLE,
     Follow,
     Generation,
     GenerationRegistry,
     LocalFollow,
+    NoticeSink,
     RemoteFollow,
     Result,
     Sink,
 )
+from gateway.limits import Refusal, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.registry import ModelRegistry
+from gateway.metrics import GatewayMetrics
 from gateway.protocol import CompletionRequest
+from gateway.store.client import StorePipeline
 from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.errors import store_error
+from gateway.store.limits import Admission, LimitStore
+from gateway.store.log_writer import Persisted
 from gateway.store.logs import GenerationLog, GenerationMeta, Status
+
+log = logging.getLogger("gateway.chat")
+
+
+class StoreOutage:
+    """A follower reading a generation's log while the store is unreachable: its client is
+    told once, and the follower retries with a growing pause until the store is back."""
+
+    FIRST_PAUSE = 0.1
+    LONGEST_PAUSE = 2.0
+
+    def __init__(
+        self, generation_id: str, ref: GenerationRef, sink: Sink, metrics: GatewayMetrics
+    ) -> None:
+        self._generation_id = generation_id
+        self._ref = ref
+        self._sink = sink
+        self._metrics = metrics
+        self._pause = 0.0
+        self._told = False
+
+    async def wait(self) -> None:
+        self._metrics.redis_errors.inc()
+        if not self._told and isinstance(self._sink, NoticeSink):
+            log.warning(
+                "generation %s: following paused, the store is unreachable", self._generation_id
+            )
+            self._sink.notice(self._ref, STORE_UNREACHABLE, NOTICES[STORE_UNREACHABLE])
+        self._told = True
+        self._pause = min(self.LONGEST_PAUSE, max(self.FIRST_PAUSE, self._pause * 2))
+        await asyncio.sleep(self._pause)  # a retry pause, not a synchronisation
+
+    def over(self) -> None:
+        self._pause = 0.0
 
 
 def new_id(prefix: str) -> str:
@@ -55,8 +99,10 @@ class ChatService:
         conversations: ConversationStore,
         generation_log: GenerationLog,
         generations: GenerationRegistry,
+        limits: LimitStore,
     ) -> None:
         self._settings = settings
+        self._limits = limits
         self._models = models
         self._agents = agents
         self._conversations = conversations
@@ -104,14 +150,17 @@ class ChatService:
         generation_id = new_id("gen")
         conversation_id = request.conversation_id or new_id("conv")
         ref = GenerationRef(generation_id, conversation_id)
-        # The record exists before the idempotency key can point at it, so a retry that
-        # races this request always finds something to follow.
-        await self._create(
-            GenerationMeta(
-                generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
-            )
-        )
+        params = self._params(request, agent_config, model.name)
         key = request.idempotency_key
+        if key is not None and (earlier := await self._log.idempotent(principal.sub, key)):
+            # A retry re-attaches without counting against the user's limits.
+            return self.attach(await self.locate(principal, earlier), 0, subscriber)
+        # The record is created with the admission, in one round trip, before the idempotency
+        # key can point at it: a retry that races this request always finds something to follow.
+        meta = GenerationMeta(
+            generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
+        )
+        admission = await self._admit(principal, request, meta, params.max_tokens)
         try:
             if key is not None:
                 earlier = await self._log.claim_idempotency(
@@ -119,6 +168,7 @@ class ChatService:
                 )
                 if earlier != generation_id:
                     await self._log.discard(generation_id)
+                    await self._limits.release(admission)
                     return self.attach(await self.locate(principal, earlier), 0, subscriber)
             history = await self._conversations.open_turn(
                 principal.sub,
@@ -133,13 +183,14 @@ class ChatService:
         except BaseException:
             # Nothing started: a retry with the same key must be free to try again.
             await self._log.discard(generation_id, principal.sub, key)
+            await self._limits.release(admission)
             raise
         given = AgentInput(
             message=request.message or "",
             continuation=request.message is None,
             history=self._history(request, history),
             model=model,
-            params=self._params(request, agent_config, model.name),
+            params=params,
             sources=request.sources,
             project_id=request.project_id,
         )
@@ -148,12 +199,50 @@ class ChatService:
             model.name,
             agent.name,
             agent.run(given),
-            on_end=lambda result: self._end(principal.sub, generation, result),
+            on_end=lambda result: self._end(principal.sub, generation, result, admission),
             writer=self.generations.writer,
+            metrics=self.generations.metrics,
         )
         generation.attach(subscriber)
         self.generations.launch(generation)
         return LocalFollow(generation, subscriber)
+
+    async def _admit(
+        self,
+        principal: Principal,
+        request: CompletionRequest,
+        meta: GenerationMeta,
+        max_tokens: int | None,
+    ) -> Admission:
+        """Take the turn's share of the user's limits and create the generation's record, or
+        refuse the turn with rate_limited (and remove the record)."""
+        limits = limits_for(principal, self._settings)
+        prompt = len(request.message or "") + sum(
+            len(m.content) for m in request.conversation_history or ()
+        )
+        taken = await self._limits.admit(
+            principal.sub,
+            limits,
+            meta.generation_id,
+            token_reservation(prompt, max_tokens),
+            self._still_running,
+            also=lambda pipe: self._log.queue_create(pipe, meta),
+        )
+        if isinstance(taken, Refusal):
+            await self._log.discard(meta.generation_id)
+            self.generations.metrics.rate_limited.labels(taken.limit).inc()
+            raise taken.error(limits)
+        return taken
+
+    async def _still_running(self, generation_id: str) -> bool:
+        """False once a generation has ended, including one whose process died (it is ended
+        as interrupted here)."""
+        if self.generations.get(generation_id) is not None:
+            return True
+        meta = await self._log.meta(generation_id)
+        if meta is None or meta.status != "running":
+            return False
+        return not await self._interrupt_if_abandoned(meta)
 
     async def locate(self, principal: Principal, generation_id: str) -> GenerationMeta:
         """The generation's record with its current status (a running one whose process died
@@ -178,6 +267,7 @@ class ChatService:
         process's memory when the generation runs here, else from the log in Redis."""
         name = f"follow-{meta.generation_id}"
         self.check_after(meta, after)
+        self.generations.metrics.resumes.inc()
         local = self.generations.get(meta.generation_id)
         if local is not None:
             task = asyncio.create_task(local.replay(sink, after), name=name)
@@ -219,11 +309,6 @@ class ChatService:
             "generation": generation,
         }
 
-    async def _create(self, meta: GenerationMeta) -> None:
-        async with self._log.redis.pipeline(transaction=False) as pipe:
-            self._log.queue_create(pipe, meta)
-            await pipe.execute()
-
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)
         if meta is None or meta.owner != principal.sub:
@@ -233,16 +318,21 @@ class ChatService:
 
     async def _follow_log(self, meta: GenerationMeta, after: int, sink: Sink) -> None:
         ref = GenerationRef(meta.generation_id, meta.conversation_id)
+        replayed = self.generations.metrics.replayed_events
         last = after
+        outage = StoreOutage(meta.generation_id, ref, sink, self.generations.metrics)
         while True:
-            events = await self._log.read_after(meta.generation_id, last)
+            try:
+                events = await self._next_from_log(meta, last)
+            except Exception as exc:
+                if store_error(exc) is None:
+                    raise
+                await outage.wait()  # the store is down: say so once, then keep trying
+                continue
+            outage.over()
             if not events:
-                events = await self._end_behind(meta.generation_id, last)
-            if not events:
-                events = await self._log.wait_after(meta.generation_id, last, self._block_ms)
-                if not events:
-                    await self._interrupt_if_abandoned(meta)
-                    continue
+                continue
+            replayed.inc(len(events))
             for event in events:
                 if not await sink.room():
                     return
@@ -250,6 +340,17 @@ class ChatService:
                 last = event.seq
                 if is_final(event):
                     return
+
+    async def _next_from_log(self, meta: GenerationMeta, last: int) -> list[Event]:
+        """Events after `last`, waiting a while for new ones; empty when none came."""
+        events = await self._log.read_after(meta.generation_id, last)
+        if not events:
+            events = await self._end_behind(meta.generation_id, last)
+        if not events:
+            events = await self._log.wait_after(meta.generation_id, last, self._block_ms)
+            if not events:
+                await self._interrupt_if_abandoned(meta)
+        return events
 
     async def _end_behind(self, generation_id: str, last: int) -> list[Event]:
         """When a process dies, events it delivered but had not yet stored are lost, so a
@@ -304,7 +405,9 @@ class ChatService:
             tool_choice=request.tool_choice,
         )
 
-    async def _end(self, owner: str, generation: Generation, result: Result) -> None:
+    async def _end(
+        self, owner: str, generation: Generation, result: Result, admission: Admission
+    ) -> Persisted:
         answer = StoredMessage(
             role="assistant",
             content=result.text,
@@ -316,9 +419,11 @@ class ChatService:
             usage=result.usage,
         )
         conversation_id = generation.ref.conversation_id
-        await self.generations.writer.finish(
-            generation.id,
-            result.finish,
-            result.status,
-            lambda pipe: self._conversations.queue_answer(pipe, owner, conversation_id, answer),
+
+        def store_answer_and_release(pipe: StorePipeline) -> None:
+            self._conversations.queue_answer(pipe, owner, conversation_id, answer)
+            self._limits.queue_release(pipe, admission, result.usage.total_tokens)
+
+        return await self.generations.writer.finish(
+            generation.id, result.finish, result.status, store_answer_and_release
         )

@@ -12,10 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 ProviderName = Literal["openai", "echo"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "echo")
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+JWT_ALGORITHMS = (
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+)
 MIN_SECRET_BYTES = 32
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
@@ -54,6 +66,7 @@ class ModelConfig:
     upstream_model: str = ""
     streaming: bool = True
     max_tokens: int | None = None
+    max_concurrent: int | None = None  # upstream requests at once; None: UPSTREAM_MAX_CONCURRENT
 
     @property
     def upstream_name(self) -> str:
@@ -78,6 +91,24 @@ class AgentConfig:
     source_budget: int = 3000  # tokens of sources a grounded agent puts in the prompt
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-user limits, enforced across instances in Redis. Zero turns a limit off."""
+
+    requests_per_minute: int = 60
+    concurrent_generations: int = 8
+    connections: int = 16
+    tokens_per_day: int = 0
+
+
+LIMIT_FIELDS = {
+    "requests_per_minute": "LIMIT_REQUESTS_PER_MINUTE",
+    "concurrent_generations": "LIMIT_CONCURRENT_GENERATIONS",
+    "connections": "LIMIT_CONNECTIONS",
+    "tokens_per_day": "LIMIT_TOKENS_PER_DAY",
+}
+
+
 def _echo_models() -> dict[str, ModelConfig]:
     return {"echo": ModelConfig(name="echo", provider="echo")}
 
@@ -99,10 +130,14 @@ def _chat_agents() -> dict[str, AgentConfig]:
 class Settings:
     # Store
     redis_url: str | None = None
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
     redis_prefix: str = "cgw:"
     data_dir: Path = Path(".chat-gateway")
     redis_max_connections: int = 200
     redis_pool_timeout: float = 5.0
+    # Every Redis reply must come within this (a resume blocks on XREAD for up to 1 s).
+    redis_socket_timeout: float = 5.0
+    redis_connect_timeout: float = 2.0
     # Auth
     jwt_secret: Secret | None = None
     jwt_public_key: Secret | None = None
@@ -110,6 +145,9 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_algorithms: tuple[str, ...] = ()
     jwt_leeway: float = 0.0
+    jwt_jwks_url: str | None = None
+    jwks_cache_seconds: float = 300.0  # how long fetched keys are used before a refetch
+    jwks_refetch_cooldown: float = 30.0  # least time between fetches for an unknown `kid`
     # Browser origins allowed on the WebSocket and by CORS; empty allows any (no CORS headers).
     allowed_origins: tuple[str, ...] = ()
     # Models and agents
@@ -119,8 +157,16 @@ class Settings:
     default_agent: str = "chat"
     echo_delay_ms: int = 30
     upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 60.0
+    upstream_read_timeout: float = 60.0  # the longest silence between two upstream chunks
+    upstream_first_token_timeout: float = 30.0
+    upstream_max_retries: int = 2  # only before the first token
+    upstream_retry_max_wait: float = 20.0  # longest Retry-After honoured before giving up
+    upstream_max_concurrent: int = 256  # per model, unless the model sets max_concurrent
     tool_timeout: float = 10.0
+    # Per-user limits, and per value of the `limit_claim` claim (e.g. tiers "free", "pro")
+    limits: Limits = field(default_factory=Limits)
+    limit_tiers: Mapping[str, Limits] = field(default_factory=dict)
+    limit_claim: str = "tier"
     # Limits
     max_frame_bytes: int = 1024 * 1024
     max_concurrent_per_connection: int = 4
@@ -144,7 +190,16 @@ class Settings:
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = False
+    ws_idle_timeout: float = 300.0  # a socket with no frames and nothing running is closed
+    ws_send_timeout: float = 30.0  # a client that reads nothing for this long is reset
+    # HTTP transport: request line and headers (and WebSocket handshakes) must arrive in time
+    http_header_timeout: float = 10.0
+    http_keepalive_timeout: float = 5.0
+    # Observability
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_bodies: bool = False  # message bodies in debug logs; never on by default
+    metrics_token: Secret | None = None  # when set, /metrics needs it as a bearer token
 
     def __post_init__(self) -> None:
         _check(self)
@@ -152,13 +207,14 @@ class Settings:
     @property
     def dev_mode(self) -> bool:
         """No key configured: the CLI makes a local secret and says so loudly."""
-        return self.jwt_secret is None and self.jwt_public_key is None
+        return self.jwt_secret is None and self.jwt_public_key is None and not self.jwt_jwks_url
 
     @property
     def algorithms(self) -> tuple[str, ...]:
         if self.jwt_algorithms:
             return self.jwt_algorithms
-        return ("RS256", "ES256") if self.jwt_public_key else ("HS256",)
+        asymmetric = self.jwt_public_key is not None or self.jwt_jwks_url is not None
+        return ("RS256", "ES256") if asymmetric else ("HS256",)
 
     def with_secret(self, secret: str) -> Settings:
         return replace(self, jwt_secret=Secret(secret))
@@ -169,21 +225,28 @@ class Settings:
         file = _load_toml(env.get("GATEWAY_CONFIG"))
         models = _models(env, file)
         agents = _agents(file)
+        limits, tiers = _limits(env, file)
         default_model = str(file.get("default_model") or env.get("DEFAULT_MODEL") or "echo")
         if "echo" not in models and default_model == "echo" and models:
             default_model = next(iter(models))
         return cls(
             redis_url=env.get("REDIS_URL"),
+            redis_cluster=_flag(env, "REDIS_CLUSTER"),
             redis_prefix=env.get("REDIS_PREFIX", "cgw:"),
             data_dir=Path(env.get("GATEWAY_DATA_DIR", ".chat-gateway")),
             redis_max_connections=int(_number(env, "REDIS_MAX_CONNECTIONS", 200)),
             redis_pool_timeout=_number(env, "REDIS_POOL_TIMEOUT", 5.0),
+            redis_socket_timeout=_number(env, "REDIS_SOCKET_TIMEOUT", 5.0),
+            redis_connect_timeout=_number(env, "REDIS_CONNECT_TIMEOUT", 2.0),
             jwt_secret=_secret(env.get("JWT_SECRET")),
             jwt_public_key=_secret(env.get("JWT_PUBLIC_KEY")),
             jwt_audience=env.get("JWT_AUDIENCE"),
             jwt_issuer=env.get("JWT_ISSUER"),
             jwt_algorithms=_csv(env.get("JWT_ALGORITHMS", "")),
             jwt_leeway=_number(env, "JWT_LEEWAY", 0.0),
+            jwt_jwks_url=env.get("JWT_JWKS_URL"),
+            jwks_cache_seconds=_number(env, "JWKS_CACHE_SECONDS", 300.0),
+            jwks_refetch_cooldown=_number(env, "JWKS_REFETCH_COOLDOWN", 30.0),
             allowed_origins=_csv(env.get("ALLOWED_ORIGINS", "")),
             models=models,
             default_model=default_model,
@@ -192,7 +255,14 @@ class Settings:
             echo_delay_ms=int(_number(env, "ECHO_DELAY_MS", 30)),
             upstream_connect_timeout=_number(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_read_timeout=_number(env, "UPSTREAM_READ_TIMEOUT", 60.0),
+            upstream_first_token_timeout=_number(env, "UPSTREAM_FIRST_TOKEN_TIMEOUT", 30.0),
+            upstream_max_retries=int(_number(env, "UPSTREAM_MAX_RETRIES", 2)),
+            upstream_retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_WAIT", 20.0),
+            upstream_max_concurrent=int(_number(env, "UPSTREAM_MAX_CONCURRENT", 256)),
             tool_timeout=_number(env, "TOOL_TIMEOUT", 10.0),
+            limits=limits,
+            limit_tiers=tiers,
+            limit_claim=env.get("LIMIT_CLAIM", "tier"),
             max_frame_bytes=int(_number(env, "MAX_FRAME_BYTES", 1024 * 1024)),
             max_concurrent_per_connection=int(_number(env, "MAX_CONCURRENT_PER_CONNECTION", 4)),
             auth_timeout=_number(env, "AUTH_TIMEOUT", 10.0),
@@ -213,13 +283,22 @@ class Settings:
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", 20.0),
             ws_ping_timeout=_number(env, "WS_PING_TIMEOUT", 20.0),
             ws_per_message_deflate=_flag(env, "WS_PER_MESSAGE_DEFLATE"),
+            ws_idle_timeout=_number(env, "WS_IDLE_TIMEOUT", 300.0),
+            ws_send_timeout=_number(env, "WS_SEND_TIMEOUT", 30.0),
+            http_header_timeout=_number(env, "HTTP_HEADER_TIMEOUT", 10.0),
+            http_keepalive_timeout=_number(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
             log_level=env.get("LOG_LEVEL", "info").lower(),
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+            log_bodies=_flag(env, "LOG_BODIES"),
+            metrics_token=_secret(env.get("METRICS_TOKEN")),
         )
 
 
 def _check(s: Settings) -> None:
     if "{" in s.redis_prefix or "}" in s.redis_prefix:
         raise ConfigError("REDIS_PREFIX must not contain braces: they are Redis Cluster hash tags.")
+    if s.redis_cluster:
+        _check_cluster_url(s.redis_url)
     if s.default_model not in s.models:
         raise ConfigError(f"default_model '{s.default_model}' is not a configured model.")
     if s.default_agent not in s.agents:
@@ -245,6 +324,7 @@ def _check(s: Settings) -> None:
         "MAX_FRAME_BYTES": s.max_frame_bytes,
         "REDIS_MAX_CONNECTIONS": s.redis_max_connections,
         "REDIS_POOL_TIMEOUT": s.redis_pool_timeout,
+        "REDIS_CONNECT_TIMEOUT": s.redis_connect_timeout,
         "MAX_CONCURRENT_PER_CONNECTION": s.max_concurrent_per_connection,
         "AUTH_TIMEOUT": s.auth_timeout,
         "MAX_QUEUED_FRAMES": s.max_queued_frames,
@@ -255,17 +335,62 @@ def _check(s: Settings) -> None:
         "MAX_LOG_EVENTS": s.max_log_events,
         "LEASE_TTL": s.lease_ttl,
         "IDEMPOTENCY_TTL": s.idempotency_ttl,
+        "UPSTREAM_CONNECT_TIMEOUT": s.upstream_connect_timeout,
+        "UPSTREAM_READ_TIMEOUT": s.upstream_read_timeout,
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT": s.upstream_first_token_timeout,
+        "UPSTREAM_MAX_CONCURRENT": s.upstream_max_concurrent,
+        "WS_IDLE_TIMEOUT": s.ws_idle_timeout,
+        "WS_SEND_TIMEOUT": s.ws_send_timeout,
+        "HTTP_HEADER_TIMEOUT": s.http_header_timeout,
+        "HTTP_KEEPALIVE_TIMEOUT": s.http_keepalive_timeout,
+        "JWKS_CACHE_SECONDS": s.jwks_cache_seconds,
     }
+    if s.redis_socket_timeout <= 1.0:
+        # A resume waits on XREAD BLOCK for up to a second; the socket must outlast it.
+        raise ConfigError("REDIS_SOCKET_TIMEOUT must be more than 1 second.")
     if s.idempotency_ttl > s.generation_ttl:
         # A key that outlives its generation's log could only answer "not found".
         raise ConfigError("IDEMPOTENCY_TTL may not be longer than GENERATION_TTL.")
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be greater than zero.")
+    if s.jwt_jwks_url is not None and (s.jwt_secret is not None or s.jwt_public_key is not None):
+        raise ConfigError("Set one of JWT_SECRET, JWT_PUBLIC_KEY and JWT_JWKS_URL.")
+    if s.jwt_jwks_url is not None and not s.jwt_jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("JWT_JWKS_URL must be an https:// (or http://) URL.")
+    if s.jwt_jwks_url is not None and any(a.startswith("HS") for a in s.algorithms):
+        raise ConfigError("JWT_ALGORITHMS may not allow HS* algorithms with JWT_JWKS_URL.")
+    for configured in s.models.values():
+        if configured.max_concurrent is not None and configured.max_concurrent <= 0:
+            raise ConfigError(f"Model '{configured.name}': max_concurrent must be above zero.")
+    if min(s.upstream_max_retries, s.upstream_retry_max_wait, s.jwks_refetch_cooldown) < 0:
+        raise ConfigError(
+            "UPSTREAM_MAX_RETRIES, UPSTREAM_RETRY_MAX_WAIT and JWKS_REFETCH_COOLDOWN "
+            "may not be negative."
+        )
     if min(s.history_turns, s.echo_delay_ms, s.log_flush_ms, s.shutdown_drain_seconds) < 0:
         raise ConfigError(
             "HISTORY_TURNS, ECHO_DELAY_MS, LOG_FLUSH_MS and SHUTDOWN_DRAIN_SECONDS "
             "may not be negative."
+        )
+
+
+def _check_cluster_url(url: str | None) -> None:
+    """A cluster is reached over TCP through one of its nodes, and has only database 0."""
+    if url is None:
+        raise ConfigError(
+            "REDIS_CLUSTER needs REDIS_URL, the address of one of the cluster's nodes "
+            "(the embedded Redis is a single server)."
+        )
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ConfigError(
+            "REDIS_CLUSTER: REDIS_URL must be a redis:// or rediss:// URL of one of the "
+            "cluster's nodes."
+        )
+    if parsed.path.strip("/") not in ("", "0"):
+        raise ConfigError(
+            "REDIS_CLUSTER: a Redis Cluster has only database 0; REDIS_URL names another."
         )
 
 
@@ -319,7 +444,46 @@ def _model(name: str, table: Any, env: Mapping[str, str]) -> ModelConfig:
         upstream_model=str(table.get("upstream_model", name)),
         streaming=bool(table.get("streaming", True)),
         max_tokens=max_tokens,
+        max_concurrent=table.get("max_concurrent"),
     )
+
+
+def _limits(env: Mapping[str, str], file: Mapping[str, Any]) -> tuple[Limits, dict[str, Limits]]:
+    """The global limits (env over `[limits]`) and one set per `[limits.tiers.NAME]` table;
+    a tier inherits every limit it does not set."""
+    table = file.get("limits") or {}
+    if not isinstance(table, dict):
+        raise ConfigError("GATEWAY_CONFIG: [limits] must be a table.")
+    values = {
+        name: _limit(table, name, getattr(Limits(), name), "[limits]") for name in LIMIT_FIELDS
+    }
+    for name, var in LIMIT_FIELDS.items():
+        values[name] = int(_number(env, var, values[name]))
+        if values[name] < 0:
+            raise ConfigError(f"{var} may not be negative (0 turns the limit off).")
+    base = Limits(**values)
+    tiers = table.get("tiers") or {}
+    if not isinstance(tiers, dict):
+        raise ConfigError("GATEWAY_CONFIG: [limits.tiers] must hold [limits.tiers.NAME] tables.")
+    found: dict[str, Limits] = {}
+    for tier, tier_table in tiers.items():
+        where = f"[limits.tiers.{tier}]"
+        if not isinstance(tier_table, dict):
+            raise ConfigError(f"GATEWAY_CONFIG: {where} must be a table.")
+        unknown = set(tier_table) - set(LIMIT_FIELDS)
+        if unknown:
+            raise ConfigError(f"GATEWAY_CONFIG: {where}: unknown limit '{sorted(unknown)[0]}'.")
+        found[str(tier)] = replace(
+            base, **{k: _limit(tier_table, k, getattr(base, k), where) for k in tier_table}
+        )
+    return base, found
+
+
+def _limit(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"GATEWAY_CONFIG: {where}: {key} must be a whole number, 0 or more.")
+    return value
 
 
 def _agents(file: Mapping[str, Any]) -> dict[str, AgentConfig]:

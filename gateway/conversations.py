@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.auth import Principal
 from gateway.chat import ChatService
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.protocol import CONVERSATION_ID_RE
 from gateway.store.conversations import ConversationStore, Position, Summary
@@ -58,7 +58,7 @@ def decode_cursor(cursor: str) -> Position:
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest(BAD_CURSOR) from None
     valid_time = isinstance(updated, int) and not isinstance(updated, bool) and updated >= 0
-    valid_id = isinstance(conversation_id, str) and CONVERSATION_ID_RE.match(conversation_id)
+    valid_id = isinstance(conversation_id, str) and CONVERSATION_ID_RE.fullmatch(conversation_id)
     if not (valid_time and valid_id):
         raise BadRequest(BAD_CURSOR)
     return Position(updated, conversation_id)
@@ -69,7 +69,7 @@ def parse_title(body: dict[str, Any]) -> str:
     1-MAX_TITLE_CHARS characters. Other fields cannot be changed."""
     unknown = sorted(set(body) - {"title"})
     if unknown:
-        raise BadRequest(f"Unknown field '{unknown[0]}'; only 'title' can be changed.")
+        raise BadRequest(f"Unknown field '{excerpt(unknown[0])}'; only 'title' can be changed.")
     title = body.get("title")
     if not isinstance(title, str):
         raise BadRequest(BAD_TITLE)

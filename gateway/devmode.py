@@ -29,7 +29,7 @@ def dev_secret(data_dir: Path) -> str:
 def banner(url: str) -> str:
     line = "=" * 72
     return (
-        f"\n{line}\n  DEV MODE: no JWT_SECRET or JWT_PUBLIC_KEY is set. Tokens are signed with a\n"
-        f"  local secret in .chat-gateway/; do not expose this gateway to others.\n"
+        f"\n{line}\n  DEV MODE: no JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is set. Tokens are\n"
+        f"  signed with a local secret in .chat-gateway/; do not expose this gateway to others.\n"
         f"  Open the chat page:\n\n  {url}\n{line}\n"
     )

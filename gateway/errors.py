@@ -21,6 +21,7 @@ Messages are written for people and never carry secrets or stack traces: handler
 render them verbatim. Foreign exceptions are translated at the adapter that meets them.
 """
 
+import math
 from typing import ClassVar, Literal
 
 ErrorCode = Literal[
@@ -39,6 +40,17 @@ ErrorCode = Literal[
 ]
 
 
+def excerpt(text: str, limit: int = 64) -> str:
+    """A client's string as an error message may quote it: never more than `limit` chars."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def retry_after_seconds(retry_after: float) -> int:
+    """A wait as HTTP's `Retry-After` and messages give it: whole seconds, rounded up, at
+    least 1."""
+    return max(1, math.ceil(retry_after))
+
+
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
 
@@ -48,9 +60,11 @@ class RequestError(GatewayError):
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds a client should wait before trying again (HTTP Retry-After), when known.
+        self.retry_after = retry_after
 
 
 class BadRequest(RequestError):
@@ -156,3 +170,4 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_RATE_LIMITED = 4429

@@ -127,6 +127,7 @@ class Failed:
     code: str
     message: str
     retryable: bool
+    retry_after: float | None = None  # seconds, when the failure says how long to wait
 
 
 Event = Start | Chunk | ToolCalled | ToolReturned | Done | Failed

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.errors import InternalError, Interrupted, RequestError
 from gateway.events import (
@@ -33,13 +33,37 @@ from gateway.events import (
     Usage,
     is_final,
 )
+from gateway.logs import bind
+from gateway.metrics import GatewayMetrics
 from gateway.protocol import failed_from
-from gateway.store.log_writer import LogWriter
+from gateway.store.client import open_pubsub
+from gateway.store.log_writer import LogWriter, Persisted, Trouble
 from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.generations")
 
 Subscriber = Callable[[GenerationRef, Event], None]
+
+
+@runtime_checkable
+class NoticeSink(Protocol):
+    """A subscriber that can also show notices: news about a generation that is not one of
+    its events (it has no seq and is not stored)."""
+
+    def notice(self, ref: GenerationRef, code: str, message: str) -> None: ...
+
+
+PERSISTENCE_DEGRADED = "persistence_degraded"
+PERSISTENCE_LOST = "persistence_lost"
+STORE_UNREACHABLE = "store_unreachable"
+NOTICES = {
+    PERSISTENCE_DEGRADED: "The gateway cannot save this answer right now. It keeps streaming "
+    "and saves the answer once its store is back; until then it cannot be resumed.",
+    PERSISTENCE_LOST: "This answer could not be saved: it will be missing from the "
+    "conversation and cannot be resumed.",
+    STORE_UNREACHABLE: "The gateway cannot reach its store to follow this answer; the stream "
+    "goes on from where it stopped once the store is back.",
+}
 
 
 class Sink(Protocol):
@@ -68,7 +92,8 @@ class Result:
     finish: Done | Failed
 
 
-OnEnd = Callable[[Result], Awaitable[None]]
+# Whether the end was stored; None counts as stored.
+OnEnd = Callable[[Result], Awaitable[Persisted | None]]
 
 
 def result_of(text: str, finish: Finish | None, error: RequestError | None, seq: int) -> Result:
@@ -92,6 +117,7 @@ class Generation:
         events: AsyncIterator[AgentEvent],
         on_end: OnEnd,
         writer: LogWriter,
+        metrics: GatewayMetrics,
     ) -> None:
         self.ref = ref
         self.model = model
@@ -103,7 +129,13 @@ class Generation:
         self.events: list[Event] = []
         self._stop: StopReason | None = None
         self._ending = False
+        self._noticed: set[str] = set()
         self.task: asyncio.Task[None] | None = None
+        self._metrics = metrics
+        self._first_token = metrics.time_to_first_token.labels(model)
+        self._started = time.perf_counter()
+        self._last_chunk = 0.0
+        self._cancelled_at = 0.0
 
     @property
     def id(self) -> str:
@@ -127,6 +159,7 @@ class Generation:
                 return
             sink(self.ref, self.events[position])
             position += 1
+        self._metrics.replayed_events.inc(position - after)
         self.attach(sink)
 
     def detach(self, subscriber: Subscriber) -> None:
@@ -139,13 +172,25 @@ class Generation:
         if running and self._stop is None and not self._ending:
             assert self.task is not None
             self._stop = reason
+            self._cancelled_at = time.perf_counter()
             self.task.cancel()
+
+    def notify(self, code: str) -> None:
+        """Tell the current subscribers, once per code, e.g. that its log cannot be written."""
+        if code in self._noticed or self.ended:
+            return
+        self._noticed.add(code)
+        log.warning("generation %s: %s", self.id, code)
+        for subscriber in tuple(self._subscribers):
+            if isinstance(subscriber, NoticeSink):
+                subscriber.notice(self.ref, code, NOTICES[code])
 
     def begin(self) -> None:
         """Publish the start event; called before the task runs so it precedes anything else."""
         self._publish(Start(1, self.model, self.agent))
 
     async def run(self) -> None:
+        bind(generation_id=self.id, conversation_id=self.ref.conversation_id)  # its log lines
         parts: list[str] = []
         finish: Finish | None = None
         error: RequestError | None = None
@@ -153,7 +198,7 @@ class Generation:
             async for event in self._source:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
-                    self._publish(Chunk(self._next_seq(), event.text, event.metadata))
+                    self._publish_chunk(Chunk(self._next_seq(), event.text, event.metadata))
                 elif isinstance(event, ToolCall):
                     self._publish(
                         ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
@@ -174,6 +219,8 @@ class Generation:
             if self._stop is None:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            # The agent's upstream request is closed once the cancel has unwound it.
+            self._metrics.cancel_latency.observe(time.perf_counter() - self._cancelled_at)
             if self._stop in ("shutdown", "lost"):
                 error = Interrupted("The gateway stopped before the answer was finished.")
         except RequestError as exc:
@@ -188,11 +235,17 @@ class Generation:
         if self._stop == "lost":
             # The log already ends with another instance's terminal event; only local
             # subscribers still need one.
+            self._writer.forget(self.id)
             self._deliver(result.finish)
             self._subscribers.clear()
             return
         try:
-            await self._on_end(result)
+            # Never waits long on a failing store: the final event goes out regardless.
+            persisted = await self._on_end(result)
+            if persisted == "pending":
+                self.notify(PERSISTENCE_DEGRADED)
+            elif persisted == "lost":
+                self.notify(PERSISTENCE_LOST)
         except Exception:
             log.exception("generation %s: storing the end failed", self.id)
             failure = InternalError("The answer could not be stored; it may be missing later.")
@@ -200,9 +253,30 @@ class Generation:
             result = Result(result.text, result.outcome, "failed", result.usage, failed)
         self._deliver(result.finish)
         self._subscribers.clear()
+        self._count_end(result)
+
+    def _count_end(self, result: Result) -> None:
+        finish = result.finish
+        if isinstance(finish, Failed):
+            self._metrics.errors.labels(finish.code).inc()
+        outcome = {"complete": "done", "incomplete": "failed"}.get(result.outcome, result.outcome)
+        if result.status == "interrupted":
+            outcome = "interrupted"
+        self._metrics.generations_total.labels(outcome).inc()
 
     def _next_seq(self) -> int:
         return len(self.events) + 1
+
+    def _publish_chunk(self, chunk: Chunk) -> None:
+        now = time.perf_counter()
+        if self._last_chunk:
+            self._metrics.chunk_gap.observe(now - self._last_chunk)
+        else:
+            self._first_token.observe(now - self._started)
+        self._last_chunk = now
+        self._writer.add(self.id, chunk)
+        self._deliver(chunk)
+        self._metrics.overhead.observe(time.perf_counter() - now)
 
     def _publish(self, event: Event) -> None:
         self._writer.add(self.id, event)
@@ -264,8 +338,10 @@ class GenerationRegistry:
         writer: LogWriter,
         lease_ttl: float,
         cancel_channel: str,
+        metrics: GatewayMetrics,
     ) -> None:
         self._log = generation_log
+        self.metrics = metrics
         self.writer = writer
         self._lease_ttl = lease_ttl
         self._cancel_channel = cancel_channel
@@ -274,6 +350,9 @@ class GenerationRegistry:
         self.draining = asyncio.Event()
         self._drain_started: float | None = None
         self._drain_hooks: set[Callable[[], None]] = set()
+        writer.on_trouble = self._trouble
+        self._renew_failing = False
+        metrics.generations_running.set_function(lambda: len(self._running))
 
     def start(self) -> None:
         self._tasks = [
@@ -304,23 +383,45 @@ class GenerationRegistry:
     def get(self, generation_id: str) -> Generation | None:
         return self._running.get(generation_id)
 
+    def _trouble(self, generation_id: str, trouble: Trouble) -> None:
+        generation = self._running.get(generation_id)
+        if generation is not None:
+            generation.notify(PERSISTENCE_DEGRADED if trouble == "degraded" else PERSISTENCE_LOST)
+
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ttl / 3)
             if not self._running:
                 continue
             try:
-                for generation_id, action in (await self._log.renew(list(self._running))).items():
-                    generation = self._running.get(generation_id)
-                    if generation is not None:
-                        generation.cancel("lost" if action == "lost" else "cancel")
+                actions = await self._log.renew(list(self._running))
             except Exception:
-                log.warning("renewing generation leases failed; retrying")
+                # The store is down: keep serving the clients; the leases are renewed (and
+                # recreated if they lapsed) once it is back.
+                if not self._renew_failing:
+                    log.warning("renewing generation leases failed; retrying")
+                self._renew_failing = True
+                continue
+            self._renew_failing = False
+            for generation_id, action in actions.items():
+                self._act(generation_id, action)
+
+    def _act(self, generation_id: str, action: str) -> None:
+        """What a lease renewal found: a cancel asked elsewhere, the generation ended by
+        another instance ("lost": stop), or its record gone because the store restarted
+        empty ("gone": it keeps serving its clients, but nothing more is written for it)."""
+        generation = self._running.get(generation_id)
+        if generation is None:
+            return
+        if action == "gone":
+            self.writer.give_up(generation_id)
+        else:
+            generation.cancel("lost" if action == "lost" else "cancel")
 
     async def _hear_cancels(self) -> None:
         while True:
             try:
-                async with self._log.redis.pubsub() as pubsub:
+                async with await open_pubsub(self._log.redis) as pubsub:
                     await pubsub.subscribe(self._cancel_channel)
                     async for message in pubsub.listen():
                         if message["type"] == "message":

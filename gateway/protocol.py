@@ -104,6 +104,8 @@ def parse_json_object(text: str | bytes) -> dict[str, Any]:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The body is not valid JSON.") from None
+    except RecursionError:  # json's C parser recurses once per level of nesting
+        raise BadRequest("The JSON is nested too deeply.") from None
     if not isinstance(obj, dict):
         raise BadRequest("Expected a JSON object.")
     return obj
@@ -147,7 +149,7 @@ def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequ
     if not isinstance(message, str) or not message.strip():
         raise BadRequest("'message' must be a non-empty string.")
     conversation_id = _optional_str(obj, "conversation_id")
-    if conversation_id is not None and not CONVERSATION_ID_RE.match(conversation_id):
+    if conversation_id is not None and not CONVERSATION_ID_RE.fullmatch(conversation_id):
         raise BadRequest("'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -.")
     stream = obj.get("stream")
     stream = False if stream is None else stream
@@ -181,7 +183,7 @@ def _cancel(obj: dict[str, Any]) -> Cancel:
 
 
 def _generation_id(value: Any) -> str:
-    if not isinstance(value, str) or not GENERATION_ID_RE.match(value):
+    if not isinstance(value, str) or not GENERATION_ID_RE.fullmatch(value):
         raise BadRequest("'generation_id' must be a generation id such as 'gen_…'.")
     return value
 
@@ -368,7 +370,7 @@ def event_payload(event: Event) -> dict[str, Any]:
             "usage": event.usage.as_dict(),
             "metadata": event.metadata,
         }
-    return {
+    payload: dict[str, Any] = {
         "type": "error",
         "seq": event.seq,
         "content": "",
@@ -378,6 +380,9 @@ def event_payload(event: Event) -> dict[str, Any]:
         "retryable": event.retryable,
         "error": event.message,
     }
+    if event.retry_after is not None:
+        payload["retry_after"] = event.retry_after
+    return payload
 
 
 def event_from_payload(obj: dict[str, Any]) -> Event:
@@ -394,7 +399,7 @@ def event_from_payload(obj: dict[str, Any]) -> Event:
     if kind == "done":
         usage = Usage(obj["usage"]["prompt_tokens"], obj["usage"]["completion_tokens"])
         return Done(seq, obj["finish_reason"], usage, obj.get("metadata") or {})
-    return Failed(seq, obj["code"], obj["message"], obj["retryable"])
+    return Failed(seq, obj["code"], obj["message"], obj["retryable"], obj.get("retry_after"))
 
 
 def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> dict[str, Any]:
@@ -416,20 +421,21 @@ def encode_event(event: Event, ref: GenerationRef, request_id: str | None) -> st
 def error_frame(request_id: str | None, error: RequestError, *, done: bool) -> str:
     """An error outside a generation. `done` is true when nothing more will come for
     `request_id` (a refused completion), false when the frame started nothing."""
-    return dumps(
-        {
-            "type": "error",
-            "id": request_id,
-            "code": error.code,
-            "message": error.message,
-            "retryable": error.retryable,
-            "done": done,
-        }
-    )
+    frame: dict[str, Any] = {
+        "type": "error",
+        "id": request_id,
+        "code": error.code,
+        "message": error.message,
+        "retryable": error.retryable,
+        "done": done,
+    }
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
+    return dumps(frame)
 
 
 def failed_from(error: RequestError, seq: int) -> Failed:
-    return Failed(seq=seq, code=error.code, message=error.message, retryable=error.retryable)
+    return Failed(seq, error.code, error.message, error.retryable, error.retry_after)
 
 
 def resumed_frame(
@@ -459,6 +465,21 @@ def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:
             "expires_at": expires_at,
         }
     )
+
+
+def notice_object(
+    request_id: str | None, ref: GenerationRef, code: str, message: str
+) -> dict[str, Any]:
+    """News about a generation that is not one of its events: no seq, not stored, not
+    replayed. The same object is a WebSocket frame and an SSE `event: notice`."""
+    return {
+        "type": "notice",
+        "id": request_id,
+        "generation_id": ref.generation_id,
+        "conversation_id": ref.conversation_id,
+        "code": code,
+        "message": message,
+    }
 
 
 def token_expiring_frame(expires_in: int) -> str:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import redis.exceptions
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from gateway.agents.registry import build_agents
 from gateway.auth import TokenVerifier
@@ -24,9 +27,12 @@ from gateway.config import Settings
 from gateway.conversations import ConversationService
 from gateway.generations import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
+from gateway.metrics import GatewayMetrics
+from gateway.store.client import StoreClient
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
+from gateway.store.limits import LimitStore
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 
@@ -37,30 +43,29 @@ log = logging.getLogger("gateway")
 class Services:
     settings: Settings
     verifier: TokenVerifier
-    redis: Redis
+    redis: StoreClient
     chat: ChatService
     generations: GenerationRegistry
     conversations: ConversationService
+    limits: LimitStore
+    metrics: GatewayMetrics
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings,
+    upstream_retries: int | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> AsyncIterator[Services]:
     embedded = None
     redis_url = settings.redis_url
     if redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
         redis_url = embedded.start()
-    # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
-    pool = BlockingConnectionPool.from_url(
-        redis_url,
-        decode_responses=True,
-        health_check_interval=30,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_pool_timeout,
-    )
-    redis = Redis.from_pool(pool)  # the client owns the pool and closes it
+    redis = open_client(settings, redis_url)
     keys = Keys(settings.redis_prefix)
-    models = ModelRegistry(settings, max_retries=upstream_retries)
+    metrics = metrics or GatewayMetrics()
+    models = ModelRegistry(settings, metrics, max_retries=upstream_retries)
     instance = _instance_id()
     generation_log = GenerationLog(
         redis,
@@ -72,7 +77,7 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
     )
     writer = LogWriter(generation_log, settings.log_flush_ms)
     generations = GenerationRegistry(
-        generation_log, writer, settings.lease_ttl, keys.cancel_channel()
+        generation_log, writer, settings.lease_ttl, keys.cancel_channel(), metrics
     )
     conversations = ConversationStore(
         redis,
@@ -81,8 +86,15 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
     )
+    limits = LimitStore(redis, keys, generation_slot_ttl=settings.generation_ttl)
     chat = ChatService(
-        settings, models, build_agents(settings), conversations, generation_log, generations
+        settings,
+        models,
+        build_agents(settings),
+        conversations,
+        generation_log,
+        generations,
+        limits,
     )
     # A delete waits this long for a cancelled generation to end: at once, or once its lease
     # lapses if its process died.
@@ -90,19 +102,76 @@ async def open_services(settings: Settings, upstream_retries: int = 2) -> AsyncI
     conversation_service = ConversationService(chat, conversations, generation_log, stop_timeout)
     writer.start()
     generations.start()
+    verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client
     restore_signals = _drain_on_signal(generations.begin_drain)
     try:
         yield Services(
-            settings, TokenVerifier(settings), redis, chat, generations, conversation_service
+            settings,
+            verifier,
+            redis,
+            chat,
+            generations,
+            conversation_service,
+            limits,
+            metrics,
         )
     finally:
         restore_signals()
         await generations.shutdown(settings.shutdown_drain_seconds)
+        await verifier.aclose()
         await writer.close()
+        await limits.close()
         await models.aclose()
         await redis.aclose()
         if embedded is not None:
             embedded.stop()
+
+
+def open_client(settings: Settings, redis_url: str) -> StoreClient:
+    """A client for one Redis server, or for a Redis Cluster reached through one of its
+    nodes (REDIS_CLUSTER): the cluster client learns the others and follows slots as they
+    move."""
+    if settings.redis_cluster:
+        # One pool per node, of up to REDIS_MAX_CONNECTIONS; the cluster client has no
+        # waiting pool, so past the cap a command fails (unavailable) instead of waiting.
+        return RedisCluster.from_url(
+            redis_url,
+            decode_responses=True,
+            max_connections=settings.redis_max_connections,
+            **redis_options(settings, redis_url),
+        )
+    # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        decode_responses=True,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout,
+        **redis_options(settings, redis_url),
+    )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+def redis_options(settings: Settings, redis_url: str) -> dict[str, Any]:
+    """How the client meets a failing Redis: a stalled server times out instead of hanging
+    (SIGSTOP, a partition), a refused or reset connection is retried twice with a short
+    backoff (a restart, a failover), and an idle connection is checked before reuse.
+    Timeouts are not retried: a command that timed out may still run, and a stalled server
+    would only make the caller wait twice as long. (The cluster client takes only the number
+    of retries from this policy: it retries timeouts too, each time after asking the cluster
+    for its nodes again, since a node that failed over looks like one that stalls.)"""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+            retries=2,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+        "health_check_interval": 10,
+    }
+    if not redis_url.startswith("unix:"):
+        options["socket_keepalive"] = True  # TCP only: a unix socket has no keep-alive
+    return options
 
 
 def _instance_id() -> str:

@@ -82,10 +82,15 @@ let opening = 0; // bumped per openConversation: a slow answer for an older clic
 const STATUS = {
   connecting: () => ["connecting", "Connecting…"],
   connected: () => ["connected", "Connected"],
-  reconnecting: ({ delay }) => [
+  // `error`: the gateway refused the socket (too many open for this user) and said how long
+  // to wait.
+  reconnecting: ({ delay, error }) => [
     "connecting",
-    delay >= 1000 ? `Reconnecting in ${Math.round(delay / 1000)} s…` : "Reconnecting…",
+    (error ? `${error.message} ` : "") +
+      (delay >= 1000 ? `Reconnecting in ${Math.round(delay / 1000)} s…` : "Reconnecting…"),
   ],
+  // The gateway closed the unused socket; the next question opens another.
+  idle: () => ["connected", "Connected"],
   // WebSockets cannot get through (a proxy, say): answers still stream, over HTTP.
   "offline-http": () => ["http", "Connected over HTTP"],
   closed: ({ error }) => ["disconnected", error ? "Signed out" : "Disconnected"],
@@ -117,13 +122,18 @@ function setSignedIn(signedIn) {
 }
 
 function updateControls() {
-  const ready = client.state === "connected" || client.state === "offline-http";
+  const ready = ["connected", "idle", "offline-http"].includes(client.state);
   ui.send.disabled = !ready || active !== null;
   ui.send.hidden = active !== null;
   ui.stop.hidden = active === null;
 }
 
 // Answers.
+
+// News about an answer that is not part of it, e.g. that it cannot be saved right now.
+client.addEventListener("notice", ({ detail }) => {
+  if (active?.run === detail.run) active.answer.addNote(detail.notice.message);
+});
 
 /**
  * Draws a run's events into an answer until its final event. Leaving the conversation stops

@@ -7,11 +7,13 @@
 //   for await (const event of run) if (event.type === "chunk") output.append(event.content);
 //
 // What it hides: one multiplexed WebSocket with heartbeats, reconnects with backoff that
-// resume every unfinished answer from the last seq seen, token renewal, and a fallback to
-// HTTP streaming when WebSockets cannot get through.
+// resume every unfinished answer from the last seq seen (waiting as long as the gateway asks
+// when it refuses a connection), token renewal, and a fallback to HTTP streaming when
+// WebSockets cannot get through.
 
 /**
- * @typedef {"connecting" | "connected" | "reconnecting" | "offline-http" | "closed"} ConnectionState
+ * @typedef {"connecting" | "connected" | "reconnecting" | "idle" | "offline-http"
+ *   | "closed"} ConnectionState
  *
  * @typedef {object} ChatGatewayOptions
  * @property {string} [url] The gateway's base URL, e.g. `https://chat.example.com`. Default: the
@@ -72,12 +74,28 @@
  * @property {string} [message]
  * @property {string} [error] The same text as `message`.
  * @property {boolean} [retryable]
+ * @property {number} [retry_after] On an `error`: seconds to wait before sending it again, when
+ *   the gateway knows (a per-user limit, the model's API asking to wait).
+ *
+ * @typedef {object} GatewayNotice A `notice` frame (docs/protocol.md §5): news about a
+ *   generation that is not one of its events (e.g. its answer cannot be saved right now). It
+ *   has no `seq`, is never replayed, and the run goes on to its final event either way.
+ * @property {"notice"} type
+ * @property {string} id The run's id.
+ * @property {string} generation_id
+ * @property {string} conversation_id
+ * @property {string} code `persistence_degraded`, `persistence_lost`, `store_unreachable`, or a
+ *   code added later.
+ * @property {string} message
  */
 
 const SUBPROTOCOL = "chat-gateway.v1";
 const OPEN = 1; // WebSocket.OPEN, which a substituted constructor may not define
 const MAX_TIMER_MS = 2 ** 31 - 1; // longer setTimeout delays fire at once
 const MAX_TOKEN_RENEWALS = 3; // refusals in a row before renewing is hopeless
+const CLOSE_IDLE = 1000; // the gateway closes a socket unused for WS_IDLE_TIMEOUT with it
+const CLOSE_UNAUTHORIZED = 4401;
+const CLOSE_TOO_MANY_CONNECTIONS = 4429;
 
 const DEFAULTS = {
   auth: "subprotocol",
@@ -101,16 +119,21 @@ const WIRE_NAMES = {
   idempotencyKey: "idempotency_key",
 };
 
-/** An error that ends the client or a run: `code` is `unauthorized` or `closed`. */
+/**
+ * An error that ends the client or a run (`code` is `unauthorized` or `closed`), or that says
+ * why a reconnect waits (`rate_limited`, with `retryAfter`).
+ */
 export class ChatGatewayError extends Error {
   /**
    * @param {string} message
-   * @param {{code: string, cause?: unknown}} details
+   * @param {{code: string, cause?: unknown, retryAfter?: number}} details
    */
-  constructor(message, { code, cause }) {
+  constructor(message, { code, cause, retryAfter }) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = "ChatGatewayError";
     this.code = code;
+    /** Seconds the gateway asked to wait, when it said. */
+    this.retryAfter = retryAfter ?? null;
   }
 }
 
@@ -128,6 +151,8 @@ export class Run {
     this.generationId = null;
     /** @type {string | null} Known from the first event; send it with the next message. */
     this.conversationId = null;
+    /** @type {GatewayNotice[]} The notices received so far, one per code at most. */
+    this.notices = [];
     this._client = client;
     this._lastSeq = 0; // the highest seq received: resumes start after it
     /** @type {Record<string, unknown> | null} */
@@ -208,7 +233,8 @@ export class Run {
 /**
  * The connection to one gateway, shared by every run. Dispatches `statechange` events whose
  * `detail` is `{state, previous, delay?, error?}` (`delay`: ms until the next attempt;
- * `error`: why it closed).
+ * `error`: why it closed, or why a reconnect waits), and `notice` events whose `detail` is
+ * `{run, notice}` for each notice a run receives.
  */
 export class ChatGatewayClient extends EventTarget {
   /** @param {ChatGatewayOptions} options */
@@ -250,6 +276,9 @@ export class ChatGatewayClient extends EventTarget {
     this._ready = false;
     this._attempt = 0;
     this._unopened = 0; // sockets in a row that failed before the handshake completed
+    this._holdUntil = 0; // ms: no reconnect before this, however eager (the gateway asked)
+    /** @type {GatewayEvent | null} a connection-level error frame on the current socket */
+    this._refusal = null;
     this._session = 0; // bumped by close(): late async work of an older session stops
     /** @type {Record<string, any>} */
     this._timers = {};
@@ -258,8 +287,10 @@ export class ChatGatewayClient extends EventTarget {
     /** @type {{resolve: () => void, reject: (e: Error) => void} | null} */
     this._connectedHooks = null;
     this._onOnline = () => {
-      // Back on the network: no reason to sit out the rest of a long backoff.
-      if (this._state === "reconnecting" && !this._ws) this._open();
+      // Back on the network: no reason to sit out the rest of a long backoff, unless the
+      // gateway itself asked for the wait.
+      const held = Date.now() < this._holdUntil;
+      if (this._state === "reconnecting" && !this._ws && !held) this._open();
     };
   }
 
@@ -269,13 +300,15 @@ export class ChatGatewayClient extends EventTarget {
   }
 
   /**
-   * Connects (once; later calls return the same promise). Resolves when completions can be
-   * sent (a socket is ready, or the HTTP fallback is in use); rejects with a
-   * ChatGatewayError when the token is refused for good. `complete` and `attach` call it.
+   * Connects (once; later calls return the same promise, until the client is closed or goes
+   * idle). Resolves when completions can be sent (a socket is ready, or the HTTP fallback is
+   * in use); rejects with a ChatGatewayError when the token is refused for good. `complete`
+   * and `attach` call it.
    * @returns {Promise<void>}
    */
   connect() {
-    if (this._connected && this._state !== "closed") return this._connected;
+    const stopped = this._state === "closed" || this._state === "idle";
+    if (this._connected && !stopped) return this._connected;
     this._attempt = this._unopened = this._renewals = 0;
     this._connected = new Promise((resolve, reject) => {
       this._connectedHooks = { resolve, reject };
@@ -384,6 +417,7 @@ export class ChatGatewayClient extends EventTarget {
     }
     this._ws = ws;
     this._ready = false;
+    this._refusal = null;
     let opened = false;
     ws.addEventListener("open", () => {
       opened = true;
@@ -418,6 +452,11 @@ export class ChatGatewayClient extends EventTarget {
       this._expiresAt = frame.expires_at ? frame.expires_at * 1000 : null;
       this._tokenSince = Date.now();
       return this._scheduleRenewal();
+    }
+    // About no request: e.g. the rate_limited (with retry_after) that precedes a 4429 close.
+    if (frame.type === "error" && frame.id === null) {
+      if (frame.code === "rate_limited") this._refusal = frame;
+      return;
     }
     const run = this._runs.get(frame.id);
     if (!run || run._socket !== ws) return; // a run the caller left, or not sent here
@@ -461,7 +500,7 @@ export class ChatGatewayClient extends EventTarget {
     this._stopHeartbeat();
     this._retiring?.close(1000);
     this._retiring = null;
-    if (code === 4401) {
+    if (code === CLOSE_UNAUTHORIZED) {
       // The token was refused: renewing it is the only thing that can help.
       this._setState("reconnecting", { delay: 0 });
       try {
@@ -472,10 +511,12 @@ export class ChatGatewayClient extends EventTarget {
       if (session === this._session) this._open();
       return;
     }
+    this._unopened = opened ? 0 : this._unopened + 1;
+    if (code === CLOSE_TOO_MANY_CONNECTIONS) return this._retryLater(this._tooMany(reason));
+    if (code === CLOSE_IDLE && !this._hasSocketRuns()) return this._goIdle();
     // A socket that never opens, again and again, is typically a proxy that blocks
     // WebSockets. If plain HTTP reaches the gateway, use that instead; if it does not, the
     // gateway itself is down and the socket is retried like any other.
-    this._unopened = opened ? 0 : this._unopened + 1;
     const { transport, fallbackAfter } = this._options;
     if (transport === "auto" && this._unopened >= fallbackAfter && (await this._httpReachable())) {
       if (session === this._session && !this._ws) this._useHttp();
@@ -483,9 +524,48 @@ export class ChatGatewayClient extends EventTarget {
     }
     // Closed meanwhile, or a socket opened meanwhile (a browser's "online" event).
     if (session !== this._session || this._ws) return;
-    const delay = this._backoff(this._attempt++);
-    this._setState("reconnecting", { delay });
+    this._retryLater();
+  }
+
+  /**
+   * Opens the next socket after the backoff, or after the wait `refused` asks for when that
+   * is longer: a client told to wait that came back sooner would only be refused again.
+   * @param {ChatGatewayError} [refused]
+   */
+  _retryLater(refused) {
+    const backoff = this._backoff(this._attempt++);
+    const asked = refused?.retryAfter ? Math.ceil(refused.retryAfter * 1000) : 0;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(backoff, asked));
+    this._holdUntil = asked > 0 ? Date.now() + delay : 0;
+    this._setState("reconnecting", refused ? { delay, error: refused } : { delay });
     this._timers.retry = setTimeout(() => this._open(), delay);
+  }
+
+  /**
+   * Why the gateway closed a socket with 4429: the user has too many open. The error frame
+   * before the close says how long until one of them lapses.
+   * @param {string | undefined} reason
+   */
+  _tooMany(reason) {
+    const refusal = this._refusal;
+    const message = refusal?.message || reason || "Too many connections for this user.";
+    const retryAfter = typeof refusal?.retry_after === "number" ? refusal.retry_after : undefined;
+    return new ChatGatewayError(message, { code: "rate_limited", retryAfter });
+  }
+
+  /** Whether an unfinished run needs the socket (to resume it). */
+  _hasSocketRuns() {
+    for (const run of this._runs.values()) if (run._transport === "ws") return true;
+    return false;
+  }
+
+  /**
+   * The gateway closed a socket nothing used (WS_IDLE_TIMEOUT). Opening another at once would
+   * only be closed again, idle: the next `complete`, `attach` or `connect` opens one.
+   */
+  _goIdle() {
+    clearTimeout(this._timers.renew); // the next connect renews the token if it must
+    this._setState("idle");
   }
 
   _startHeartbeat() {
@@ -616,7 +696,7 @@ export class ChatGatewayClient extends EventTarget {
 
   /** @param {Run} run */
   _track(run) {
-    if (this._state === "closed") this.connect();
+    if (this._state === "closed" || this._state === "idle") this.connect();
     this._runs.set(run.id, run);
     if (this._mode === "http") {
       run._transport = "http";
@@ -638,8 +718,9 @@ export class ChatGatewayClient extends EventTarget {
     this._sendCancel(run);
   }
 
-  /** @param {Run} run @param {GatewayEvent} event */
+  /** @param {Run} run @param {GatewayEvent | GatewayNotice} event */
   _deliver(run, event) {
+    if (event.type === "notice") return this._notice(run, /** @type {GatewayNotice} */ (event));
     if (typeof event.seq === "number") {
       if (event.seq <= run._lastSeq) return; // replayed by a resume: the caller has it
       run._lastSeq = event.seq;
@@ -650,6 +731,17 @@ export class ChatGatewayClient extends EventTarget {
     // Errors end a run even with done: false, which the gateway uses for a refused resume.
     if (event.done || event.type === "error") this._finish(run);
     else this._sendCancel(run); // over HTTP a cancel waits for the generation id
+  }
+
+  /**
+   * A notice is not an event: it goes to `run.notices` and a `notice` event, never into the
+   * run's iterator. A resume on a new socket may bring a code again; the caller gets it once.
+   * @param {Run} run @param {GatewayNotice} notice
+   */
+  _notice(run, notice) {
+    if (run.notices.some((seen) => seen.code === notice.code)) return;
+    run.notices.push(notice);
+    this.dispatchEvent(new CustomEvent("notice", { detail: { run, notice } }));
   }
 
   /** @param {Run} run */
@@ -855,10 +947,16 @@ async function* readEvents(body) {
  * @returns {Promise<GatewayEvent>}
  */
 async function errorEvent(response, id) {
+  const { status } = response;
   const body = await response.json().catch(() => ({}));
-  const message = body.detail ?? `The gateway answered HTTP ${response.status}.`;
-  const code = body.error ?? (response.status >= 500 ? "internal" : "bad_request");
-  return refusal(id, code, message, response.status >= 500);
+  const message = body.detail ?? `The gateway answered HTTP ${status}.`;
+  const code = body.error ?? (status >= 500 ? "internal" : "bad_request");
+  const event = refusal(id, code, message, status >= 500 || status === 429);
+  // The body's is exact; the header only has whole seconds.
+  const header = Number(response.headers.get("retry-after") ?? Number.NaN);
+  const retryAfter = typeof body.retry_after === "number" ? body.retry_after : header;
+  if (Number.isFinite(retryAfter)) event.retry_after = retryAfter;
+  return event;
 }
 
 /**

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import time
 from typing import Any, cast
 
@@ -13,10 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.auth import (
+    Header,
     TokenVerifier,
     bearer_token,
     choose_subprotocol,
     mint_token,
+    read_header,
     subprotocol_token,
 )
 from gateway.config import Secret, Settings
@@ -27,13 +30,14 @@ HS = Settings(jwt_secret=Secret(SECRET))
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sub": "alice", "exp": int(time.time()) + 60}
+    # Parameters are built at collection, long before a test runs in a full session.
+    base: dict[str, Any] = {"sub": "alice", "exp": int(time.time()) + 3600}
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
 
-def test_a_good_token_gives_its_principal() -> None:
-    principal = TokenVerifier(HS).verify(jwt.encode(claims(tier="pro"), SECRET, "HS256"))
+async def test_a_good_token_gives_its_principal() -> None:
+    principal = await TokenVerifier(HS).verify(jwt.encode(claims(tier="pro"), SECRET, "HS256"))
     assert principal.sub == "alice"
     assert principal.claims["tier"] == "pro"
     assert principal.expires_at > time.time()
@@ -53,27 +57,81 @@ def test_a_good_token_gives_its_principal() -> None:
         ("a.b.c", "malformed"),
     ],
 )
-def test_bad_tokens_are_refused_with_a_reason(token: str, fragment: str) -> None:
+async def test_bad_tokens_are_refused_with_a_reason(token: str, fragment: str) -> None:
     with pytest.raises(Unauthorized) as caught:
-        TokenVerifier(HS).verify(token)
+        await TokenVerifier(HS).verify(token)
     assert fragment in caught.value.message
 
 
-def test_audience_and_issuer_are_checked_when_configured() -> None:
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"nbf": int(time.time()) + 3000}, "The token is not valid yet."),
+        ({"iat": int(time.time()) + 3000}, "The token was issued in the future."),
+        ({"nbf": "soon"}, "The token's 'nbf' claim must be a number."),
+        ({"iat": True}, "The token's 'iat' claim must be a number."),
+    ],
+)
+async def test_not_yet_valid_tokens_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(Unauthorized) as caught:
+        await TokenVerifier(HS).verify(jwt.encode(claims(**changes), SECRET, "HS256"))
+    assert caught.value.message == message
+
+
+async def test_leeway_covers_clock_skew_for_nbf_and_iat() -> None:
+    verifier = TokenVerifier(Settings(jwt_secret=Secret(SECRET), jwt_leeway=30))
+    soon = int(time.time()) + 10
+    token = jwt.encode(claims(nbf=soon, iat=soon), SECRET, "HS256")
+    assert (await verifier.verify(token)).sub == "alice"
+    past = int(time.time()) - 10
+    assert await TokenVerifier(HS).verify(jwt.encode(claims(nbf=past, iat=past), SECRET, "HS256"))
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt", None])
+async def test_accepted_token_types(typ: str | None) -> None:
+    token = jwt.encode(claims(), SECRET, "HS256", headers={"typ": typ})
+    assert (await TokenVerifier(HS).verify(token)).sub == "alice"
+
+
+@pytest.mark.parametrize("typ", ["JWS", "secevent+jwt", "id_token", "", 1, ["JWT"]])
+async def test_other_token_types_are_refused(typ: object) -> None:
+    token = signed({"alg": "HS256", "typ": typ}, claims())
+    with pytest.raises(Unauthorized) as caught:
+        await TokenVerifier(HS).verify(token)
+    assert caught.value.message == "The token's type is not accepted."
+
+
+def test_read_header() -> None:
+    token = jwt.encode(claims(), SECRET, "HS256", headers={"kid": "k1"})
+    assert read_header(token, ["HS256"]) == Header("HS256", "k1")
+    with pytest.raises(Unauthorized):
+        read_header(token, ["RS256"])
+    with pytest.raises(Unauthorized):
+        read_header(signed({"alg": "HS256", "kid": 7}, claims()), ["HS256"])
+
+
+def test_a_verifier_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="JWT_JWKS_URL"):
+        TokenVerifier(Settings())
+
+
+async def test_audience_and_issuer_are_checked_when_configured() -> None:
     settings = Settings(jwt_secret=Secret(SECRET), jwt_audience="gw", jwt_issuer="idp")
     verifier = TokenVerifier(settings)
-    assert verifier.verify(jwt.encode(claims(aud="gw", iss="idp"), SECRET, "HS256")).sub == "alice"
+    assert (
+        await verifier.verify(jwt.encode(claims(aud="gw", iss="idp"), SECRET, "HS256"))
+    ).sub == "alice"
     for bad in (claims(aud="other", iss="idp"), claims(aud="gw", iss="evil"), claims(iss="idp")):
         with pytest.raises(Unauthorized):
-            verifier.verify(jwt.encode(bad, SECRET, "HS256"))
+            await verifier.verify(jwt.encode(bad, SECRET, "HS256"))
 
 
-def test_leeway_accepts_a_just_expired_token() -> None:
+async def test_leeway_accepts_a_just_expired_token() -> None:
     token = jwt.encode(claims(exp=int(time.time()) - 2), SECRET, "HS256")
-    assert TokenVerifier(Settings(jwt_secret=Secret(SECRET), jwt_leeway=30)).verify(token)
+    assert await TokenVerifier(Settings(jwt_secret=Secret(SECRET), jwt_leeway=30)).verify(token)
 
 
-def test_public_key_tokens_and_no_algorithm_confusion() -> None:
+async def test_public_key_tokens_and_no_algorithm_confusion() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -87,23 +145,33 @@ def test_public_key_tokens_and_no_algorithm_confusion() -> None:
     )
     settings = Settings(jwt_public_key=Secret(public_pem))
     verifier = TokenVerifier(settings)
-    assert verifier.verify(mint_token(settings, "bob", 60, private_pem)).sub == "bob"
+    assert (await verifier.verify(mint_token(settings, "bob", 60, private_pem))).sub == "bob"
     # An HS256 token "signed" with the public key must not pass.
     header = base64url(b'{"alg":"HS256","typ":"JWT"}')
     payload = base64url(f'{{"sub":"eve","exp":{int(time.time()) + 60}}}'.encode())
     signature = hmac.new(public_pem.encode(), f"{header}.{payload}".encode(), "sha256").digest()
     token = f"{header}.{payload}.{base64url(signature)}"
     with pytest.raises(Unauthorized):
-        verifier.verify(token)
+        await verifier.verify(token)
 
 
 def base64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def test_minted_tokens_verify() -> None:
+def signed(header: dict[str, Any], payload: dict[str, Any]) -> str:
+    """An HS256 token with exactly this header, which jwt.encode would tidy up."""
+    head = base64url(json.dumps(header).encode())
+    body = base64url(json.dumps(payload).encode())
+    signature = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), "sha256").digest()
+    return f"{head}.{body}.{base64url(signature)}"
+
+
+async def test_minted_tokens_verify() -> None:
     token = mint_token(HS, "carol", 60)
-    assert TokenVerifier(HS).verify(token).sub == "carol"
+    assert (await TokenVerifier(HS).verify(token)).sub == "carol"
+    assert "kid" not in jwt.get_unverified_header(token)
+    assert jwt.get_unverified_header(mint_token(HS, "carol", 60, kid="k2"))["kid"] == "k2"
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,14 @@
-"""The JavaScript client (static/chat-gateway.js): its Node tests (tests/js/client) run against a
-real gateway process on the fake upstream."""
+"""The JavaScript client (static/chat-gateway.js): its Node tests (tests/js/client) run against
+real gateway processes on the fake upstream: one with the default settings, and a strict one
+with a Redis of its own (which the tests stop, for notices), a short WS_IDLE_TIMEOUT, and a
+`tight` tier of one connection and one request a minute per user."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,12 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SECRET, RedisServer
+from tests.conftest import TEST_SECRET, RedisServer, free_port, start_redis
 from tests.processes import GatewayProcess, config_file, start_process
 from tests.upstream import FakeUpstream
 
 NODE_TESTS = Path(__file__).resolve().parent / "js" / "client"
 NODE_MAJOR = 20
+STRICT_IDLE_SECONDS = 1
+# What the strict gateway adds to the usual configuration: a model long enough to stop Redis
+# in the middle of, and the tier the limit tests' tokens name.
+STRICT_TABLES = """
+[models.fake-i20-n300]
+provider = "openai"
+base_url = "{upstream}"
+api_key_env = "FAKE_KEY"
+
+[limits.tiers.tight]
+connections = 1
+requests_per_minute = 1
+"""
 
 
 def node_command() -> list[str]:
@@ -64,9 +80,45 @@ def gateway_process(
     gateway.stop()
 
 
+@pytest.fixture(scope="module")
+def strict_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of the strict gateway's own: the tests stop and continue it."""
+    server = start_redis(free_port(), tmp_path_factory.mktemp("client-js-redis"))
+    yield server
+    server.process.send_signal(signal.SIGCONT)  # a test that failed mid-way may leave it stopped
+    server.process.kill()
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(
+    strict_redis: RedisServer,
+    upstream: tuple[FakeUpstream, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
+    folder = tmp_path_factory.mktemp("client-js-strict")
+    config = config_file(folder, upstream[1])
+    config.write_text(config.read_text() + STRICT_TABLES.format(upstream=upstream[1]))
+    gateway = start_process(
+        folder,
+        {
+            "REDIS_URL": strict_redis.url,
+            "REDIS_PREFIX": f"jss{uuid.uuid4().hex[:8]}:",
+            "GATEWAY_CONFIG": str(config),
+            "WS_IDLE_TIMEOUT": str(STRICT_IDLE_SECONDS),
+            "REDIS_SOCKET_TIMEOUT": "1.5",  # the least allowed: a stopped Redis shows soon
+        },
+    )
+    yield gateway
+    gateway.stop()
+
+
 @pytest.mark.timeout(180)
 def test_the_javascript_client_against_a_real_gateway(
-    gateway_process: GatewayProcess, token: Callable[..., str]
+    gateway_process: GatewayProcess,
+    strict_gateway: GatewayProcess,
+    strict_redis: RedisServer,
+    token: Callable[..., str],
 ) -> None:
     command = node_command()
     result = subprocess.run(
@@ -76,6 +128,9 @@ def test_the_javascript_client_against_a_real_gateway(
             "CHAT_GATEWAY_URL": gateway_process.url,
             "CHAT_GATEWAY_TOKEN": token(),
             "CHAT_GATEWAY_SECRET": TEST_SECRET,
+            "CHAT_GATEWAY_STRICT_URL": strict_gateway.url,
+            "CHAT_GATEWAY_STRICT_REDIS_PID": str(strict_redis.process.pid),
+            "CHAT_GATEWAY_STRICT_IDLE_SECONDS": str(STRICT_IDLE_SECONDS),
         },
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Secret, Settings
+from gateway.config import ConfigError, Limits, Secret, Settings
 
 S = "k" * 32
 
@@ -134,3 +134,36 @@ def test_missing_config_file_is_explained(tmp_path: Path) -> None:
 def test_algorithms_follow_the_key() -> None:
     assert Settings.from_env({"JWT_SECRET": S}).algorithms == ("HS256",)
     assert Settings.from_env({"JWT_PUBLIC_KEY": "p"}).algorithms == ("RS256", "ES256")
+
+
+def test_limits_from_env_and_tiers_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        "[limits]\nrequests_per_minute = 20\ntokens_per_day = 1000\n"
+        "[limits.tiers.pro]\nrequests_per_minute = 300\nconnections = 0\n"
+    )
+    settings = Settings.from_env(
+        {"GATEWAY_CONFIG": str(path), "LIMIT_CONCURRENT_GENERATIONS": "3", "LIMIT_CLAIM": "plan"}
+    )
+    assert settings.limits == Limits(20, 3, 16, 1000)
+    # A tier inherits what it does not set, including the environment's overrides.
+    assert settings.limit_tiers["pro"] == Limits(300, 3, 0, 1000)
+    assert settings.limit_claim == "plan"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "fragment"),
+    [
+        ("[limits]\nrequests_per_minute = -1\n", {}, "requests_per_minute"),
+        ("[limits]\nconnections = 'many'\n", {}, "connections"),
+        ("[limits.tiers.pro]\nrpm = 5\n", {}, "unknown limit 'rpm'"),
+        ("", {"LIMIT_TOKENS_PER_DAY": "-5"}, "LIMIT_TOKENS_PER_DAY"),
+    ],
+)
+def test_bad_limits_are_explained(
+    tmp_path: Path, toml: str, env: dict[str, str], fragment: str
+) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_env({"GATEWAY_CONFIG": str(path), **env})

@@ -30,3 +30,33 @@ async def test_a_waiting_consumer_wakes_on_put() -> None:
     assert not waiting.done()
     box.put("x")
     assert await waiting == "x"
+
+
+def test_take_returns_what_is_queued_without_waiting() -> None:
+    box: Outbox[int] = Outbox(limit=4)
+    assert box.take() is None
+    box.put(1)
+    box.put(2)
+    assert len(box) == 2
+    assert [box.take(), box.take(), box.take()] == [1, 2, None]
+    for item in range(4):
+        box.put(item)
+    assert not box.put(5)  # overflowed: the backlog is dropped, take gives nothing
+    assert box.take() is None
+
+
+async def test_every_waiting_producer_gets_room_even_if_one_gives_up() -> None:
+    box: Outbox[int] = Outbox(limit=4)
+    for item in range(3):  # more than half full
+        box.put(item)
+    first = asyncio.create_task(box.room())
+    second = asyncio.create_task(box.room())
+    leaving = asyncio.create_task(box.room())
+    await asyncio.sleep(0)  # let the three block
+    assert not (first.done() or second.done() or leaving.done())
+    leaving.cancel()
+    await asyncio.sleep(0)
+    assert await box.get() == 0  # two left: at most half full again
+    assert await first is True and await second is True
+    box.close()
+    assert await box.room() is False

@@ -88,6 +88,11 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"completion","id":"r","message":"   "}', "'message'"),
         ('{"type":"completion","id":"r","message":5}', "'message'"),
         ('{"type":"completion","id":"r","message":"x","conversation_id":"a b"}', "conversation_id"),
+        (  # `$` alone would let a trailing newline through
+            '{"type":"completion","id":"r","message":"x","conversation_id":"c\\n"}',
+            "conversation_id",
+        ),
+        ('{"type":"resume","generation_id":"gen_1\\n"}', "generation_id"),
         (
             '{"type":"completion","id":"r","message":"x","conversation_id":"' + "a" * 65 + '"}',
             "conversation_id",

@@ -36,7 +36,10 @@ async def test_every_token_carrier_authenticates(gateway: str, token: Mint, carr
 
 
 def _claims(**changes: object) -> dict[str, object]:
-    claims: dict[str, object] = {"sub": "alice", "exp": int(time.time()) + 60}
+    claims: dict[str, object] = {
+        "sub": "alice",
+        "exp": int(time.time()) + 3600,
+    }  # lives through a full session
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 

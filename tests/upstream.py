@@ -8,23 +8,36 @@ Behaviour is chosen by the requested model name, dash-separated options after `f
   ctx        answer HTTP 400 context_length_exceeded, as OpenAI does for a too-long prompt
   stamp      each token's content is the send time in ns (for latency measurements)
   hang       send the headers, then nothing until the client goes away
+  silent     send nothing at all (not even headers) until the client goes away
+  stall<k>   send <k> content chunks, then nothing until the client goes away
+  hold<k>    send <k> content chunks, then wait for `release(model)`, then finish
+  fail<k>    apply err<code> to only the first <k> requests for this exact model name
+  ra<s>      with err<code>: a `Retry-After: <s>` header (seconds)
+  radate<s>  with err<code>: a `Retry-After` HTTP date <s> seconds from now
+  rams<ms>   with err<code>: a `retry-after-ms: <ms>` header (OpenAI's)
+Unknown options are ignored, so a test may add a unique tag (`fake-err503-fail1-k3f9a`) to get
+a model name, and so request counts, of its own.
 When the request offers `tools` and its last message is not a tool's answer, the reply is a
 call of the first tool, with the last user message as its arguments if that is a JSON object
 (streamed in fragments, as OpenAI does); after a tool's answer it replies "Result: <answer>".
-Every request is recorded with its body, and whether the client left before the end.
+Every request is recorded with its body, how many requests for the same model were open when
+it arrived, and whether the client left before the end; `arrived` waits for requests by model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 import uvicorn
@@ -33,13 +46,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+_COUNTED = re.compile(r"(stall|hold|fail)(\d+)")
+_COUNTED_FIELDS = {"stall": "stall_after", "hold": "hold_after", "fail": "fail_first"}
+_RETRY_AFTER = re.compile(r"(radate|rams|ra)(\d+)")
+
+
+def _retry_header(kind: str, value: int) -> dict[str, str]:
+    if kind == "rams":
+        return {"retry-after-ms": str(value)}
+    if kind == "radate":
+        return {"Retry-After": formatdate(time.time() + value, usegmt=True)}
+    return {"Retry-After": str(value)}
+
 
 @dataclass
 class Recorded:
     body: dict[str, Any]
     authorization: str | None
+    in_flight: int = 0  # this model's other requests still open when this one arrived
     finished: threading.Event = field(default_factory=threading.Event)
     client_left: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -54,6 +84,11 @@ class Behaviour:
     error_status: int | None = None
     stamp: bool = False
     hang: bool = False
+    silent: bool = False
+    stall_after: int | None = None
+    hold_after: int | None = None
+    fail_first: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # on an error answer
     tool_call: dict[str, str] | None = None
 
     @staticmethod
@@ -72,8 +107,12 @@ class Behaviour:
                 values["drop_after"] = int(option[4:])
             elif option.startswith("err") and option[3:].isdigit():
                 values["error_status"] = int(option[3:])
-            elif option in ("stamp", "hang"):
+            elif option in ("stamp", "hang", "silent"):
                 values[option] = True
+            elif counted := _COUNTED.fullmatch(option):
+                values[_COUNTED_FIELDS[counted[1]]] = int(counted[2])
+            elif waited := _RETRY_AFTER.fullmatch(option):
+                values["headers"] = _retry_header(waited[1], int(waited[2]))
             elif option == "ctx":
                 values["error_status"] = CONTEXT_ERROR
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -97,21 +136,78 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self._arrivals = threading.Condition()  # guards the counters; notified per request
+        self._seen: Counter[str] = Counter()  # requests per model name
+        self._open: Counter[str] = Counter()  # requests per model name not yet answered
+        self._holds: dict[str, asyncio.Event] = {}  # only touched on the server's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def count(self, model: str) -> int:
+        """Requests received so far for this model name."""
+        with self._arrivals:
+            return self._seen[model]
+
+    def arrived(self, model: str, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until `count` requests for `model` were received; False on timeout.
+        From async code: `await asyncio.to_thread(fake.arrived, model)`."""
+        with self._arrivals:
+            return self._arrivals.wait_for(lambda: self._seen[model] >= count, timeout)
+
+    def release(self, model: str) -> None:
+        """Let this model's requests held by `hold<k>` finish (once; a later one holds again)."""
+        assert self._loop is not None, "no request has arrived yet"
+        self._loop.call_soon_threadsafe(self._release, model)
+
+    def _release(self, model: str) -> None:
+        self._holds.setdefault(model, asyncio.Event()).set()
+
+    async def _hold(self, model: str) -> None:
+        event = self._holds.setdefault(model, asyncio.Event())
+        await event.wait()
+        if self._holds.get(model) is event:
+            del self._holds[model]
+
+    def _arrive(self, body: dict[str, Any], authorization: str | None) -> tuple[Recorded, int]:
+        model = str(body["model"])
+        with self._arrivals:
+            record = Recorded(body, authorization, in_flight=self._open[model])
+            self.requests.append(record)
+            self._seen[model] += 1
+            self._open[model] += 1
+            self._arrivals.notify_all()
+            return record, self._seen[model]
+
+    def _close(self, record: Recorded) -> None:
+        with self._arrivals:
+            self._open[record.model] -= 1
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        record = Recorded(body, request.headers.get("authorization"))
-        self.requests.append(record)
+        self._loop = asyncio.get_running_loop()
+        record, nth = self._arrive(body, request.headers.get("authorization"))
         behaviour = Behaviour.parse(body["model"], body["messages"], body.get("tools"))
-        if behaviour.error_status is not None:
+        if behaviour.silent:
+            return await self._silence(request, record)
+        failing = behaviour.fail_first is None or nth <= behaviour.fail_first
+        if behaviour.error_status is not None and failing:
             record.finished.set()
-            return _error(behaviour.error_status)
+            self._close(record)
+            return _error(behaviour.error_status, behaviour.headers)
         if not body.get("stream"):
             record.finished.set()
+            self._close(record)
             return JSONResponse(_completion(body, behaviour))
         return StreamingResponse(
             self._stream(body, behaviour, record), media_type="text/event-stream"
         )
+
+    async def _silence(self, request: Request, record: Recorded) -> Response:
+        """Answer nothing until the client hangs up (uvicorn then reports a disconnect)."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        record.client_left.set()
+        self._close(record)
+        return Response(status_code=499)
 
     async def _stream(
         self, body: dict[str, Any], behaviour: Behaviour, record: Recorded
@@ -139,6 +235,10 @@ class FakeUpstream:
             for token in behaviour.tokens[:limit]:
                 if behaviour.drop_after is not None and sent >= behaviour.drop_after:
                     raise _Drop
+                if behaviour.stall_after is not None and sent >= behaviour.stall_after:
+                    await asyncio.Event().wait()
+                if sent == behaviour.hold_after:
+                    await self._hold(body["model"])
                 if behaviour.interval:
                     await asyncio.sleep(behaviour.interval)
                 content = f" {time.time_ns()}" if behaviour.stamp else token
@@ -156,6 +256,8 @@ class FakeUpstream:
         except (asyncio.CancelledError, GeneratorExit):
             record.client_left.set()
             raise
+        finally:
+            self._close(record)
 
 
 class _Drop(Exception):
@@ -260,7 +362,7 @@ def _completion_head(body: dict[str, Any]) -> dict[str, Any]:
 CONTEXT_ERROR = 4000  # not an HTTP status: 400 with OpenAI's context_length_exceeded body
 
 
-def _error(status: int) -> JSONResponse:
+def _error(status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     if status == CONTEXT_ERROR:
         body = {
             "message": "This model's maximum context length is 8192 tokens.",
@@ -268,7 +370,7 @@ def _error(status: int) -> JSONResponse:
             "param": "messages",
             "code": "context_length_exceeded",
         }
-        return JSONResponse({"error": body}, status_code=400)
+        return JSONResponse({"error": body}, status_code=400, headers=headers)
     kinds = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
     return JSONResponse(
         {
@@ -280,6 +382,7 @@ def _error(status: int) -> JSONResponse:
             }
         },
         status_code=status,
+        headers=headers,
     )
 
 

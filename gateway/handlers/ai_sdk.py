@@ -66,7 +66,7 @@ def chat_request(body: dict[str, Any], idempotency_key: str | None = None) -> Co
     completion request: the chat id is the conversation, the last user message's text parts
     are the message. The gateway keeps the history, so earlier messages are not read."""
     chat_id = body.get("id")
-    if not isinstance(chat_id, str) or not CONVERSATION_ID_RE.match(chat_id):
+    if not isinstance(chat_id, str) or not CONVERSATION_ID_RE.fullmatch(chat_id):
         raise BadRequest(BAD_CHAT_ID)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -224,7 +224,7 @@ def sse_data(parts: list[Part]) -> str:
 
 async def chat(request: Request) -> Response:
     """Start a turn in the conversation named by the chat id; stream the answer."""
-    principal = authenticate(request)
+    principal = await authenticate(request)
     services = services_of(request)
     body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
     completion_request = chat_request(body, request.headers.get("idempotency-key"))
@@ -244,10 +244,10 @@ async def chat(request: Request) -> Response:
 async def resume(request: Request) -> Response:
     """Replay the chat's running generation from its start and follow it to its end;
     204 when nothing runs (unknown and foreign chats included: nobody learns of them)."""
-    principal = authenticate(request)
+    principal = await authenticate(request)
     services = services_of(request)
     chat_id = request.path_params["chat_id"]
-    if not CONVERSATION_ID_RE.match(chat_id):
+    if not CONVERSATION_ID_RE.fullmatch(chat_id):
         raise BadRequest(BAD_CHAT_ID)
     try:
         view = await services.chat.conversation(principal, chat_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,11 +13,19 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
 from gateway.auth import Principal, bearer_token
-from gateway.errors import InternalError, PayloadTooLarge, RequestError, Unauthorized
+from gateway.errors import (
+    InternalError,
+    PayloadTooLarge,
+    RequestError,
+    Unauthorized,
+    retry_after_seconds,
+)
+from gateway.logs import bind
 from gateway.services import Services
 from gateway.store.errors import store_error
 
 log = logging.getLogger("gateway.http")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def services_of(conn: HTTPConnection) -> Services:
@@ -23,7 +33,7 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
-def authenticate(request: Request, *, query_token: bool = False) -> Principal:
+async def authenticate(request: Request, *, query_token: bool = False) -> Principal:
     """The request's user. `query_token` also accepts `?token=` for clients that cannot set
     headers (a browser EventSource); access logs redact it."""
     token = bearer_token(request.headers.get("authorization"))
@@ -31,7 +41,16 @@ def authenticate(request: Request, *, query_token: bool = False) -> Principal:
         token = request.query_params.get("token") or None
     if token is None:
         raise Unauthorized("Send a token as 'Authorization: Bearer <jwt>'.")
-    return services_of(request).verifier.verify(token)
+    principal = await services_of(request).verifier.verify(token)
+    # On every later log line of this request and of the generations it starts.
+    bind(user=principal.sub, request_id=request_id(request))
+    return principal
+
+
+def request_id(request: Request) -> str:
+    """The caller's `X-Request-Id` when it is a plain short id, else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID_RE.fullmatch(given) else f"req_{secrets.token_urlsafe(9)}"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -52,14 +71,48 @@ def error_body(code: str, detail: str) -> dict[str, Any]:
     return {"error": code, "detail": detail, "timestamp": timestamp}
 
 
+def json_error(
+    code: str,
+    detail: str,
+    status: int,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The native error shape; with a known wait, `retry_after` in the body and a
+    `Retry-After` header."""
+    body = error_body(code, detail)
+    headers = dict(headers or {})
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+        headers["Retry-After"] = str(retry_after_seconds(retry_after))
+    return JSONResponse(body, status, headers or None)
+
+
 def error_response(error: RequestError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-    return JSONResponse(error_body(error.code, error.message), error.http_status, headers)
+    bearer = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    return json_error(error.code, error.message, error.http_status, error.retry_after, bearer)
+
+
+def counted(request: HTTPConnection, error: RequestError) -> RequestError:
+    """Count an error a client is about to get, by code, on /metrics."""
+    services_of(request).metrics.errors.labels(error.code).inc()
+    return error
+
+
+def translate_unexpected(request: Request, exc: Exception) -> RequestError:
+    """A store outage becomes `unavailable`; anything else is logged and becomes `internal`."""
+    translated = store_error(exc)
+    if translated is not None:
+        services_of(request).metrics.redis_errors.inc()
+        log.warning("store unreachable on %s %s", request.method, request.url.path)
+        return counted(request, translated)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return counted(request, InternalError())
 
 
 async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)  # registered for RequestError only
-    return error_response(exc)
+    return error_response(counted(request, exc))
 
 
 async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -70,9 +123,4 @@ async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    translated = store_error(exc)
-    if translated is not None:
-        log.warning("store unreachable on %s %s", request.method, request.url.path)
-        return error_response(translated)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(InternalError())
+    return error_response(translate_unexpected(request, exc))

@@ -7,7 +7,6 @@ would let a revoked or expired user keep streaming.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -27,6 +26,9 @@ def next_step(
 
 
 class Expiry:
+    """One timer handle per socket, not a task: it fires to warn, then to close, and is
+    moved by a renewal. Sockets are many and mostly quiet; a task each would cost memory."""
+
     def __init__(
         self,
         expires_at: float,
@@ -40,27 +42,35 @@ class Expiry:
         self._grace = grace
         self._warn = warn
         self._expire = expire
-        self._renewed = asyncio.Event()
+        self._warned_for: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._step()
 
     def renew(self, expires_at: float) -> None:
         self.expires_at = expires_at
-        self._renewed.set()
+        self._step()
 
-    async def run(self) -> None:
-        warned_for: float | None = None
-        while True:
-            now = time.time()
-            step, until = next_step(
-                now, self.expires_at, warned_for == self.expires_at, self._warning, self._grace
-            )
-            if step == "expire":
-                await self._expire()
-                return
-            if step == "warn":
-                warned_for = self.expires_at
-                self._warn(max(0, int(self.expires_at - now)))
-                continue
-            self._renewed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(until - now):
-                    await self._renewed.wait()
+    def stop(self) -> None:
+        """Cancel the timer; a close already under way finishes (it is what ended the socket)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _step(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        now = time.time()
+        warned = self._warned_for == self.expires_at
+        step, until = next_step(now, self.expires_at, warned, self._warning, self._grace)
+        if step == "expire":
+            self._closing = asyncio.ensure_future(self._expire())
+            return
+        if step == "warn":
+            self._warned_for = self.expires_at
+            self._warn(max(0, int(self.expires_at - now)))
+            step, until = next_step(now, self.expires_at, True, self._warning, self._grace)
+            if step == "expire":  # warned and already past the grace: the next step is now
+                until = now
+        self._timer = asyncio.get_running_loop().call_later(until - now, self._step)

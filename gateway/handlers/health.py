@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.handlers.common import services_of
+from gateway.store.client import ping
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -16,10 +17,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when Redis answers within a second."""
+    """Ready when Redis answers within a second (on a Redis Cluster, every primary)."""
     try:
         async with asyncio.timeout(1.0):
-            await services_of(request).redis.ping()
+            await ping(services_of(request).redis)
     except Exception:
         return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "redis": "ok"})

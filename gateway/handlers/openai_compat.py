@@ -25,7 +25,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.errors import BadRequest, InternalError, NotFound, RequestError, Unauthorized
+from gateway.errors import (
+    BadRequest,
+    InternalError,
+    NotFound,
+    RequestError,
+    Unauthorized,
+    excerpt,
+    retry_after_seconds,
+)
 from gateway.events import (
     Chunk,
     Done,
@@ -41,7 +49,13 @@ from gateway.events import (
     is_final,
 )
 from gateway.generations import Follow
-from gateway.handlers.common import authenticate, read_body, services_of
+from gateway.handlers.common import (
+    authenticate,
+    counted,
+    read_body,
+    services_of,
+    translate_unexpected,
+)
 from gateway.handlers.sse import HEARTBEAT_SECONDS, KEEP_ALIVE, SSE_HEADERS, Listener
 from gateway.protocol import (
     CONVERSATION_ID_RE,
@@ -155,7 +169,8 @@ class InvalidParameter(BadRequest):
 
 class ModelNotFound(NotFound):
     def __init__(self, model: str) -> None:
-        super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
+        shown = excerpt(model)
+        super().__init__(f"The model `{shown}` does not exist or you do not have access to it.")
 
 
 # The request: pure.
@@ -218,7 +233,7 @@ def chat_call(
             "tool_choice",
             "invalid_value",
         )
-    if conversation_id is not None and not CONVERSATION_ID_RE.match(conversation_id):
+    if conversation_id is not None and not CONVERSATION_ID_RE.fullmatch(conversation_id):
         raise InvalidParameter(
             "The X-Conversation-Id header must be 1-64 characters of A-Z, a-z, 0-9, _ or -.",
             None,
@@ -317,7 +332,7 @@ def _content(value: Any, where: str, *, required: bool) -> str:
         elif kind == "refusal" and not required:
             continue  # an assistant's refusal part is not text the model wrote
         else:
-            shown = kind if isinstance(kind, str) else "invalid"
+            shown = excerpt(kind) if isinstance(kind, str) else "invalid"
             raise InvalidParameter(
                 f"Only text content parts are supported; {where}[{j}] is '{shown}'.",
                 f"{where}[{j}].type",
@@ -355,7 +370,8 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
 def _refuse_unsupported(body: Body) -> None:
     for name in body:
         if name not in KNOWN_PARAMETERS:
-            raise InvalidParameter(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+            shown = excerpt(name)
+            raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
     for name, reason in UNSUPPORTED_PARAMETERS.items():
         if body.get(name) is not None:
             raise InvalidParameter(reason, name, "unsupported_parameter")
@@ -588,18 +604,21 @@ def openai_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RequestError as exc:
-            status, body = error_of(exc)
-            return error_response(status, body, exc.retryable)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            status, body = error_of(InternalError())
-            return error_response(status, body, False)
+            error: RequestError = counted(request, exc)
+        except Exception as exc:
+            error = translate_unexpected(request, exc)
+        status, body = error_of(error)
+        return error_response(status, body, error.retryable, error.retry_after)
 
     return wrapped
 
 
-def error_response(status: int, body: Body, retryable: bool) -> JSONResponse:
+def error_response(
+    status: int, body: Body, retryable: bool, retry_after: float | None = None
+) -> JSONResponse:
     headers = {"x-should-retry": "true" if retryable else "false"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after_seconds(retry_after))
     if status == Unauthorized.http_status:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status, headers)
@@ -607,7 +626,7 @@ def error_response(status: int, body: Body, retryable: bool) -> JSONResponse:
 
 @openai_errors
 async def chat_completions(request: Request) -> Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     services = services_of(request)
     body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
     call = chat_call(
@@ -628,7 +647,7 @@ async def chat_completions(request: Request) -> Response:
     if failed is not None:
         follow.stop()
         status, error = failure_of(failed)
-        return error_response(status, error, failed.retryable)
+        return error_response(status, error, failed.retryable, failed.retry_after)
     cancel_on_leave = services.settings.on_disconnect == "cancel"
 
     async def abandoned() -> None:
@@ -648,13 +667,13 @@ async def chat_completions(request: Request) -> Response:
 
 @openai_errors
 async def list_models(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     return JSONResponse(model_list(list(services_of(request).settings.models)))
 
 
 @openai_errors
 async def retrieve_model(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     name = request.path_params["model"]
     if name not in services_of(request).settings.models:
         raise ModelNotFound(name)
@@ -734,7 +753,7 @@ async def _whole_answer(follow: Follow, listener: Listener, created: int) -> Res
                 return JSONResponse(body, headers=_id_headers(ref))
             if isinstance(event, Failed):
                 status, error = failure_of(event)
-                return error_response(status, error, event.retryable)
+                return error_response(status, error, event.retryable, event.retry_after)
     finally:
         follow.stop()
     raise InternalError("The answer could not be collected.")

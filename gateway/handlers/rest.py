@@ -14,7 +14,7 @@ from gateway.protocol import CONVERSATION_ID_RE, parse_json_object
 
 def _conversation_id(request: Request) -> str:
     conversation_id: str = request.path_params["conversation_id"]
-    if not CONVERSATION_ID_RE.match(conversation_id):
+    if not CONVERSATION_ID_RE.fullmatch(conversation_id):
         # The same answer as for an id nobody uses: an invalid id is simply not found.
         raise NotFound(f"Conversation '{conversation_id}' was not found.")
     return conversation_id
@@ -22,7 +22,7 @@ def _conversation_id(request: Request) -> str:
 
 async def conversations(request: Request) -> JSONResponse:
     """The caller's conversations, most recently updated first, a page at a time."""
-    principal = authenticate(request)
+    principal = await authenticate(request)
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor") or None
     page = await services_of(request).conversations.page(principal, limit, cursor)
@@ -31,14 +31,14 @@ async def conversations(request: Request) -> JSONResponse:
 
 async def conversation(request: Request) -> JSONResponse:
     """A conversation's messages and the id and status of its latest generation."""
-    principal = authenticate(request)
+    principal = await authenticate(request)
     conversation_id = _conversation_id(request)
     view = await services_of(request).chat.conversation(principal, conversation_id)
     return JSONResponse(view)
 
 
 async def rename_conversation(request: Request) -> JSONResponse:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     conversation_id = _conversation_id(request)
     services = services_of(request)
     body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
@@ -47,7 +47,7 @@ async def rename_conversation(request: Request) -> JSONResponse:
 
 
 async def delete_conversation(request: Request) -> Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     conversation_id = _conversation_id(request)
     await services_of(request).conversations.delete(principal, conversation_id)
     return Response(status_code=204)
@@ -63,10 +63,10 @@ async def conversation_resource(request: Request) -> Response:
 
 
 async def models(request: Request) -> JSONResponse:
-    authenticate(request)
+    await authenticate(request)
     return JSONResponse(catalog.models(services_of(request).settings))
 
 
 async def agents(request: Request) -> JSONResponse:
-    authenticate(request)
+    await authenticate(request)
     return JSONResponse(catalog.agents(services_of(request).settings))

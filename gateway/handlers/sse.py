@@ -13,11 +13,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from gateway.errors import InternalError
 from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
 from gateway.generations import Follow
-from gateway.handlers.common import authenticate, error_body, read_body, services_of
+from gateway.handlers.common import authenticate, json_error, read_body, services_of
 from gateway.outbox import Outbox
 from gateway.protocol import (
     dumps,
     event_object,
+    notice_object,
     parse_after,
     parse_completion,
     parse_json_object,
@@ -46,9 +47,13 @@ class Listener:
 
     def __init__(self, limit: int) -> None:
         self.outbox: Outbox[tuple[GenerationRef, Event]] = Outbox(limit)
+        self.notices: list[tuple[GenerationRef, str, str]] = []  # sent before the next event
 
     def __call__(self, ref: GenerationRef, event: Event) -> None:
         self.outbox.put((ref, event))
+
+    def notice(self, ref: GenerationRef, code: str, message: str) -> None:
+        self.notices.append((ref, code, message))
 
     async def room(self) -> bool:
         return await self.outbox.room()
@@ -56,6 +61,8 @@ class Listener:
     async def next(self) -> tuple[GenerationRef, Event] | Heartbeat | None:
         """The next event, None once the outbox closed, or "heartbeat" after
         HEARTBEAT_SECONDS of silence: proxies drop streams that stay silent."""
+        if len(self.outbox):  # no silence to time: skip the timer (a hot path)
+            return await self.outbox.get()
         try:
             async with asyncio.timeout(HEARTBEAT_SECONDS):
                 return await self.outbox.get()
@@ -64,7 +71,7 @@ class Listener:
 
 
 async def completion(request: Request) -> Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     services = services_of(request)
     body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
     key = request.headers.get("idempotency-key")
@@ -90,7 +97,7 @@ async def completion(request: Request) -> Response:
 
 async def generation_events(request: Request) -> Response:
     """Replay and follow a generation; `Last-Event-ID` (or `?after=`) is the last seq seen."""
-    principal = authenticate(request, query_token=True)
+    principal = await authenticate(request, query_token=True)
     services = services_of(request)
     generation_id = request.path_params["generation_id"]
     after = parse_after(
@@ -105,7 +112,7 @@ async def generation_events(request: Request) -> Response:
 
 
 async def cancel_generation(request: Request) -> JSONResponse:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     generation_id = request.path_params["generation_id"]
     status = await services_of(request).chat.cancel(principal, generation_id)
     code = 202 if status == "running" else 200
@@ -145,13 +152,24 @@ async def _sse(
             if item == "heartbeat":
                 yield KEEP_ALIVE
                 continue
-            if item is None:
-                return
-            ref, event = item
-            yield f"id: {event.seq}\ndata: {dumps(event_object(event, ref, request_id))}\n\n"
-            if is_final(event):
-                ended = True
-                return
+            # Everything already queued goes out in one write: one syscall, not one per event.
+            parts: list[str] = []
+            while item is not None:
+                ref, event = item
+                while listener.notices:
+                    notice = notice_object(request_id, *listener.notices.pop(0))
+                    parts.append(f"event: notice\ndata: {dumps(notice)}\n\n")
+                parts.append(
+                    f"id: {event.seq}\ndata: {dumps(event_object(event, ref, request_id))}\n\n"
+                )
+                if is_final(event):
+                    ended = True
+                    yield "".join(parts)
+                    return
+                item = listener.outbox.take()
+            if not parts:
+                return  # the outbox closed
+            yield "".join(parts)
     finally:
         follow.stop()
         cleanup()
@@ -183,7 +201,7 @@ async def _whole_answer(follow: Follow, listener: Listener) -> JSONResponse:
                 )
             elif isinstance(event, Failed):
                 status = STATUS_OF_CODE.get(event.code, 500)
-                return JSONResponse(error_body(event.code, event.message), status)
+                return json_error(event.code, event.message, status, event.retry_after)
     finally:
         follow.stop()
     raise InternalError("The answer could not be collected.")

@@ -14,13 +14,15 @@ import secrets
 import time
 from collections import deque
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Principal, bearer_token, choose_subprotocol, subprotocol_token
 from gateway.errors import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_NORMAL,
     CLOSE_POLICY,
+    CLOSE_RATE_LIMITED,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
@@ -36,6 +38,9 @@ from gateway.events import Event, GenerationRef, is_final
 from gateway.generations import Follow
 from gateway.handlers.common import services_of
 from gateway.handlers.expiry import Expiry
+from gateway.handlers.idle import Idle
+from gateway.limits import limits_for
+from gateway.logs import bind, log_context
 from gateway.outbox import Outbox
 from gateway.protocol import (
     PONG_FRAME,
@@ -45,8 +50,10 @@ from gateway.protocol import (
     Ping,
     Resume,
     authenticated_frame,
+    dumps,
     encode_event,
     error_frame,
+    notice_object,
     parse_frame_object,
     parse_json_object,
     ready_frame,
@@ -65,13 +72,19 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     offered = list(ws.scope.get("subprotocols", []))
     await ws.accept(subprotocol=choose_subprotocol(offered))
     connection = Connection(ws, services_of(ws))
+    bind(connection_id=connection.id)  # on every log line of this socket and its generations
     try:
         # Browsers send Origin on every handshake and CORS does not cover WebSockets, so a
         # page on another site could otherwise use a visitor's socket.
         if not origin_allowed(ws.headers.get("origin"), connection.settings.allowed_origins):
             raise Disconnect(CLOSE_FORBIDDEN_ORIGIN, "This origin may not connect.")
         principal = await connection.authenticate(_token_on_connect(ws, offered))
-        await connection.serve(principal)
+        bind(user=principal.sub)
+        await connection.count_in(principal)
+        try:
+            await connection.serve(principal)
+        finally:
+            await connection.count_out(principal)
     except Disconnect as exc:
         await connection.close(exc.close_code, exc.reason)
 
@@ -105,6 +118,9 @@ class Delivery:
     async def room(self) -> bool:
         return await self.connection.outbox.room()
 
+    def notice(self, ref: GenerationRef, code: str, message: str) -> None:
+        self.connection.outbox.put(dumps(notice_object(self.request_id, ref, code, message)))
+
 
 class Connection:
     def __init__(self, ws: WebSocket, services: Services) -> None:
@@ -115,17 +131,42 @@ class Connection:
         self.outbox: Outbox[str] = Outbox(self.settings.max_queued_frames)
         self.active: dict[str, Follow | None] = {}
         self.started: set[str] = set()
-        self.refusals: deque[float] = deque()
+        self.refusals: deque[float] | None = None  # made at the first refusal: sockets are many
         self.principal: Principal | None = None
+        self.frames_sent = services.metrics.frames_sent.labels("ws")
+        self.frames_received = services.metrics.frames_received.labels("ws")
 
     async def authenticate(self, token: str | None) -> Principal:
         """Verify the token given on connect, else wait AUTH_TIMEOUT for an auth frame."""
         if token is None:
             token = await self._auth_frame()
         try:
-            return self.services.verifier.verify(token)
+            return await self.services.verifier.verify(token)
         except Unauthorized as exc:
             raise Disconnect(CLOSE_UNAUTHORIZED, exc.message) from None
+
+    async def count_in(self, principal: Principal) -> None:
+        """Count the socket against the user's connection limit; over it, the client gets an
+        error frame with retry_after, then close 4429. Without Redis the socket is let in
+        uncounted: the limit guards against abuse, not against an outage."""
+        limits = limits_for(principal, self.settings)
+        try:
+            refusal = await self.services.limits.connect(principal.sub, limits.connections, self.id)
+        except Exception as exc:
+            if store_error(exc) is None:
+                raise
+            log.warning(
+                "connection %s: not counted against limits, the store is unreachable", self.id
+            )
+            return
+        if refusal is not None:
+            error = refusal.error(limits)
+            await self.ws.send_text(error_frame(None, error, done=False))
+            raise Disconnect(CLOSE_RATE_LIMITED, "Too many connections for this user.")
+
+    async def count_out(self, principal: Principal) -> None:
+        with contextlib.suppress(Exception):  # an uncounted entry lapses on its own
+            await self.services.limits.disconnect(principal.sub, self.id)
 
     async def _auth_frame(self) -> str:
         try:
@@ -153,21 +194,28 @@ class Connection:
             warn=self._warn_expiry,
             expire=lambda: self.close(CLOSE_UNAUTHORIZED, "The token expired."),
         )
-        tasks = [
-            asyncio.create_task(self._write(), name=f"writer-{self.id}"),
-            asyncio.create_task(self.expiry.run(), name=f"expiry-{self.id}"),
-        ]
+        idle = self.settings.ws_idle_timeout
+        self.idle = Idle(
+            idle,
+            busy=lambda: bool(self.active),
+            close=lambda: self.close(CLOSE_NORMAL, f"Idle: no frames for {idle:g} s."),
+        )
+        # One task besides this one; the token's expiry and idleness are timer handles.
+        writer = asyncio.create_task(self._write(), name=f"writer-{self.id}")
+        self.expiry.start()
+        self.idle.start()
         try:
             while (text := await self._receive_text()) is not None:
+                self.idle.touch()
                 await self._handle_text(text)
         finally:
+            self.expiry.stop()
+            self.idle.stop()
             self.outbox.close()
             await self._leave()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
     async def _leave(self) -> None:
         """Detach from every generation; with ON_DISCONNECT=cancel, also cancel those this
@@ -187,6 +235,7 @@ class Connection:
         message = await self.ws.receive()
         if message["type"] == "websocket.disconnect":
             return None
+        self.frames_received.inc()
         text = message.get("text")
         if text is None:
             raise Disconnect(CLOSE_UNSUPPORTED_DATA, "Binary frames are not supported.")
@@ -209,7 +258,7 @@ class Connection:
             elif isinstance(frame, Ping):
                 self.outbox.put(PONG_FRAME)
             else:
-                self._renew(frame.token)
+                await self._renew(frame.token)
         except Disconnect:
             raise
         except RequestError as exc:
@@ -218,16 +267,18 @@ class Connection:
             translated = store_error(exc)
             if translated is None:
                 log.exception("connection %s: a frame failed unexpectedly", self.id)
+            else:
+                self.services.metrics.redis_errors.inc()
             self._refuse(obj, translated or InternalError())
 
     def _warn_expiry(self, seconds: int) -> None:
         self.outbox.put(token_expiring_frame(seconds))
 
-    def _renew(self, token: str) -> None:
+    async def _renew(self, token: str) -> None:
         """A fresh token on the live socket. A bad one is an error frame (the current token
         stays good until it expires); one for another user ends the socket."""
         assert self.principal is not None
-        principal = self.services.verifier.verify(token)
+        principal = await self.services.verifier.verify(token)
         if principal.sub != self.principal.sub:
             raise Disconnect(CLOSE_UNAUTHORIZED, "A renewed token must be for the same user.")
         self.principal = principal
@@ -237,11 +288,13 @@ class Connection:
     def _refuse(self, obj: dict[str, object], error: RequestError) -> None:
         # A client that keeps sending bad frames is broken or probing: stop answering it.
         now = time.monotonic()
-        self.refusals.append(now)
-        while self.refusals and self.refusals[0] < now - ERROR_WINDOW_SECONDS:
-            self.refusals.popleft()
-        if len(self.refusals) > self.settings.max_error_frames:
+        refusals = self.refusals = self.refusals if self.refusals is not None else deque()
+        refusals.append(now)
+        while refusals and refusals[0] < now - ERROR_WINDOW_SECONDS:
+            refusals.popleft()
+        if len(refusals) > self.settings.max_error_frames:
             raise Disconnect(CLOSE_POLICY, "Too many refused frames.")
+        self.services.metrics.errors.labels(error.code).inc()
         request_id, done = refused_id(obj)
         # An error about an id that is running here must not end it for the client.
         done = done and request_id not in self.active
@@ -266,9 +319,11 @@ class Connection:
         assert request.id is not None and self.principal is not None
         self._claim(request.id)
         try:
-            follow = await self.services.chat.start(
-                self.principal, request, Delivery(self, request.id)
-            )
+            # The generation's task starts inside: its log lines carry the request id too.
+            with log_context(request_id=request.id):
+                follow = await self.services.chat.start(
+                    self.principal, request, Delivery(self, request.id)
+                )
         except BaseException:
             self.active.pop(request.id, None)
             raise
@@ -312,16 +367,23 @@ class Connection:
 
     def deliver(self, request_id: str, ref: GenerationRef, event: Event) -> None:
         if is_final(event):
+            self.idle.touch()  # the idle clock starts when the last generation ends
             self.active.pop(request_id, None)
         self.outbox.put(encode_event(event, ref, request_id))
 
     async def _write(self) -> None:
-        while (frame := await self.outbox.get()) is not None:
-            await self.ws.send_text(frame)
+        try:
+            while (frame := await self.outbox.get()) is not None:
+                await self.ws.send_text(frame)
+                self.frames_sent.inc()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The socket went under a send (reset for not reading, or closed beneath us):
+            # the reader gets the disconnect and ends the connection.
+            return
         if self.outbox.overflowed:
             await self.close(CLOSE_SLOW_CONSUMER, "The client is not reading fast enough.")
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.ws.close(code, reason)

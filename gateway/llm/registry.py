@@ -1,4 +1,5 @@
-"""Build the configured models once at startup; one `AsyncOpenAI` client per upstream."""
+"""Build the configured models once at startup; one `AsyncOpenAI` client per upstream, one
+concurrency gate per model."""
 
 from __future__ import annotations
 
@@ -6,29 +7,37 @@ from collections.abc import Mapping
 
 import openai
 
-from gateway.config import Secret, Settings
+from gateway.config import ModelConfig, Secret, Settings
 from gateway.llm.base import ChatModel
 from gateway.llm.echo import EchoModel
+from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.openai_model import OpenAIModel, make_client
+from gateway.llm.retry import RetryPolicy
+from gateway.metrics import GatewayMetrics
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, max_retries: int = 2) -> None:
+    def __init__(
+        self, settings: Settings, metrics: GatewayMetrics, max_retries: int | None = None
+    ) -> None:
+        """`max_retries` overrides UPSTREAM_MAX_RETRIES (tests that want failures at once)."""
+        retries = settings.upstream_max_retries if max_retries is None else max_retries
+        policy = RetryPolicy(retries, settings.upstream_retry_max_wait)
         clients: dict[tuple[str | None, Secret | None], openai.AsyncOpenAI] = {}
         models: dict[str, ChatModel] = {}
         for name, config in settings.models.items():
+            gate = _gate(config, settings)
             if config.provider == "echo":
-                models[name] = EchoModel(name, settings.echo_delay_ms)
+                models[name] = EchoModel(name, settings.echo_delay_ms, gate)
                 continue
             key = (config.base_url, config.api_key)
             if key not in clients:
                 clients[key] = make_client(
-                    config,
-                    settings.upstream_connect_timeout,
-                    settings.upstream_read_timeout,
-                    max_retries,
+                    config, settings.upstream_connect_timeout, settings.upstream_read_timeout
                 )
-            models[name] = OpenAIModel(config, clients[key])
+            models[name] = OpenAIModel(
+                config, clients[key], gate, policy, settings.upstream_first_token_timeout, metrics
+            )
         self._models: Mapping[str, ChatModel] = models
         self._clients = list(clients.values())
 
@@ -41,3 +50,9 @@ class ModelRegistry:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+def _gate(config: ModelConfig, settings: Settings) -> ConcurrencyGate:
+    """A request past the cap waits for a slot as long as it would wait for a first token."""
+    limit = config.max_concurrent or settings.upstream_max_concurrent
+    return ConcurrencyGate(config.name, limit, settings.upstream_first_token_timeout)

@@ -16,11 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from gateway.errors import NotFound
 from gateway.events import Message, Usage
+from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.lua import Lua
 
@@ -61,11 +59,18 @@ return {1, unpack(history)}
 # ARGV: owner, answer, max_messages, ttl, created_at, generation_id.
 # Stores nothing (returns 0) when the conversation that started the generation is gone: it
 # was deleted, or deleted and started afresh under the same id, while the answer ran.
-# Conversations older than the generations set accept any answer.
+# Conversations older than the generations set accept any answer. An answer already stored
+# last is not stored again (returns 1): a write that reached only some nodes of a Redis
+# Cluster is sent again.
 _STORE_ANSWER = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
    and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+if ARGV[6] ~= '' and last then
+  local stored = cjson.decode(last)
+  if stored.role == 'assistant' and stored.generation_id == ARGV[6] then return 1 end
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -207,7 +212,7 @@ class StoredMessage:
 class ConversationStore:
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         keys: Keys,
         ttl: int,
         max_stored_turns: int,
@@ -280,7 +285,7 @@ class ConversationStore:
             await pipe.execute()
 
     def queue_answer(
-        self, pipe: Pipeline, owner: str, conversation_id: str, answer: StoredMessage
+        self, pipe: StorePipeline, owner: str, conversation_id: str, answer: StoredMessage
     ) -> None:
         """Add the commands that store the assistant's answer and keep the caps to `pipe`.
         Nothing is stored if the conversation was deleted while the answer ran: a late answer

@@ -1,7 +1,10 @@
 """Every Redis key name, built from one prefix.
 
-Keys that must be touched together (a conversation's record and its messages) share a hash
-tag `{...}` so they land in one slot on Redis Cluster and one Lua script may use both.
+Keys that must be touched together share a hash tag `{...}`, so they land in one slot on a
+Redis Cluster and one Lua script may use them all: a conversation's (`conv:{id}`), a
+generation's (`gen:{id}`), a user's (`user:{sub}`, `idem:{sub}`). No script names keys of two
+tags; pipelines that do are not transactions, and a cluster client splits them by node.
+The cancel channel has no tag: PUBLISH on a cluster reaches the subscribers of every node.
 """
 
 from __future__ import annotations
@@ -47,3 +50,19 @@ class Keys:
     def user_conversations(self, sub: str) -> str:
         """Sorted set of a user's conversation ids, scored by last update (ms)."""
         return f"{self.prefix}user:{{{sub}}}:conversations"
+
+    def user_rate(self, sub: str) -> str:
+        """String: the user's theoretical arrival time (ms) for the requests-per-minute limit."""
+        return f"{self.prefix}user:{{{sub}}}:rate"
+
+    def user_generations(self, sub: str) -> str:
+        """Sorted set of the user's running generation ids, scored by when the entry lapses."""
+        return f"{self.prefix}user:{{{sub}}}:running"
+
+    def user_connections(self, sub: str) -> str:
+        """Sorted set of the user's open connection ids, scored by when the entry lapses."""
+        return f"{self.prefix}user:{{{sub}}}:connections"
+
+    def user_tokens(self, sub: str, day: str) -> str:
+        """Counter: tokens the user spent (or reserved) on a UTC day, `YYYYMMDD`."""
+        return f"{self.prefix}user:{{{sub}}}:tokens:{day}"

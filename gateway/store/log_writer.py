@@ -3,6 +3,12 @@
 Local subscribers get every event at once; Redis gets them a few milliseconds later, many per
 round trip. All writes go through one lock so a generation's events reach its stream in seq
 order even when a flush and a finish overlap.
+
+When Redis fails, nothing here blocks a generation or raises into it: events stay buffered
+(at most `MAX_BUFFERED_EVENTS` for the process) and are written, in order, once Redis answers
+again. Each generation hears about it through `on_trouble`: "degraded" when a write covering
+it failed (it will be retried), "lost" when its log is given up for good (the buffer
+overflowed, or its record vanished because Redis restarted empty).
 """
 
 from __future__ import annotations
@@ -11,25 +17,62 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-
-from redis.asyncio.client import Pipeline
+from dataclasses import dataclass, field
+from typing import Literal
 
 from gateway.events import Event
+from gateway.store.client import StorePipeline
+from gateway.store.errors import UNREACHABLE
 from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.store")
 
-ExtraCommands = Callable[[Pipeline], None]
+ExtraCommands = Callable[[StorePipeline], None]
+# stored: written now; pending: buffered, written when Redis is back; lost: never written.
+Persisted = Literal["stored", "pending", "lost"]
+Trouble = Literal["degraded", "lost"]
+
+# About 20 MB of small events: minutes of an outage at a busy gateway's pace.
+MAX_BUFFERED_EVENTS = 100_000
+# Retries while Redis fails: quick at first (a blip), then about once a second.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+# How long a finish waits on a Redis known to be failing before the final event goes out.
+FAILING_WAIT = 0.5
+
+
+@dataclass(slots=True)
+class Ending:
+    """A finish that could not be written yet: its last events, the final one last."""
+
+    events: list[Event]
+    status: Status
+    extra: ExtraCommands | None
+    tried: bool = False  # a write of it failed, and may yet land (a timeout)
+    # Its final event and status landed but its extra commands did not (on a Redis Cluster
+    # they go to other nodes, one of which failed): only the extra commands are left to write.
+    finished: bool = False
 
 
 class LogWriter:
-    def __init__(self, generation_log: GenerationLog, window_ms: float) -> None:
+    def __init__(
+        self,
+        generation_log: GenerationLog,
+        window_ms: float,
+        max_buffered: int = MAX_BUFFERED_EVENTS,
+    ) -> None:
         self._log = generation_log
         self._window = window_ms / 1000
+        self._max_buffered = max_buffered
         self._pending: dict[str, list[Event]] = {}
+        self._endings: dict[str, Ending] = {}
+        self._given_up: set[str] = set()
+        self._buffered = 0  # events in _pending and _endings
+        self._failing = False  # the last write failed; the next success clears it
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.on_trouble: Callable[[str, Trouble], None] = lambda generation_id, trouble: None
         self.round_trips = 0
         self.events_written = 0
 
@@ -37,48 +80,98 @@ class LogWriter:
         self._task = asyncio.create_task(self._run(), name="log-writer")
 
     def add(self, generation_id: str, event: Event) -> None:
-        """Queue an event; it reaches Redis within the flush window."""
+        """Queue an event; it reaches Redis within the flush window (or once Redis is back)."""
+        if generation_id in self._given_up:
+            return
+        if self._buffered >= self._max_buffered:
+            log.warning("generation %s: the log buffer is full; its log is given up", generation_id)
+            self.give_up(generation_id)
+            return
         self._pending.setdefault(generation_id, []).append(event)
+        self._buffered += 1
         self._wakeup.set()
+
+    def forget(self, generation_id: str) -> None:
+        """Drop all state of a generation that ends without `finish` (another instance ended
+        it: nothing may follow its terminal event)."""
+        dropped = self._pending.pop(generation_id, [])
+        ending = self._endings.pop(generation_id, None)
+        self._buffered -= len(dropped) + (len(ending.events) if ending else 0)
+        self._given_up.discard(generation_id)
+
+    def give_up(self, generation_id: str) -> None:
+        """Write nothing more for this generation (its events still reach local subscribers)."""
+        ended = generation_id in self._endings  # no more events will come for it
+        self.forget(generation_id)
+        if not ended:
+            self._given_up.add(generation_id)
+        self.on_trouble(generation_id, "lost")
 
     async def finish(
         self, generation_id: str, final: Event, status: Status, extra: ExtraCommands | None = None
-    ) -> None:
+    ) -> Persisted:
         """Write the generation's queued events, its final event, its status and `extra`
-        commands (such as storing the answer) in one round trip."""
-        async with self._lock:
-            events = [*self._pending.pop(generation_id, []), final]
-            async with self._log.redis.pipeline(transaction=False) as pipe:
-                self._log.queue_finish(pipe, generation_id, events, status)
-                if extra is not None:
-                    extra(pipe)
-                await _execute(pipe)
-            self._count(len(events))
+        commands (such as storing the answer) in one round trip, with whatever else is
+        queued. Never raises for Redis failures: the end stays queued and is written once
+        Redis answers again. While Redis is known to fail it is given only `FAILING_WAIT`,
+        so the final event reaches the client at once."""
+        if generation_id in self._given_up:
+            self.forget(generation_id)
+            return "lost"
+        self._endings[generation_id] = Ending([final], status, extra)
+        self._buffered += 1
+        gone: set[str] = set()
+        with contextlib.suppress(Exception):  # a failure keeps it queued; see below
+            async with self._lock:
+                # Chosen once the lock is held: a write that was already stalling has failed by
+                # then, so the end waits for at most one stalled write.
+                async with asyncio.timeout(FAILING_WAIT if self._failing else None):
+                    gone = await self._flush_locked()
+        self._given_up.discard(generation_id)  # given up while its end was being written
+        if generation_id in gone:
+            return "lost"
+        return "pending" if generation_id in self._endings else "stored"
 
     async def flush(self) -> None:
+        """Write everything queued; raise if Redis failed (it stays queued)."""
         async with self._lock:
-            batch, self._pending = self._pending, {}
-            if not batch:
-                return
-            try:
-                async with self._log.redis.pipeline(transaction=False) as pipe:
-                    for generation_id, events in batch.items():
-                        self._log.queue_append(pipe, generation_id, events)
-                    await _execute(pipe)
-            except Exception:
-                log.warning("appending to generation logs failed; retrying in the next window")
-                for generation_id, events in batch.items():
-                    self._pending[generation_id] = events + self._pending.get(generation_id, [])
-                raise
-            self._count(sum(len(events) for events in batch.values()))
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> set[str]:
+        """Returns the ended generations whose records vanished: their end is lost."""
+        batch, self._pending = self._pending, {}
+        endings, self._endings = self._endings, {}
+        if not batch and not endings:
+            return set()
+        for generation_id, ending in endings.items():  # last events travel with their end
+            ending.events = batch.pop(generation_id, []) + ending.events
+        try:
+            # A timed-out write can still run once Redis continues: an end tried before is
+            # written again only if its generation still runs, so its answer is stored once.
+            tried = {g: e for g, e in endings.items() if e.tried and not e.finished}
+            retried = await self._unwritten(tried)
+            endings = {g: e for g, e in endings.items() if g not in tried or g in retried}
+            for ending in endings.values():
+                ending.tried = True
+            refused = await self._write(batch, endings)
+        except BaseException:  # a timeout cancels the write: keep it all too
+            self._keep(batch, endings)
+            raise
+        return await self._vanished(refused, ended=set(endings))
 
     async def _run(self) -> None:
+        delay = RETRY_FIRST
         while True:
             await self._wakeup.wait()
             await asyncio.sleep(self._window)  # the window that lets events gather
             self._wakeup.clear()
-            with contextlib.suppress(Exception):
+            try:
                 await self.flush()
+                delay = RETRY_FIRST
+            except Exception:
+                await asyncio.sleep(delay)  # back off while Redis is down: don't spin
+                delay = min(delay * 2, RETRY_MAX)
+                self._wakeup.set()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -87,13 +180,136 @@ class LogWriter:
                 await self._task
         with contextlib.suppress(Exception):
             await self.flush()
+        if self._buffered:
+            log.error("%d generation log events could not be written before exit", self._buffered)
 
-    def _count(self, events: int) -> None:
+    def _keep(self, batch: dict[str, list[Event]], endings: dict[str, Ending]) -> None:
+        """Put back what a failed write held, ahead of anything queued since, and tell the
+        generations concerned."""
+        if not self._failing:
+            log.warning("the store is unreachable: generation logs are buffered until it is back")
+        self._failing = True
+        for generation_id, events in batch.items():
+            self._pending[generation_id] = events + self._pending.get(generation_id, [])
+        for generation_id, ending in endings.items():
+            ending.events = self._pending.pop(generation_id, []) + ending.events
+            self._endings[generation_id] = ending
+        self._wakeup.set()
+        for generation_id in (*batch, *endings):
+            self.on_trouble(generation_id, "degraded")
+
+    async def _unwritten(self, endings: dict[str, Ending]) -> dict[str, Ending]:
+        """Those of `endings` whose generation still runs (their end has not landed)."""
+        if not endings:
+            return endings
+        ids = list(endings)
+        statuses = await self._log.statuses(ids)
+        kept = {}
+        for generation_id, status in zip(ids, statuses, strict=True):
+            if status == "running":
+                kept[generation_id] = endings[generation_id]
+            else:
+                self._buffered -= len(endings[generation_id].events)
+                if status is None:
+                    log.warning(
+                        "generation %s vanished from the store; its end is lost", generation_id
+                    )
+        return kept
+
+    async def _write(self, batch: dict[str, list[Event]], endings: dict[str, Ending]) -> list[str]:
+        """One round trip for all of it. Returns the generations whose appends were refused
+        because they no longer run. If part of it could not reach Redis (a Cluster node),
+        what landed is removed from `batch` and `endings` and the error raised: the rest is
+        kept and written again."""
+        where = _Positions()
+        async with self._log.redis.pipeline(transaction=False) as pipe:
+            for generation_id, events in batch.items():
+                where.appends[generation_id] = len(pipe)
+                self._log.queue_append(pipe, generation_id, events)
+            for generation_id, ending in endings.items():
+                if not ending.finished:
+                    where.finishes[generation_id] = len(pipe)
+                    self._log.queue_finish(pipe, generation_id, ending.events, ending.status)
+                start = len(pipe)
+                if ending.extra is not None:
+                    ending.extra(pipe)
+                where.extras[generation_id] = range(start, len(pipe))
+            results = await pipe.execute(raise_on_error=False)
+        failure = next((r for r in results if isinstance(r, UNREACHABLE)), None)
+        if failure is not None:
+            self._drop_landed(batch, endings, results, where)
+            raise failure
+        written = sum(len(e) for e in batch.values()) + sum(len(e.events) for e in endings.values())
+        self._buffered -= written
+        if self._failing:
+            log.warning("the store is reachable again: buffered generation logs are written")
+        self._failing = False
         self.round_trips += 1
-        self.events_written += events
+        self.events_written += written
+        commands = (*where.appends.items(), *where.finishes.items())
+        return [gid for gid, index in commands if _refused(gid, results[index])]
+
+    def _drop_landed(
+        self,
+        batch: dict[str, list[Event]],
+        endings: dict[str, Ending],
+        results: list[object],
+        where: _Positions,
+    ) -> None:
+        """After a write that reached some Cluster nodes and not others: forget what landed,
+        so that only the rest is written again. An end whose final event landed but whose
+        extra commands did not keeps only those (storing the answer is idempotent)."""
+
+        def landed(index: int) -> bool:
+            return not isinstance(results[index], UNREACHABLE)
+
+        for generation_id, index in where.appends.items():
+            if landed(index):
+                self._buffered -= len(batch.pop(generation_id))
+        for generation_id, ending in list(endings.items()):
+            finish = where.finishes.get(generation_id)
+            if finish is not None and not landed(finish):
+                continue
+            self._buffered -= len(ending.events)
+            ending.events, ending.finished = [], True
+            if all(landed(index) for index in where.extras[generation_id]):
+                del endings[generation_id]
+
+    async def _vanished(self, refused: list[str], ended: set[str]) -> set[str]:
+        """Of the generations whose append was refused (no longer running), those whose record
+        is gone (Redis restarted empty), now given up; the others were ended by another
+        instance, which stored their end."""
+        if not refused:
+            return set()
+        try:
+            statuses = await self._log.statuses(refused)
+        except Exception:
+            return set()  # asked again at the next refusal
+        gone = {gid for gid, status in zip(refused, statuses, strict=True) if status is None}
+        for generation_id in gone:
+            if generation_id in ended:
+                log.warning("generation %s vanished from the store; its end is lost", generation_id)
+                self.on_trouble(generation_id, "lost")
+            else:
+                self.give_up(generation_id)
+        return gone
 
 
-async def _execute(pipe: Pipeline) -> None:
-    for result in await pipe.execute(raise_on_error=False):
-        if isinstance(result, Exception):
-            raise result
+@dataclass(slots=True)
+class _Positions:
+    """Where each generation's commands sit in a write's pipeline, to read their results.
+    On a Redis Cluster a pipeline goes to several nodes, and one that cannot be reached leaves
+    its error among the results while the others' commands land."""
+
+    appends: dict[str, int] = field(default_factory=dict)
+    finishes: dict[str, int] = field(default_factory=dict)
+    extras: dict[str, range] = field(default_factory=dict)
+
+
+def _refused(generation_id: str, result: object) -> bool:
+    """The append script answers 0 when the generation no longer runs; an error reply (not a
+    connection failure, which raises) is logged and that batch dropped, not retried forever."""
+    if isinstance(result, Exception):
+        log.error("generation %s: the store refused its log entries: %s", generation_id, result)
+        return False
+    return result == 0

