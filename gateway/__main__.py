@@ -1,4 +1,4 @@
-"""The `chat-gateway` command: `serve` the gateway, or mint a `token`."""
+"""The `chat-gateway` command: `serve` the gateway, mint a `token`, or `chat` with one."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway import chat_cli
 from gateway.auth import mint_token
 from gateway.config import ConfigError, Settings
 from gateway.devmode import banner, dev_secret
@@ -21,6 +22,8 @@ DEV_TOKEN_TTL = 24 * 3600
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "chat":
+        return chat_cli.main(args)
     try:
         settings = Settings.from_env(os.environ)
         if args.command == "token":
@@ -42,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the user id")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.add_argument("--private-key", type=Path, help="PEM key file, for JWT_PUBLIC_KEY setups")
+    chat_cli.add_parser(commands)
     return parser
 
 
