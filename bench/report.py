@@ -1,165 +1,25 @@
-"""What `bench.ws_load` measured, summarised: percentiles, the Markdown report, the raw JSON."""
+"""The bench's report: the Markdown of docs/performance.md and the raw JSON."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import statistics
 import subprocess
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = (
-    "starlette",
-    "uvicorn",
-    "websockets",
-    "openai",
-    "redis",
-    "httpx2",
-    "uvloop",
-    "httptools",
-)
-NS_PER_MS = 1_000_000
-PROCESSES = ("gateway", "upstream", "redis", "client")
-# Measured beside our own processes so that a busy neighbour shows up in the report.
-MACHINE = "machine"
+from bench.goals import goals
+from bench.paths import LABELS, SERVER_OF
+from bench.results import Idle, Level, Run
+from bench.stats import Summary, added, percentile
 
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """One stream as the client saw it. Each chunk is (received_ns, stamped_ns); the stamp is
-    None when the content was not a send time."""
-
-    sent_ns: int
-    chunks: tuple[tuple[int, int | None], ...]
-    complete: bool
-    error: str | None = None
-
-    @property
-    def ttft_ms(self) -> float | None:
-        if not self.chunks:
-            return None
-        return (self.chunks[0][0] - self.sent_ns) / NS_PER_MS
-
-    def lags_ms(self) -> list[float]:
-        return [(got - stamp) / NS_PER_MS for got, stamp in self.chunks if stamp is not None]
-
-
-@dataclass(frozen=True, slots=True)
-class Round:
-    """N streams started together. `cpu_s` is the CPU time each process used during the
-    round's `wall_s`, which runs from the first connect to the last close."""
-
-    streams: tuple[Stream, ...]
-    cpu_s: Mapping[str, float]
-    wall_s: float
-
-    @property
-    def span_s(self) -> float:
-        """From the first request sent to the last chunk received."""
-        received = [s.chunks[-1][0] for s in self.streams if s.chunks]
-        if not received:
-            return 0.0
-        return (max(received) - min(s.sent_ns for s in self.streams)) / 1e9
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    streams: int
-    complete: int
-    chunks: int
-    span_s: float
-    wall_s: float
-    ttft_ms: tuple[float, ...]
-    lag_ms: tuple[float, ...]
-    cpu_s: Mapping[str, float]
-    errors: tuple[str, ...] = ()
-
-    @property
-    def chunks_per_s(self) -> float:
-        return self.chunks / self.span_s if self.span_s else 0.0
-
-    def ttft(self, q: float) -> float | None:
-        return percentile(self.ttft_ms, q)
-
-    def lag(self, q: float) -> float | None:
-        return percentile(self.lag_ms, q)
-
-    def cpu_per_chunk_us(self, name: str) -> float:
-        return 1e6 * self.cpu_s.get(name, 0.0) / self.chunks if self.chunks else 0.0
-
-    def cpu_share(self, *names: str) -> float:
-        """CPU time of the named processes over wall time: 1.0 is one core kept busy."""
-        used = sum(self.cpu_s.get(name, 0.0) for name in names)
-        return used / self.wall_s if self.wall_s else 0.0
-
-
-def summarize(rounds: Sequence[Round]) -> Summary:
-    streams = [s for r in rounds for s in r.streams]
-    cpu: dict[str, float] = {}
-    for r in rounds:
-        for name, seconds in r.cpu_s.items():
-            cpu[name] = cpu.get(name, 0.0) + seconds
-    return Summary(
-        streams=len(streams),
-        complete=sum(s.complete for s in streams),
-        chunks=sum(len(s.chunks) for s in streams),
-        span_s=sum(r.span_s for r in rounds),
-        wall_s=sum(r.wall_s for r in rounds),
-        ttft_ms=tuple(t for s in streams if (t := s.ttft_ms) is not None),
-        lag_ms=tuple(lag for s in streams for lag in s.lags_ms()),
-        cpu_s=cpu,
-        errors=tuple(
-            f"{reason} ({count})"
-            for reason, count in sorted(Counter(s.error for s in streams if s.error).items())
-        ),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    concurrency: int
-    direct: Summary
-    gateway: Summary
-    gateway_rss_kib: int
-    # Commands Redis ran during the gateway rounds (INFO commandstats), by name; the direct
-    # rounds do not touch Redis, so the difference is all the gateway's.
-    redis_commands: Mapping[str, int] = field(default_factory=dict)
-
-    def redis_per_chunk(self) -> float:
-        chunks = self.gateway.chunks
-        return sum(self.redis_commands.values()) / chunks if chunks else 0.0
-
-    def redis_per_stream(self, command: str) -> float:
-        streams = self.gateway.streams
-        return self.redis_commands.get(command, 0) / streams if streams else 0.0
-
-
-@dataclass(slots=True)
-class Run:
-    command: str
-    date: str
-    options: Mapping[str, Any]
-    machine: Mapping[str, str]
-    levels: list[Level] = field(default_factory=list)
-    gateway_idle_rss_kib: int = 0
-    gateway_peak_rss_kib: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default), None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+PACKAGES = ("starlette", "uvicorn", "websockets", "openai", "redis", "uvloop", "httptools")
+OUR_PROCESSES = ("gateway", "upstream", "redis", "client", "litellm")
 
 
 def machine_info(redis_server: str, repository: Path) -> dict[str, str]:
@@ -223,179 +83,319 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _added(gateway: float | None, direct: float | None) -> str:
-    return "n/a" if gateway is None or direct is None else f"{gateway - direct:+.2f}"
+def _plus(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
 
 
-def _ratio(gateway: float | None, direct: float | None) -> str:
-    if gateway is None or direct is None or direct <= 0:
-        return "n/a"
-    return f"{gateway / direct:.2f}x"
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
-def _latency_rows(level: Level) -> Iterable[str]:
-    measures = (
-        ("time to first token, p50", Summary.ttft, 50.0),
-        ("time to first token, p99", Summary.ttft, 99.0),
-        ("chunk lag, p50", Summary.lag, 50.0),
-        ("chunk lag, p99", Summary.lag, 99.0),
+def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def goals_table(run: Run) -> str:
+    rows = [(g.name, g.target, g.figure, f"**{g.verdict}**") for g in goals(run)]
+    return _table(("goal", "target", "this run", "verdict"), rows)
+
+
+def latency_table(levels: Sequence[Level]) -> str:
+    rows = []
+    for level in levels:
+        direct = level.paths.get("direct")
+        for path, s in level.paths.items():
+            base = None if direct is None or path == "direct" else direct
+            rows.append(
+                (
+                    level.concurrency,
+                    LABELS[path],
+                    _ms(s.ttft(50)),
+                    _ms(s.ttft(99)),
+                    _ms(s.lag(50)),
+                    _ms(s.lag(99)),
+                    _plus(added(s.ttft(50), base.ttft(50))) if base else "",
+                    _plus(added(s.lag(50), base.lag(50))) if base else "",
+                    _plus(added(s.lag(99), base.lag(99))) if base else "",
+                )
+            )
+    head = (
+        "streams",
+        "path",
+        "TTFT p50",
+        "TTFT p99",
+        "lag p50",
+        "lag p99",
+        "added TTFT p50",
+        "added lag p50",
+        "added lag p99",
     )
-    for label, measure, q in measures:
-        direct, gateway = measure(level.direct, q), measure(level.gateway, q)
-        yield (
-            f"| {level.concurrency} | {label} | {_ms(direct)} | {_ms(gateway)} "
-            f"| {_added(gateway, direct)} | {_ratio(gateway, direct)} |"
+    return _table(head, rows)
+
+
+def cost_table(levels: Sequence[Level]) -> str:
+    rows = []
+    for level in levels:
+        for path, s in level.paths.items():
+            server = SERVER_OF[path]
+            redis = level.redis_commands.get(path, {})
+            per_chunk = sum(redis.values()) / s.chunks if redis and s.chunks else None
+            rows.append(
+                (
+                    level.concurrency,
+                    LABELS[path],
+                    f"{s.complete}/{s.streams}",
+                    f"{s.lost}/{s.duplicated}",
+                    f"{s.chunks_per_s:,.0f}",
+                    server,
+                    _us(s.cpu_per_chunk_us(server)),
+                    f"{100 * s.cpu_share(server):.0f}%",
+                    "" if per_chunk is None else f"{per_chunk:.2f}",
+                )
+            )
+    head = (
+        "streams",
+        "path",
+        "complete",
+        "lost/dup",
+        "chunks/s",
+        "serving process",
+        "its CPU µs per chunk",
+        "its CPU, % of a core",
+        "Redis commands per chunk",
+    )
+    return _table(head, rows)
+
+
+def open_loop_table(run: Run) -> str:
+    rows = []
+    for path, s in run.open_loop.items():
+        server = SERVER_OF[path]
+        rows.append(
+            (
+                LABELS[path],
+                f"{s.complete}/{s.streams}",
+                f"{s.lost}/{s.duplicated}",
+                _ms(s.ttft(50)),
+                _ms(s.ttft(99)),
+                _ms(s.lag(50)),
+                _ms(s.lag(99)),
+                _us(s.cpu_per_chunk_us(server)),
+                "; ".join(s.errors),
+            )
         )
-
-
-def _cost_row(level: Level, cpus: int) -> str:
-    direct, gateway = level.direct, level.gateway
-    cpu = gateway.cpu_s.get("gateway", 0.0)
-    machine = gateway.cpu_share(*PROCESSES) / cpus
-    cells = (
-        level.concurrency,
-        f"{direct.chunks_per_s:,.0f}",
-        f"{gateway.chunks_per_s:,.0f}",
-        _ratio(gateway.chunks_per_s, direct.chunks_per_s),
-        f"{direct.complete}/{direct.streams}",
-        f"{gateway.complete}/{gateway.streams}",
-        f"{cpu:.2f}",
-        f"{100 * gateway.cpu_share('gateway'):.0f}%",
-        f"{gateway.cpu_per_chunk_us('gateway'):.0f}",
-        f"{direct.cpu_per_chunk_us('upstream'):.0f}",
-        f"{100 * machine:.0f}%",
-        f"{level.gateway_rss_kib / 1024:.1f}",
-        f"{level.redis_per_chunk():.2f}",
-        f"{level.redis_per_stream('eval'):.1f}",
+    head = (
+        "path",
+        "complete",
+        "lost/dup",
+        "TTFT p50",
+        "TTFT p99",
+        "lag p50",
+        "lag p99",
+        "serving CPU µs/chunk",
+        "errors",
     )
-    return "| " + " | ".join(map(str, cells)) + " |"
+    return _table(head, rows)
 
 
-LATENCY_HEAD = """\
-| streams | measure (ms) | direct | through the gateway | added by the gateway | ratio |
-|--:|---|--:|--:|--:|--:|"""
-
-COST_HEAD = """\
-| streams | chunks/s direct | chunks/s gateway | ratio | complete direct | complete gateway \
-| gateway CPU s | gateway CPU, % of one core | gateway CPU µs per chunk \
-| upstream CPU µs per chunk, direct \
-| all four processes, % of the machine | gateway RSS MiB \
-| Redis commands per chunk | Lua scripts (EVAL) per stream |
-|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"""
-
-
-def render_tables(run: Run) -> str:
-    cpus = int(run.machine.get("cpus", "1"))
-    latency = [LATENCY_HEAD, *(row for level in run.levels for row in _latency_rows(level))]
-    cost = [COST_HEAD, *(_cost_row(level, cpus) for level in run.levels)]
-    rss = (
-        f"Gateway RSS: {run.gateway_idle_rss_kib / 1024:.1f} MiB after start-up and warm-up, "
-        f"peak {run.gateway_peak_rss_kib / 1024:.1f} MiB (VmHWM)."
-    )
-    parts = ["\n".join(latency), "\n".join(cost), rss, _others(run, cpus)]
-    if errors := _error_lines(run):
-        parts.append("Streams that did not complete:\n\n" + "\n".join(errors))
-    parts.extend(run.notes)
-    return "\n\n".join(parts) + "\n"
-
-
-def _others(run: Run, cpus: int) -> str:
-    """How much of the machine processes outside the bench took: they may have slowed it."""
-    shares = []
-    for level in run.levels:
-        g = level.gateway
-        other = g.cpu_share(MACHINE) - g.cpu_share(*PROCESSES)
-        shares.append(f"{100 * max(0.0, other) / cpus:.0f}%")
-    return (
-        "Processes outside the bench used "
-        + ", ".join(shares)
-        + " of the machine's CPU during the gateway rounds of each level."
-    )
-
-
-def _error_lines(run: Run) -> list[str]:
-    return [
-        f"- {level.concurrency} streams, {side}: {', '.join(summary.errors)}"
-        for level in run.levels
-        for side, summary in (("direct", level.direct), ("gateway", level.gateway))
-        if summary.errors
+def ceiling_table(run: Run) -> str:
+    rows = [
+        (
+            c.transport,
+            f"{c.bare.frames_per_s:,.0f}",
+            f"{c.gateway.frames_per_s:,.0f}",
+            "n/a" if c.share is None else f"{c.share:.0%}",
+            _us(c.bare.cpu_per_frame_us),
+            _us(c.gateway.cpu_per_frame_us),
+            "; ".join(c.bare.errors + c.gateway.errors),
+        )
+        for c in run.ceilings
     ]
+    head = (
+        "transport",
+        "bare frames/s",
+        "gateway frames/s",
+        "gateway / bare",
+        "bare CPU µs/frame",
+        "gateway CPU µs/frame",
+        "errors",
+    )
+    return _table(head, rows)
 
 
-def _samples(run: Run) -> str:
-    ttft = ", ".join(f"{lvl.gateway.streams:,}" for lvl in run.levels)
-    lag = ", ".join(f"{len(lvl.gateway.lag_ms):,}" for lvl in run.levels)
-    return f"time to first token {ttft}; chunk lag {lag}"
+def idle_table(idle: Sequence[Idle]) -> str:
+    rows = [
+        (
+            i.server,
+            f"{i.sockets:,}",
+            f"{i.connected:,}",
+            f"{i.connects_per_s:,.0f}",
+            "n/a" if i.rss_per_socket_bytes is None else f"{i.rss_per_socket_bytes / 1000:.1f}",
+            f"{i.rss_after_kib / 1024:.1f}",
+            f"{i.hold_s:g}",
+            f"{100 * i.cpu_share:.1f}%",
+            f"{i.pings:,}",
+            i.drops,
+            i.nofile or "n/a",
+            "; ".join(i.errors),
+        )
+        for i in idle
+    ]
+    head = (
+        "server",
+        "sockets",
+        "connected",
+        "connects/s",
+        "RSS per socket, kB",
+        "RSS MiB held",
+        "hold s",
+        "CPU while idle, % of a core",
+        "pings answered",
+        "drops",
+        "open-files limit",
+        "errors",
+    )
+    return _table(head, rows)
+
+
+def footprint_table(run: Run) -> str:
+    rows = []
+    for server in ("gateway", "bare"):
+        starts = [s for s in run.starts if s.server == server]
+        if not starts:
+            continue
+        ready = statistics.median(s.ready_s for s in starts)
+        rss = statistics.median(s.rss_kib for s in starts)
+        rows.append((server, len(starts), f"{ready:.2f}", f"{rss / 1024:.1f}"))
+    head = ("server", "starts", "start to ready, s (median)", "RSS at ready, MiB (median)")
+    return _table(head, rows)
 
 
 def render_run(run: Run) -> str:
     o, m = run.options, run.machine
-    rounds = f"{o['rounds']} round{'s' if o['rounds'] != 1 else ''}"
-    facts = (
-        f"- Command: `{run.command}`",
+    facts = [
+        f"- Command: `{run.command}` (preset {o['preset']}, {run.elapsed_s:.0f} s)",
         f"- Date: {run.date}; code: {m['code']}",
         f"- Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['kernel']}, "
-        f"load average {m['load']} at the start",
-        f"- Software: {m['python']}, redis-server {m['redis_server']}; {m['packages']}",
-        f"- Each level: {rounds} of N streams of {o['tokens']} tokens {o['interval_ms']} ms "
-        "apart, direct then through the gateway, after one warm-up round",
-        f"- Samples per side, by level: {_samples(run)}",
+        f"load average {m['load']} at the start; open-files limit {m.get('nofile', 'n/a')}",
+        f"- Software: {m['python']}, redis-server {m['redis_server']}; {m['packages']}; "
+        f"LiteLLM {run.litellm or 'not run'}",
+        f"- Streams: {o['tokens']} tokens {o['interval_ms']} ms apart; closed loop "
+        f"{o['rounds']} rounds per level and path, levels {', '.join(map(str, o['streams']))}; "
+        f"open loop {o['open_rate']} new streams/s for {o['open_seconds']:g} s",
+    ]
+    parts = ["\n".join(facts), "### Goals", goals_table(run)]
+    if run.levels:
+        parts += ["### Closed loop: latency (ms)", latency_table(run.levels)]
+        parts += ["### Closed loop: throughput and cost", cost_table(run.levels)]
+        parts.append(_rss_line(run))
+    if run.open_loop:
+        parts += ["### Open loop", open_loop_table(run)]
+    if run.ceilings:
+        parts += ["### Send ceilings", ceiling_table(run)]
+    if run.idle:
+        parts += ["### Idle sockets", idle_table(run.idle)]
+    if run.starts:
+        parts += ["### Footprint (external Redis)", footprint_table(run)]
+    if run.profile:
+        parts += ["### Gateway profile", _profile(run)]
+    if errors := _error_lines(run.levels):
+        parts.append("Streams that did not complete:\n\n" + "\n".join(errors))
+    if run.notes:
+        parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in run.notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def _rss_line(run: Run) -> str:
+    others = []
+    cpus = int(run.machine.get("cpus", "1"))
+    for level in run.levels:
+        shares = [
+            s.cpu_share("machine") - s.cpu_share(*OUR_PROCESSES) for s in level.paths.values()
+        ]
+        others.append(f"{100 * max(0.0, max(shares)) / cpus:.0f}%")
+    return (
+        f"Gateway RSS {run.gateway_warm_rss_kib / 1024:.1f} MiB after warm-up, peak "
+        f"{run.gateway_peak_rss_kib / 1024:.1f} MiB (VmHWM). Processes outside the bench used "
+        f"up to {', '.join(others)} of the machine's CPU during the levels' rounds."
     )
-    return "\n".join(facts) + "\n\n" + render_tables(run)
+
+
+def _profile(run: Run) -> str:
+    lines = "\n".join(run.profile_top)
+    return f"`{run.profile}`, the functions the gateway was seen in most (own time):\n\n{lines}"
+
+
+def _error_lines(levels: Sequence[Level]) -> list[str]:
+    return [
+        f"- {level.concurrency} streams, {path}: {', '.join(s.errors)}"
+        for level in levels
+        for path, s in level.paths.items()
+        if s.errors
+    ]
 
 
 INTRO = """\
 # Performance
 
-`bench/ws_load.py` measures what the gateway adds to a streamed answer. It starts a private
-redis-server, the fake OpenAI-compatible upstream of `tests/upstream.py` (in its own process),
-and the gateway as a separate process (`python -m gateway serve`), all on 127.0.0.1. The
-upstream sends N tokens at a fixed interval, each stamped with its send time. At each
-concurrency level the same streams are read twice, round after round: directly from the
-upstream by a raw HTTP client (the baseline), and through the gateway by that many WebSocket
-connections, one stream each. Both clients are lean asyncio protocols that only timestamp bytes
-as they arrive and parse the JSON after the round, so the client costs both paths the same.
-
-Run it from the repository root; with the defaults it takes about a minute and a half, every
-round is bounded in time, and every process it starts is stopped on exit:
+`bench/ws_load.py` measures what the gateway adds to a streamed answer and how far it is from
+the stack it runs on. It starts a private redis-server, the fake OpenAI-compatible upstream of
+`tests/upstream.py` and the gateway (`python -m gateway serve`), each as its own process on
+127.0.0.1, and, for the comparisons, LiteLLM's proxy and a bare uvicorn + Starlette app. Every
+figure is judged against a baseline measured in the same run. The clients are lean asyncio
+protocols that only timestamp bytes as they arrive and parse JSON after a round, so they cost
+every path the same. Every wait is bounded; every process is stopped by its pid (process
+group) on the way out, on errors, Ctrl-C and SIGTERM too.
 
 ```sh
-.venv/bin/python -m bench.ws_load --streams 1,50,100 --tokens 50 --interval-ms 20
+.venv/bin/python -m bench.ws_load --preset full    # everything, at most 15 minutes
+.venv/bin/python -m bench.ws_load --preset quick   # about 4 minutes, no LiteLLM
+.venv/bin/python -m bench.ws_load --preset smoke   # about a minute, a check of the harness
 ```
 
-It prints the tables below, writes every sample to `bench/results/latest.json` and the
-processes' logs to `bench/results/logs/`, and rewrites this file with the run's figures
-(`--no-docs` leaves it alone; `--help` lists the other options).
+Any option overrides its preset (`--help` lists them): `--litellm` adds LiteLLM to a smaller
+preset, `--phases closed,idle` picks phases, `--idle-hold 60` holds idle sockets longer. The
+first `--litellm` run installs `litellm[proxy]` from PyPI into `bench/.venv-litellm` (its own
+virtual environment); if that or its start fails, the report says so and the run goes on. It
+prints the report, writes every sample to `bench/results/latest.json` and the processes' logs
+to `bench/results/logs/`, and rewrites this file (`--no-docs` leaves it alone).
 
-How to read the tables:
+What each phase measures:
 
-- **Time to first token (TTFT)**: from sending the request (the `completion` frame on an
-  open, authenticated socket, or the HTTP POST on an open connection) to the first content
-  chunk. It includes one token interval of upstream pacing, so a perfect gateway shows the
-  direct figure. All N streams of a round start at the same instant: at N streams it is the
-  answer to a burst of N requests.
-- **Chunk lag**: receive time minus the stamped send time, for every chunk.
-- **Added by the gateway** is the gateway's percentile minus the direct one from the same run;
-  **ratio** is gateway over direct (1.00x: no difference). Where the direct figure is a few
-  tens of microseconds, the added milliseconds say more than the ratio. Compare within one
-  run only: the upstream, the gateway, Redis and the client share this machine's CPUs, so at
-  high concurrency the figures include their contention.
-- **Chunks/s**: chunks delivered per second, from the first request of a round to its last
-  chunk; the upstream's pacing caps it at streams x 1000 / interval-ms.
-- **Gateway CPU** is the user and system time of the gateway process over its rounds, from
-  connect to close (`/proc/<pid>/stat`); µs per chunk divides all of it, per-stream costs
-  included, by the chunks delivered. At low rates each chunk also pays for waking an idle
-  process, which the upstream's own figure from the direct rounds shows as well: read the two
-  side by side. **All four processes** adds the upstream, Redis and the client, as a share of
-  all CPUs: near 100% the machine, not the gateway, sets the pace. RSS is `VmRSS` from
-  `/proc/<pid>/status` after the level.
-- **Redis commands per chunk** counts every command the private Redis ran during the gateway
-  rounds (`INFO commandstats`, the commands inside Lua scripts included), divided by the chunks
-  delivered: what the batched generation log costs Redis. Events reach the client at once;
-  they reach Redis in one pipeline per `LOG_FLUSH_MS` window (10 ms here), so at 20 ms token
-  spacing most windows carry one event per stream, and more streams share each pipeline.
-  **Lua scripts per stream** counts `EVAL`: opening the turn, every batched append and the
-  finish (which also stores the answer).
+- **Closed loop**: at each level N streams start at one instant and are read to the end, round
+  after round, on every path: the upstream read directly (the baseline), the gateway's
+  WebSocket, its native SSE (`POST /completion`, `stream: true`), its OpenAI-compatible SSE
+  (`/v1/chat/completions`) and LiteLLM's `/v1/chat/completions`. The upstream sends tokens
+  at a fixed interval, each stamped with its send time. **TTFT** runs from the request (the
+  `completion` frame on an open, authenticated socket, or the POST on an open connection) to
+  the first content chunk; **lag** is receive time minus the stamp, for every chunk; **added**
+  is a path's percentile minus the direct one. **Lost/dup** counts chunks missing or repeated
+  by seq (WebSocket, native SSE) or by stamp (the OpenAI format has no seq). **CPU µs per
+  chunk** is the serving process's user and system time over its rounds (connect to close,
+  `/proc/<pid>/stat`, LiteLLM with its children) divided by the chunks delivered. **Redis
+  commands per chunk** counts `INFO commandstats` over the path's rounds.
+- **Open loop**: new streams start at a fixed rate whatever the earlier ones are doing, as
+  users arrive; TTFT and lag p99, errors and CPU per chunk per path.
+- **Send ceilings**: one socket, frames as fast as they go. The bare app sends a frame built
+  once, in the gateway's chunk shape, per word of the request; the gateway streams the same
+  number of words from its `echo` model with `ECHO_DELAY_MS=0`, through its whole send path
+  (generation, outbox, writer, Redis log). Frames/s runs from the first frame to the last at
+  the client. The burst stays below `MAX_QUEUED_FRAMES`: a source that never waits publishes
+  a whole answer at once, and the outbox would rightly drop the client.
+- **Idle sockets**: K WebSockets opened (at most `--connect-concurrency` handshakes in flight),
+  authenticated (`ready` received) and held with the server's pings answered, on a fresh
+  gateway and then on a fresh bare app. **Connects/s** is K over the time to the last `ready`;
+  **RSS per socket** is the RSS at the end of the hold minus the RSS before, over K; **drops**
+  are sockets closed by the server while held, plus those never ready. The bench raises its
+  open-files limit to the hard limit and its children inherit it; the table shows the
+  server's own limit.
+- **Footprint**: from spawn to the first 200 of `/readyz` (gateway, Redis external) or
+  `/healthz` (bare app), and the RSS then, before any traffic.
+
+Compare within one run only: the upstream, the gateway, Redis, LiteLLM and the client share
+this machine's CPUs, so at high concurrency the figures include their contention.
 
 ## Latest run
 
@@ -410,33 +410,42 @@ def run_json(run: Run) -> dict[str, Any]:
     return {
         "command": run.command,
         "date": run.date,
+        "elapsed_s": round(run.elapsed_s, 1),
         "options": dict(run.options),
         "machine": dict(run.machine),
-        "gateway_idle_rss_kib": run.gateway_idle_rss_kib,
+        "litellm": run.litellm,
+        "goals": [asdict(g) | {"verdict": g.verdict} for g in goals(run)],
+        "gateway_warm_rss_kib": run.gateway_warm_rss_kib,
         "gateway_peak_rss_kib": run.gateway_peak_rss_kib,
         "levels": [_level_json(level) for level in run.levels],
+        "open_loop": {path: _summary_json(s) for path, s in run.open_loop.items()},
+        "ceilings": [
+            asdict(c)
+            | {
+                "share": c.share,
+                "bare_fps": c.bare.frames_per_s,
+                "gateway_fps": c.gateway.frames_per_s,
+            }
+            for c in run.ceilings
+        ],
+        "idle": [
+            asdict(i)
+            | {"connects_per_s": i.connects_per_s, "rss_per_socket_bytes": i.rss_per_socket_bytes}
+            for i in run.idle
+        ],
+        "starts": [asdict(s) for s in run.starts],
+        "profile": run.profile,
+        "notes": run.notes,
     }
 
 
 def _level_json(level: Level) -> dict[str, Any]:
-    d, g = level.direct, level.gateway
     return {
         "streams": level.concurrency,
-        "direct": _summary_json(d),
-        "gateway": _summary_json(g),
         "gateway_rss_kib": level.gateway_rss_kib,
-        "redis_commands": dict(level.redis_commands),
-        "added_ms": {
-            "ttft_p50": _difference(g.ttft(50), d.ttft(50)),
-            "ttft_p99": _difference(g.ttft(99), d.ttft(99)),
-            "lag_p50": _difference(g.lag(50), d.lag(50)),
-            "lag_p99": _difference(g.lag(99), d.lag(99)),
-        },
+        "redis_commands": {p: dict(c) for p, c in level.redis_commands.items()},
+        "paths": {path: _summary_json(s) for path, s in level.paths.items()},
     }
-
-
-def _difference(gateway: float | None, direct: float | None) -> float | None:
-    return None if gateway is None or direct is None else round(gateway - direct, 4)
 
 
 def _summary_json(s: Summary) -> dict[str, Any]:
@@ -444,6 +453,8 @@ def _summary_json(s: Summary) -> dict[str, Any]:
         "streams": s.streams,
         "complete": s.complete,
         "chunks": s.chunks,
+        "lost": s.lost,
+        "duplicated": s.duplicated,
         "span_s": round(s.span_s, 4),
         "wall_s": round(s.wall_s, 4),
         "chunks_per_s": round(s.chunks_per_s, 1),

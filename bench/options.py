@@ -1,0 +1,219 @@
+"""The bench's command line: a preset, then any option given overrides the preset's value.
+
+Pure: `parse_options(argv)` only reads `argv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_STREAMS = 1000
+MAX_IDLE_SOCKETS = 20_000
+# Closed-loop paths: the upstream read directly, the gateway's WebSocket, its native SSE
+# (`POST /completion`), its OpenAI-compatible SSE, and LiteLLM's proxy.
+PATHS = ("direct", "ws", "sse", "openai", "litellm")
+PHASES = ("footprint", "closed", "open", "ceilings", "idle")
+
+USAGE = """\
+presets (any option below overrides the preset's value):
+  smoke   about a minute: levels 1,20; short streams; 200 idle sockets; no LiteLLM
+  quick   about four minutes: levels 1,50,100; 1,000 idle sockets; no LiteLLM
+  full    at most fifteen minutes: levels 1,50,100,500; LiteLLM; 1k/5k/10k idle sockets
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    preset: str
+    phases: tuple[str, ...]
+    streams: tuple[int, ...]
+    paths: tuple[str, ...]
+    tokens: int
+    interval_ms: int
+    rounds: int
+    round_timeout: float
+    max_seconds: float
+    open_rate: int
+    open_seconds: float
+    burst_words: int
+    burst_rounds: int
+    idle_sockets: tuple[int, ...]
+    idle_hold: float
+    idle_ping: float
+    connect_concurrency: int
+    litellm_venv: Path
+    profile: bool
+    results: Path
+    docs: Path | None
+
+    @property
+    def upstream_model(self) -> str:
+        return f"fake-n{self.tokens}-i{self.interval_ms}-stamp"
+
+    @property
+    def stream_seconds(self) -> float:
+        return self.tokens * self.interval_ms / 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("litellm_venv", "results", "docs"):
+            out[key] = None if out[key] is None else str(out[key])
+        out["upstream_model"] = self.upstream_model
+        return out
+
+
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "smoke": {
+        "phases": PHASES,
+        "streams": (1, 20),
+        "paths": ("direct", "ws", "sse", "openai"),
+        "tokens": 20,
+        "interval_ms": 20,
+        "rounds": 2,
+        "round_timeout": 20.0,
+        "max_seconds": 150.0,
+        "open_rate": 20,
+        "open_seconds": 2.0,
+        "burst_words": 2000,
+        "burst_rounds": 3,
+        "idle_sockets": (200,),
+        "idle_hold": 3.0,
+        "idle_ping": 1.0,
+    },
+    "quick": {
+        "phases": PHASES,
+        "streams": (1, 50, 100),
+        "paths": ("direct", "ws", "sse", "openai"),
+        "tokens": 50,
+        "interval_ms": 20,
+        "rounds": 3,
+        "round_timeout": 30.0,
+        "max_seconds": 300.0,
+        "open_rate": 50,
+        "open_seconds": 5.0,
+        "burst_words": 5000,
+        "burst_rounds": 5,
+        "idle_sockets": (1000,),
+        "idle_hold": 10.0,
+        "idle_ping": 5.0,
+    },
+    "full": {
+        "phases": PHASES,
+        "streams": (1, 50, 100, 500),
+        "paths": PATHS,
+        "tokens": 50,
+        "interval_ms": 20,
+        "rounds": 5,
+        "round_timeout": 30.0,
+        "max_seconds": 900.0,
+        "open_rate": 100,
+        "open_seconds": 10.0,
+        "burst_words": 20_000,
+        "burst_rounds": 5,
+        "idle_sockets": (1000, 5000, 10_000),
+        "idle_hold": 45.0,
+        "idle_ping": 20.0,
+    },
+}
+COMMON: Mapping[str, Any] = {
+    "connect_concurrency": 100,
+    "litellm_venv": ROOT / "bench/.venv-litellm",
+    "profile": False,
+    "results": ROOT / "bench/results/latest.json",
+    "docs": ROOT / "docs/performance.md",
+}
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    args = _parser().parse_args(argv)
+    values = {**COMMON, **PRESETS[args.preset], "preset": args.preset}
+    given = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
+    values.update({k: v for k, v in given.items() if v is not None and k != "preset"})
+    if args.no_docs:
+        values["docs"] = None
+    opts = Options(**values)
+    if args.litellm is not None:
+        others = tuple(p for p in opts.paths if p != "litellm")
+        opts = replace(opts, paths=others + (("litellm",) if args.litellm else ()))
+    if "direct" not in opts.paths:
+        opts = replace(opts, paths=("direct", *opts.paths))  # every ratio needs the baseline
+    return opts
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ws_load",
+        description="Measure the gateway against a direct baseline; see docs/performance.md.",
+        epilog=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--preset", choices=tuple(PRESETS), default="quick")
+    add("--phases", type=_names(PHASES), help=f"some of {','.join(PHASES)}")
+    add("--streams", type=_ints(1, MAX_STREAMS), help="closed-loop levels, e.g. 1,50,100,500")
+    add("--paths", type=_names(PATHS), help=f"some of {','.join(PATHS)}")
+    add("--litellm", action=argparse.BooleanOptionalAction, help="add or leave out LiteLLM")
+    add("--tokens", type=_bounded(1, 10_000), help="tokens per stream")
+    add("--interval-ms", type=_bounded(0, 1000), help="upstream pacing between tokens")
+    add("--rounds", type=_bounded(1, 100), help="closed-loop rounds per level and path")
+    add("--round-timeout", type=_seconds, help="seconds one round may take")
+    add("--max-seconds", type=_seconds, help="the whole run's budget; later work is skipped")
+    add("--open-rate", type=_bounded(1, 1000), help="open loop: new streams per second")
+    add("--open-seconds", type=_seconds, help="open loop: how long streams keep starting")
+    add("--burst-words", type=_bounded(10, 100_000), help="ceilings: frames per burst")
+    add("--burst-rounds", type=_bounded(1, 100), help="ceilings: bursts per side")
+    add("--idle-sockets", type=_ints(1, MAX_IDLE_SOCKETS), help="e.g. 1000,5000,10000")
+    add("--idle-hold", type=_seconds, help="seconds idle sockets are held open")
+    add("--idle-ping", type=_seconds, help="the idle gateway's WS_PING_INTERVAL")
+    add("--connect-concurrency", type=_bounded(1, 5000), help="handshakes in flight at once")
+    add("--litellm-venv", type=Path, help="where LiteLLM is installed (made when missing)")
+    add("--profile", action="store_true", default=None, help="py-spy the gateway at the top level")
+    add("--results", type=Path, help="raw JSON (default bench/results/latest.json)")
+    add("--docs", type=Path, help="the Markdown report (default docs/performance.md)")
+    add("--no-docs", action="store_true", help="leave the Markdown report alone")
+    return parser
+
+
+def _names(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(allowed)}")
+        return tuple(n for n in allowed if n in names)  # a stable order
+
+    return parse
+
+
+def _ints(low: int, high: int) -> Callable[[str], tuple[int, ...]]:
+    parse = _bounded(low, high)
+
+    def parse_all(text: str) -> tuple[int, ...]:
+        values = tuple(parse(part) for part in text.split(",") if part.strip())
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one number")
+        return values
+
+    return parse_all
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} is not within 1..3600 seconds")
+    return value
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not within {low}..{high}")
+        return value
+
+    return parse
