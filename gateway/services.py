@@ -38,6 +38,10 @@ from gateway.store.logs import GenerationLog
 
 log = logging.getLogger("gateway")
 
+# How long stopping may take past SHUTDOWN_DRAIN_SECONDS: interrupted generations store
+# their ends, the log writer flushes, connections close.
+CLOSE_GRACE_SECONDS = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -117,14 +121,21 @@ async def open_services(
         )
     finally:
         restore_signals()
-        await generations.shutdown(settings.shutdown_drain_seconds)
-        await verifier.aclose()
-        await writer.close()
-        await limits.close()
-        await models.aclose()
-        await redis.aclose()
-        if embedded is not None:
-            embedded.stop()
+        try:
+            # A process asked to stop must stop: past the drain, storing what is left gets
+            # a bounded time, whatever Redis or the upstream do.
+            async with asyncio.timeout(settings.shutdown_drain_seconds + CLOSE_GRACE_SECONDS):
+                await generations.shutdown(settings.shutdown_drain_seconds)
+                await verifier.aclose()
+                await writer.close()
+                await limits.close()
+                await models.aclose()
+                await redis.aclose()
+        except TimeoutError:
+            log.error("shutdown took longer than the drain and %g s; exiting", CLOSE_GRACE_SECONDS)
+        finally:
+            if embedded is not None:
+                embedded.stop()
 
 
 def open_client(settings: Settings, redis_url: str) -> StoreClient:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import TEST_SECRET, free_port
 
-MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200"]
+MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200", "fake-err401"]
 
 
 def config_file(folder: Path, upstream_url: str) -> Path:
@@ -43,7 +43,14 @@ class GatewayProcess:
             self.process.send_signal(sig)
 
     def wait(self, timeout: float) -> int:
-        return self.process.wait(timeout=timeout)
+        """The exit code; fails with the process's last log lines if it is still running."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = "".join(self.output[-40:])
+            raise AssertionError(
+                f"still running after {timeout} s; its log ends:\n{tail}"
+            ) from None
 
     def stop(self) -> None:
         self.signal(signal.SIGKILL)
@@ -75,7 +82,7 @@ def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
     assert process.stdout is not None
     for line in process.stdout:
         gateway.output.append(line)
-        if "Application startup complete" in line:
+        if "Uvicorn running on" in line:  # listening, not only started up
             break
     else:
         raise RuntimeError("the gateway did not start:\n" + "".join(gateway.output))
