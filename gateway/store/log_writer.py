@@ -20,12 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from redis.exceptions import NoScriptError
+
 from gateway.events import Event
 from gateway.store.client import StorePipeline
 from gateway.store.errors import UNREACHABLE
 from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.store")
+
+# A pipeline's command that answered one of these did not run (or, timed out, may not have):
+# it is written again. NOSCRIPT: the server had forgotten the script (see `Lua`).
+NOT_LANDED = (*UNREACHABLE, NoScriptError)
 
 ExtraCommands = Callable[[StorePipeline], None]
 # stored: written now; pending: buffered, written when Redis is back; lost: never written.
@@ -217,10 +223,34 @@ class LogWriter:
         return kept
 
     async def _write(self, batch: dict[str, list[Event]], endings: dict[str, Ending]) -> list[str]:
-        """One round trip for all of it. Returns the generations whose appends were refused
-        because they no longer run. If part of it could not reach Redis (a Cluster node),
-        what landed is removed from `batch` and `endings` and the error raised: the rest is
-        kept and written again."""
+        """One round trip for all of it; two when the server had forgotten the append script
+        (NOSCRIPT: those appends did not run, and go again at once, whole). Returns the
+        generations whose appends were refused because they no longer run. If part of it could
+        not reach Redis (a Cluster node), what landed is removed from `batch` and `endings` and
+        the error raised: the rest is kept and written again."""
+        refused: list[str] = []
+        while True:  # once more at most: after a NOSCRIPT the script goes whole (EVAL)
+            results, where = await self._send(batch, endings)
+            commands = (*where.appends.items(), *where.finishes.items())
+            self._log.saw_appends(results[index] for _, index in commands)
+            refused += [gid for gid, index in commands if _refused(gid, results[index])]
+            if not any(isinstance(result, NOT_LANDED) for result in results):
+                break
+            self.events_written += self._drop_landed(batch, endings, results, where)
+            failure = next((r for r in results if isinstance(r, UNREACHABLE)), None)
+            if failure is not None:
+                raise failure
+        written = sum(len(e) for e in batch.values()) + sum(len(e.events) for e in endings.values())
+        self._buffered -= written
+        if self._failing:
+            log.warning("the store is reachable again: buffered generation logs are written")
+        self._failing = False
+        self.events_written += written
+        return refused
+
+    async def _send(
+        self, batch: dict[str, list[Event]], endings: dict[str, Ending]
+    ) -> tuple[list[object], _Positions]:
         where = _Positions()
         async with self._log.redis.pipeline(transaction=False) as pipe:
             for generation_id, events in batch.items():
@@ -235,19 +265,8 @@ class LogWriter:
                     ending.extra(pipe)
                 where.extras[generation_id] = range(start, len(pipe))
             results = await pipe.execute(raise_on_error=False)
-        failure = next((r for r in results if isinstance(r, UNREACHABLE)), None)
-        if failure is not None:
-            self._drop_landed(batch, endings, results, where)
-            raise failure
-        written = sum(len(e) for e in batch.values()) + sum(len(e.events) for e in endings.values())
-        self._buffered -= written
-        if self._failing:
-            log.warning("the store is reachable again: buffered generation logs are written")
-        self._failing = False
         self.round_trips += 1
-        self.events_written += written
-        commands = (*where.appends.items(), *where.finishes.items())
-        return [gid for gid, index in commands if _refused(gid, results[index])]
+        return results, where
 
     def _drop_landed(
         self,
@@ -255,25 +274,33 @@ class LogWriter:
         endings: dict[str, Ending],
         results: list[object],
         where: _Positions,
-    ) -> None:
-        """After a write that reached some Cluster nodes and not others: forget what landed,
-        so that only the rest is written again. An end whose final event landed but whose
-        extra commands did not keeps only those (storing the answer is idempotent)."""
+    ) -> int:
+        """After a write that landed in part (a Cluster node unreachable, or NOSCRIPT): forget
+        what landed, so that only the rest is written again, and return how many events that
+        was. An end whose final event landed but whose extra commands did not keeps only
+        those (storing the answer is idempotent); one whose extra commands landed but not its
+        final event keeps only that (correcting the token count is not)."""
 
         def landed(index: int) -> bool:
-            return not isinstance(results[index], UNREACHABLE)
+            return not isinstance(results[index], NOT_LANDED)
 
+        dropped = 0
         for generation_id, index in where.appends.items():
             if landed(index):
-                self._buffered -= len(batch.pop(generation_id))
+                dropped += len(batch.pop(generation_id))
         for generation_id, ending in list(endings.items()):
+            extras_landed = all(landed(index) for index in where.extras[generation_id])
             finish = where.finishes.get(generation_id)
             if finish is not None and not landed(finish):
+                if extras_landed:
+                    ending.extra = None
                 continue
-            self._buffered -= len(ending.events)
+            dropped += len(ending.events)
             ending.events, ending.finished = [], True
-            if all(landed(index) for index in where.extras[generation_id]):
+            if extras_landed:
                 del endings[generation_id]
+        self._buffered -= dropped
+        return dropped
 
     async def _vanished(self, refused: list[str], ended: set[str]) -> set[str]:
         """Of the generations whose append was refused (no longer running), those whose record
@@ -307,8 +334,11 @@ class _Positions:
 
 
 def _refused(generation_id: str, result: object) -> bool:
-    """The append script answers 0 when the generation no longer runs; an error reply (not a
-    connection failure, which raises) is logged and that batch dropped, not retried forever."""
+    """The append script answers 0 when the generation no longer runs; an error reply (other
+    than one that means it did not run, and is written again) is logged and that batch
+    dropped, not retried forever."""
+    if isinstance(result, NOT_LANDED):
+        return False
     if isinstance(result, Exception):
         log.error("generation %s: the store refused its log entries: %s", generation_id, result)
         return False

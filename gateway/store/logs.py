@@ -156,7 +156,9 @@ class GenerationLog:
         self._interrupt = Lua(redis, _INTERRUPT_IF_ABANDONED)
         self._release = Lua(redis, _RELEASE_IF_OURS)
         self._renew = Lua(redis, _RENEW)
-        self._append = Lua(redis, _APPEND)
+        # The hot path: `LogWriter` reads each of its results and writes again what NOSCRIPT
+        # refused, so it may go by hash in pipelines.
+        self._append = Lua(redis, _APPEND, by_hash_in_pipelines=True)
         self._request_cancel = Lua(redis, _REQUEST_CANCEL)
 
     @property
@@ -181,7 +183,8 @@ class GenerationLog:
         self, pipe: StorePipeline, generation_id: str, events: Iterable[Event]
     ) -> None:
         """Append events, unless the generation has already ended (another instance
-        interrupted it while this process stalled): nothing may follow a terminal event."""
+        interrupted it while this process stalled): nothing may follow a terminal event.
+        Its result may be a NOSCRIPT error (it did not run): see `saw_appends`."""
         self._append.queue(pipe, self._log_keys(generation_id), self._append_args(events, ()))
 
     def queue_finish(
@@ -191,6 +194,11 @@ class GenerationLog:
         ended elsewhere."""
         ending = (status, events[-1].seq, int(time.time() * 1000), self._ended_ttl)
         self._append.queue(pipe, self._log_keys(generation_id), self._append_args(events, ending))
+
+    def saw_appends(self, results: Iterable[object]) -> None:
+        """Pass on the results of a pipeline's `queue_append` and `queue_finish` calls: after a
+        NOSCRIPT among them, the next ones carry the script whole."""
+        self._append.saw(results)
 
     def _log_keys(self, generation_id: str) -> list[str]:
         gid = generation_id
