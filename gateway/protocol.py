@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from gateway.errors import BadRequest, RequestError
@@ -34,6 +35,8 @@ MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
 MAX_TOOLS = 128
+# How `dumps` writes a string (ensure_ascii=False), for the frames formatted by hand.
+json_string = encode_basestring
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +418,20 @@ def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> di
 
 
 def encode_event(event: Event, ref: GenerationRef, request_id: str | None) -> str:
+    if isinstance(event, Chunk) and not event.metadata:
+        return encode_text_chunk(event, ref, request_id)
     return dumps(event_object(event, ref, request_id))
+
+
+def encode_text_chunk(chunk: Chunk, ref: GenerationRef, request_id: str | None) -> str:
+    """`encode_event` of a chunk without metadata, the frame sent once per token: the same
+    text, formatted around json's string encoder instead of built as a dict and dumped."""
+    rid = "null" if request_id is None else json_string(request_id)
+    return (
+        f'{{"type":"chunk","id":{rid},"generation_id":{json_string(ref.generation_id)},'
+        f'"conversation_id":{json_string(ref.conversation_id)},"seq":{chunk.seq},'
+        f'"content":{json_string(chunk.content)},"done":false,"metadata":{{}}}}'
+    )
 
 
 def error_frame(request_id: str | None, error: RequestError, *, done: bool) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.agents.registry import build_agents
@@ -41,6 +43,7 @@ from gateway.handlers.ai_sdk import (
     Part,
     PartsState,
     chat_request,
+    event_data,
     event_parts,
     fell_behind_parts,
     sse_data,
@@ -254,6 +257,22 @@ def test_sse_data_is_one_line_per_part() -> None:
         'data: {"type":"text-delta","id":"t","delta":"é\\n"}\n\ndata: {"type":"finish"}\n\n'
     )
     assert DONE_LINE == "data: [DONE]\n\n"
+
+
+# Any code point, lone surrogates included, with quotes, backslashes and control characters
+# drawn often.
+any_text = st.text(st.characters(exclude_categories=()) | st.sampled_from('"\\\x00\x1fé'))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    content=any_text,
+    state=st.builds(PartsState, st.none() | any_text, st.booleans()),
+)
+def test_a_text_chunk_line_is_the_sse_data_of_its_parts(content: str, state: PartsState) -> None:
+    chunk = Chunk(2, content)
+    parts, after = event_parts(chunk, REF, state)
+    assert event_data(chunk, REF, state) == (sse_data(parts), after)
 
 
 def test_the_request_maps_to_a_completion() -> None:

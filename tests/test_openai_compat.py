@@ -10,6 +10,8 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from gateway.config import Settings
@@ -36,6 +38,7 @@ from gateway.handlers.openai_compat import (
     error_of,
     failure_of,
     model_list,
+    sse_data,
 )
 from gateway.store.conversations import ConversationStore
 from tests.upstream import FakeUpstream
@@ -324,6 +327,27 @@ def test_client_tool_calls_come_as_deltas_and_the_agents_own_are_hidden() -> Non
     assert message["content"] == "Now the weather."
     assert [c["id"] for c in message["tool_calls"]] == ["call_a", "call_b"]
     assert "index" not in message["tool_calls"][0]
+
+
+# Any code point, lone surrogates included, with quotes, backslashes and control characters
+# drawn often.
+any_text = st.text(st.characters(exclude_categories=()) | st.sampled_from('"\\\x00\x1fé'))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    content=any_text,
+    model=any_text,
+    generation_id=any_text,
+    created=st.integers(min_value=0),
+    include_usage=st.booleans(),
+)
+def test_a_text_chunk_line_is_the_sse_data_of_its_chunks(
+    content: str, model: str, generation_id: str, created: int, include_usage: bool
+) -> None:
+    translator = ChunkTranslator(created, include_usage, model)
+    ref, chunk = GenerationRef(generation_id, "conv_xyz"), Chunk(2, content)
+    assert translator.data(ref, chunk) == sse_data(translator.chunks(ref, chunk))
 
 
 def test_a_failure_becomes_an_error_object() -> None:

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import BadRequest, InternalError
 from gateway.events import (
@@ -25,9 +27,12 @@ from gateway.protocol import (
     CompletionRequest,
     Ping,
     Source,
+    dumps,
     encode_event,
+    encode_text_chunk,
     error_frame,
     event_from_payload,
+    event_object,
     event_payload,
     parse_client_frame,
     parse_json_object,
@@ -152,6 +157,11 @@ def test_invalid_utf8_body_is_bad_request() -> None:
 
 
 REF = GenerationRef("gen_1", "conv_1")
+# Any code point, lone surrogates included (json writes them as they are, like any other
+# non-ASCII character), with quotes, backslashes and control characters drawn often.
+any_text = st.text(
+    st.characters(exclude_categories=()) | st.sampled_from('"\\/\x00\x1f\x7f\u2028é😀')
+)
 
 
 @pytest.mark.parametrize(
@@ -227,6 +237,23 @@ REF = GenerationRef("gen_1", "conv_1")
 def test_events_encode_with_their_generation(event: Any, expected: dict[str, Any]) -> None:
     frame = json.loads(encode_event(event, REF, "r1"))
     assert frame == {"id": "r1", "generation_id": "gen_1", "conversation_id": "conv_1", **expected}
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(
+    content=any_text,
+    seq=st.integers(min_value=0),
+    request_id=st.none() | any_text,
+    ref=st.builds(GenerationRef, any_text, any_text),
+)
+@example(content='a"\\\ud800\n\x00é', seq=0, request_id=None, ref=REF)
+def test_a_text_chunk_encodes_as_the_general_path_does(
+    content: str, seq: int, request_id: str | None, ref: GenerationRef
+) -> None:
+    chunk = Chunk(seq, content)
+    expected = dumps(event_object(chunk, ref, request_id))
+    assert encode_text_chunk(chunk, ref, request_id) == expected
+    assert encode_event(chunk, ref, request_id) == expected
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from gateway.protocol import (
     CONVERSATION_ID_RE,
     CompletionRequest,
     dumps,
+    json_string,
     parse_completion,
     parse_json_object,
 )
@@ -219,6 +220,22 @@ def sse_data(parts: list[Part]) -> str:
     return "".join(f"data: {dumps(part)}\n\n" for part in parts)
 
 
+def event_data(event: Event, ref: GenerationRef, state: PartsState) -> tuple[str, PartsState]:
+    """`sse_data` of `event_parts`. A chunk that goes on with the open text part, the line
+    sent once per token, is formatted around json's string encoder instead of built as a
+    part and dumped."""
+    if (
+        isinstance(event, Chunk)
+        and event.content
+        and state.text_id is not None
+        and not state.after_tools
+    ):
+        text_id, delta = json_string(state.text_id), json_string(event.content)
+        return f'data: {{"type":"text-delta","id":{text_id},"delta":{delta}}}\n\n', state
+    parts, state = event_parts(event, ref, state)
+    return sse_data(parts), state
+
+
 # I/O.
 
 
@@ -293,13 +310,13 @@ async def _parts_stream(
                 yield sse_data(fell_behind_parts(state)) + DONE_LINE
                 return
             ref, event = item
-            parts, state = event_parts(event, ref, state)
+            data, state = event_data(event, ref, state)
             if is_final(event):
                 ended = True
-                yield sse_data(parts) + DONE_LINE
+                yield data + DONE_LINE
                 return
-            if parts:
-                yield sse_data(parts)
+            if data:
+                yield data
     finally:
         follow.stop()
         if abandoned is not None and not ended:

@@ -63,6 +63,7 @@ from gateway.protocol import (
     MAX_ID_CHARS,
     CompletionRequest,
     dumps,
+    json_string,
     parse_json_object,
     parse_stop,
     parse_tool_choice,
@@ -499,6 +500,22 @@ class ChunkTranslator:
         usage = {**self._head(ref), "choices": [], "usage": event.usage.as_dict()}
         return [*calls, finish, usage]
 
+    def data(self, ref: GenerationRef, event: Event) -> str:
+        """`sse_data(self.chunks(ref, event))`. A text chunk, the line sent once per token,
+        is formatted around json's string encoder instead of built as objects and dumped."""
+        if isinstance(event, Chunk) and event.content:
+            return self._text_data(ref, event.content)
+        return sse_data(self.chunks(ref, event))
+
+    def _text_data(self, ref: GenerationRef, text: str) -> str:
+        usage = ',"usage":null' if self.include_usage else ""
+        return (
+            f'data: {{"id":{json_string(completion_id(ref))},"object":"chat.completion.chunk",'
+            f'"created":{self.created},"model":{json_string(self.model)},'
+            f'"system_fingerprint":null,"choices":[{{"index":0,"delta":{{"content":'
+            f'{json_string(text)}}},"logprobs":null,"finish_reason":null}}]{usage}}}\n\n'
+        )
+
     def _chunk(self, ref: GenerationRef, delta: Body, finish_reason: str | None = None) -> Body:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         chunk = {**self._head(ref), "choices": [choice]}
@@ -729,13 +746,13 @@ async def _chunk_stream(
                 yield sse_data([error_object(FELL_BEHIND, "server_error", None, "slow_client")])
                 return
             ref, event = item
-            chunks = translator.chunks(ref, event)
             if is_final(event):
                 ended = True
-                yield sse_data(chunks) + (DONE_LINE if isinstance(event, Done) else "")
+                done = DONE_LINE if isinstance(event, Done) else ""
+                yield sse_data(translator.chunks(ref, event)) + done
                 return
-            if chunks:
-                yield sse_data(chunks)
+            if data := translator.data(ref, event):
+                yield data
     finally:
         follow.stop()
         if not ended:

@@ -17,7 +17,7 @@ from gateway.handlers.common import authenticate, json_error, read_body, service
 from gateway.outbox import Outbox
 from gateway.protocol import (
     dumps,
-    event_object,
+    encode_event,
     notice_object,
     parse_after,
     parse_completion,
@@ -159,9 +159,7 @@ async def _sse(
                 while listener.notices:
                     notice = notice_object(request_id, *listener.notices.pop(0))
                     parts.append(f"event: notice\ndata: {dumps(notice)}\n\n")
-                parts.append(
-                    f"id: {event.seq}\ndata: {dumps(event_object(event, ref, request_id))}\n\n"
-                )
+                parts.append(f"id: {event.seq}\ndata: {encode_event(event, ref, request_id)}\n\n")
                 if is_final(event):
                     ended = True
                     yield "".join(parts)
