@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +25,16 @@ from tests.client import close_all
 from tests.upstream import FakeUpstream, serve_in_thread
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!"
+
+
+def kinds(frames: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Frame types, a run of chunks counted once: tokens that reach the gateway together
+    travel as one chunk, so how many chunks carry an answer's text is not fixed."""
+    found: list[str] = []
+    for frame in frames:
+        if not (frame["type"] == "chunk" and found[-1:] == ["chunk"]):
+            found.append(frame["type"])
+    return found
 
 
 def free_port() -> int:

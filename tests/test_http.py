@@ -54,9 +54,11 @@ async def test_sse_stream(gateway: str, token: Mint) -> None:
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
     events = sse_events(response.text)
-    assert [seq for seq, _ in events] == [e["seq"] for _, e in events] == [1, 2, 3, 4, 5, 6]
+    seqs = [e["seq"] for _, e in events]
+    assert [seq for seq, _ in events] == seqs == list(range(1, len(events) + 1))
     types = [e["type"] for _, e in events]
-    assert types == ["start", "chunk", "chunk", "chunk", "chunk", "done"]
+    # Tokens that reach the gateway together travel as one chunk: how many is not fixed.
+    assert types[0] == "start" and set(types[1:-1]) == {"chunk"} and types[-1] == "done"
     assert "".join(e["content"] for _, e in events) == "You said: a b"
     assert all({"content", "done", "conversation_id"} <= e.keys() for _, e in events)
     assert all("metadata" in e for _, e in events if e["type"] == "chunk")

@@ -8,6 +8,7 @@ from gateway.events import Usage
 from gateway.llm.sse import (
     END,
     NOTHING,
+    ChatStream,
     StreamFormatError,
     StreamPiece,
     ToolCallAssembler,
@@ -46,13 +47,13 @@ CHUNK = (
     ],
 )
 def test_lines(line: str, expected: StreamPiece) -> None:
-    assert parse_line(line) == expected
+    assert parse_line(line.encode()) == expected
 
 
 @pytest.mark.parametrize("line", ["data: {not json", "data: [1]", 'data: "text"'])
 def test_malformed_lines_raise(line: str) -> None:
     with pytest.raises(StreamFormatError):
-        parse_line(line)
+        parse_line(line.encode())
 
 
 def test_tool_call_fragments_are_assembled_by_index() -> None:
@@ -66,8 +67,57 @@ def test_tool_call_fragments_are_assembled_by_index() -> None:
         '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}',
     ]
     for line in lines:
-        assembler.add(parse_line(f"data: {line}").tool_calls)
+        assembler.add(parse_line(f"data: {line}".encode()).tool_calls)
     assert assembler.calls() == [
         {"id": "call_1", "name": "calc", "arguments": '{"x":1}'},
         {"id": "call_2", "name": "now", "arguments": "{}"},
     ]
+
+
+def event(content: str) -> bytes:
+    return b"data: " + (CHUNK % (f'{{"content":"{content}"}}', "null")).encode() + b"\n\n"
+
+
+def test_tokens_that_arrive_together_come_out_as_one_text() -> None:
+    stream = ChatStream()
+    assert stream.feed(event("a") + event("b") + event("c")) == "abc"
+    assert stream.tokens == 3 and stream.answering
+
+
+def test_a_line_split_across_pieces_is_read_once_whole() -> None:
+    stream = ChatStream()
+    body = event("Hello") + event(" world") + b"data: [DONE]\n\n"
+    texts = [stream.feed(body[i : i + 7]) for i in range(0, len(body), 7)]
+    assert "".join(texts) == "Hello world"
+    assert [t for t in texts if t] == ["Hello", " world"]
+    assert stream.ended and stream.close() == ""
+
+
+def test_crlf_line_endings_and_a_last_line_without_newline() -> None:
+    stream = ChatStream()
+    assert stream.feed(event("a").replace(b"\n", b"\r\n") + b"data: [DO") == "a"
+    assert not stream.ended
+    assert stream.feed(b"NE]") == ""
+    assert stream.close() == "" and stream.ended
+
+
+def test_what_follows_done_or_an_error_is_ignored() -> None:
+    stream = ChatStream()
+    assert stream.feed(event("a") + b"data: [DONE]\n\n" + event("late")) == "a"
+    errored = ChatStream()
+    body = event("a") + b'data: {"error":{"message":"overloaded"}}\n\n' + event("b")
+    assert errored.feed(body) == "a"
+    assert errored.error == "overloaded" and errored.tokens == 1
+
+
+def test_finish_reason_usage_and_tool_calls_are_kept() -> None:
+    stream = ChatStream()
+    call = (
+        b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1",'
+        b'"function":{"name":"calc","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}\n\n'
+    )
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n'
+    assert stream.feed(call + usage) == ""
+    assert stream.answering and stream.tokens == 0
+    assert stream.finish_reason == "tool_calls" and stream.usage == Usage(3, 4)
+    assert stream.calls.calls() == [{"id": "c1", "name": "calc", "arguments": "{}"}]

@@ -18,7 +18,7 @@ from gateway.handlers.expiry import next_step
 from gateway.handlers.websocket import origin_allowed
 from gateway.store.conversations import ConversationStore
 from tests.client import close_code, connected, open_socket, receive, send, text_of, until_done
-from tests.conftest import TEST_SECRET, GatewayFactory, free_port
+from tests.conftest import TEST_SECRET, GatewayFactory, free_port, kinds
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -109,7 +109,7 @@ async def test_max_tokens_is_capped_by_the_model_and_length_is_reported(
     frames = await until_done(ws, "r")
     assert fake_upstream.requests[-1].body["max_tokens"] == 5
     assert frames[-1]["finish_reason"] == "length"
-    assert len([f for f in frames if f["type"] == "chunk"]) == 5
+    assert "".join(f["content"] for f in frames if f["type"] == "chunk") == " t0 t1 t2 t3 t4"
 
 
 async def test_several_completions_are_multiplexed(gateway: str, token: Mint) -> None:
@@ -126,7 +126,7 @@ async def test_several_completions_are_multiplexed(gateway: str, token: Mint) ->
         per_id[frame["id"]].append(frame["seq"])
         if frame["done"]:
             finished.add(frame["id"])
-    assert all(seqs == list(range(1, 23)) for seqs in per_id.values())
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in per_id.values())
     # Interleaved: every stream had frames on the wire before the first one finished.
     first_done = min(len(order) - order[::-1].index(rid) for rid in ids)
     assert set(order[:first_done]) == set(ids)
@@ -228,9 +228,9 @@ async def test_an_upstream_failure_mid_stream_keeps_what_was_streamed(
     await send(ws, type="completion", id="r", message="one two three four", model="fake-drop2")
     frames = await until_done(ws, "r")
     error = frames[-1]
-    assert [f["type"] for f in frames] == ["start", "chunk", "chunk", "error"]
+    assert kinds(frames) == ["start", "chunk", "error"]
     assert error["code"] == "upstream_error" and error["retryable"] is True
-    assert error["done"] is True and error["seq"] == 4
+    assert error["done"] is True and error["seq"] == len(frames)
     stored = await conversations.messages("alice", error["conversation_id"])
     assert stored[-1].status == "incomplete" and stored[-1].content == "You said:"
     await send(ws, type="ping")
@@ -501,7 +501,10 @@ async def test_a_replay_longer_than_the_outbox_is_paced_not_dropped(
             )
             assert (await receive(reader))["type"] == "resumed"
             frames = await until_done(reader, "all")
-            assert [f["seq"] for f in frames] == list(range(1, 103))
+            assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+            assert "".join(f.get("content", "") for f in frames) == "".join(
+                f" t{i}" for i in range(100)
+            )
         await until_done(ws, "r")  # a client that stops reading cannot close cleanly either
 
 

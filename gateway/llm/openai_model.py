@@ -5,9 +5,10 @@ line parser (see `gateway.llm.sse`). Failures are translated in `gateway.llm.fai
 retry policy is ours (`gateway.llm.retry`; the SDK's own retries are off), and so are the
 first-token deadline and the per-model cap on requests in flight (`gateway.llm.gate`).
 
-Timeouts: httpx bounds connecting (UPSTREAM_CONNECT_TIMEOUT) and every silence on the
-connection (UPSTREAM_READ_TIMEOUT, checked by httpcore on each socket read it makes anyway, so
-the hot path pays nothing extra); one asyncio timeout per attempt bounds the time from sending
+Bytes move through our own HTTP/1.1 transport (`gateway.llm.http1`), which bounds connecting
+(UPSTREAM_CONNECT_TIMEOUT) and every silence on the connection (UPSTREAM_READ_TIMEOUT, one
+timer per wait for data, none while data is already there); one asyncio timeout per attempt
+bounds the time from sending
 the request to the first text or tool delta (UPSTREAM_FIRST_TOKEN_TIMEOUT) and is switched off
 once that arrives, before anything is yielded.
 """
@@ -32,8 +33,9 @@ from gateway.llm.base import ModelParams
 from gateway.llm.echo import estimate_tokens
 from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.gate import ConcurrencyGate
+from gateway.llm.http1 import Http1Transport
 from gateway.llm.retry import RetryPolicy
-from gateway.llm.sse import ToolCallAssembler, parse_line, usage_of
+from gateway.llm.sse import ChatStream, usage_of
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.upstream")
@@ -76,52 +78,40 @@ class OpenAIModel:
         async with self._gate.slot():
             retries = 0
             while True:
-                finish: str | None = None
-                usage: Usage | None = None
-                completion = 0
-                calls = ToolCallAssembler()
+                stream = ChatStream()
                 try:
-                    async with self._opened(request) as (deadline, lines):
-                        ended = False
-                        async for line in lines:
-                            if ended:
-                                continue  # read to the end, so the connection goes back to the pool
-                            piece = parse_line(line)
-                            if piece.end:
-                                ended = True
-                                continue
-                            if piece.error is not None:
-                                log.warning(
-                                    "model %s sent an error event: %s", self.name, piece.error
-                                )
-                                raise UpstreamError("The model reported an error while answering.")
-                            if piece.text:
-                                if not completion:  # the first token: its deadline is met
-                                    deadline.reschedule(None)
-                                completion += 1
-                                yield TextDelta(piece.text)
-                            if piece.tool_calls:
-                                deadline.reschedule(None)
-                                calls.add(piece.tool_calls)
-                            finish = piece.finish_reason or finish
-                            usage = piece.usage or usage
-                        if not ended and finish is None:
+                    async with self._opened(request) as (deadline, pieces):
+                        async for piece in pieces:
+                            text = stream.feed(piece)
+                            if stream.answering and deadline.when() is not None:
+                                deadline.reschedule(None)  # the first token came in time
+                            if text:
+                                yield TextDelta(text)
+                            if stream.error is not None:
+                                break
+                        if text := stream.close():
+                            yield TextDelta(text)
+                        if stream.error is not None:
+                            log.warning("model %s sent an error event: %s", self.name, stream.error)
+                            raise UpstreamError("The model reported an error while answering.")
+                        if not stream.ended and stream.finish_reason is None:
                             raise StreamCutShort
                     break
                 except Exception as exc:  # classified; a cancel is no Exception
-                    retries = await self._after_failure(exc, completion > 0, retries)
-        for call in calls.calls():
+                    retries = await self._after_failure(exc, stream.tokens > 0, retries)
+        for call in stream.calls.calls():
             yield ToolCall(call["id"], call["name"], call["arguments"])
-        yield Finish(_finish_reason(finish), usage or _estimate(messages, completion))
+        usage = stream.usage or _estimate(messages, stream.tokens)
+        yield Finish(_finish_reason(stream.finish_reason), usage)
 
     @asynccontextmanager
     async def _opened(
         self, request: dict[str, Any]
-    ) -> AsyncIterator[tuple[asyncio.Timeout, AsyncIterator[str]]]:
-        """One attempt: the response's lines, under the first-token deadline (which the
-        caller switches off at the first token). The SDK builds, authenticates and sends the
-        request; `post` with a raw response skips its typed-parameter transform (about 1 ms
-        of CPU per request) and its per-chunk objects."""
+    ) -> AsyncIterator[tuple[asyncio.Timeout, AsyncIterator[bytes]]]:
+        """One attempt: the response's body as it arrives, under the first-token deadline
+        (which the caller switches off at the first token). The SDK builds, authenticates and
+        sends the request; `post` with a raw response skips its typed-parameter transform
+        (about 1 ms of CPU per request) and its per-chunk objects."""
         async with asyncio.timeout(self._first_token_timeout) as deadline:
             sent = time.perf_counter()
             response = await self._client.post(
@@ -129,7 +119,7 @@ class OpenAIModel:
             )
             self._latency.observe(time.perf_counter() - sent)
             try:
-                yield deadline, response.aiter_lines()
+                yield deadline, response.aiter_bytes()
             finally:
                 await response.aclose()
 
@@ -247,5 +237,9 @@ def make_client(
     timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
     # max_retries=0: retries are the gateway's (before the first token only, see retry.py).
     return openai.AsyncOpenAI(
-        api_key=api_key, base_url=config.base_url, timeout=timeout, max_retries=0
+        api_key=api_key,
+        base_url=config.base_url,
+        timeout=timeout,
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(transport=Http1Transport(), timeout=timeout),
     )
