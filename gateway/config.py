@@ -180,7 +180,7 @@ class Settings:
     conversation_ttl: int = 30 * 24 * 3600
     # Generations
     on_disconnect: Literal["continue", "cancel"] = "continue"
-    log_flush_ms: float = 10.0
+    log_flush_ms: float = 50.0
     generation_ttl: int = 3600
     max_log_events: int = 100_000
     lease_ttl: float = 10.0
@@ -274,7 +274,7 @@ class Settings:
             max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),
             conversation_ttl=int(_number(env, "CONVERSATION_TTL", 30 * 24 * 3600)),
             on_disconnect=_choice(env, "ON_DISCONNECT", ("continue", "cancel")),
-            log_flush_ms=_number(env, "LOG_FLUSH_MS", 10.0),
+            log_flush_ms=_number(env, "LOG_FLUSH_MS", 50.0),
             generation_ttl=int(_number(env, "GENERATION_TTL", 3600)),
             max_log_events=int(_number(env, "MAX_LOG_EVENTS", 100_000)),
             lease_ttl=_number(env, "LEASE_TTL", 10.0),
