@@ -40,11 +40,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def stamp_of(content: object) -> int | None:
+def stamps_of(content: object) -> list[int | None]:
+    """The send times in a chunk's content, one per upstream token: the gateway sends tokens
+    that it read together as one chunk (" 17 18"). [None] when the content is no stamp."""
     try:
-        return int(str(content))
+        return [int(part) for part in str(content).split()] or [None]
     except ValueError:
-        return None
+        return [None]
 
 
 class StreamClient(asyncio.Protocol, abc.ABC):
@@ -123,7 +125,7 @@ def openai_stream(
         choices = obj.get("choices") or [{}]
         content = (choices[0].get("delta") or {}).get("content")
         if content:
-            chunks.append((received, stamp_of(content)))
+            chunks.extend((received, stamp) for stamp in stamps_of(content))
     error = None if done else error or "no [DONE] in time"
     return Stream(sent_ns, tuple(chunks), done, error)
 
@@ -139,7 +141,7 @@ def native_stream(
         frame = json.loads(payload[prefix:])
         kind = frame.get("type")
         if kind == "chunk":
-            chunks.append((received, stamp_of(frame.get("content"))))
+            chunks.extend((received, stamp) for stamp in stamps_of(frame.get("content")))
             seqs.append(int(frame.get("seq", 0)))
         elif kind == "done":
             complete = True

@@ -17,13 +17,17 @@ MAX_IDLE_SOCKETS = 20_000
 # Closed-loop paths: the upstream read directly, the gateway's WebSocket, its native SSE
 # (`POST /completion`), its OpenAI-compatible SSE, and LiteLLM's proxy.
 PATHS = ("direct", "ws", "sse", "openai", "litellm")
-PHASES = ("footprint", "closed", "open", "ceilings", "idle")
+# In the order a run takes them; "footprint" is each server's start, taken whatever is chosen.
+PHASES = ("footprint", "closed", "workers", "open", "ceilings", "ingest", "redis", "idle")
+# Two workers start a gateway of their own and take about a minute: only the full preset.
+SINGLE_GATEWAY_PHASES = tuple(p for p in PHASES if p != "workers")
 
 USAGE = """\
 presets (any option below overrides the preset's value):
   smoke   about a minute: levels 1,20; short streams; 200 idle sockets; no LiteLLM
   quick   about four minutes: levels 1,50,100; 1,000 idle sockets; no LiteLLM
-  full    at most fifteen minutes: levels 1,50,100,500; LiteLLM; 1k/5k/10k idle sockets
+  full    at most fifteen minutes: levels 1,50,100,500; two workers at 500; LiteLLM;
+          1k and 10k idle sockets
 """
 
 
@@ -36,6 +40,7 @@ class Options:
     tokens: int
     interval_ms: int
     rounds: int
+    min_streams: int
     round_timeout: float
     max_seconds: float
     open_rate: int
@@ -45,6 +50,9 @@ class Options:
     idle_sockets: tuple[int, ...]
     idle_hold: float
     idle_ping: float
+    ingest_answers: int
+    ingest_tokens: int
+    redis_seconds: float
     connect_concurrency: int
     litellm_venv: Path
     profile: bool
@@ -59,6 +67,11 @@ class Options:
     def stream_seconds(self) -> float:
         return self.tokens * self.interval_ms / 1000
 
+    def rounds_at(self, streams: int) -> int:
+        """Rounds at a closed-loop level: `rounds`, or more where a level has too few streams
+        for its percentiles (one stream at a time gives one time to first token a round)."""
+        return max(self.rounds, -(-self.min_streams // streams))
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("litellm_venv", "results", "docs"):
@@ -69,12 +82,13 @@ class Options:
 
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "smoke": {
-        "phases": PHASES,
+        "phases": SINGLE_GATEWAY_PHASES,
         "streams": (1, 20),
         "paths": ("direct", "ws", "sse", "openai"),
         "tokens": 20,
         "interval_ms": 20,
         "rounds": 2,
+        "min_streams": 2,
         "round_timeout": 20.0,
         "max_seconds": 150.0,
         "open_rate": 20,
@@ -84,14 +98,18 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "idle_sockets": (200,),
         "idle_hold": 3.0,
         "idle_ping": 1.0,
+        "ingest_answers": 10,
+        "ingest_tokens": 200,
+        "redis_seconds": 2.0,
     },
     "quick": {
-        "phases": PHASES,
+        "phases": SINGLE_GATEWAY_PHASES,
         "streams": (1, 50, 100),
         "paths": ("direct", "ws", "sse", "openai"),
         "tokens": 50,
         "interval_ms": 20,
         "rounds": 3,
+        "min_streams": 6,
         "round_timeout": 30.0,
         "max_seconds": 300.0,
         "open_rate": 50,
@@ -101,6 +119,9 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "idle_sockets": (1000,),
         "idle_hold": 10.0,
         "idle_ping": 5.0,
+        "ingest_answers": 20,
+        "ingest_tokens": 500,
+        "redis_seconds": 3.0,
     },
     "full": {
         "phases": PHASES,
@@ -108,16 +129,22 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "paths": PATHS,
         "tokens": 50,
         "interval_ms": 20,
-        "rounds": 5,
+        # Three rounds, not five, and no 5,000 idle sockets: the time the two workers, the
+        # open loop and the in-process phases need within the fifteen minutes.
+        "rounds": 3,
+        "min_streams": 10,
         "round_timeout": 30.0,
         "max_seconds": 900.0,
         "open_rate": 100,
         "open_seconds": 10.0,
         "burst_words": 20_000,
         "burst_rounds": 5,
-        "idle_sockets": (1000, 5000, 10_000),
+        "idle_sockets": (1000, 10_000),
         "idle_hold": 45.0,
         "idle_ping": 20.0,
+        "ingest_answers": 20,
+        "ingest_tokens": 500,
+        "redis_seconds": 5.0,
     },
 }
 COMMON: Mapping[str, Any] = {
@@ -161,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--tokens", type=_bounded(1, 10_000), help="tokens per stream")
     add("--interval-ms", type=_bounded(0, 1000), help="upstream pacing between tokens")
     add("--rounds", type=_bounded(1, 100), help="closed-loop rounds per level and path")
+    add("--min-streams", type=_bounded(1, 1000), help="more rounds where a level has fewer")
     add("--round-timeout", type=_seconds, help="seconds one round may take")
     add("--max-seconds", type=_seconds, help="the whole run's budget; later work is skipped")
     add("--open-rate", type=_bounded(1, 1000), help="open loop: new streams per second")
@@ -170,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--idle-sockets", type=_ints(1, MAX_IDLE_SOCKETS), help="e.g. 1000,5000,10000")
     add("--idle-hold", type=_seconds, help="seconds idle sockets are held open")
     add("--idle-ping", type=_seconds, help="the idle gateway's WS_PING_INTERVAL")
+    add("--ingest-answers", type=_bounded(1, 1000), help="ingest: answers per side and turn")
+    add("--ingest-tokens", type=_bounded(1, 10_000), help="ingest: tokens per answer")
+    add("--redis-seconds", type=_seconds, help="redis: how long 50 generations write logs")
     add("--connect-concurrency", type=_bounded(1, 5000), help="handshakes in flight at once")
     add("--litellm-venv", type=Path, help="where LiteLLM is installed (made when missing)")
     add("--profile", action="store_true", default=None, help="py-spy the gateway at the top level")

@@ -1,5 +1,6 @@
-"""The bench's phases, in the order a run takes them: closed loop, open loop, ceilings,
-idle sockets. Each records into the run and leaves the processes as it found them."""
+"""The bench's phases that load servers from outside: closed loop, open loop, ceilings, idle
+sockets (the others: bench/workers.py, bench/ingest.py, bench/redis_load.py). Each records
+into the run and leaves the processes as it found them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import redis as sync_redis
 
 from bench.clients import ClientFactory, SseClient, StreamClient, WsClient
-from bench.options import Options
+from bench.options import PHASES, Options
 from bench.paths import GATEWAY_PATHS, Targets, completion_frame, factory, native_body
 from bench.procs import (
     HOST,
@@ -24,6 +25,7 @@ from bench.procs import (
     cpu_seconds,
     memory_kib,
     nofile_of,
+    reset_peak_rss,
     stop,
 )
 from bench.results import Burst, Ceiling, Idle, Level, Run, Start
@@ -33,6 +35,7 @@ from bench.stats import Round, error_counts, summarize
 from bench.wire import http_post
 
 ROUND_PAUSE_S = 0.2
+INGEST_TURNS = 5  # recorded turns of the ingest phase, each side once per turn
 BARE_HOLD_S = 5.0  # the bare server's sockets need no long hold: nothing of ours runs there
 FD_MARGIN = 200
 CLOSE_ALL_S = 30.0
@@ -97,16 +100,39 @@ def redis_calls(port: int) -> Counter[str]:
     )
 
 
-def later_phases_s(opts: Options, after: str) -> float:
-    """A rough reserve for the phases after `after`, so the closed loop leaves them time."""
-    order = ("closed", "open", "ceilings", "idle")
-    later = [p for p in order[order.index(after) + 1 :] if p in opts.phases]
+def phase_s(opts: Options, phase: str) -> float:
+    """A rough estimate of a phase's seconds, so that earlier phases leave it time."""
+    top = max(opts.streams)
     costs = {
-        "open": len(opts.paths) * (opts.open_seconds + opts.stream_seconds + 3),
+        # A start, a warm-up, then rounds at the top level: connects grow with it.
+        "workers": 10 + (opts.rounds_at(top) + 1) * (opts.stream_seconds + 4 + top / 50),
+        "open": sum(open_path_s(opts, path) for path in opts.paths),
         "ceilings": 2 * opts.burst_rounds + 15,
+        # Two sides, a first turn unrecorded, at most about 100 µs a token on both ends.
+        "ingest": 5 + 2 * (INGEST_TURNS + 1) * opts.ingest_answers * opts.ingest_tokens * 1e-4,
+        "redis": opts.redis_seconds + 5,
         "idle": sum(2 * (k / 300 + 8) + opts.idle_hold + BARE_HOLD_S for k in opts.idle_sockets),
     }
-    return sum(costs[p] for p in later)
+    return costs.get(phase, 0.0)
+
+
+def open_path_s(opts: Options, path: str) -> float:
+    """Streams that never end (LiteLLM past its capacity) hold it one timeout longer."""
+    return opts.open_seconds + opts.stream_seconds + 5 + (opts.round_timeout * (path == "litellm"))
+
+
+def later_phases_s(opts: Options, after: str) -> float:
+    """The estimates of the chosen phases after `after`."""
+    order = PHASES[PHASES.index(after) + 1 :]
+    return sum(phase_s(opts, p) for p in order if p in opts.phases)
+
+
+def fits(ctx: Context, phase: str) -> bool:
+    """Whether `phase` and the ones after it fit in the time left; a note when not."""
+    if ctx.deadline.allows(phase_s(ctx.opts, phase) + later_phases_s(ctx.opts, phase)):
+        return True
+    ctx.run.notes.append(f"Time ran out: the {phase} phase was skipped.")
+    return False
 
 
 def live_paths(ctx: Context) -> list[str]:
@@ -137,7 +163,8 @@ async def closed_loop(ctx: Context) -> None:
         if level is None:
             break
         ctx.run.levels.append(level)
-    ctx.run.gateway_peak_rss_kib = memory_kib(ctx.gateway.child.pid, "VmHWM")
+    peaks = [level.gateway_peak_rss_kib for level in ctx.run.levels]
+    ctx.run.gateway_peak_rss_kib = max([ctx.run.gateway_warm_rss_kib, *peaks])
 
 
 async def _level(
@@ -147,7 +174,8 @@ async def _level(
     rounds: dict[str, list[Round]] = {p: [] for p in paths}
     redis: dict[str, Counter[str]] = {p: Counter() for p in paths if p in GATEWAY_PATHS}
     broken: set[str] = set()
-    for _ in range(opts.rounds):
+    reset_peak_rss(ctx.gateway.child.pid)
+    for _ in range(opts.rounds_at(count)):
         if not ctx.deadline.allows(reserve + 2 * opts.stream_seconds + 3):
             ctx.run.notes.append(f"Time ran out at {count} streams: later rounds were skipped.")
             break
@@ -166,8 +194,9 @@ async def _level(
     measured = {p: summarize(r, opts.tokens) for p, r in rounds.items() if r}
     if not measured:
         return None
-    rss = memory_kib(ctx.gateway.child.pid)
-    return Level(count, measured, {p: dict(c) for p, c in redis.items()}, rss)
+    pid = ctx.gateway.child.pid
+    commands = {p: dict(c) for p, c in redis.items()}
+    return Level(count, measured, commands, memory_kib(pid), memory_kib(pid, "VmHWM"))
 
 
 async def open_loop_phase(ctx: Context) -> None:
@@ -175,7 +204,7 @@ async def open_loop_phase(ctx: Context) -> None:
     await warm_up(ctx)
     limit = opts.stream_seconds + opts.round_timeout
     for path in live_paths(ctx):
-        if not ctx.deadline.allows(opts.open_seconds + limit + later_phases_s(opts, "open")):
+        if not ctx.deadline.allows(open_path_s(opts, path) + later_phases_s(opts, "open")):
             ctx.run.notes.append(f"Time ran out: the open loop skipped {path}.")
             continue
         say(f"open loop: {path}, {opts.open_rate} new streams/s for {opts.open_seconds:g} s ...")

@@ -201,6 +201,20 @@ def tree_rss_kib(pid: int) -> int:
     return sum(memory_kib(p) for p in descendants(pid))
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM afresh at the current RSS for `pid` and every process below it, so that a
+    later reading is the peak since now (Linux 4.0+). Where that is refused, VmHWM stays the
+    peak since start: an upper bound, never an understatement."""
+    for each in descendants(pid):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{each}/clear_refs").write_text("5")
+
+
+def tree_peak_rss_kib(pid: int) -> int:
+    """VmHWM added up over `pid` and its children: at least their peak together."""
+    return sum(memory_kib(p, "VmHWM") for p in descendants(pid))
+
+
 def machine_busy_seconds() -> float:
     """CPU time spent by everything on the machine, all CPUs together (/proc/stat)."""
     with open("/proc/stat") as stat:

@@ -15,11 +15,14 @@ from typing import Any
 
 from bench.goals import goals
 from bench.paths import LABELS, SERVER_OF
-from bench.results import Idle, Level, Run
+from bench.results import Idle, Ingest, Level, RedisLoad, Run, Workers
 from bench.stats import Summary, added, percentile
 
 PACKAGES = ("starlette", "uvicorn", "websockets", "openai", "redis", "uvloop", "httptools")
 OUR_PROCESSES = ("gateway", "upstream", "redis", "client", "litellm")
+# Everything from this line to the end of the existing document is written by hand and kept
+# when a run rewrites the rest.
+ANALYSIS_MARKER = "<!-- analysis: kept across runs -->"
 
 
 def machine_info(redis_server: str, repository: Path) -> dict[str, str]:
@@ -260,6 +263,86 @@ def idle_table(idle: Sequence[Idle]) -> str:
     return _table(head, rows)
 
 
+def workers_table(workers: Workers, one: Level | None) -> str:
+    single = one.paths.get("ws") if one else None
+    rows = [
+        (
+            f"{n} ({label})",
+            f"{s.complete}/{s.streams}",
+            f"{s.lost}/{s.duplicated}",
+            f"{s.chunks_per_s:,.0f}",
+            _ms(s.ttft(99)),
+            _ms(s.lag(99)),
+            _us(s.cpu_per_chunk_us("gateway")),
+            f"{rss / 1024:.1f}" if rss else "n/a",
+        )
+        for n, label, s, rss in (
+            (1, "closed loop", single, one.gateway_peak_rss_kib if one else 0),
+            (workers.workers, "this phase", workers.summary, workers.peak_rss_kib),
+        )
+        if s is not None
+    ]
+    head = (
+        "workers",
+        "complete",
+        "lost/dup",
+        "chunks/s",
+        "TTFT p99",
+        "lag p99",
+        "CPU µs per chunk, all workers",
+        "peak RSS MiB, all workers",
+    )
+    intro = f"{workers.streams} WebSocket streams at once, {workers.summary.streams} in all."
+    return intro + "\n\n" + _table(head, rows)
+
+
+def ingest_table(ingest: Ingest) -> str:
+    head = ("reader", "CPU µs per upstream chunk (median)", "per turn")
+    rows = [
+        (label, _us1(us), ", ".join(_us1(1e6 * c / (ingest.answers * ingest.tokens)) for c in cpu))
+        for label, us, cpu in (
+            ("gateway's upstream client", ingest.gateway_us, ingest.gateway_cpu_s),
+            ("raw SSE line parse", ingest.raw_us, ingest.raw_cpu_s),
+        )
+    ]
+    intro = (
+        f"{ingest.answers} answers of {ingest.tokens} tokens per turn and reader, "
+        f"{len(ingest.gateway_cpu_s)} turns; the bench's own CPU (process time)."
+    )
+    return intro + "\n\n" + _table(head, rows)
+
+
+def redis_table(load: RedisLoad) -> str:
+    head = (
+        "generations",
+        "event every",
+        "flush window",
+        "events",
+        "round trips",
+        "events per round trip",
+        "round trips per finish",
+        "CPU µs per event",
+        "CPU, % of a core",
+    )
+    low, high = min(load.finish_round_trips, default=0), max(load.finish_round_trips, default=0)
+    row = (
+        load.generations,
+        f"{load.interval_ms:g} ms",
+        f"{load.window_ms:g} ms",
+        f"{load.events:,}",
+        f"{load.round_trips:,}",
+        f"{load.events / load.round_trips:.1f}" if load.round_trips else "n/a",
+        str(low) if low == high else f"{low} to {high}",
+        _us1(load.cpu_per_event_us),
+        f"{100 * load.cpu_s / load.wall_s:.0f}%" if load.wall_s else "n/a",
+    )
+    return _table(head, [row])
+
+
+def _us1(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
 def footprint_table(run: Run) -> str:
     rows = []
     for server in ("gateway", "bare"):
@@ -283,18 +366,26 @@ def render_run(run: Run) -> str:
         f"- Software: {m['python']}, redis-server {m['redis_server']}; {m['packages']}; "
         f"LiteLLM {run.litellm or 'not run'}",
         f"- Streams: {o['tokens']} tokens {o['interval_ms']} ms apart; closed loop "
-        f"{o['rounds']} rounds per level and path, levels {', '.join(map(str, o['streams']))}; "
-        f"open loop {o['open_rate']} new streams/s for {o['open_seconds']:g} s",
+        f"{o['rounds']} rounds per level and path (at least {o['min_streams']} streams), levels "
+        f"{', '.join(map(str, o['streams']))}; open loop {o['open_rate']} new streams/s for "
+        f"{o['open_seconds']:g} s",
     ]
     parts = ["\n".join(facts), "### Goals", goals_table(run)]
     if run.levels:
         parts += ["### Closed loop: latency (ms)", latency_table(run.levels)]
         parts += ["### Closed loop: throughput and cost", cost_table(run.levels)]
         parts.append(_rss_line(run))
+    if run.workers:
+        one = next((lv for lv in run.levels if lv.concurrency == run.workers.streams), None)
+        parts += ["### Two workers", workers_table(run.workers, one)]
     if run.open_loop:
         parts += ["### Open loop", open_loop_table(run)]
     if run.ceilings:
         parts += ["### Send ceilings", ceiling_table(run)]
+    if run.ingest:
+        parts += ["### Upstream ingest (in the bench's process)", ingest_table(run.ingest)]
+    if run.redis_load:
+        parts += ["### Redis log writer (in the bench's process)", redis_table(run.redis_load)]
     if run.idle:
         parts += ["### Idle sockets", idle_table(run.idle)]
     if run.starts:
@@ -316,9 +407,12 @@ def _rss_line(run: Run) -> str:
             s.cpu_share("machine") - s.cpu_share(*OUR_PROCESSES) for s in level.paths.values()
         ]
         others.append(f"{100 * max(0.0, max(shares)) / cpus:.0f}%")
+    peaks = ", ".join(
+        f"{level.gateway_peak_rss_kib / 1024:.1f} at {level.concurrency}" for level in run.levels
+    )
     return (
-        f"Gateway RSS {run.gateway_warm_rss_kib / 1024:.1f} MiB after warm-up, peak "
-        f"{run.gateway_peak_rss_kib / 1024:.1f} MiB (VmHWM). Processes outside the bench used "
+        f"Gateway RSS {run.gateway_warm_rss_kib / 1024:.1f} MiB after warm-up; peak during each "
+        f"level (VmHWM, reset before it), MiB: {peaks}. Processes outside the bench used "
         f"up to {', '.join(others)} of the machine's CPU during the levels' rounds."
     )
 
@@ -360,30 +454,56 @@ preset, `--phases closed,idle` picks phases, `--idle-hold 60` holds idle sockets
 first `--litellm` run installs `litellm[proxy]` from PyPI into `bench/.venv-litellm` (its own
 virtual environment); if that or its start fails, the report says so and the run goes on. It
 prints the report, writes every sample to `bench/results/latest.json` and the processes' logs
-to `bench/results/logs/`, and rewrites this file (`--no-docs` leaves it alone).
+to `bench/results/logs/`, and rewrites this file but for its end: everything from the line
+`<!-- analysis: kept across runs -->` on, written by hand, is kept (`--no-docs` leaves the
+whole file alone).
 
 What each phase measures:
 
 - **Closed loop**: at each level N streams start at one instant and are read to the end, round
   after round, on every path: the upstream read directly (the baseline), the gateway's
   WebSocket, its native SSE (`POST /completion`, `stream: true`), its OpenAI-compatible SSE
-  (`/v1/chat/completions`) and LiteLLM's `/v1/chat/completions`. The upstream sends tokens
-  at a fixed interval, each stamped with its send time. **TTFT** runs from the request (the
-  `completion` frame on an open, authenticated socket, or the POST on an open connection) to
-  the first content chunk; **lag** is receive time minus the stamp, for every chunk; **added**
-  is a path's percentile minus the direct one. **Lost/dup** counts chunks missing or repeated
-  by seq (WebSocket, native SSE) or by stamp (the OpenAI format has no seq). **CPU µs per
-  chunk** is the serving process's user and system time over its rounds (connect to close,
-  `/proc/<pid>/stat`, LiteLLM with its children) divided by the chunks delivered. **Redis
-  commands per chunk** counts `INFO commandstats` over the path's rounds.
-- **Open loop**: new streams start at a fixed rate whatever the earlier ones are doing, as
-  users arrive; TTFT and lag p99, errors and CPU per chunk per path.
+  (`/v1/chat/completions`) and LiteLLM's `/v1/chat/completions`. A level has `--rounds`
+  rounds, or more where it would have fewer than `--min-streams` streams (one stream gives
+  one time to first token). The upstream sends tokens at a fixed interval, each stamped with
+  its send time. **TTFT** runs from the request (the `completion` frame on an open,
+  authenticated socket, or the POST on an open connection) to the first content chunk;
+  **lag** is receive time minus the stamp, for every chunk; **added** is a path's percentile
+  minus the direct one at the same level. The gateway sends tokens it read from the
+  upstream together as one chunk, so every path is counted in upstream tokens: a chunk of
+  several gives each its own lag, and **chunks/s** and **CPU per chunk** are per token.
+  **Lost/dup** counts tokens missing or repeated, by their stamps. **CPU µs per chunk** is
+  the serving process's user and system time over its rounds (connect to close,
+  `/proc/<pid>/stat`, LiteLLM with its children) divided by the tokens delivered. **Redis
+  commands per chunk** counts `INFO commandstats` over the path's rounds. The gateway's
+  **peak RSS** per level is its VmHWM, reset before the level (`/proc/<pid>/clear_refs`).
+- **Workers**: `python -m gateway serve --workers 2` on the same Redis and upstream, the
+  closed loop's top level over WebSocket (after one unrecorded warm-up round), set beside the
+  one-worker gateway's figure at that level in the same run. Its CPU and peak RSS add up the
+  serving process and its workers.
+- **Open loop**: new streams start at a fixed rate (`--open-rate`) whatever the earlier ones
+  are doing, as users arrive; TTFT and lag p99, errors, delivered chunks/s and CPU per chunk
+  per path, the gateway's CPU all-in (everything its process did during the phase).
 - **Send ceilings**: one socket, frames as fast as they go. The bare app sends a frame built
   once, in the gateway's chunk shape, per word of the request; the gateway streams the same
   number of words from its `echo` model with `ECHO_DELAY_MS=0`, through its whole send path
   (generation, outbox, writer, Redis log). Frames/s runs from the first frame to the last at
   the client. The burst stays below `MAX_QUEUED_FRAMES`: a source that never waits publishes
   a whole answer at once, and the outbox would rightly drop the client.
+- **Ingest**, in the bench's own process: the fake upstream's answers (`--ingest-answers` of
+  `--ingest-tokens` tokens, no pacing) read one at a time through the gateway's real upstream
+  client (the model `ModelRegistry` builds from the same configuration, iterated with
+  `.stream()`) and, by turns, by a raw asyncio protocol that sends the same POST and, per
+  piece received, splits lines and `json.loads` each `data:` line. CPU is the process time of
+  the bench over each side's answers, per upstream token (however the gateway merged them),
+  the median of five turns after an unrecorded first one.
+- **Redis**, in the bench's own process, on the bench's redis-server: the gateway's
+  `LogWriter` over a `GenerationLog` (as `gateway/services.py` opens them, LOG_FLUSH_MS's
+  default window), 50 generations each adding an event every 20 ms for `--redis-seconds`
+  (one task adds what is due every 5 ms), then ending one by one with their last chunk and
+  the answer's storing commands in the same write. **CPU per event** is all of the process's
+  CPU over that, pacing included, per event written; **round trips** are the writer's own
+  count, in all and per finish.
 - **Idle sockets**: K WebSockets opened (at most `--connect-concurrency` handshakes in flight),
   authenticated (`ready` received) and held with the server's pings answered, on a fresh
   gateway and then on a fresh bare app. **Connects/s** is K over the time to the last `ready`;
@@ -394,6 +514,11 @@ What each phase measures:
 - **Footprint**: from spawn to the first 200 of `/readyz` (gateway, Redis external) or
   `/healthz` (bare app), and the RSS then, before any traffic.
 
+The goals (`bench/goals.py`) are judged in every run against figures of the same run, one
+gateway worker unless a goal says otherwise; a goal the run has no figures for (a phase not
+run, LiteLLM absent, a smaller preset) is "not measured", and says why. The presets: `full`
+runs every phase; `quick` and `smoke` all but the workers.
+
 Compare within one run only: the upstream, the gateway, Redis, LiteLLM and the client share
 this machine's CPUs, so at high concurrency the figures include their contention.
 
@@ -402,8 +527,24 @@ this machine's CPUs, so at high concurrency the figures include their contention
 """
 
 
-def render_document(run: Run) -> str:
-    return INTRO + render_run(run)
+def render_document(run: Run, kept: str = "") -> str:
+    """The generated document, then `kept`: the hand-written part of the one it replaces."""
+    return INTRO + render_run(run) + (f"\n{kept}" if kept else "")
+
+
+def kept_analysis(existing: str) -> str:
+    """From the marker line to the end, or nothing when the document has no marker."""
+    for at, line in _lines_at(existing):
+        if line.strip() == ANALYSIS_MARKER:
+            return existing[at:]
+    return ""
+
+
+def _lines_at(text: str) -> Iterable[tuple[int, str]]:
+    at = 0
+    for line in text.splitlines(keepends=True):
+        yield at, line
+        at += len(line)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -434,8 +575,28 @@ def run_json(run: Run) -> dict[str, Any]:
             for i in run.idle
         ],
         "starts": [asdict(s) for s in run.starts],
+        "workers": _workers_json(run.workers),
+        "ingest": None
+        if run.ingest is None
+        else asdict(run.ingest)
+        | {"gateway_us": run.ingest.gateway_us, "raw_us": run.ingest.raw_us},
+        "redis_load": None
+        if run.redis_load is None
+        else asdict(run.redis_load) | {"cpu_per_event_us": run.redis_load.cpu_per_event_us},
         "profile": run.profile,
         "notes": run.notes,
+    }
+
+
+def _workers_json(workers: Workers | None) -> dict[str, Any] | None:
+    if workers is None:
+        return None
+    return {
+        "workers": workers.workers,
+        "streams": workers.streams,
+        "peak_rss_kib": workers.peak_rss_kib,
+        "ready_s": workers.ready_s,
+        "ws": _summary_json(workers.summary),
     }
 
 
@@ -443,6 +604,7 @@ def _level_json(level: Level) -> dict[str, Any]:
     return {
         "streams": level.concurrency,
         "gateway_rss_kib": level.gateway_rss_kib,
+        "gateway_peak_rss_kib": level.gateway_peak_rss_kib,
         "redis_commands": {p: dict(c) for p, c in level.redis_commands.items()},
         "paths": {path: _summary_json(s) for path, s in level.paths.items()},
     }
@@ -479,4 +641,5 @@ def write_outputs(run: Run, results: Path, docs: Path | None) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(run_json(run), indent=1) + "\n")
     if docs is not None:
-        docs.write_text(render_document(run))
+        kept = kept_analysis(docs.read_text()) if docs.exists() else ""
+        docs.write_text(render_document(run, kept))

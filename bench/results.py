@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,19 @@ class Level:
     concurrency: int
     paths: Mapping[str, Summary]
     redis_commands: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    gateway_rss_kib: int = 0
+    gateway_rss_kib: int = 0  # after the level
+    gateway_peak_rss_kib: int = 0  # the most during the level (VmHWM, reset before it)
+
+
+@dataclass(frozen=True, slots=True)
+class Workers:
+    """The closed loop over WebSocket against a gateway of `workers` processes."""
+
+    workers: int
+    streams: int
+    summary: Summary  # CPU named "gateway" sums the serving process and its workers
+    peak_rss_kib: int  # the workers' peaks during the level, added up
+    ready_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,53 @@ class Idle:
         return self.cpu_s / self.hold_s if self.hold_s else 0.0
 
 
+def _median_us(cpu_s: Sequence[float], chunks: int) -> float | None:
+    return 1e6 * statistics.median(cpu_s) / chunks if cpu_s and chunks else None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """The same upstream answers read in the bench's own process, by turns: through the
+    gateway's upstream client, and by a raw SSE line parse. CPU seconds per turn and side."""
+
+    answers: int  # per turn and side
+    tokens: int  # per answer: the denominator, however the chunks were merged on the way
+    gateway_cpu_s: tuple[float, ...]
+    raw_cpu_s: tuple[float, ...]
+
+    @property
+    def gateway_us(self) -> float | None:
+        return _median_us(self.gateway_cpu_s, self.answers * self.tokens)
+
+    @property
+    def raw_us(self) -> float | None:
+        return _median_us(self.raw_cpu_s, self.answers * self.tokens)
+
+    @property
+    def ratio(self) -> float | None:
+        ours, raw = self.gateway_us, self.raw_us
+        return ours / raw if ours is not None and raw else None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLoad:
+    """The gateway's log writer in the bench's own process: generations adding an event
+    every interval, then finishing one by one, each with its answer."""
+
+    generations: int
+    interval_ms: float
+    window_ms: float  # the writer's flush window (LOG_FLUSH_MS's default)
+    wall_s: float
+    cpu_s: float  # the writing process's CPU over the whole of it
+    events: int  # written to Redis
+    round_trips: int
+    finish_round_trips: tuple[int, ...]  # per finish
+
+    @property
+    def cpu_per_event_us(self) -> float | None:
+        return 1e6 * self.cpu_s / self.events if self.events else None
+
+
 @dataclass(frozen=True, slots=True)
 class Start:
     """A server from spawn to ready, and its RSS then."""
@@ -102,6 +162,9 @@ class Run:
     ceilings: list[Ceiling] = field(default_factory=list)
     idle: list[Idle] = field(default_factory=list)
     starts: list[Start] = field(default_factory=list)
+    workers: Workers | None = None
+    ingest: Ingest | None = None
+    redis_load: RedisLoad | None = None
     gateway_warm_rss_kib: int = 0
     gateway_peak_rss_kib: int = 0
     litellm: str | None = None  # its version, or why it is absent

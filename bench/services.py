@@ -18,6 +18,7 @@ from bench.procs import (
     free_port,
     http_status,
     memory_kib,
+    tree_rss_kib,
     wait_until,
 )
 from gateway.auth import mint_token
@@ -84,7 +85,7 @@ def start_bare(work: Workspace, name: str, ping_interval: float) -> Server:
     return Server(child, port, ready, memory_kib(child.pid))
 
 
-def gateway_config(opts: Options, upstream_port: int) -> str:
+def gateway_config(upstream_model: str, upstream_port: int) -> str:
     base_url = f"http://{HOST}:{upstream_port}/v1"
     return (
         f"default_model = {json.dumps(MODEL)}\n\n"
@@ -92,7 +93,7 @@ def gateway_config(opts: Options, upstream_port: int) -> str:
         'provider = "openai"\n'
         f"base_url = {json.dumps(base_url)}\n"
         f"api_key_env = {json.dumps(UPSTREAM_KEY_ENV)}\n"
-        f"upstream_model = {json.dumps(opts.upstream_model)}\n\n"
+        f"upstream_model = {json.dumps(upstream_model)}\n\n"
         f"[models.{ECHO}]\n"
         'provider = "echo"\n'
     )
@@ -125,12 +126,22 @@ _SECRET = secrets.token_urlsafe(48)
 
 
 def start_gateway(
-    opts: Options, work: Workspace, redis_port: int, upstream_port: int, name: str, ping: float
+    opts: Options,
+    work: Workspace,
+    redis_port: int,
+    upstream_port: int,
+    name: str,
+    ping: float,
+    workers: int = 1,
 ) -> Gateway:
-    (work.tmp / "gateway.toml").write_text(gateway_config(opts, upstream_port))
+    """`workers` above 1 starts `serve --workers N`: a serving process whose children, the
+    workers, share the port; its RSS at ready is theirs added up."""
+    (work.tmp / "gateway.toml").write_text(gateway_config(opts.upstream_model, upstream_port))
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
+    argv += ["--workers", str(workers)] if workers > 1 else []
     child = work.spawn(name, argv, gateway_env(opts, work, redis_port, ping))
     ready = wait_until(child, lambda: http_status(port, "/readyz") == 200, READY_WAIT_S)
     token = mint_token(Settings(jwt_secret=Secret(_SECRET)), "bench", ttl=3600)
-    return Gateway(child, port, ready, memory_kib(child.pid), token)
+    rss = memory_kib(child.pid) if workers == 1 else tree_rss_kib(child.pid)
+    return Gateway(child, port, ready, rss, token)

@@ -14,9 +14,11 @@ NS_PER_MS = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """One stream as the client saw it. Each chunk is (received_ns, stamped_ns); the stamp is
-    None when the content was not a send time. `seqs` holds the chunks' sequence numbers
-    where the transport carries them (the gateway's WebSocket and native SSE)."""
+    """One stream as the client saw it. Each chunk is (received_ns, stamped_ns), one per
+    upstream token: a frame carrying several tokens (read together, the gateway sends them
+    as one) gives one each, at the frame's time. The stamp is None when the content was not a
+    send time. `seqs` holds the frames' sequence numbers where the transport carries them
+    (the gateway's WebSocket and native SSE)."""
 
     sent_ns: int
     chunks: tuple[tuple[int, int | None], ...]
@@ -34,17 +36,19 @@ class Stream:
         return [(got - stamp) / NS_PER_MS for got, stamp in self.chunks if stamp is not None]
 
     def lost(self, expected: int) -> int:
-        """Chunks that never arrived: by seq where there is one, else by distinct stamp."""
+        """Tokens that never arrived: by stamp, where the content is one, else by seq."""
         return max(0, expected - len(set(self._keys())))
 
     def duplicated(self) -> int:
+        """Tokens that arrived more than once, by stamp, else by seq."""
         keys = self._keys()
         return sum(n - 1 for n in Counter(keys).values()) if keys else 0
 
     def _keys(self) -> Sequence[int]:
-        if self.seqs:
-            return self.seqs
-        return [stamp for _, stamp in self.chunks if stamp is not None]
+        # A stamp names a token whichever frame carried it; a seq names a frame, which may
+        # carry several tokens.
+        stamps = [stamp for _, stamp in self.chunks if stamp is not None]
+        return stamps or self.seqs
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,15 +26,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.ingest import ingest_phase
 from bench.litellm_proxy import start_litellm
 from bench.options import ROOT, Options, parse_options
 from bench.paths import Targets
 from bench.phases import Context, Deadline, ceilings, closed_loop, idle_phase, open_loop_phase, say
 from bench.procs import BenchError, Child, Workspace, nofile_of, raise_nofile
 from bench.profile import profile_gateway
+from bench.redis_load import redis_phase
 from bench.report import machine_info, render_run, write_outputs
 from bench.results import Run, Start
 from bench.services import start_gateway, start_redis, start_upstream
+from bench.workers import workers_phase
 from gateway.store.embedded import find_redis_server
 
 # Beyond the run's own budget: the time a last round, the stops and the report may take.
@@ -61,10 +64,14 @@ def gateway_log_note(gateway: Child) -> str | None:
 
 
 Phase = Callable[[Context], Awaitable[None]]
+# In the order of bench.options.PHASES, which the time estimates follow.
 PHASES: dict[str, Phase] = {
     "closed": closed_loop,
+    "workers": workers_phase,
     "open": open_loop_phase,
     "ceilings": ceilings,
+    "ingest": ingest_phase,
+    "redis": redis_phase,
     "idle": idle_phase,
 }
 
