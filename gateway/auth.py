@@ -1,14 +1,22 @@
 """Tokens: where a client may put one, and how it becomes a Principal.
 
-With JWT_SECRET or JWT_PUBLIC_KEY, verification is pure CPU (45-100 µs): done once per
-connection or request, never per frame. With JWT_JWKS_URL the key comes from `JwksKeys`,
-which awaits the key server only when its cache is due or a new `kid` appears.
+With JWT_SECRET or JWT_PUBLIC_KEY, verification is pure CPU, done once per connection or
+request, never per frame. With JWT_JWKS_URL the key comes from `JwksKeys`, which awaits the
+key server only when its cache is due or a new `kid` appears.
+
+With a key of its own (not JWKS) a token's signature is checked once and the result
+remembered (`VerifiedTokens`): an HTTP client sends the same token with every request, and
+PyJWT prepares its key anew on every check (for an HMAC secret, tests that it is no PEM or DER
+key), which made verification about a seventh of a streamed request's CPU. Such a key cannot
+change while the process runs; keys from a JWKS can, so their tokens are checked every time.
+The times (`exp`, `nbf`) are checked on every use.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +48,38 @@ class Header:
     kid: str | None
 
 
+class VerifiedTokens:
+    """Tokens whose signature and claims checked out, remembered until their `exp` and at
+    most `max_seconds`; the least recently used go first past `size`."""
+
+    def __init__(self, size: int, max_seconds: float) -> None:
+        self._size = size
+        self._max_seconds = max_seconds
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, token: str, now: float) -> dict[str, Any] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if now >= entry[0]:
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return entry[1]
+
+    def add(self, token: str, claims: dict[str, Any], now: float) -> None:
+        until = min(float(claims["exp"]), now + self._max_seconds)
+        self._entries[token] = (until, claims)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+# Enough for every client of a busy worker; tokens are a few hundred bytes each.
+VERIFIED_TOKENS = 4096
+REMEMBER_SECONDS = 3600.0
+
+
 class TokenVerifier:
     def __init__(self, settings: Settings, jwks: JwksKeys | None = None) -> None:
         self._algorithms = list(settings.algorithms)
@@ -58,22 +98,30 @@ class TokenVerifier:
         if key is None and jwks is None:
             raise ValueError("TokenVerifier needs JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL.")
         self._key = key.reveal() if key is not None else None
+        # Only for a key of the process's own: a JWKS key may be withdrawn at any time.
+        self._verified = VerifiedTokens(VERIFIED_TOKENS if self._key else 0, REMEMBER_SECONDS)
 
     async def verify(self, token: str) -> Principal:
         """Return the token's Principal, or raise Unauthorized with a short, safe reason."""
-        if self._key is not None:
-            claims = self._decode(token, self._key, self._algorithms)
-        else:
-            assert self._jwks is not None
-            # The header is read first only here: it names the key to fetch.
-            header = read_header(token, self._algorithms)
-            key = await self._jwks.key_for(header.kid, header.alg)
-            claims = self._decode(token, key, [header.alg])
-        check_times(claims, time.time(), self._leeway)
+        now = time.time()
+        claims = self._verified.get(token, now)
+        if claims is None:
+            claims = await self._check_signature(token)
+            self._verified.add(token, claims, now)
+        check_times(claims, now, self._leeway)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("The token's 'sub' must be a non-empty string.")
         return Principal(sub=sub, expires_at=int(claims["exp"]), claims=claims)
+
+    async def _check_signature(self, token: str) -> dict[str, Any]:
+        if self._key is not None:
+            return self._decode(token, self._key, self._algorithms)
+        assert self._jwks is not None
+        # The header is read first only here: it names the key to fetch.
+        header = read_header(token, self._algorithms)
+        key = await self._jwks.key_for(header.kid, header.alg)
+        return self._decode(token, key, [header.alg])
 
     async def aclose(self) -> None:
         if self._jwks is not None:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.auth import (
     Header,
     TokenVerifier,
+    VerifiedTokens,
     bearer_token,
     choose_subprotocol,
     mint_token,
@@ -41,6 +42,41 @@ async def test_a_good_token_gives_its_principal() -> None:
     assert principal.sub == "alice"
     assert principal.claims["tier"] == "pro"
     assert principal.expires_at > time.time()
+
+
+def test_verified_tokens_are_remembered_until_exp_and_at_most_max_seconds() -> None:
+    remembered = VerifiedTokens(size=2, max_seconds=60)
+    remembered.add("a", {"exp": 1030}, now=1000)
+    remembered.add("b", {"exp": 5000}, now=1000)
+    assert remembered.get("a", 1029) == {"exp": 1030}
+    assert remembered.get("a", 1030) is None  # its exp came
+    assert remembered.get("b", 1059) == {"exp": 5000}
+    assert remembered.get("b", 1060) is None  # remembered 60 s at most
+    assert remembered.get("never", 1000) is None
+
+
+def test_verified_tokens_forget_the_least_recently_used_past_their_size() -> None:
+    remembered = VerifiedTokens(size=2, max_seconds=60)
+    for name in ("a", "b"):
+        remembered.add(name, {"exp": 2000}, now=1000)
+    assert remembered.get("a", 1001) is not None  # a is now the most recent
+    remembered.add("c", {"exp": 2000}, now=1001)
+    assert remembered.get("b", 1002) is None
+    assert remembered.get("a", 1002) is not None and remembered.get("c", 1002) is not None
+
+
+async def test_a_remembered_token_is_still_checked_for_nbf_and_refused_when_wrong() -> None:
+    verifier = TokenVerifier(HS)
+    good = jwt.encode(claims(), SECRET, "HS256")
+    assert (await verifier.verify(good)).sub == (await verifier.verify(good)).sub == "alice"
+    forged = good[: good.rindex(".") + 1] + "A" * 43
+    for _ in range(2):  # a refusal is not remembered as anything
+        with pytest.raises(Unauthorized, match="wrongly signed"):
+            await verifier.verify(forged)
+    later = jwt.encode(claims(nbf=int(time.time()) + 600), SECRET, "HS256")
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            await verifier.verify(later)
 
 
 @pytest.mark.parametrize(
