@@ -9,7 +9,7 @@ remembered (`VerifiedTokens`): an HTTP client sends the same token with every re
 PyJWT prepares its key anew on every check (for an HMAC secret, tests that it is no PEM or DER
 key), which made verification about a seventh of a streamed request's CPU. Such a key cannot
 change while the process runs; keys from a JWKS can, so their tokens are checked every time.
-The times (`exp`, `nbf`) are checked on every use.
+A remembered token is forgotten at its `exp`; `nbf` and `iat` are checked on every use.
 """
 
 from __future__ import annotations
