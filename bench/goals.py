@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from bench.options import OPEN_GOAL_RATE
 from bench.paths import GATEWAY_PATHS
 from bench.results import Idle, Level, Run
 from bench.stats import Summary, added
@@ -23,7 +24,7 @@ FIFTY_LAG_P99_MS = 10.0
 FIFTY_TTFT_P99_MS = 50.0
 LATENCY_FACTOR = 4.0  # LiteLLM adds at least this many times the gateway's latency
 # 2. Capacity: the open loop.
-OPEN_RATE = 100  # new streams per second
+OPEN_RATE = OPEN_GOAL_RATE  # new streams per second
 OPEN_TTFT_P99_MS = 100.0
 OPEN_LAG_P99_MS = 10.0
 CPU_PER_CHUNK_US = 150.0
@@ -187,14 +188,18 @@ def litellm_latency_goal(levels: Iterable[Level]) -> Goal:
 
 
 def _open_loop(run: Run) -> tuple[dict[str, Summary], str | None]:
-    """The open loop's gateway paths, or why the capacity goals cannot be judged."""
-    rate = int(run.options.get("open_rate", 0))
-    ours = {p: run.open_loop[p] for p in GATEWAY_PATHS if p in run.open_loop}
-    if not ours:
+    """The open loop's gateway paths at the goal's rate, or why the capacity goals cannot be
+    judged."""
+    at_rate = run.open_loop.get(OPEN_RATE, {})
+    ours = {p: at_rate[p] for p in GATEWAY_PATHS if p in at_rate}
+    if ours:
+        return ours, None
+    if at_rate:
+        return ours, f"no gateway path in the open loop at {OPEN_RATE}/s"
+    rates = ", ".join(f"{r}/s" for r, paths in run.open_loop.items() if paths)
+    if not rates:
         return ours, "open loop not measured"
-    if rate < OPEN_RATE:
-        return ours, f"open loop ran at {rate}/s, the goal is at {OPEN_RATE}/s"
-    return ours, None
+    return ours, f"open loop ran at {rates}, the goal is at {OPEN_RATE}/s"
 
 
 def open_loop_goal(run: Run) -> Goal:
@@ -204,7 +209,7 @@ def open_loop_goal(run: Run) -> Goal:
         f"≤{OPEN_LAG_P99_MS:g} ms added over direct at the same rate (every gateway path)"
     )
     ours, why = _open_loop(run)
-    direct = run.open_loop.get("direct")
+    direct = run.open_loop.get(OPEN_RATE, {}).get("direct")
     if why is not None:
         return Goal(name, target, why, None)
     if direct is None:
@@ -248,7 +253,8 @@ def litellm_cpu_goal(run: Run) -> Goal:
         "/v1/chat/completions both)"
     )
     _, why = _open_loop(run)
-    gateway, proxy = run.open_loop.get("openai"), run.open_loop.get("litellm")
+    at_rate = run.open_loop.get(OPEN_RATE, {})
+    gateway, proxy = at_rate.get("openai"), at_rate.get("litellm")
     ours = gateway.cpu_per_chunk_us("gateway") if gateway else None
     theirs = proxy.cpu_per_chunk_us("litellm") if proxy else None
     if why is not None:

@@ -21,13 +21,19 @@ PATHS = ("direct", "ws", "sse", "openai", "litellm")
 PHASES = ("footprint", "closed", "workers", "open", "ceilings", "ingest", "redis", "idle")
 # Two workers start a gateway of their own and take about a minute: only the full preset.
 SINGLE_GATEWAY_PHASES = tuple(p for p in PHASES if p != "workers")
+# The open loop's rate the capacity goals are judged at: it gets the whole `open_seconds`;
+# the other rates, which only draw the curve around it, at most OPEN_OTHER_SECONDS.
+OPEN_GOAL_RATE = 100
+OPEN_OTHER_SECONDS = 5.0
 
 USAGE = """\
 presets (any option below overrides the preset's value):
-  smoke   about a minute: levels 1,20; short streams; 200 idle sockets; no LiteLLM
-  quick   about four minutes: levels 1,50,100; 1,000 idle sockets; no LiteLLM
-  full    at most fifteen minutes: levels 1,50,100,500; two workers at 500; LiteLLM;
-          1k and 10k idle sockets
+  smoke   about a minute: levels 1,20; open loop 20/s; short streams; 200 idle sockets;
+          no LiteLLM
+  quick   about four minutes: levels 1,50,100; open loop 50,100/s; 1,000 idle sockets;
+          no LiteLLM
+  full    at most fifteen minutes: levels 1,50,100,500; open loop 1,50,100,500/s; two
+          workers at 500; LiteLLM; 1k and 10k idle sockets
 """
 
 
@@ -43,7 +49,7 @@ class Options:
     min_streams: int
     round_timeout: float
     max_seconds: float
-    open_rate: int
+    open_rate: tuple[int, ...]
     open_seconds: float
     burst_words: int
     burst_rounds: int
@@ -72,6 +78,9 @@ class Options:
         for its percentiles (one stream at a time gives one time to first token a round)."""
         return max(self.rounds, -(-self.min_streams // streams))
 
+    def open_seconds_at(self, rate: int) -> float:
+        return arrival_seconds(rate, self.open_seconds, self.min_streams)
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("litellm_venv", "results", "docs"):
@@ -91,7 +100,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "min_streams": 2,
         "round_timeout": 20.0,
         "max_seconds": 150.0,
-        "open_rate": 20,
+        "open_rate": (20,),
         "open_seconds": 2.0,
         "burst_words": 2000,
         "burst_rounds": 3,
@@ -112,7 +121,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "min_streams": 6,
         "round_timeout": 30.0,
         "max_seconds": 300.0,
-        "open_rate": 50,
+        "open_rate": (50, 100),
         "open_seconds": 5.0,
         "burst_words": 5000,
         "burst_rounds": 5,
@@ -135,7 +144,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "min_streams": 10,
         "round_timeout": 30.0,
         "max_seconds": 900.0,
-        "open_rate": 100,
+        "open_rate": (1, 50, 100, 500),
         "open_seconds": 10.0,
         "burst_words": 20_000,
         "burst_rounds": 5,
@@ -172,6 +181,14 @@ def parse_options(argv: Sequence[str]) -> Options:
     return opts
 
 
+def arrival_seconds(rate: int, open_seconds: float, min_streams: int) -> float:
+    """How long streams keep starting at an open-loop rate: `open_seconds` at the goal's rate,
+    at most OPEN_OTHER_SECONDS at the others, and at a low rate long enough for `min_streams`
+    streams (one a second gives one time to first token a second)."""
+    seconds = open_seconds if rate == OPEN_GOAL_RATE else min(open_seconds, OPEN_OTHER_SECONDS)
+    return max(seconds, min_streams / rate)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ws_load",
@@ -191,8 +208,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--min-streams", type=_bounded(1, 1000), help="more rounds where a level has fewer")
     add("--round-timeout", type=_seconds, help="seconds one round may take")
     add("--max-seconds", type=_seconds, help="the whole run's budget; later work is skipped")
-    add("--open-rate", type=_bounded(1, 1000), help="open loop: new streams per second")
-    add("--open-seconds", type=_seconds, help="open loop: how long streams keep starting")
+    add("--open-rate", type=_ints(1, 1000), help="open loop: new streams/s, e.g. 1,50,100,500")
+    add(
+        "--open-seconds",
+        type=_seconds,
+        help=f"open loop: seconds of arrivals at {OPEN_GOAL_RATE}/s",
+    )
     add("--burst-words", type=_bounded(10, 100_000), help="ceilings: frames per burst")
     add("--burst-rounds", type=_bounded(1, 100), help="ceilings: bursts per side")
     add("--idle-sockets", type=_ints(1, MAX_IDLE_SOCKETS), help="e.g. 1000,5000,10000")

@@ -39,6 +39,15 @@ INGEST_TURNS = 5  # recorded turns of the ingest phase, each side once per turn
 BARE_HOLD_S = 5.0  # the bare server's sockets need no long hold: nothing of ours runs there
 FD_MARGIN = 200
 CLOSE_ALL_S = 30.0
+# LiteLLM keeps up with about 20 new streams/s; past 100/s its streams would only time out,
+# the budget's seconds spent on no figure worth having.
+LITELLM_MAX_OPEN_RATE = 100
+# New streams/s a path kept up with on the 2-CPU machine of docs/performance.md. Past it,
+# arrivals queue and drain at about that rate, each stream for at most its timeout: the
+# estimate of an open-loop run, not a limit.
+KEEPS_UP = {"direct": 250, "litellm": 20}
+GATEWAY_KEEPS_UP = 100
+OPEN_SLACK_S = 2.0  # connects, closes and the pause after a path
 
 
 class Deadline:
@@ -104,9 +113,10 @@ def phase_s(opts: Options, phase: str) -> float:
     """A rough estimate of a phase's seconds, so that earlier phases leave it time."""
     top = max(opts.streams)
     costs = {
-        # A start, a warm-up, then rounds at the top level: connects grow with it.
-        "workers": 10 + (opts.rounds_at(top) + 1) * (opts.stream_seconds + 4 + top / 50),
-        "open": sum(open_path_s(opts, path) for path in opts.paths),
+        # A start, a warm-up, then rounds at the top level: connects grow with it (a round
+        # of 500 took 2.5 s in docs/performance.md's run; this allows 7).
+        "workers": 10 + (opts.rounds_at(top) + 1) * (opts.stream_seconds + 4 + top / 250),
+        "open": sum(open_path_s(opts, path, rate) for rate, path in open_runs(opts)),
         "ceilings": 2 * opts.burst_rounds + 15,
         # Two sides, a first turn unrecorded, at most about 100 µs a token on both ends.
         "ingest": 5 + 2 * (INGEST_TURNS + 1) * opts.ingest_answers * opts.ingest_tokens * 1e-4,
@@ -116,9 +126,21 @@ def phase_s(opts: Options, phase: str) -> float:
     return costs.get(phase, 0.0)
 
 
-def open_path_s(opts: Options, path: str) -> float:
-    """Streams that never end (LiteLLM past its capacity) hold it one timeout longer."""
-    return opts.open_seconds + opts.stream_seconds + 5 + (opts.round_timeout * (path == "litellm"))
+def open_runs(opts: Options) -> list[tuple[int, str]]:
+    """The open loop's (rate, path) pairs in the order it takes them: rate by rate, as given."""
+    return [
+        (rate, path)
+        for rate in opts.open_rate
+        for path in opts.paths
+        if path != "litellm" or rate <= LITELLM_MAX_OPEN_RATE
+    ]
+
+
+def open_path_s(opts: Options, path: str, rate: int) -> float:
+    """Arrivals, the last stream, and the backlog of a path past what it keeps up with."""
+    arrivals = opts.open_seconds_at(rate)
+    backlog = arrivals * max(0.0, rate / KEEPS_UP.get(path, GATEWAY_KEEPS_UP) - 1)
+    return arrivals + opts.stream_seconds + OPEN_SLACK_S + min(opts.round_timeout, backlog)
 
 
 def later_phases_s(opts: Options, after: str) -> float:
@@ -203,14 +225,17 @@ async def open_loop_phase(ctx: Context) -> None:
     opts, meter = ctx.opts, ctx.meter()
     await warm_up(ctx)
     limit = opts.stream_seconds + opts.round_timeout
-    for path in live_paths(ctx):
-        if not ctx.deadline.allows(open_path_s(opts, path) + later_phases_s(opts, "open")):
-            ctx.run.notes.append(f"Time ran out: the open loop skipped {path}.")
+    live = live_paths(ctx)
+    reserve = later_phases_s(opts, "open")
+    for rate, path in [(r, p) for r, p in open_runs(opts) if p in live]:
+        if not ctx.deadline.allows(open_path_s(opts, path, rate) + reserve):
+            ctx.run.notes.append(f"Time ran out: the open loop skipped {path} at {rate}/s.")
             continue
-        say(f"open loop: {path}, {opts.open_rate} new streams/s for {opts.open_seconds:g} s ...")
+        seconds = opts.open_seconds_at(rate)
+        say(f"open loop: {path}, {rate} new streams/s for {seconds:g} s ...")
         make, port = factory(path, ctx.targets)
-        done = await open_loop(make, port, opts.open_rate, opts.open_seconds, limit, meter)
-        ctx.run.open_loop[path] = summarize([done], opts.tokens)
+        done = await open_loop(make, port, rate, seconds, limit, meter)
+        ctx.run.open_loop.setdefault(rate, {})[path] = summarize([done], opts.tokens)
         await asyncio.sleep(ROUND_PAUSE_S)
 
 

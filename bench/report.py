@@ -7,13 +7,14 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.goals import goals
+from bench.options import arrival_seconds
 from bench.paths import LABELS, SERVER_OF
 from bench.results import Idle, Ingest, Level, RedisLoad, Run, Workers
 from bench.stats import Summary, added, percentile
@@ -173,23 +174,30 @@ def cost_table(levels: Sequence[Level]) -> str:
 
 
 def open_loop_table(run: Run) -> str:
+    """Rate by rate, direct first: the baseline each other path's "added" is taken against."""
     rows = []
-    for path, s in run.open_loop.items():
-        server = SERVER_OF[path]
-        rows.append(
-            (
-                LABELS[path],
-                f"{s.complete}/{s.streams}",
-                f"{s.lost}/{s.duplicated}",
-                _ms(s.ttft(50)),
-                _ms(s.ttft(99)),
-                _ms(s.lag(50)),
-                _ms(s.lag(99)),
-                _us(s.cpu_per_chunk_us(server)),
-                "; ".join(s.errors),
+    for rate, paths in sorted(run.open_loop.items()):
+        direct = paths.get("direct")
+        for path in sorted(paths, key=lambda p: p != "direct"):
+            s, base = paths[path], None if path == "direct" else direct
+            rows.append(
+                (
+                    f"{rate}/s",
+                    LABELS[path],
+                    f"{s.complete}/{s.streams}",
+                    f"{s.lost}/{s.duplicated}",
+                    _ms(s.ttft(50)),
+                    _ms(s.ttft(99)),
+                    _ms(s.lag(50)),
+                    _ms(s.lag(99)),
+                    _plus(added(s.ttft(99), base.ttft(99))) if base else "",
+                    _plus(added(s.lag(99), base.lag(99))) if base else "",
+                    _us(s.cpu_per_chunk_us(SERVER_OF[path])),
+                    "; ".join(s.errors),
+                )
             )
-        )
     head = (
+        "rate",
         "path",
         "complete",
         "lost/dup",
@@ -197,6 +205,8 @@ def open_loop_table(run: Run) -> str:
         "TTFT p99",
         "lag p50",
         "lag p99",
+        "added TTFT p99",
+        "added lag p99",
         "serving CPU µs/chunk",
         "errors",
     )
@@ -367,8 +377,7 @@ def render_run(run: Run) -> str:
         f"LiteLLM {run.litellm or 'not run'}",
         f"- Streams: {o['tokens']} tokens {o['interval_ms']} ms apart; closed loop "
         f"{o['rounds']} rounds per level and path (at least {o['min_streams']} streams), levels "
-        f"{', '.join(map(str, o['streams']))}; open loop {o['open_rate']} new streams/s for "
-        f"{o['open_seconds']:g} s",
+        f"{', '.join(map(str, o['streams']))}; open loop {_arrivals(o)}",
     ]
     parts = ["\n".join(facts), "### Goals", goals_table(run)]
     if run.levels:
@@ -397,6 +406,14 @@ def render_run(run: Run) -> str:
     if run.notes:
         parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in run.notes))
     return "\n\n".join(parts) + "\n"
+
+
+def _arrivals(options: Mapping[str, Any]) -> str:
+    seconds = [
+        (rate, arrival_seconds(rate, options["open_seconds"], options["min_streams"]))
+        for rate in options["open_rate"]
+    ]
+    return ", ".join(f"{rate} new streams/s for {s:g} s" for rate, s in seconds)
 
 
 def _rss_line(run: Run) -> str:
@@ -481,9 +498,17 @@ What each phase measures:
   closed loop's top level over WebSocket (after one unrecorded warm-up round), set beside the
   one-worker gateway's figure at that level in the same run. Its CPU and peak RSS add up the
   serving process and its workers.
-- **Open loop**: new streams start at a fixed rate (`--open-rate`) whatever the earlier ones
-  are doing, as users arrive; TTFT and lag p99, errors, delivered chunks/s and CPU per chunk
-  per path, the gateway's CPU all-in (everything its process did during the phase).
+- **Open loop**: new streams start at a fixed rate whatever the earlier ones are doing, as
+  users arrive, each on a new connection, at every rate of `--open-rate` in turn. A stream
+  lasts about a second (50 tokens 20 ms apart), so R new streams/s hold about R streams at
+  once: `full`'s 1, 50, 100 and 500/s stand beside the closed loop's levels. Streams start for
+  `--open-seconds` at 100/s, the rate the capacity goals are judged at, and for at most 5 s
+  at the other rates, but long enough for `--min-streams` streams (10 s at 1/s). Each stream
+  has its length plus `--round-timeout` from its connect to its end. Per rate and path: TTFT
+  and lag, **added** p99 over direct at the same rate, errors, lost/dup and CPU per chunk,
+  the gateway's CPU all-in (everything its process did during the path's arrivals and their
+  streams). LiteLLM runs only at the rates up to 100/s: it keeps up with about 20 new
+  streams/s, and at 500/s its streams would only time out.
 - **Send ceilings**: one socket, frames as fast as they go. The bare app sends a frame built
   once, in the gateway's chunk shape, per word of the request; the gateway streams the same
   number of words from its `echo` model with `ECHO_DELAY_MS=0`, through its whole send path
@@ -517,7 +542,8 @@ What each phase measures:
 The goals (`bench/goals.py`) are judged in every run against figures of the same run, one
 gateway worker unless a goal says otherwise; a goal the run has no figures for (a phase not
 run, LiteLLM absent, a smaller preset) is "not measured", and says why. The presets: `full`
-runs every phase; `quick` and `smoke` all but the workers.
+runs every phase; `quick` and `smoke` all but the workers, `quick`'s open loop at 50 and
+100/s, `smoke`'s at 20/s.
 
 Compare within one run only: the upstream, the gateway, Redis, LiteLLM and the client share
 this machine's CPUs, so at high concurrency the figures include their contention.
@@ -559,7 +585,10 @@ def run_json(run: Run) -> dict[str, Any]:
         "gateway_warm_rss_kib": run.gateway_warm_rss_kib,
         "gateway_peak_rss_kib": run.gateway_peak_rss_kib,
         "levels": [_level_json(level) for level in run.levels],
-        "open_loop": {path: _summary_json(s) for path, s in run.open_loop.items()},
+        "open_loop": {
+            str(rate): {path: _summary_json(s) for path, s in paths.items()}
+            for rate, paths in run.open_loop.items()
+        },
         "ceilings": [
             asdict(c)
             | {

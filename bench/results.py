@@ -158,7 +158,7 @@ class Run:
     options: Mapping[str, Any]
     machine: dict[str, str]
     levels: list[Level] = field(default_factory=list)
-    open_loop: dict[str, Summary] = field(default_factory=dict)
+    open_loop: dict[int, dict[str, Summary]] = field(default_factory=dict)  # by rate, path
     ceilings: list[Ceiling] = field(default_factory=list)
     idle: list[Idle] = field(default_factory=list)
     starts: list[Start] = field(default_factory=list)

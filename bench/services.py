@@ -117,7 +117,7 @@ def gateway_env(opts: Options, work: Workspace, redis_port: int, ping: float) ->
         LIMIT_CONCURRENT_GENERATIONS="0",
         LIMIT_CONNECTIONS="0",
         MAX_QUEUED_FRAMES=str(max(1024, opts.burst_words + 64)),
-        UPSTREAM_MAX_CONCURRENT=str(2 * max(max(opts.streams), opts.open_rate * 10)),
+        UPSTREAM_MAX_CONCURRENT=str(2 * max(max(opts.streams), max(opts.open_rate) * 10)),
         **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
     )
 

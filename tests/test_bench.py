@@ -11,8 +11,16 @@ import pytest
 from bench.clients import native_stream, openai_stream
 from bench.goals import Goal, goals
 from bench.options import PHASES, PRESETS, parse_options
+from bench.paths import LABELS
+from bench.phases import open_runs
 from bench.profile import own_time
-from bench.report import ANALYSIS_MARKER, render_document, run_json, write_outputs
+from bench.report import (
+    ANALYSIS_MARKER,
+    open_loop_table,
+    render_document,
+    run_json,
+    write_outputs,
+)
 from bench.results import Burst, Ceiling, Idle, Ingest, Level, RedisLoad, Run, Start, Workers
 from bench.stats import Round, Stream, Summary, percentile, summarize
 from bench.wire import OP_TEXT, client_frame, take_frame
@@ -36,7 +44,7 @@ def test_litellm_flag_adds_the_path_and_direct_is_always_kept() -> None:
 
 def test_full_preset_covers_every_goal() -> None:
     opts = parse_options(["--preset", "full"])
-    assert opts.phases == PHASES and opts.open_rate >= 100
+    assert opts.phases == PHASES and opts.open_rate == (1, 50, 100, 500)
     assert {1, 50, 500} <= set(opts.streams) and "litellm" in opts.paths
     assert 10_000 in opts.idle_sockets and opts.idle_hold >= 45
     assert opts.max_seconds <= 900
@@ -48,13 +56,35 @@ def test_smaller_presets_run_the_fast_phases_but_not_two_workers() -> None:
         assert {"ingest", "redis"} <= set(phases) and "workers" not in phases
 
 
+def test_open_rates_are_a_list_and_only_the_goal_rate_gets_every_second() -> None:
+    opts = parse_options(["--preset", "full"])
+    assert [opts.open_seconds_at(r) for r in opts.open_rate] == [10.0, 5.0, 10.0, 5.0]
+    opts = parse_options(["--preset", "quick", "--open-rate", "1,50", "--open-seconds", "3"])
+    assert opts.open_rate == (1, 50)
+    assert [opts.open_seconds_at(r) for r in opts.open_rate] == [6.0, 3.0]  # 6 min-streams
+
+
+def test_litellm_runs_the_open_loop_only_up_to_100_per_second() -> None:
+    runs = open_runs(parse_options(["--preset", "full"]))
+    assert ("litellm" in {p for r, p in runs if r == 100}) and (500, "ws") in runs
+    assert (500, "litellm") not in runs and runs[0] == (1, "direct")
+
+
 def test_a_level_with_few_streams_gets_more_rounds() -> None:
     opts = parse_options(["--preset", "full", "--rounds", "3", "--min-streams", "10"])
     assert [opts.rounds_at(n) for n in (1, 4, 50)] == [10, 3, 3]
 
 
 @pytest.mark.parametrize(
-    "argv", [["--streams", "0"], ["--paths", "nope"], ["--max-seconds", "0.5"], ["--preset", "x"]]
+    "argv",
+    [
+        ["--streams", "0"],
+        ["--paths", "nope"],
+        ["--max-seconds", "0.5"],
+        ["--preset", "x"],
+        ["--open-rate", "50,0"],
+        ["--open-rate", ","],
+    ],
 )
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -150,7 +180,7 @@ def _run() -> Run:
     })  # fmt: skip
     run.levels = [level(1), level(500)]
     run.workers = Workers(2, 500, level(500).paths["ws"], 200_000, 2.0)
-    run.open_loop = dict(level(1).paths)
+    run.open_loop = {100: dict(level(1).paths), 500: dict(level(500).paths)}
     run.ceilings = [Ceiling("WebSocket", Burst(1000, 0.01, 0.01), Burst(600, 0.01, 0.02))]
     run.ingest = Ingest(20, 500, (0.1, 0.12), (0.1, 0.1))
     run.redis_load = RedisLoad(50, 20.0, 10.0, 5.0, 0.1, 12_650, 520, (1, 1))
@@ -223,30 +253,63 @@ def test_fifty_streams_add_at_most_ten_ms_lag_and_fifty_ms_ttft(
 
 
 def test_open_loop_goals_need_the_goal_rate_and_a_direct_baseline() -> None:
-    run = _empty_run(open_rate=20)
-    run.open_loop = {"direct": _summ(), "ws": _summ(cpu={"gateway": 0.5})}
+    run = _empty_run()
+    run.open_loop = {20: {"direct": _summ(), "ws": _summ(cpu={"gateway": 0.5})}}
     verdicts = _verdicts(run)
     assert verdicts["2. 100 new streams/s (open loop)"].met is None
     assert "ran at 20/s" in verdicts["2. gateway CPU per chunk"].figure
-    run = _empty_run(open_rate=100)
     ws = _summ(lag=5.0, ttft=90.0, cpu={"gateway": 1.4})  # +4 ms lag, +70 ms TTFT
-    run.open_loop = {"direct": _summ(lag=1.0, ttft=20.0), "ws": ws}
+    run.open_loop[100] = {"direct": _summ(lag=1.0, ttft=20.0), "ws": ws}
     verdicts = _verdicts(run)
     assert verdicts["2. 100 new streams/s (open loop)"].met is True
     assert verdicts["2. gateway CPU per chunk"].met is True  # 1.4 s / 10,000 chunks: 140 µs
-    run.open_loop["sse"] = _summ(failed=1, cpu={"gateway": 1.6})
+    run.open_loop[100]["sse"] = _summ(failed=1, cpu={"gateway": 1.6})
     verdicts = _verdicts(run)
     assert verdicts["2. 100 new streams/s (open loop)"].met is False
     assert verdicts["2. gateway CPU per chunk"].figure == "worst 160 µs (sse)"
 
 
+def test_capacity_goals_read_100_per_second_among_several_rates() -> None:
+    run = _empty_run()
+    overloaded = _summ(lag=900.0, ttft=9000.0, failed=5, cpu={"gateway": 9.0})
+    run.open_loop = {
+        1: {"direct": _summ(), "ws": overloaded},
+        500: {"direct": _summ(), "ws": overloaded},
+    }
+    goal = _verdicts(run)["2. 100 new streams/s (open loop)"]
+    assert goal.met is None and goal.figure == "open loop ran at 1/s, 500/s, the goal is at 100/s"
+    run.open_loop[100] = {"direct": _summ(lag=1.0, ttft=20.0), "ws": _summ(lag=2.0, ttft=30.0)}
+    verdicts = _verdicts(run)
+    assert verdicts["2. 100 new streams/s (open loop)"].met is True
+    assert verdicts["2. gateway CPU per chunk"].met is None  # no CPU measured at 100/s
+    run.open_loop[100] = {"direct": _summ()}
+    goal = _verdicts(run)["2. 100 new streams/s (open loop)"]
+    assert goal.met is None and "no gateway path" in goal.figure
+
+
 def test_open_loop_cpu_against_litellm() -> None:
-    run = _empty_run(open_rate=100)
-    run.open_loop = {"openai": _summ(cpu={"gateway": 1.0})}
+    run = _empty_run()
+    run.open_loop = {100: {"openai": _summ(cpu={"gateway": 1.0})}}
     assert _verdicts(run)["2. CPU per chunk, against LiteLLM"].met is None
-    run.open_loop["litellm"] = _summ(chunks_per_s=100, cpu={"litellm": 0.7})  # 700 µs
+    litellm = _summ(chunks_per_s=100, cpu={"litellm": 0.7})  # 700 µs
+    run.open_loop[50] = {"litellm": litellm}
+    assert _verdicts(run)["2. CPU per chunk, against LiteLLM"].met is None  # not at 100/s
+    run.open_loop[100]["litellm"] = litellm
     goal = _verdicts(run)["2. CPU per chunk, against LiteLLM"]
     assert goal.met is True and goal.figure.startswith("7.0x")
+
+
+def test_open_loop_table_groups_rates_with_direct_first() -> None:
+    run = _empty_run()
+    run.open_loop = {
+        100: {"ws": _summ(lag=4.0, ttft=25.0), "direct": _summ(lag=1.0, ttft=20.0)},
+        1: {"direct": _summ(lag=0.5, ttft=20.0), "sse": _summ(lag=1.0, ttft=22.0)},
+    }
+    rows = [line.split(" | ") for line in open_loop_table(run).splitlines()[2:]]
+    order = [("| 1/s", "direct"), ("| 1/s", "sse"), ("| 100/s", "direct"), ("| 100/s", "ws")]
+    assert [(row[0], row[1]) for row in rows] == [(rate, LABELS[p]) for rate, p in order]
+    assert rows[0][8:10] == ["", ""]  # the baseline adds nothing to itself
+    assert rows[1][8:10] == ["+2.00", "+0.50"] and rows[3][8:10] == ["+5.00", "+3.00"]
 
 
 def test_overload_goals_at_500() -> None:
