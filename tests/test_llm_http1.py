@@ -212,3 +212,27 @@ async def test_nothing_listening_is_a_connect_error() -> None:
     async with client() as http:
         with pytest.raises(httpx2.ConnectError):
             await http.get(f"http://127.0.0.1:{free_port()}/")
+
+
+async def test_a_body_that_keeps_coming_within_the_read_timeout_never_times_out() -> None:
+    """The silence timer is one per connection, moved on lazily: it must still measure each
+    wait, not the time since the first."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the upstream's pace, well inside the 0.3 s timeout
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with (
+        server(trickle) as (url, _),
+        client(read=0.3) as http,
+        http.stream("GET", url) as response,
+    ):
+        body = b"".join([piece async for piece in response.aiter_raw()])
+    assert body == b"x" * 8

@@ -40,6 +40,10 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
+        # The silence timer outlives a request: a kept-alive connection reuses it.
+        self._silence = 0.0  # the longest wait allowed for data
+        self._quiet_since = 0.0  # when the current wait began (loop time)
+        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -154,17 +158,31 @@ class _Connection(asyncio.Protocol):
             raise httpx2.ReadError("the upstream connection is closed")
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
-        timer = loop.call_later(silence, self._time_out) if silence is not None else None
+        if silence is not None:
+            # One timer per connection, moved on lazily, rather than one per wait: a stream
+            # waits once per network read.
+            self._silence, self._quiet_since = silence, loop.time()
+            due = self._quiet_since + silence
+            if self._timer is None or self._timer.when() > due:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(due, self._check_silence)
         try:
             await self._waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
         if self.error is not None:
             raise self.error
 
-    def _time_out(self) -> None:
+    def _check_silence(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting now; the next wait arms the timer again
+        due = self._quiet_since + self._silence
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            self._timer = loop.call_at(due, self._check_silence)
+            return
         self.error = httpx2.ReadTimeout("the upstream sent nothing in time")
         self._close()
         self._wake()
@@ -175,6 +193,9 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -191,9 +212,8 @@ class _Body(httpx2.AsyncByteStream):
         self._silence = silence
         self._done = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for piece in self._connection.body(self._silence):
-            yield piece
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._connection.body(self._silence)  # no generator of its own around it
 
     async def aclose(self) -> None:
         if not self._done:

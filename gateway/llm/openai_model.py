@@ -19,9 +19,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -119,7 +119,7 @@ class OpenAIModel:
             )
             self._latency.observe(time.perf_counter() - sent)
             try:
-                yield deadline, response.aiter_bytes()
+                yield deadline, _body(response)
             finally:
                 await response.aclose()
 
@@ -198,6 +198,15 @@ class OpenAIModel:
 
     async def aclose(self) -> None:
         return None  # the client is shared per upstream and closed by the registry
+
+
+def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The response's body as it arrives. Unless it is compressed, straight from the
+    transport's stream: httpx's `aiter_bytes` adds two generators, a decoder and a chunker
+    for every network read."""
+    if response.headers.get("content-encoding", "identity").lower() == "identity":
+        return aiter(cast(AsyncIterable[bytes], response.stream))
+    return response.aiter_bytes()
 
 
 def wire_message(message: Message) -> dict[str, Any]:
