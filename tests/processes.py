@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,26 @@ class GatewayProcess:
             self.reader.join(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def gateway_environment(redis_url: str, config: Path, **changes: str) -> dict[str, str]:
+    """Settings for gateway processes on one Redis, under a key prefix of their own: a lease of
+    one second, so a dead instance's generations are ended quickly, and a drain and an upstream
+    read timeout short enough for a test."""
+    return {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": f"p{uuid.uuid4().hex[:8]}:",
+        "GATEWAY_CONFIG": str(config),
+        "LEASE_TTL": "1",
+        "SHUTDOWN_DRAIN_SECONDS": "5",
+        "UPSTREAM_READ_TIMEOUT": "10",
+        **changes,
+    }
+
+
+def start_pair(folder: Path, env: dict[str, str]) -> tuple[GatewayProcess, GatewayProcess]:
+    """Two instances of one deployment: the same settings, the same Redis."""
+    return start_process(folder, env), start_process(folder, env)
 
 
 def spawn(folder: Path, env: dict[str, str], port: int) -> GatewayProcess:

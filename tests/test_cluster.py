@@ -34,7 +34,13 @@ from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog, GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import free_port
-from tests.processes import GatewayProcess, config_file, start_process
+from tests.processes import (
+    GatewayProcess,
+    config_file,
+    gateway_environment,
+    start_pair,
+    start_process,
+)
 from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.upstream import FakeUpstream
 
@@ -178,25 +184,19 @@ def cluster_env(
     cluster: Cluster, upstream: tuple[FakeUpstream, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("cluster-gateways")
-    return {
-        "REDIS_URL": cluster.url,
-        "REDIS_CLUSTER": "1",
-        "REDIS_PREFIX": f"k{uuid.uuid4().hex[:8]}:",
-        "GATEWAY_CONFIG": str(config_file(folder, upstream[1])),
-        "LEASE_TTL": "1",
-        "SHUTDOWN_DRAIN_SECONDS": "5",
-        "UPSTREAM_READ_TIMEOUT": "10",
-        "LIMIT_CONCURRENT_GENERATIONS": "1",
-    }
+    return gateway_environment(
+        cluster.url,
+        config_file(folder, upstream[1]),
+        REDIS_CLUSTER="1",
+        LIMIT_CONCURRENT_GENERATIONS="1",
+    )
 
 
 @pytest.fixture(scope="module")
 def pair(
     cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    folder = tmp_path_factory.mktemp("cluster-pair")
-    a = start_process(folder, cluster_env)
-    b = start_process(folder, cluster_env)
+    a, b = start_pair(tmp_path_factory.mktemp("cluster-pair"), cluster_env)
     yield a, b
     a.stop()
     b.stop()

@@ -17,7 +17,12 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, start_process
+from tests.processes import (
+    GatewayProcess,
+    config_file,
+    gateway_environment,
+    start_pair,
+)
 from tests.test_http import sse_events
 from tests.upstream import FakeUpstream
 
@@ -33,23 +38,14 @@ def environment(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("gateways")
-    return {
-        "REDIS_URL": redis_server.url,
-        "REDIS_PREFIX": f"r{uuid.uuid4().hex[:8]}:",
-        "GATEWAY_CONFIG": str(config_file(folder, upstream[1])),
-        "LEASE_TTL": "1",
-        "SHUTDOWN_DRAIN_SECONDS": "5",
-        "UPSTREAM_READ_TIMEOUT": "10",
-    }
+    return gateway_environment(redis_server.url, config_file(folder, upstream[1]))
 
 
 @pytest.fixture(scope="module")
 def pair(
     environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    folder = tmp_path_factory.mktemp("pair")
-    a = start_process(folder, environment)
-    b = start_process(folder, environment)
+    a, b = start_pair(tmp_path_factory.mktemp("pair"), environment)
     yield a, b
     a.stop()
     b.stop()
@@ -300,8 +296,7 @@ async def test_resume_errors(pair: tuple[GatewayProcess, GatewayProcess], token:
 async def lone_pair(
     environment: dict[str, str], tmp_path: Path
 ) -> AsyncIterator[tuple[GatewayProcess, GatewayProcess]]:
-    a = await asyncio.to_thread(start_process, tmp_path, environment)
-    b = await asyncio.to_thread(start_process, tmp_path, environment)
+    a, b = await asyncio.to_thread(start_pair, tmp_path, environment)
     yield a, b
     a.stop()
     b.stop()
@@ -374,8 +369,7 @@ async def test_generations_past_the_drain_timeout_end_as_interrupted(
     environment: dict[str, str], tmp_path: Path, token: Mint
 ) -> None:
     env = {**environment, "SHUTDOWN_DRAIN_SECONDS": "1"}
-    a = await asyncio.to_thread(start_process, tmp_path, env)
-    b = await asyncio.to_thread(start_process, tmp_path, env)
+    a, b = await asyncio.to_thread(start_pair, tmp_path, env)
     try:
         ws = await connected(a.url, token())
         await send(ws, type="completion", id="r", message="x", model="fake-i20-n200")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from tests.adversarial.conftest import secrets_in
 from tests.client import close_code, connected, receive, send, text_of, until_done
 from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, start_process
+from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.test_http import sse_events
 from tests.test_resume import read_through, resume_sse, resume_ws
 from tests.upstream import FakeUpstream
@@ -34,23 +33,13 @@ LONG = "fake-i20-n200"  # 202 events over about four seconds
 def environment(
     redis_server: RedisServer, upstream: tuple[FakeUpstream, str], tmp_path: Path
 ) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_server.url,
-        "REDIS_PREFIX": f"i{uuid.uuid4().hex[:8]}:",
-        "GATEWAY_CONFIG": str(config_file(tmp_path, upstream[1])),
-        "LEASE_TTL": "1",
-        "SHUTDOWN_DRAIN_SECONDS": "5",
-        "UPSTREAM_READ_TIMEOUT": "10",
-    }
+    return gateway_environment(redis_server.url, config_file(tmp_path, upstream[1]))
 
 
 async def pair_with(
     environment: dict[str, str], folder: Path, **changes: str
 ) -> tuple[GatewayProcess, GatewayProcess]:
-    env = {**environment, **changes}
-    a = await asyncio.to_thread(start_process, folder, env)
-    b = await asyncio.to_thread(start_process, folder, env)
-    return a, b
+    return await asyncio.to_thread(start_pair, folder, {**environment, **changes})
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from playwright.async_api import BrowserContext, Locator, expect
 
 from tests.browser.conftest import ChatPage, Mint, page_config, unique
 from tests.conftest import RedisServer, free_port
-from tests.processes import GatewayProcess, spawn
+from tests.processes import GatewayProcess, gateway_environment, spawn
 from tests.upstream import FakeUpstream
 
 # Long enough (a word every 30 ms: about 4.5 s) that what the test does in the middle of the
@@ -140,15 +139,10 @@ def restart_environment(
     redis_server: RedisServer, upstream: tuple[FakeUpstream, str], tmp_path: Path
 ) -> dict[str, str]:
     """Settings for gateways of the test's own, which it stops and replaces."""
-    return {
-        "REDIS_URL": redis_server.url,
-        "REDIS_PREFIX": f"g{uuid.uuid4().hex[:8]}:",
-        "GATEWAY_CONFIG": str(page_config(tmp_path, upstream[1])),
-        "UPSTREAM_READ_TIMEOUT": "10",
-        "LEASE_TTL": "1",
-        # Far longer than the answer: a stopping gateway writes it to its end, into Redis.
-        "SHUTDOWN_DRAIN_SECONDS": "30",
-    }
+    # A drain far longer than the answer: a stopping gateway writes it to its end, into Redis.
+    return gateway_environment(
+        redis_server.url, page_config(tmp_path, upstream[1]), SHUTDOWN_DRAIN_SECONDS="30"
+    )
 
 
 @pytest.fixture
