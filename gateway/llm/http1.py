@@ -70,14 +70,11 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.error = httpx2.RemoteProtocolError(f"malformed response: {exc}")
-            self._close()
+            self.close()
         if self._buffered > PAUSE_BYTES and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -136,15 +133,14 @@ class _Connection(asyncio.Protocol):
                 await self._wait(silence)
 
     @property
+    def open(self) -> bool:
+        transport = self.transport
+        return not self.closed and transport is not None and not transport.is_closing()
+
+    @property
     def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.error is None
-            and not self.closed
-            and self.keep_alive
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
+        """Its response was read to the end, and the connection may carry another."""
+        return self.complete and self.error is None and self.keep_alive and self.open
 
     def _framed(self) -> bool:
         """Whether the body's end is marked (a length or chunked), not the connection's end."""
@@ -184,23 +180,20 @@ class _Connection(asyncio.Protocol):
             self._timer = loop.call_at(due, self._check_silence)
             return
         self.error = httpx2.ReadTimeout("the upstream sent nothing in time")
-        self._close()
+        self.close()
         self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.transport is not None:
             self.transport.close()
-
-    def close(self) -> None:
-        self._close()
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -262,8 +255,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            transport = connection.transport
-            if not connection.closed and transport is not None and not transport.is_closing():
+            if connection.open:
                 return connection
         return None
 
