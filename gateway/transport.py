@@ -144,11 +144,11 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             # Nothing of a request was sent: an idle connection is closed without a word, as
             # after a keep-alive timeout (a 408 there could be read as the answer to a request
             # the client sends at the same moment).
-            log.debug("closed an idle connection from %s", self._peer())
+            log.debug("closed an idle connection from %s", peer(self.client))
             self._drop()
 
     def _refuse(self, status: int, detail: str) -> None:
-        log.info("refused a request head from %s: %s", self._peer(), detail)
+        log.info("refused a request head from %s: %s", peer(self.client), detail)
         self._disarm()
         self._reading_head = False
         if self.cycle is not None and not self.cycle.response_complete:
@@ -175,9 +175,6 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self.transport.abort()
         else:
             self.transport.close()
-
-    def _peer(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
 
 
 def send_deadline_protocol(send_timeout: float) -> partial[SendDeadlineProtocol]:
@@ -243,10 +240,9 @@ class SendDeadlineProtocol(WebSocketsSansIOProtocol):
         self._deadline = None
         if self.disconnected:
             return
-        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
         ws_log.info(
             "reset the WebSocket connection from %s: it did not read for %g s",
-            peer,
+            peer(self.client),
             self.send_timeout,
         )
         sock = self.transport.get_extra_info("socket")
@@ -277,3 +273,8 @@ class _CloseWatch:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def peer(client: tuple[str, int] | None) -> str:
+    """A connection's remote address for the logs."""
+    return f"{client[0]}:{client[1]}" if client else "unknown"
