@@ -99,6 +99,7 @@ class Limits:
     concurrent_generations: int = 8
     connections: int = 16
     tokens_per_day: int = 0
+    storage_bytes: int = 100 * 1024 * 1024  # stored message bytes over all conversations
 
 
 LIMIT_FIELDS = {
@@ -106,6 +107,7 @@ LIMIT_FIELDS = {
     "concurrent_generations": "LIMIT_CONCURRENT_GENERATIONS",
     "connections": "LIMIT_CONNECTIONS",
     "tokens_per_day": "LIMIT_TOKENS_PER_DAY",
+    "storage_bytes": "LIMIT_STORAGE_BYTES",
 }
 
 
@@ -156,13 +158,28 @@ class Settings:
     agents: Mapping[str, AgentConfig] = field(default_factory=_chat_agents)
     default_agent: str = "chat"
     echo_delay_ms: int = 30
+    echo_max_words: int = 1000  # an echo answer is cut here (finish reason "length")
     upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 60.0  # the longest silence between two upstream chunks
+    upstream_read_timeout: float = 60.0  # the longest time without a complete line
     upstream_first_token_timeout: float = 30.0
     upstream_max_retries: int = 2  # only before the first token
     upstream_retry_max_wait: float = 20.0  # longest Retry-After honoured before giving up
     upstream_max_concurrent: int = 256  # per model, unless the model sets max_concurrent
+    # What one upstream response may send: each bound ends that generation alone.
+    upstream_max_header_bytes: int = 16 * 1024  # one header line (and at most 128 of them)
+    upstream_max_line_bytes: int = 1024 * 1024  # one line of a streamed body
+    upstream_max_body_bytes: int = 32 * 1024 * 1024  # a whole body, after decompression
+    upstream_max_tool_calls: int = 64  # tool calls in one model turn
+    upstream_max_tool_argument_bytes: int = 1024 * 1024  # their arguments, together
+    # One generation: its answer's length (then finish reason "length") and its whole time.
+    max_answer_chars: int = 1_000_000
+    generation_timeout: float = 900.0
+    # Events of a running generation kept in memory for resumes here; older ones come from
+    # its log in Redis.
+    generation_memory_events: int = 1024
     tool_timeout: float = 10.0
+    tool_workers: int = 2  # worker processes that run plain-function tools
+    tool_memory_mb: int = 256  # address space of one tool worker
     # Per-user limits, and per value of the `limit_claim` claim (e.g. tiers "free", "pro")
     limits: Limits = field(default_factory=Limits)
     limit_tiers: Mapping[str, Limits] = field(default_factory=dict)
@@ -178,6 +195,7 @@ class Settings:
     history_turns: int = 20
     max_stored_turns: int = 200
     conversation_ttl: int = 30 * 24 * 3600
+    conversation_page_bytes: int = 4 * 1024 * 1024  # message bytes in one page of a read
     # Generations
     on_disconnect: Literal["continue", "cancel"] = "continue"
     log_flush_ms: float = 50.0
@@ -253,13 +271,26 @@ class Settings:
             agents=agents,
             default_agent=str(file.get("default_agent") or "chat"),
             echo_delay_ms=int(_number(env, "ECHO_DELAY_MS", 30)),
+            echo_max_words=int(_number(env, "ECHO_MAX_WORDS", 1000)),
             upstream_connect_timeout=_number(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_read_timeout=_number(env, "UPSTREAM_READ_TIMEOUT", 60.0),
             upstream_first_token_timeout=_number(env, "UPSTREAM_FIRST_TOKEN_TIMEOUT", 30.0),
             upstream_max_retries=int(_number(env, "UPSTREAM_MAX_RETRIES", 2)),
             upstream_retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_WAIT", 20.0),
             upstream_max_concurrent=int(_number(env, "UPSTREAM_MAX_CONCURRENT", 256)),
+            upstream_max_header_bytes=int(_number(env, "UPSTREAM_MAX_HEADER_BYTES", 16 * 1024)),
+            upstream_max_line_bytes=int(_number(env, "UPSTREAM_MAX_LINE_BYTES", 1024 * 1024)),
+            upstream_max_body_bytes=int(_number(env, "UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+            upstream_max_tool_calls=int(_number(env, "UPSTREAM_MAX_TOOL_CALLS", 64)),
+            upstream_max_tool_argument_bytes=int(
+                _number(env, "UPSTREAM_MAX_TOOL_ARGUMENT_BYTES", 1024 * 1024)
+            ),
+            max_answer_chars=int(_number(env, "MAX_ANSWER_CHARS", 1_000_000)),
+            generation_timeout=_number(env, "GENERATION_TIMEOUT", 900.0),
+            generation_memory_events=int(_number(env, "GENERATION_MEMORY_EVENTS", 1024)),
             tool_timeout=_number(env, "TOOL_TIMEOUT", 10.0),
+            tool_workers=int(_number(env, "TOOL_WORKERS", 2)),
+            tool_memory_mb=int(_number(env, "TOOL_MEMORY_MB", 256)),
             limits=limits,
             limit_tiers=tiers,
             limit_claim=env.get("LIMIT_CLAIM", "tier"),
@@ -273,6 +304,7 @@ class Settings:
             history_turns=int(_number(env, "HISTORY_TURNS", 20)),
             max_stored_turns=int(_number(env, "MAX_STORED_TURNS", 200)),
             conversation_ttl=int(_number(env, "CONVERSATION_TTL", 30 * 24 * 3600)),
+            conversation_page_bytes=int(_number(env, "CONVERSATION_PAGE_BYTES", 4 * 1024 * 1024)),
             on_disconnect=_choice(env, "ON_DISCONNECT", ("continue", "cancel")),
             log_flush_ms=_number(env, "LOG_FLUSH_MS", 50.0),
             generation_ttl=int(_number(env, "GENERATION_TTL", 3600)),
@@ -344,6 +376,19 @@ def _check(s: Settings) -> None:
         "HTTP_HEADER_TIMEOUT": s.http_header_timeout,
         "HTTP_KEEPALIVE_TIMEOUT": s.http_keepalive_timeout,
         "JWKS_CACHE_SECONDS": s.jwks_cache_seconds,
+        "ECHO_MAX_WORDS": s.echo_max_words,
+        "UPSTREAM_MAX_HEADER_BYTES": s.upstream_max_header_bytes,
+        "UPSTREAM_MAX_LINE_BYTES": s.upstream_max_line_bytes,
+        "UPSTREAM_MAX_BODY_BYTES": s.upstream_max_body_bytes,
+        "UPSTREAM_MAX_TOOL_CALLS": s.upstream_max_tool_calls,
+        "UPSTREAM_MAX_TOOL_ARGUMENT_BYTES": s.upstream_max_tool_argument_bytes,
+        "MAX_ANSWER_CHARS": s.max_answer_chars,
+        "GENERATION_TIMEOUT": s.generation_timeout,
+        "GENERATION_MEMORY_EVENTS": s.generation_memory_events,
+        "TOOL_TIMEOUT": s.tool_timeout,
+        "TOOL_WORKERS": s.tool_workers,
+        "TOOL_MEMORY_MB": s.tool_memory_mb,
+        "CONVERSATION_PAGE_BYTES": s.conversation_page_bytes,
     }
     if s.redis_socket_timeout <= 1.0:
         # A resume waits on XREAD BLOCK for up to a second; the socket must outlast it.
