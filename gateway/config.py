@@ -165,8 +165,8 @@ class Settings:
     upstream_max_retries: int = 2  # only before the first token
     upstream_retry_max_wait: float = 20.0  # longest Retry-After honoured before giving up
     upstream_max_concurrent: int = 256  # per model, unless the model sets max_concurrent
-    # What one upstream response may send: each bound ends that generation alone.
-    upstream_max_header_bytes: int = 16 * 1024  # one header line (and at most 128 of them)
+    # What one upstream response may send (its head: aiohttp's 128 lines of 8 KiB); each
+    # bound ends that generation alone.
     upstream_max_line_bytes: int = 1024 * 1024  # one line of a streamed body
     upstream_max_body_bytes: int = 32 * 1024 * 1024  # a whole body, after decompression
     upstream_max_tool_calls: int = 64  # tool calls in one model turn
@@ -278,7 +278,6 @@ class Settings:
             upstream_max_retries=int(_number(env, "UPSTREAM_MAX_RETRIES", 2)),
             upstream_retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_WAIT", 20.0),
             upstream_max_concurrent=int(_number(env, "UPSTREAM_MAX_CONCURRENT", 256)),
-            upstream_max_header_bytes=int(_number(env, "UPSTREAM_MAX_HEADER_BYTES", 16 * 1024)),
             upstream_max_line_bytes=int(_number(env, "UPSTREAM_MAX_LINE_BYTES", 1024 * 1024)),
             upstream_max_body_bytes=int(_number(env, "UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024)),
             upstream_max_tool_calls=int(_number(env, "UPSTREAM_MAX_TOOL_CALLS", 64)),
@@ -377,7 +376,6 @@ def _check(s: Settings) -> None:
         "HTTP_KEEPALIVE_TIMEOUT": s.http_keepalive_timeout,
         "JWKS_CACHE_SECONDS": s.jwks_cache_seconds,
         "ECHO_MAX_WORDS": s.echo_max_words,
-        "UPSTREAM_MAX_HEADER_BYTES": s.upstream_max_header_bytes,
         "UPSTREAM_MAX_LINE_BYTES": s.upstream_max_line_bytes,
         "UPSTREAM_MAX_BODY_BYTES": s.upstream_max_body_bytes,
         "UPSTREAM_MAX_TOOL_CALLS": s.upstream_max_tool_calls,

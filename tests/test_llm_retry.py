@@ -13,9 +13,9 @@ from gateway.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from gateway.llm.bounds import StreamFormatError
 from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.retry import Backoff, RetryPolicy, is_retryable_status, retry_after_seconds
-from gateway.llm.sse import StreamFormatError
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.events import Usage
+from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds
 from gateway.llm.sse import (
     END,
     NOTHING,
     ChatStream,
-    StreamFormatError,
     StreamPiece,
     ToolCallAssembler,
+    data_lines,
     parse_line,
 )
 
@@ -121,3 +122,79 @@ def test_finish_reason_usage_and_tool_calls_are_kept() -> None:
     assert stream.answering and stream.tokens == 0
     assert stream.finish_reason == "tool_calls" and stream.usage == Usage(3, 4)
     assert stream.calls.calls() == [{"id": "c1", "name": "calc", "arguments": "{}"}]
+
+
+@pytest.mark.parametrize(
+    ("block", "lines"),
+    [
+        (b"", []),
+        (b"\n\n\n", []),
+        (b"data: 1", [b"data: 1"]),
+        (b"data: 1\n\ndata: 2", [b"data: 1", b"data: 2"]),
+        (b": comment\nevent: e\ndata: x\nid: 3\ndata: y\n", [b"data: x", b"data: y"]),
+        (b"xdata: 1\ndata:2", [b"data:2"]),
+        (b"data: x\nfoo", [b"data: x"]),
+    ],
+)
+def test_only_data_lines_are_read(block: bytes, lines: list[bytes]) -> None:
+    assert list(data_lines(block)) == lines
+
+
+def test_blank_lines_and_comments_carry_nothing() -> None:
+    stream = ChatStream()
+    noise = b"\n" * 1000 + b": keep-alive\n" + b"event: ping\n"
+    for _ in range(100):
+        assert stream.feed(noise) == ""
+    assert stream.feed(event("a")) == "a" and not stream.ended
+
+
+def test_a_line_without_end_is_an_overrun_however_it_is_split() -> None:
+    stream = ChatStream(UpstreamBounds(max_line_bytes=1000))
+    assert stream.feed(event("a") + b"data: {") == "a"
+    for _ in range(1000 - len(b"data: {")):
+        assert stream.feed(b"x") == ""
+    with pytest.raises(Overrun, match="a line longer than 1000 bytes"):
+        stream.feed(b"x")
+
+
+def test_a_line_dripped_a_byte_at_a_time_is_gathered_whole() -> None:
+    stream = ChatStream()
+    line = event("dripped")
+    assert "".join(stream.feed(line[i : i + 1]) for i in range(len(line))) == "dripped"
+
+
+def test_tool_calls_past_their_bounds_are_overruns() -> None:
+    calls = ToolCallAssembler(UpstreamBounds(max_tool_calls=2))
+    calls.add(({"index": 0, "id": "a"}, {"index": 1, "id": "b"}, {"index": 0}))
+    with pytest.raises(Overrun, match="more than 2 tool calls in one turn"):
+        calls.add(({"index": 2, "id": "c"},))
+    arguments = ToolCallAssembler(UpstreamBounds(max_tool_argument_bytes=10))
+    arguments.add(({"index": 0, "function": {"arguments": "é" * 5}},))  # 10 bytes
+    with pytest.raises(Overrun, match="more than 10 bytes of tool call arguments"):
+        arguments.add(({"index": 0, "function": {"arguments": "x"}},))
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    ["text", {"index": "0"}, {"index": True}, {"function": "f"}, {"function": {"name": 3}}],
+)
+def test_malformed_tool_call_fragments_are_format_errors(fragment: object) -> None:
+    with pytest.raises(StreamFormatError):
+        ToolCallAssembler().add((fragment,))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'data: {"choices":{"delta":{}}}',
+        'data: {"choices":["x"]}',
+        'data: {"choices":[{"delta":"x"}]}',
+        'data: {"choices":[{"delta":{"content":["a"]}}]}',
+        'data: {"choices":[{"delta":{},"finish_reason":1}]}',
+        'data: {"choices":[{"delta":{"tool_calls":"x"}}]}',
+        "data: " + "[" * 100_000 + "]" * 100_000,
+    ],
+)
+def test_chunks_of_the_wrong_shape_are_format_errors(line: str) -> None:
+    with pytest.raises(StreamFormatError):
+        parse_line(line.encode())

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import aiohttp
 import httpx2
 import openai
 
@@ -21,8 +22,8 @@ from gateway.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from gateway.llm.bounds import Overrun, StreamFormatError
 from gateway.llm.retry import is_retryable_status, retry_after_seconds
-from gateway.llm.sse import StreamFormatError
 
 log = logging.getLogger("gateway.upstream")
 
@@ -50,6 +51,13 @@ def classify(name: str, exc: Exception, streamed: bool) -> Failure:
     `upstream_unavailable` (or `rate_limited`) and worth another attempt."""
     if isinstance(exc, RequestError):
         return Failure(exc)
+    if isinstance(exc, Overrun):
+        log.warning("model %s sent %s", name, exc.what)
+        return Failure(_NotRetryable(f"Model '{name}' sent {exc.what}; the gateway stopped it."))
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        # A head or body aiohttp could not parse (malformed, or past its bounds).
+        log.warning("model %s sent a response that could not be parsed: %s", name, exc)
+        return Failure(_NotRetryable(f"Model '{name}' sent a response the gateway cannot read."))
     if streamed:
         return Failure(_mid_stream(name, exc))
     if isinstance(exc, openai.APIStatusError):
@@ -57,6 +65,10 @@ def classify(name: str, exc: Exception, streamed: bool) -> Failure:
         return Failure(status_error(name, exc), retry=is_retryable_status(exc.status_code))
     if isinstance(exc, TimeoutError):  # only the first-token deadline raises the builtin
         return _unavailable(f"Model '{name}' did not start answering in time.")
+    if _caused_by(exc, aiohttp.ClientConnectorError):
+        # Checked before the timeout: the aiohttp backend reports a refused connection as
+        # httpx's ConnectTimeout, which the SDK turns into APITimeoutError.
+        return _unavailable(f"Model '{name}' could not be reached.")
     if isinstance(exc, openai.APITimeoutError):
         return _unavailable(f"Model '{name}' did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
@@ -69,12 +81,24 @@ def classify(name: str, exc: Exception, streamed: bool) -> Failure:
     return Failure(_mid_stream(name, exc))
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is among the exceptions that led to `exc` (its explicit causes)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a cycle is not followed for ever
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _unavailable(message: str) -> Failure:
     return Failure(UpstreamUnavailable(message), retry=True)
 
 
 def _mid_stream(name: str, exc: Exception) -> RequestError:
-    if isinstance(exc, httpx2.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
         return UpstreamError(f"Model '{name}' went silent mid-answer.")
     if isinstance(exc, StreamFormatError | ValueError):
         return UpstreamError(f"Model '{name}' sent a malformed stream.")

@@ -1,22 +1,24 @@
 """Any OpenAI-compatible chat API, through the official SDK's `AsyncOpenAI`.
 
-The SDK builds, authenticates and sends the request; the streamed body is read with our own
-line parser (see `gateway.llm.sse`). Failures are translated in `gateway.llm.failures`; the
-retry policy is ours (`gateway.llm.retry`; the SDK's own retries are off), and so are the
-first-token deadline and the per-model cap on requests in flight (`gateway.llm.gate`).
+The SDK builds, authenticates and sends the request over its aiohttp backend, every body
+bounded (see `gateway.llm.transport`); the streamed body is read with our own line parser (see
+`gateway.llm.sse`). Failures are translated in `gateway.llm.failures`; the retry policy is ours
+(`gateway.llm.retry`; the SDK's own retries are off), and so are the deadlines and the
+per-model cap on requests in flight (`gateway.llm.gate`).
 
-Bytes move through our own HTTP/1.1 transport (`gateway.llm.http1`), which bounds connecting
-(UPSTREAM_CONNECT_TIMEOUT) and every silence on the connection (UPSTREAM_READ_TIMEOUT, one
-timer per wait for data, none while data is already there); one asyncio timeout per attempt
-bounds the time from sending
-the request to the first text or tool delta (UPSTREAM_FIRST_TOKEN_TIMEOUT) and is switched off
-once that arrives, before anything is yielded.
+One asyncio timeout per attempt bounds the time from sending the request to the first text or
+tool delta (UPSTREAM_FIRST_TOKEN_TIMEOUT); once the answer has started, the same timeout bounds
+the time without a complete line (UPSTREAM_READ_TIMEOUT), so an upstream that drips a byte at
+a time never resets it. aiohttp bounds connecting (UPSTREAM_CONNECT_TIMEOUT) and every silence
+on the socket (UPSTREAM_READ_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
@@ -30,15 +32,34 @@ from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
 from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
 from gateway.llm.base import ModelParams
+from gateway.llm.bounds import StreamFormatError, UpstreamBounds
 from gateway.llm.echo import estimate_tokens
 from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.gate import ConcurrencyGate
-from gateway.llm.http1 import Http1Transport
 from gateway.llm.retry import RetryPolicy
-from gateway.llm.sse import ChatStream, usage_of
+from gateway.llm.sse import DEFAULT_BOUNDS, ChatStream, ToolCallAssembler, usage_of
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.upstream")
+
+
+class LineDeadline:
+    """An attempt's timeout once the answer has started: at least `silence` seconds after the
+    last complete line, and at most an eighth more. Moved on lazily, at most once per eighth
+    of `silence`, so a stream pays a clock read per network read, not a timer."""
+
+    def __init__(self, timeout: asyncio.Timeout, silence: float) -> None:
+        self._timeout = timeout
+        self._silence = silence
+        self._slack = silence / 8
+        self._moved = -math.inf
+        self._clock = asyncio.get_running_loop().time
+
+    def line_arrived(self) -> None:
+        now = self._clock()
+        if now - self._moved >= self._slack:
+            self._moved = now
+            self._timeout.reschedule(now + self._silence + self._slack)
 
 
 class OpenAIModel:
@@ -50,6 +71,9 @@ class OpenAIModel:
         policy: RetryPolicy,
         first_token_timeout: float,
         metrics: GatewayMetrics,
+        *,
+        read_timeout: float = 60.0,
+        bounds: UpstreamBounds = DEFAULT_BOUNDS,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.name = config.name
@@ -59,6 +83,8 @@ class OpenAIModel:
         self._gate = gate
         self._policy = policy
         self._first_token_timeout = first_token_timeout
+        self._read_timeout = read_timeout
+        self._bounds = bounds
         self._jitter = jitter
         self._metrics = metrics
         self._latency = metrics.upstream_latency.labels(config.name)
@@ -78,13 +104,14 @@ class OpenAIModel:
         async with self._gate.slot():
             retries = 0
             while True:
-                stream = ChatStream()
+                stream = ChatStream(self._bounds)
                 try:
-                    async with self._opened(request) as (deadline, pieces):
+                    async with self._opened(request) as (timeout, pieces):
+                        deadline = LineDeadline(timeout, self._read_timeout)
                         async for piece in pieces:
                             text = stream.feed(piece)
-                            if stream.answering and deadline.when() is not None:
-                                deadline.reschedule(None)  # the first token came in time
+                            if stream.answering and b"\n" in piece:
+                                deadline.line_arrived()  # the first token, or a line after it
                             if text:
                                 yield TextDelta(text)
                             if stream.error is not None:
@@ -109,9 +136,9 @@ class OpenAIModel:
         self, request: dict[str, Any]
     ) -> AsyncIterator[tuple[asyncio.Timeout, AsyncIterator[bytes]]]:
         """One attempt: the response's body as it arrives, under the first-token deadline
-        (which the caller switches off at the first token). The SDK builds, authenticates and
-        sends the request; `post` with a raw response skips its typed-parameter transform
-        (about 1 ms of CPU per request) and its per-chunk objects."""
+        (which the caller moves on once the answer has started). The SDK builds,
+        authenticates and sends the request; `post` with a raw response skips its
+        typed-parameter transform (about 1 ms of CPU per request) and its per-chunk objects."""
         async with asyncio.timeout(self._first_token_timeout) as deadline:
             sent = time.perf_counter()
             response = await self._client.post(
@@ -132,28 +159,33 @@ class OpenAIModel:
         try:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
-            calls = [
-                ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
-                for c in choice["message"].get("tool_calls") or ()
-            ]
-        except (KeyError, IndexError, TypeError, AttributeError):
+            assembler = ToolCallAssembler(self._bounds)
+            assembler.add(
+                tuple(
+                    {**c, "index": i}
+                    for i, c in enumerate(choice["message"].get("tool_calls") or ())
+                )
+            )
+            if not isinstance(text, str):
+                raise TypeError
+        except (KeyError, IndexError, TypeError, AttributeError, StreamFormatError):
             raise UpstreamError("The model sent an answer the gateway cannot read.") from None
         if text:
             yield TextDelta(text)
-        for call in calls:
-            yield call
+        for call in assembler.calls():
+            yield ToolCall(call["id"], call["name"], call["arguments"])
         usage = usage_of(body.get("usage")) or _estimate(messages, estimate_tokens(text))
         yield Finish(_finish_reason(choice.get("finish_reason")), usage)
 
     async def _fetch(self, request: dict[str, Any]) -> Any:
-        """A whole answer is its own first token: the deadline covers all of it."""
-        async with asyncio.timeout(self._first_token_timeout):
-            sent = time.perf_counter()
-            response = await self._client.post(
-                "/chat/completions", body=request, cast_to=httpx2.Response
-            )
-            self._latency.observe(time.perf_counter() - sent)
-            return response.json()
+        """A whole answer is its own first token: the deadline covers all of it. Its body is
+        read through the same bounds as a stream's."""
+        async with self._opened(request) as (_, pieces):
+            body = b"".join([piece async for piece in pieces])
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise StreamFormatError("the answer is not JSON") from None
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         retries = 0
@@ -201,12 +233,9 @@ class OpenAIModel:
 
 
 def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The response's body as it arrives. Unless it is compressed, straight from the
-    transport's stream: httpx's `aiter_bytes` adds two generators, a decoder and a chunker
-    for every network read."""
-    if response.headers.get("content-encoding", "identity").lower() == "identity":
-        return aiter(cast(AsyncIterable[bytes], response.stream))
-    return response.aiter_bytes()
+    """The response's body as it arrives, straight from its (bounded) stream: httpx's
+    `aiter_bytes` adds two generators, a decoder and a chunker for every network read."""
+    return aiter(cast(AsyncIterable[bytes], response.stream))
 
 
 def wire_message(message: Message) -> dict[str, Any]:
@@ -236,19 +265,3 @@ def _finish_reason(raw: str | None) -> FinishReason:
 def _estimate(messages: Sequence[Message], completion: int) -> Usage:
     prompt = sum(estimate_tokens(m.content) for m in messages)
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
-
-
-def make_client(
-    config: ModelConfig, connect_timeout: float, read_timeout: float
-) -> openai.AsyncOpenAI:
-    # Pass the key explicitly: the SDK would otherwise read the environment itself.
-    api_key = config.api_key.reveal() if config.api_key else "no-key"
-    timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
-    # max_retries=0: retries are the gateway's (before the first token only, see retry.py).
-    return openai.AsyncOpenAI(
-        api_key=api_key,
-        base_url=config.base_url,
-        timeout=timeout,
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(transport=Http1Transport(), timeout=timeout),
-    )

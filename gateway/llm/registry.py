@@ -9,10 +9,12 @@ import openai
 
 from gateway.config import ModelConfig, Secret, Settings
 from gateway.llm.base import ChatModel
+from gateway.llm.bounds import UpstreamBounds
 from gateway.llm.echo import EchoModel
 from gateway.llm.gate import ConcurrencyGate
-from gateway.llm.openai_model import OpenAIModel, make_client
+from gateway.llm.openai_model import OpenAIModel
 from gateway.llm.retry import RetryPolicy
+from gateway.llm.transport import make_client
 from gateway.metrics import GatewayMetrics
 
 
@@ -23,6 +25,7 @@ class ModelRegistry:
         """`max_retries` overrides UPSTREAM_MAX_RETRIES (tests that want failures at once)."""
         retries = settings.upstream_max_retries if max_retries is None else max_retries
         policy = RetryPolicy(retries, settings.upstream_retry_max_wait)
+        bounds = upstream_bounds(settings)
         clients: dict[tuple[str | None, Secret | None], openai.AsyncOpenAI] = {}
         models: dict[str, ChatModel] = {}
         for name, config in settings.models.items():
@@ -33,10 +36,20 @@ class ModelRegistry:
             key = (config.base_url, config.api_key)
             if key not in clients:
                 clients[key] = make_client(
-                    config, settings.upstream_connect_timeout, settings.upstream_read_timeout
+                    config,
+                    settings.upstream_connect_timeout,
+                    settings.upstream_read_timeout,
+                    bounds,
                 )
             models[name] = OpenAIModel(
-                config, clients[key], gate, policy, settings.upstream_first_token_timeout, metrics
+                config,
+                clients[key],
+                gate,
+                policy,
+                settings.upstream_first_token_timeout,
+                metrics,
+                read_timeout=settings.upstream_read_timeout,
+                bounds=bounds,
             )
         self._models: Mapping[str, ChatModel] = models
         self._clients = list(clients.values())
@@ -56,3 +69,12 @@ def _gate(config: ModelConfig, settings: Settings) -> ConcurrencyGate:
     """A request past the cap waits for a slot as long as it would wait for a first token."""
     limit = config.max_concurrent or settings.upstream_max_concurrent
     return ConcurrencyGate(config.name, limit, settings.upstream_first_token_timeout)
+
+
+def upstream_bounds(settings: Settings) -> UpstreamBounds:
+    return UpstreamBounds(
+        max_line_bytes=settings.upstream_max_line_bytes,
+        max_body_bytes=settings.upstream_max_body_bytes,
+        max_tool_calls=settings.upstream_max_tool_calls,
+        max_tool_argument_bytes=settings.upstream_max_tool_argument_bytes,
+    )

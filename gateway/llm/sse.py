@@ -4,18 +4,22 @@ The openai SDK's own iterator builds a pydantic object per chunk (~100 µs); rea
 JSON ourselves costs a fraction of that on the hot path. The body is fed as it arrives, a
 network read at a time: the text of every token in one read comes out as one piece, so a
 gateway that falls behind sends fewer, larger chunks instead of falling further behind.
+
+Every input is bounded (`UpstreamBounds`): a line that never ends, a turn of countless tool
+calls or megabytes of their arguments raise `Overrun`; the work per byte is constant, however
+the upstream splits its bytes.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from gateway.events import Usage
+from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
 
-
-class StreamFormatError(ValueError):
-    """The upstream sent something that is not an OpenAI stream."""
+DEFAULT_BOUNDS = UpstreamBounds()
 
 
 class StreamPiece(NamedTuple):
@@ -39,30 +43,47 @@ class ChatStream:
     time. Lines after `[DONE]` are read and ignored (the connection goes back to the pool
     only once the body is read to its end); an `error` event stops the reading."""
 
-    def __init__(self) -> None:
-        self._tail = b""
+    def __init__(self, bounds: UpstreamBounds = DEFAULT_BOUNDS) -> None:
+        # A line not yet ended; a bytearray, so that a line dripped a byte at a time costs
+        # linear time to gather (bytes concatenation would copy it once per byte).
+        self._tail = bytearray()
+        self._max_line = bounds.max_line_bytes
         self.ended = False  # [DONE] seen
         self.error: str | None = None
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.tokens = 0  # text deltas seen
-        self.calls = ToolCallAssembler()
+        self.calls = ToolCallAssembler(bounds)
         self.answering = False  # text or a tool call has started
 
     def feed(self, piece: bytes) -> str:
-        """The text of the complete lines so far (a line may span pieces)."""
-        lines = (self._tail + piece if self._tail else piece).split(b"\n")
-        self._tail = lines.pop()
-        return self._read(lines)
+        """The text of the complete lines so far (a line may span pieces). Overrun when a
+        line grows past the bound."""
+        end = piece.rfind(b"\n")
+        if end < 0:
+            self._tail += piece
+            if len(self._tail) > self._max_line:
+                raise Overrun(f"a line longer than {size(self._max_line)}")
+            return ""
+        if self._tail:
+            self._tail += piece[:end]
+            block = bytes(self._tail)
+            self._tail.clear()
+        else:
+            block = piece if end == len(piece) - 1 else piece[:end]
+        self._tail += piece[end + 1 :]
+        return self._read(block)
 
     def close(self) -> str:
         """The text of a last line left without its newline."""
-        tail, self._tail = self._tail, b""
-        return self._read([tail]) if tail else ""
+        tail = bytes(self._tail)
+        self._tail.clear()
+        return self._read(tail)
 
-    def _read(self, lines: list[bytes]) -> str:
+    def _read(self, block: bytes) -> str:
+        """The text of the `data:` lines in `block` (whole lines joined by newlines)."""
         texts: list[str] = []
-        for line in lines:
+        for line in data_lines(block):
             if self.ended or self.error is not None:
                 break
             piece = parse_line(line)
@@ -86,6 +107,25 @@ class ChatStream:
         self.usage = piece.usage or self.usage
 
 
+def data_lines(block: bytes) -> Iterator[bytes]:
+    """The lines of `block` that start with `data:`. Only these carry anything; the others
+    (blank separators, comments, `event:` and `id:` lines) are skipped by `bytes.find`, not
+    one by one, so a body of millions of blank lines costs a scan, not a loop."""
+    start = 0 if block.startswith(b"data:") else _next_data_line(block, 0)
+    while start >= 0:
+        end = block.find(b"\n", start)
+        if end < 0:
+            yield block[start:]
+            return
+        yield block[start:end]
+        start = _next_data_line(block, end)
+
+
+def _next_data_line(block: bytes, after: int) -> int:
+    found = block.find(b"\ndata:", after)
+    return found + 1 if found >= 0 else -1
+
+
 def parse_line(line: bytes) -> StreamPiece:
     """Interpret one line of the upstream's SSE body."""
     if not line.startswith(b"data:"):
@@ -95,7 +135,7 @@ def parse_line(line: bytes) -> StreamPiece:
         return END
     try:
         obj = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise StreamFormatError("a data line is not JSON") from None
     if not isinstance(obj, dict):
         raise StreamFormatError("a data line is not a JSON object")
@@ -108,33 +148,78 @@ def _piece(obj: dict[str, Any]) -> StreamPiece:
     text, finish, calls = "", None, ()
     choices = obj.get("choices")
     if choices:
-        choice = choices[0]
-        delta = choice.get("delta") or {}
+        choice = choices[0] if isinstance(choices, list) else None
+        delta = choice.get("delta") or {} if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            raise StreamFormatError("a chunk's choice is not an object")
         text = delta.get("content") or ""
-        finish = choice.get("finish_reason")
-        calls = tuple(delta.get("tool_calls") or ())
+        finish = choice.get("finish_reason")  # type: ignore[union-attr]
+        raw_calls = delta.get("tool_calls") or ()
+        if not (isinstance(text, str) and isinstance(finish, str | None)):
+            raise StreamFormatError("a chunk's content or finish reason is not a string")
+        if not isinstance(raw_calls, list | tuple):
+            raise StreamFormatError("a chunk's tool calls are not a list")
+        calls = tuple(raw_calls)
     usage = usage_of(obj.get("usage"))
     return StreamPiece(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
 
 
-class ToolCallAssembler:
-    """Joins streamed `tool_calls` fragments (by index) into whole calls."""
+class _PartialCall:
+    __slots__ = ("arguments", "id", "name")
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, str]] = {}
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []  # joined once at the end: linear in their length
 
-    def add(self, fragments: tuple[dict[str, Any], ...]) -> None:
+
+class ToolCallAssembler:
+    """Joins streamed `tool_calls` fragments (by index) into whole calls, at most
+    `max_tool_calls` of them with `max_tool_argument_bytes` of arguments in all."""
+
+    def __init__(self, bounds: UpstreamBounds = DEFAULT_BOUNDS) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+        self._max_calls = bounds.max_tool_calls
+        self._max_bytes = bounds.max_tool_argument_bytes
+        self._bytes = 0
+
+    def add(self, fragments: tuple[Any, ...]) -> None:
         for fragment in fragments:
-            call = self._calls.setdefault(
-                int(fragment.get("index", 0)), {"id": "", "name": "", "arguments": ""}
-            )
+            if not isinstance(fragment, dict):
+                raise StreamFormatError("a tool call fragment is not an object")
+            call = self._call(fragment.get("index", 0))
             function = fragment.get("function") or {}
-            call["id"] = fragment.get("id") or call["id"]
-            call["name"] = function.get("name") or call["name"]
-            call["arguments"] += function.get("arguments") or ""
+            if not isinstance(function, dict):
+                raise StreamFormatError("a tool call's function is not an object")
+            call.id = _text(fragment.get("id")) or call.id
+            call.name = _text(function.get("name")) or call.name
+            if arguments := _text(function.get("arguments")):
+                self._bytes += len(arguments.encode())
+                if self._bytes > self._max_bytes:
+                    raise Overrun(f"more than {size(self._max_bytes)} of tool call arguments")
+                call.arguments.append(arguments)
+
+    def _call(self, index: Any) -> _PartialCall:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise StreamFormatError("a tool call's index is not a number")
+        call = self._calls.get(index)
+        if call is None:
+            if len(self._calls) >= self._max_calls:
+                raise Overrun(f"more than {self._max_calls} tool calls in one turn")
+            call = self._calls[index] = _PartialCall()
+        return call
 
     def calls(self) -> list[dict[str, str]]:
-        return [self._calls[index] for index in sorted(self._calls)]
+        return [
+            {"id": call.id, "name": call.name, "arguments": "".join(call.arguments)}
+            for _, call in sorted(self._calls.items())
+        ]
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise StreamFormatError("a tool call field is not a string")
 
 
 def usage_of(raw: Any) -> Usage | None:

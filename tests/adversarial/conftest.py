@@ -32,7 +32,12 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,7 +49,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.app import create_app
 from gateway.auth import mint_token
-from gateway.config import Secret, Settings
+from gateway.config import ModelConfig, Secret, Settings
 from gateway.server import uvicorn_options
 from tests.client import connected, receive, send
 from tests.conftest import TEST_SECRET, GatewayFactory
@@ -562,3 +567,54 @@ def survives(token: Callable[..., str], running_gateways: list[RunningGateway]) 
         assert grown < memory_slack, f"memory grew by {grown / 2**20:.0f} MiB"
 
     return watch
+
+
+# ---------------------------------------------------------------------------------------------
+# A gateway with a model of the test's own ("probe"), and the gateway's own retry policy
+
+# Short enough that a file runs in seconds, long enough for a loaded 2-core machine.
+FAST: dict[str, Any] = {
+    "upstream_connect_timeout": 2.0,
+    "upstream_first_token_timeout": 2.0,
+    "upstream_read_timeout": 2.0,
+    "upstream_max_retries": 2,
+    "upstream_retry_max_wait": 5.0,
+}
+
+
+@contextmanager
+def gateway_with(
+    settings: Settings,
+    running: list[RunningGateway],
+    model: ModelConfig,
+    **changes: Any,
+) -> Iterator[str]:
+    """A gateway that also serves `model` (as "probe"), with the gateway's own retries on."""
+    configured = replace(
+        settings, models={**settings.models, "probe": model}, **{**FAST, **changes}
+    )
+    gateway = RunningGateway("", configured)
+    app = LoopProbe(create_app(configured), gateway)
+    with serve_in_thread(app, **uvicorn_options(configured)) as url:
+        gateway.url = url
+        running.append(gateway)
+        try:
+            yield url
+        finally:
+            running.remove(gateway)
+
+
+StartProbe = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture
+def start_probe(settings: Settings, running_gateways: list[RunningGateway]) -> StartProbe:
+    """`with start_probe(upstream_model, **settings_changes) as url`; `model=` sets fields
+    of the probe model (max_concurrent, streaming, base_url)."""
+    fake = settings.models["fake"]
+
+    def start(upstream_model: str, model: dict[str, Any] | None = None, **changes: Any) -> Any:
+        probe = replace(fake, name="probe", upstream_model=upstream_model, **(model or {}))
+        return gateway_with(settings, running_gateways, probe, **changes)
+
+    return start

@@ -12,72 +12,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from gateway.app import create_app
-from gateway.config import ModelConfig, Settings
-from gateway.server import uvicorn_options
-from tests.adversarial.conftest import LoopProbe, RunningGateway
+from tests.adversarial.conftest import FAST, StartProbe
 from tests.client import connected, receive, send, until_done
 from tests.conftest import free_port, kinds
-from tests.upstream import FakeUpstream, Recorded, serve_in_thread
+from tests.upstream import FakeUpstream, Recorded
 
 Mint = Callable[..., str]
 Frames = list[dict[str, Any]]
-
-# Short enough that the file runs in seconds, long enough for a loaded 2-core machine.
-FAST: dict[str, Any] = {
-    "upstream_connect_timeout": 2.0,
-    "upstream_first_token_timeout": 2.0,
-    "upstream_read_timeout": 2.0,
-    "upstream_max_retries": 2,
-    "upstream_retry_max_wait": 5.0,
-}
-
-
-@contextmanager
-def gateway_with(
-    settings: Settings,
-    running: list[RunningGateway],
-    model: ModelConfig,
-    **changes: Any,
-) -> Iterator[str]:
-    """A gateway that also serves `model` (as "probe"), with the gateway's own retries on."""
-    configured = replace(
-        settings, models={**settings.models, "probe": model}, **{**FAST, **changes}
-    )
-    gateway = RunningGateway("", configured)
-    app = LoopProbe(create_app(configured), gateway)
-    with serve_in_thread(app, **uvicorn_options(configured)) as url:
-        gateway.url = url
-        running.append(gateway)
-        try:
-            yield url
-        finally:
-            running.remove(gateway)
-
-
-StartProbe = Callable[..., AbstractContextManager[str]]
-
-
-@pytest.fixture
-def start_probe(settings: Settings, running_gateways: list[RunningGateway]) -> StartProbe:
-    """`with start_probe(upstream_model, **settings_changes) as url`; `model=` sets fields
-    of the probe model (max_concurrent, streaming, base_url)."""
-    fake = settings.models["fake"]
-
-    def start(upstream_model: str, model: dict[str, Any] | None = None, **changes: Any) -> Any:
-        probe = replace(fake, name="probe", upstream_model=upstream_model, **(model or {}))
-        return gateway_with(settings, running_gateways, probe, **changes)
-
-    return start
 
 
 def unique(behaviour: str) -> str:

@@ -1,0 +1,126 @@
+"""The upstream HTTP client: the openai SDK's aiohttp backend, with every body bounded.
+
+The SDK builds, authenticates and sends each request; aiohttp, the SDK's supported async
+backend (`openai[aiohttp]`), moves the bytes. It parses the response head with its own bounds
+(at most 128 header lines of 8 KiB each) and passes 1xx interim responses by; idle kept-alive
+connections are closed after KEEPALIVE_SECONDS, so a connection that died silently while idle
+is not reused.
+
+A response hook wraps every body the gateway or the SDK reads (a streamed answer, a whole one,
+an error body the SDK reads for its message) in `BoundedBody`: it inflates gzip and deflate,
+the only codings the gateway asks for, a bounded piece at a time, and raises `Overrun` past
+UPSTREAM_MAX_BODY_BYTES, so a compression bomb or an endless body costs that much at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
+
+import httpx2
+import openai
+
+from gateway.config import ModelConfig
+from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
+
+KEEPALIVE_SECONDS = 15.0
+ACCEPT_ENCODING = "gzip, deflate"
+# The most inflated bytes handed on at once; between two of them other tasks get to run.
+INFLATE_PIECE = 64 * 1024
+
+
+class BoundedBody(httpx2.AsyncByteStream):
+    """A response body as it arrives, inflated if it is compressed, and never more than
+    `limit` bytes: past it, `Overrun`."""
+
+    def __init__(self, raw: httpx2.AsyncByteStream, coding: str, limit: int) -> None:
+        self._raw = raw
+        self._coding = coding
+        self._limit = limit
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._coding == "identity":
+            return self._counted()
+        if self._coding in ("gzip", "x-gzip", "deflate"):
+            return self._inflated()
+        return self._refused()
+
+    async def _refused(self) -> AsyncIterator[bytes]:
+        raise StreamFormatError(f"a body encoded as '{self._coding[:20]}', which was not asked for")
+        yield b""  # pragma: no cover - makes this a generator
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for piece in self._raw:
+            received += len(piece)
+            if received > self._limit:
+                raise Overrun(f"a body larger than {size(self._limit)}")
+            yield piece
+
+    async def _inflated(self) -> AsyncIterator[bytes]:
+        # wbits 32 + 15: a zlib or a gzip header, whichever the body starts with.
+        inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        received = 0
+        async for compressed in self._raw:
+            data = compressed
+            while data:
+                try:
+                    piece = inflater.decompress(data, INFLATE_PIECE)
+                except zlib.error:
+                    raise StreamFormatError("a compressed body is corrupt") from None
+                data = inflater.unconsumed_tail
+                received += len(piece)
+                if received > self._limit:
+                    raise Overrun(f"a body larger than {size(self._limit)} once inflated")
+                if piece:
+                    yield piece
+                if data:
+                    await asyncio.sleep(0)  # inflating is CPU work: others run in between
+
+    async def aclose(self) -> None:
+        await self._raw.aclose()
+
+
+def bound_bodies(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
+    """A response hook that puts each body behind `BoundedBody` before anyone reads it."""
+
+    async def hook(response: httpx2.Response) -> None:
+        coding = response.headers.get("content-encoding", "identity").strip().lower()
+        if coding != "identity":
+            # Inflated (or refused) here: httpx must not decode it again, and the length
+            # was the compressed one.
+            del response.headers["content-encoding"]
+            response.headers.pop("content-length", None)
+        response.stream = BoundedBody(cast(httpx2.AsyncByteStream, response.stream), coding, limit)
+
+    return hook
+
+
+def make_client(
+    config: ModelConfig,
+    connect_timeout: float,
+    read_timeout: float,
+    bounds: UpstreamBounds,
+    *,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> openai.AsyncOpenAI:
+    # Pass the key explicitly: the SDK would otherwise read the environment itself.
+    api_key = config.api_key.reveal() if config.api_key else "no-key"
+    timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
+    http = openai.DefaultAioHttpClient(
+        timeout=timeout,
+        # No connection cap here (0): the per-model gates bound requests in flight.
+        limits=httpx2.Limits(max_connections=0, keepalive_expiry=keepalive),
+        event_hooks={"response": [bound_bodies(bounds.max_body_bytes)]},
+    )
+    # max_retries=0: retries are the gateway's (before the first token only, see retry.py).
+    return openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=config.base_url,
+        timeout=timeout,
+        max_retries=0,
+        default_headers={"Accept-Encoding": ACCEPT_ENCODING},
+        http_client=http,
+    )

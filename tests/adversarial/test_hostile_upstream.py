@@ -1,0 +1,161 @@
+"""A hostile or broken model API: compression bombs, endless heads, bodies and lines, a byte a
+second, countless tool calls, 1xx interim responses.
+
+Each test points a model (`probe`) at the hostile upstream (tests/hostile_upstream.py) and asks
+it for an answer while another user streams (`survives`): that user is served whole, the
+gateway stays healthy, a fresh request is served, and its memory comes back; the attacker's
+generation ends with a clear `upstream_error` within a bounded wait, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from gateway.config import ModelConfig
+from gateway.llm.bounds import UpstreamBounds
+from gateway.llm.transport import make_client
+from tests.adversarial.conftest import StartProbe, Survives, settle
+from tests.adversarial.test_upstream_faults import text_of
+from tests.client import connected, send, until_done
+from tests.hostile_upstream import HostileUpstream, serve_hostile
+
+Mint = Callable[..., str]
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileUpstream]:
+    with serve_hostile() as upstream:
+        yield upstream
+
+
+def probe(hostile: HostileUpstream, behaviour: str) -> tuple[str, dict[str, Any]]:
+    """An upstream model name with this behaviour and a tag of its own, and the probe
+    model's fields that point it at the hostile server."""
+    return f"{behaviour}-{uuid.uuid4().hex[:8]}", {"base_url": hostile.url}
+
+
+async def complete(url: str, token: str) -> list[dict[str, Any]]:
+    """The probe model's answer on a socket of its own, closed afterwards."""
+    ws = await connected(url, token)
+    try:
+        await send(ws, type="completion", id="r", message="x", model="probe")
+        return await asyncio.wait_for(until_done(ws, "r"), 30)
+    finally:
+        await ws.close()
+
+
+def upstream_error(final: dict[str, Any], says: str) -> None:
+    assert final["type"] == "error" and final["code"] == "upstream_error", final
+    assert says in final["message"], final["message"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says"),
+    [
+        ("bomb", "a body larger than 32 MiB once inflated"),
+        ("endless", "a body larger than 4 MiB"),
+        ("longline", "a line longer than 1 MiB"),
+        ("calls", "more than 64 tool calls in one turn"),
+        ("arguments", "more than 1 MiB of tool call arguments"),
+    ],
+)
+async def test_a_response_past_a_bound_ends_that_generation_alone(
+    start_probe: StartProbe,
+    survives: Survives,
+    token: Mint,
+    hostile: HostileUpstream,
+    behaviour: str,
+    says: str,
+) -> None:
+    upstream_model, model = probe(hostile, behaviour)
+    changes = {"upstream_max_body_bytes": 4 * 1024 * 1024} if behaviour == "endless" else {}
+    with start_probe(upstream_model, model=model, upstream_read_timeout=10.0, **changes) as url:
+        async with survives(url):
+            frames = await complete(url, token("mallory"))
+        upstream_error(frames[-1], says)
+        assert frames[-1]["retryable"] is False
+
+
+async def test_a_whole_answer_without_end_is_bounded(
+    start_probe: StartProbe, survives: Survives, token: Mint, hostile: HostileUpstream
+) -> None:
+    """A model configured for whole answers reads its body through the same bound."""
+    upstream_model, model = probe(hostile, "endless")
+    limit = {"upstream_max_body_bytes": 4 * 1024 * 1024, "upstream_first_token_timeout": 10.0}
+    with start_probe(upstream_model, model={**model, "streaming": False}, **limit) as url:
+        async with survives(url):
+            frames = await complete(url, token("mallory"))
+    upstream_error(frames[-1], "a body larger than 4 MiB")
+
+
+async def test_an_error_body_that_inflates_without_end_is_bounded(
+    start_probe: StartProbe, survives: Survives, token: Mint, hostile: HostileUpstream
+) -> None:
+    upstream_model, model = probe(hostile, "errorbomb")
+    with start_probe(upstream_model, model=model) as url:
+        async with survives(url):
+            frames = await complete(url, token("mallory"))
+    upstream_error(frames[-1], "a body larger than 32 MiB once inflated")
+
+
+@pytest.mark.parametrize("behaviour", ["headers", "longheader"])
+async def test_a_response_head_without_end_is_refused(
+    start_probe: StartProbe,
+    survives: Survives,
+    token: Mint,
+    hostile: HostileUpstream,
+    behaviour: str,
+) -> None:
+    upstream_model, model = probe(hostile, behaviour)
+    with start_probe(upstream_model, model=model) as url:
+        async with survives(url):
+            frames = await complete(url, token("mallory"))
+    upstream_error(frames[-1], "a response the gateway cannot read")
+
+
+async def test_a_line_dripped_a_byte_at_a_time_meets_the_read_timeout(
+    start_probe: StartProbe, survives: Survives, token: Mint, hostile: HostileUpstream
+) -> None:
+    """Bytes keep arriving every 50 ms, but no line ends: the read timeout counts lines."""
+    upstream_model, model = probe(hostile, "drip")
+    with start_probe(upstream_model, model=model, upstream_read_timeout=1.0) as url:
+        async with survives(url):
+            frames = await complete(url, token("mallory"))
+    upstream_error(frames[-1], "went silent mid-answer")
+    assert text_of(frames) == "ok"  # what came before the drip is kept
+
+
+async def test_interim_responses_are_passed_by(
+    start_probe: StartProbe, token: Mint, hostile: HostileUpstream
+) -> None:
+    upstream_model, model = probe(hostile, "interim")
+    with start_probe(upstream_model, model=model) as url:
+        frames = await complete(url, token("alice"))
+    assert frames[-1]["type"] == "done" and text_of(frames) == "ok"
+
+
+async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> None:
+    """A kept-alive connection is closed once idle past the keep-alive, so one that died
+    silently while idle is never reused."""
+    config = ModelConfig("m", "openai", hostile.url)
+    client = make_client(config, 2.0, 5.0, UpstreamBounds(), keepalive=0.5)
+    before = hostile.open_connections
+    try:
+        response = await client.post(
+            "/chat/completions",
+            body={"model": f"ok-{uuid.uuid4().hex[:6]}"},
+            cast_to=httpx2.Response,
+            stream=True,
+        )
+        assert b"data: [DONE]" in await response.aread()
+        assert hostile.open_connections == before + 1  # kept alive after the answer
+        closed = await settle(lambda: hostile.open_connections == before, within=10)
+        assert closed, "the idle connection was still open after 10 s"
+    finally:
+        await client.close()
