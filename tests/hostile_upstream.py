@@ -14,6 +14,8 @@ The requested model name picks the behaviour (an unknown name answers a normal s
   calls        a stream of tool-call fragments, each a new call, for ever
   arguments    one tool call whose arguments never end
   interim      `100 Continue` and `103 Early Hints` before a normal stream
+  errorevent   an `error` event whose message is 200 KiB, with newlines and an API key
+  badcall      a tool call whose function name is a list
 Every connection the server accepted is counted in `open_connections` while it is open.
 """
 
@@ -126,6 +128,15 @@ class HostileUpstream:
             while True:
                 writer.write(empty)
                 await writer.drain()
+        if behaviour == "errorevent":
+            message = "overloaded\nCRITICAL forged line sk-" + "k" * 40 + " " + "x" * 200_000
+            writer.write(_chunked(b"data: " + json.dumps({"error": {"message": message}}).encode()))
+            writer.write(_chunked(b"\n\n") + b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        if behaviour == "badcall":
+            fragment = {"index": 0, "id": "call_0", "function": {"name": ["x"], "arguments": ""}}
+            writer.write(_chunked(chunk({"tool_calls": [fragment]})))
         if behaviour in ("calls", "arguments"):
             await _tool_calls(writer, endless_calls=behaviour == "calls")
         writer.write(_chunked(chunk({"content": "ok"})))

@@ -19,13 +19,16 @@ import pytest
 from gateway.auth import mint_token
 from gateway.config import Secret, Settings
 from gateway.logs import (
+    MAX_LOGGED_CHARS,
     JsonFormatter,
     RedactTokens,
     bind,
     body_for_log,
     current_context,
     install_logging,
+    install_redaction,
     log_context,
+    loggable,
     redact,
     set_log_bodies,
     unbind,
@@ -300,3 +303,67 @@ def test_filter_keeps_the_arguments_of_access_lines() -> None:
     assert RedactTokens().filter(made)
     assert made.args == ("c", "GET", "/x?token=[redacted]", "1.1", 200)
     assert as_json(made)["path"] == "/x?token=[redacted]"
+
+
+# --- Foreign text: short, on one line, no secrets ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain words", "plain words"),
+        ("two\nlines\r\tand\x00nul\u2028sep", "two\\nlines\\r\\tand\\x00nul\\u2028sep"),
+        ('{"api_key": "abc123", "x": 1}', '{"api_key": "[redacted]", "x": 1}'),
+        ("password=hunter2&user=a", "password=[redacted]&user=a"),
+        ("x-api-key: AbC", "x-api-key: [redacted]"),
+        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "[redacted]"),
+        ("gen_AbCdEfGh12345678 conv_x1 msg_abc", "gen_AbCdEfGh12345678 conv_x1 msg_abc"),
+        ("a" * 40, "a" * 40),  # one letter repeated is not a key
+        (ValueError("as str()"), "as str()"),
+    ],
+)
+def test_loggable(value: object, expected: str) -> None:
+    assert loggable(value) == expected
+
+
+def test_loggable_cuts_long_text_and_says_how_long() -> None:
+    text = loggable("x " * 600_000)
+    assert text.startswith("x x") and text.endswith("… <1200000 chars>")
+    assert len(text) < MAX_LOGGED_CHARS + 30
+
+
+def test_a_token_cut_by_the_excerpt_is_still_redacted() -> None:
+    text = loggable(" " * (MAX_LOGGED_CHARS - 20) + JWT)
+    assert "eyJ" not in text and "[redacted]" in text
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_every_record_is_made_safe_as_it_is_created() -> None:
+    """Whichever logger (a library's too) and whichever handler writes it."""
+    install_redaction()
+    kept = Kept()
+    logger = logging.getLogger(f"somelibrary.{uuid.uuid4().hex}")
+    logger.addHandler(kept)
+    try:
+        logger.warning("said %s, %d times", "no\nERROR forged " + "y" * 5000, 3)
+        try:
+            raise ValueError(f"bad\nline with {API_KEY}")
+        except ValueError:
+            logger.exception("failed on %r", {"token": JWT})
+    finally:
+        logger.removeHandler(kept)
+    said, failed = (record.getMessage() for record in kept.records)
+    assert "\n" not in said and said.startswith("said no\\nERROR forged yyy")
+    assert said.endswith("… <5016 chars>, 3 times")
+    assert JWT not in failed and API_KEY not in (kept.records[1].exc_text or "")
+    traceback_text = kept.records[1].exc_text or ""
+    assert "in test_every_record_is_made_safe_as_it_is_created" in traceback_text
+    assert traceback_text.endswith("ValueError: bad\\nline with [redacted]")

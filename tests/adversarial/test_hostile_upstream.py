@@ -20,7 +20,7 @@ import pytest
 from gateway.config import ModelConfig
 from gateway.llm.bounds import UpstreamBounds
 from gateway.llm.transport import make_client
-from tests.adversarial.conftest import StartProbe, Survives, settle
+from tests.adversarial.conftest import Recorder, StartProbe, Survives, settle
 from tests.adversarial.test_upstream_faults import text_of
 from tests.client import connected, send, until_done
 from tests.hostile_upstream import HostileUpstream, serve_hostile
@@ -159,3 +159,32 @@ async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> N
         assert closed, "the idle connection was still open after 10 s"
     finally:
         await client.close()
+
+
+async def test_a_tool_call_of_the_wrong_shape_is_an_upstream_error(
+    start_probe: StartProbe, token: Mint, hostile: HostileUpstream
+) -> None:
+    upstream_model, model = probe(hostile, "badcall")
+    with start_probe(upstream_model, model=model) as url:
+        frames = await complete(url, token("alice"))
+    upstream_error(frames[-1], "sent a malformed stream")
+    assert not [f for f in frames if f["type"] == "tool_call"]
+
+
+async def test_upstream_text_reaches_the_log_as_a_short_escaped_excerpt(
+    start_probe: StartProbe,
+    token: Mint,
+    hostile: HostileUpstream,
+    tokens_stay_out_of_logs: Recorder,
+) -> None:
+    """The upstream's own error message (200 KiB, with newlines and an API key) is logged,
+    as one short line with the key redacted."""
+    upstream_model, model = probe(hostile, "errorevent")
+    with start_probe(upstream_model, model=model) as url:
+        frames = await complete(url, token("alice"))
+    upstream_error(frames[-1], "reported an error")
+    logged = [line for line in tokens_stay_out_of_logs.lines if "sent an error event" in line]
+    assert logged, tokens_stay_out_of_logs.lines
+    for line in logged:
+        assert "\n" not in line and "sk-kkkk" not in line and len(line) < 1000, line[:2000]
+        assert "overloaded\\nCRITICAL forged line [redacted]" in line

@@ -36,7 +36,9 @@ SEND_TIMEOUT = 1.0
 WORD = 4096
 BURST = 1500
 TAIL = 50  # words the upstream sends only once released, after the stalled client is gone
-QUEUED = 16
+# Room for the burst's frames (an upstream read, so a chunk, holds at most 16 KiB of it): the
+# outbox must not overflow (4008) before the socket's buffers fill and the send times out.
+QUEUED = 2 * BURST
 TCP_ESTABLISHED = 1
 RESET_LOG = "reset the WebSocket connection from"
 
