@@ -25,7 +25,9 @@ import openai
 from gateway.config import ModelConfig
 from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
 
-KEEPALIVE_SECONDS = 15.0
+# Below the 5 s many servers keep an idle connection (uvicorn, Node): reusing one the server is
+# closing at that moment fails the request.
+KEEPALIVE_SECONDS = 4.0
 ACCEPT_ENCODING = "gzip, deflate"
 # The most inflated bytes handed on at once; between two of them other tasks get to run.
 INFLATE_PIECE = 64 * 1024
