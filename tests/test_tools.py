@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -28,6 +29,10 @@ from gateway.tools.calculator import evaluate, format_number
         ("log(e)", "1"),
         ("2 ** 100", "1267650600228229401496703205376"),
         ("0.1 + 0.2", "0.3"),
+        ("round(123456, -3)", "123000"),
+        ("round(10 ** 2999, -2999)", "1" + "0" * 2999),
+        ("2 ** 9964 // 2 ** 9963", "2"),  # 2 ** 9964 is the largest power of 2 allowed
+        ("10 ** 2999 * 5", "5" + "0" * 2999),
     ],
 )
 def test_calculator(expression: str, expected: str) -> None:
@@ -50,12 +55,46 @@ def test_calculator(expression: str, expected: str) -> None:
         ("sqrt(-1)", "undefined"),
         ("2 +", "not valid"),
         ("1" * 501, "longer than"),
+        # Whole numbers are bounded before the work is done, however they would grow.
+        ("round(1, -10**7)", "round() takes at most 3,000 digits"),
+        ("round(2.5, 10**9)", "round() takes at most 3,000 digits"),
+        ("2 ** 9965", "about 3,000 digits"),
+        ("10 ** 2999 * 10", "about 3,000 digits"),
+        ("(2 ** 5000) ** 2", "about 3,000 digits"),
+        ("9 ** 5000 * 9 ** 5000", "about 3,000 digits"),
+        ("3 ** 6000 * 3 ** 6000 * 3 ** 6000", "about 3,000 digits"),
+        ("2 ** 9964 + 2 ** 9964", "about 3,000 digits"),
+        ("floor(1e308) ** 10", "about 3,000 digits"),
+        ("sqrt(2 ** 9000)", "too large"),
+        ("2 ** 9000 / 3", "too large"),
+        ("exp(1000)", "too large"),
+        ("(-8) ** (1 / 3)", "not a real number"),
+        ("round(1.5, 2.5)", "wrong number or kind"),
+        ("max()", "wrong number or kind"),
+        ("-" * 499 + "1", "nested too deeply"),
     ],
 )
 def test_calculator_refuses(expression: str, fragment: str) -> None:
     with pytest.raises(ToolError) as caught:
         evaluate(expression)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["round(1, -10**7)", "(2 ** 9964) ** 9999", "(10 ** 2999) ** 10000", "round(7, -3001)"],
+)
+def test_numbers_too_large_are_refused_before_they_are_made(expression: str) -> None:
+    # Made, each would take megabytes (and minutes of CPU for the first); parsing and walking
+    # the expression take about 13 KiB.
+    tracemalloc.start()
+    try:
+        with pytest.raises(ToolError, match="3,000 digits"):
+            evaluate(expression)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, f"{peak} bytes"
 
 
 async def run(name: str, arguments: str) -> tuple[str, bool]:
