@@ -9,46 +9,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gateway.tools.base import Tool, ToolError, target_of
 from gateway.tools.pool import CLOSED, MAX_WAITING_PER_WORKER, STOPPED, WorkerPool
 from tests import plugin_tools
-from tests.adversarial.conftest import settle
+from tests.workers import alive, computing, gone
 
 PID = target_of(plugin_tools.PID)
 SPIN = target_of(plugin_tools.SPIN)
-
-
-def stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command's name; None once it is reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
-    fields = stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = stat(pid)
-    return 0 if fields is None else int(fields[11]) + int(fields[12])  # utime + stime
-
-
-async def gone(pid: int) -> bool:
-    return await settle(lambda: not alive(pid))
-
-
-async def computing(*pids: int) -> bool:
-    """One of `pids` has taken a tenth of a second of CPU more than now: a call runs there."""
-    before = {pid: cpu_ticks(pid) for pid in pids}
-    return await settle(lambda: any(cpu_ticks(pid) > before[pid] + 10 for pid in pids))
 
 
 @pytest.fixture
