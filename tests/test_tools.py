@@ -138,6 +138,14 @@ async def test_date_tools(pool: WorkerPool) -> None:
 async def test_the_runner_turns_every_failure_into_a_readable_result(pool: WorkerPool) -> None:
     assert await run(pool, "calculate", "not json") == ("The arguments are not valid JSON.", True)
     assert await run(pool, "calculate", "[1]") == ("The arguments must be a JSON object.", True)
+    assert await run(pool, "calculate", "[" * 100_000) == (
+        "The arguments are nested too deeply.",
+        True,
+    )
+    assert await run(pool, "calculate", '{"expression": ' + "9" * 5000 + "}") == (
+        "The arguments are not valid JSON.",
+        True,
+    )
     assert await run(pool, "calculate", "{}") == (
         "Missing required argument(s): expression.",
         True,

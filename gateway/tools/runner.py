@@ -38,6 +38,8 @@ class ToolRunner:
             values = json.loads(arguments or "{}")
         except ValueError:
             return Outcome("The arguments are not valid JSON.", is_error=True)
+        except RecursionError:  # json's C parser recurses once per level of nesting
+            return Outcome("The arguments are nested too deeply.", is_error=True)
         if not isinstance(values, dict):
             return Outcome("The arguments must be a JSON object.", is_error=True)
         missing = [k for k in tool.parameters.get("required", ()) if k not in values]
