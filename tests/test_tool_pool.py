@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,6 +69,13 @@ async def test_a_worker_that_runs_out_of_memory_or_dies_fails_only_its_call(
     with pytest.raises(ToolError) as caught:
         await pool.call(target_of(tool), {}, 10)
     assert message in str(caught.value)
+    assert await gone(first)
+    assert await worker_pid(pool) != first
+
+
+async def test_a_worker_killed_from_outside_while_idle_is_replaced(pool: WorkerPool) -> None:
+    first = await worker_pid(pool)
+    os.kill(first, signal.SIGKILL)  # the kernel's OOM killer, say
     assert await gone(first)
     assert await worker_pid(pool) != first
 

@@ -8,9 +8,9 @@ time limit, or whose caller goes away, gets its worker killed with SIGKILL (its 
 group, so whatever it started goes too); a worker that dies or runs out of memory fails only
 the call it was running. Either way the next call starts a fresh one.
 
-Workers start at the first call that finds none free, not with the gateway: a process that
-never runs a tool (most serve only chat) holds no extra processes, and a start (about 50 ms)
-is paid once per worker, not per call. They are killed, and waited for, when the pool is
+Workers start when a call finds none idle, not with the gateway: a process that never runs a
+tool (most serve only chat) holds no extra processes, and a start (about 60 ms and 15 MB) is
+paid once per worker, not per call. They are killed, and waited for, when the pool is
 closed.
 """
 
@@ -100,7 +100,7 @@ class WorkerPool:
     async def _run(self, target: str, arguments: dict[str, Any], deadline: float) -> str:
         if self._closed:
             raise ToolError(CLOSED)
-        worker = self._idle.pop() if self._idle else await self._start()
+        worker = await self._take()
         seconds = math.ceil(deadline - asyncio.get_running_loop().time())
         try:
             answer = await worker.ask(
@@ -116,6 +116,14 @@ class WorkerPool:
         elif not self._closed:
             self._idle.append(worker)
         return self._text(answer)
+
+    async def _take(self) -> _Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.process.returncode is None:
+                return worker
+            self._kill(worker)  # it died while idle (killed from outside): not this call's fault
+        return await self._start()
 
     def _text(self, answer: dict[str, Any]) -> str:
         if "result" in answer:
