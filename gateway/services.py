@@ -35,6 +35,7 @@ from gateway.store.keys import Keys
 from gateway.store.limits import LimitStore
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
+from gateway.tools.pool import WorkerPool
 
 log = logging.getLogger("gateway")
 
@@ -91,10 +92,12 @@ async def open_services(
         generation_retention=generation_log.retention,
     )
     limits = LimitStore(redis, keys, generation_slot_ttl=settings.generation_ttl)
+    # Its workers start at the first tool call, so nothing is left to stop if opening fails.
+    tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(
         settings,
         models,
-        build_agents(settings),
+        build_agents(settings, tools),
         conversations,
         generation_log,
         generations,
@@ -134,6 +137,7 @@ async def open_services(
         except TimeoutError:
             log.error("shutdown took longer than the drain and %g s; exiting", CLOSE_GRACE_SECONDS)
         finally:
+            await tools.aclose()  # after the generations, which may still run tools
             if embedded is not None:
                 embedded.stop()
 

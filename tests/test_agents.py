@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx2
+import pytest
 
 from gateway.agents.base import AgentInput
 from gateway.agents.tools import ToolsAgent
 from gateway.events import Finish, Message, TextDelta, ToolCall, ToolResult, Usage
 from gateway.llm.base import ModelParams
 from gateway.tools.builtin import BUILTIN_TOOLS
+from gateway.tools.pool import WorkerPool
+from gateway.tools.runner import ToolRunner
 from tests.client import connected, receive, send, text_of, until_done
 from tests.test_http import sse_events
 from tests.upstream import FakeUpstream
@@ -151,8 +154,15 @@ async def collect(
     return [event async for event in agent.run(given)]
 
 
-async def test_the_loop_stops_after_max_rounds_and_asks_for_an_answer() -> None:
-    agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 2, 5)
+@pytest.fixture
+async def runner() -> AsyncIterator[ToolRunner]:
+    pool = WorkerPool(1, 256)
+    yield ToolRunner(pool, 10)
+    await pool.aclose()
+
+
+async def test_the_loop_stops_after_max_rounds_and_asks_for_an_answer(runner: ToolRunner) -> None:
+    agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 2, runner)
     model = ScriptedModel("calculate")
     events = await collect(agent, model)
     assert [type(e).__name__ for e in events] == [
@@ -167,8 +177,8 @@ async def test_the_loop_stops_after_max_rounds_and_asks_for_an_answer() -> None:
     assert events[-1] == Finish("stop", Usage(3, 3))
 
 
-async def test_a_call_of_a_client_tool_ends_the_turn_for_the_client() -> None:
-    agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 4, 5)
+async def test_a_call_of_a_client_tool_ends_the_turn_for_the_client(runner: ToolRunner) -> None:
+    agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 4, runner)
     model = ScriptedModel("weather")
     client_tool = {"type": "function", "function": {"name": "weather"}}
     events = await collect(agent, model, (client_tool,))

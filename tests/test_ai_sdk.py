@@ -49,6 +49,7 @@ from gateway.handlers.ai_sdk import (
     sse_data,
 )
 from gateway.store.conversations import ConversationStore
+from gateway.tools.pool import WorkerPool
 from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
@@ -481,8 +482,10 @@ class ToolScript:
 def with_tool_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Gateways started in this test also have the agent `tools` (a ToolScript)."""
 
-    def with_tools(settings: Settings) -> Mapping[str, tuple[Agent, AgentConfig]]:
-        return {**build_agents(settings), "tools": (ToolScript(), AgentConfig("tools"))}
+    def with_tools(
+        settings: Settings, tools: WorkerPool
+    ) -> Mapping[str, tuple[Agent, AgentConfig]]:
+        return {**build_agents(settings, tools), "tools": (ToolScript(), AgentConfig("tools"))}
 
     monkeypatch.setattr("gateway.services.build_agents", with_tools)
 

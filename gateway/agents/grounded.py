@@ -2,11 +2,14 @@
 
 Sources go into the system prompt in order until the token budget is spent; one that only
 partly fits is cut (and said to be), the rest are left out (and listed). The final event's
-metadata names the sources the answer cited.
+metadata names the sources the answer cited, read as the answer streams: the model (or, with
+`echo`, the user) writes the answer, so reading it costs time in proportion to its length and
+memory bounded by a constant, whatever it holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -14,11 +17,22 @@ from typing import Any
 
 from gateway.agents.base import AgentInput, build_messages
 from gateway.events import AgentEvent, Finish, TextDelta
-from gateway.protocol import Source
+from gateway.protocol import MAX_SOURCES, Source
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a guard, not a meter
 MIN_PARTIAL_TOKENS = 50
-_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+# A marker names 1 to MAX_SOURCES numbers of at most 4 digits: nothing longer can name a
+# source, and a bounded marker can be neither long to match nor long to carry between chunks.
+# The parse is unambiguous (each repetition starts with a comma), so a failed match backtracks
+# at most once over what it read.
+MAX_DIGITS = 4
+MAX_SPACES = 3
+_NUMBER = rf"\d{{1,{MAX_DIGITS}}}"
+_MORE = rf"\s{{0,{MAX_SPACES}}},\s{{0,{MAX_SPACES}}}{_NUMBER}"
+_CITATION = re.compile(rf"\[({_NUMBER}(?:{_MORE}){{0,{MAX_SOURCES - 1}}})\]")
+MAX_MARKER_CHARS = 2 + MAX_DIGITS + (MAX_SOURCES - 1) * (2 * MAX_SPACES + 1 + MAX_DIGITS)
+_MARKER_BODY = re.compile(r"[\d\s,]*")  # what may follow an unclosed "[" of a marker
+SLICE_CHARS = 16 * 1024  # read between two turns of the event loop: about a millisecond
 INSTRUCTIONS = (
     "Answer using only the numbered sources below. Cite every claim with the source "
     "number in square brackets, like [1] or [2, 3]. If the sources do not contain the "
@@ -74,20 +88,78 @@ def grounded_prompt(system_prompt: str | None, selection: Selection) -> str:
     return "\n\n".join(lines)
 
 
-def cited_numbers(text: str) -> list[int]:
-    """Source numbers in the order the text first cites them."""
-    seen: list[int] = []
-    for match in _CITATION.finditer(text):
-        for part in match.group(1).split(","):
-            number = int(part)
-            if number not in seen:
-                seen.append(number)
-    return seen
+class CitationScanner:
+    """The source numbers an answer cites, in the order it first cites them, read a piece at
+    a time as the answer streams.
+
+    Only numbers from 1 to `sources` count (the others name no source), so at most `sources`
+    are kept, and once each has been cited the rest of the answer is not read. However the
+    answer is cut into pieces, each character goes through a regular expression at most four
+    times (a marker cut between pieces is read again once it closes) and only an unclosed
+    marker, at most MAX_MARKER_CHARS, is kept between pieces. `read` counts the characters
+    matched, for the tests that hold it to this.
+    """
+
+    def __init__(self, sources: int) -> None:
+        self._sources = sources
+        self._cited: dict[int, None] = {}  # insertion-ordered, with O(1) membership
+        self._open = ""  # a marker begun and not yet closed at the end of the last piece
+        self.read = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every source is cited: nothing more needs reading."""
+        return len(self._cited) >= self._sources
+
+    def feed(self, text: str) -> None:
+        if self.complete:
+            return
+        if "]" in text:
+            self._close(self._open + text)
+        elif "[" in text:  # a new "[" ends any marker begun before it
+            self._open = self._unclosed(text, text.rfind("["))
+        elif self._open:
+            grown = len(self._open) + len(text) <= MAX_MARKER_CHARS and self._body(text, 0)
+            self._open = self._open + text if grown else ""
+
+    def numbers(self) -> list[int]:
+        return list(self._cited)
+
+    def _close(self, text: str) -> None:
+        self.read += len(text)
+        # An answer may repeat one marker a million times: each distinct one is parsed once.
+        for marker in dict.fromkeys(_CITATION.findall(text)):
+            for part in marker.split(","):
+                number = int(part)  # at most MAX_DIGITS digits, spaces around them allowed
+                if 1 <= number <= self._sources:
+                    self._cited.setdefault(number)
+        opening = text.rfind("[")  # markers end with "]": one after the last "]" is unclosed
+        self._open = self._unclosed(text, opening) if opening > text.rfind("]") else ""
+
+    def _unclosed(self, text: str, opening: int) -> str:
+        """`text` from `opening` (a "[") on, if that may still become a marker; else ""."""
+        if len(text) - opening > MAX_MARKER_CHARS or not self._body(text, opening + 1):
+            return ""
+        return text[opening:]
+
+    def _body(self, text: str, start: int) -> bool:
+        self.read += len(text) - start
+        return _MARKER_BODY.fullmatch(text, start) is not None
 
 
-def citation_metadata(text: str, selection: Selection, project_id: str | None) -> dict[str, Any]:
+def cited_numbers(text: str, sources: int) -> list[int]:
+    """Source numbers from 1 to `sources` in the order the text first cites them."""
+    scanner = CitationScanner(sources)
+    scanner.feed(text)
+    return scanner.numbers()
+
+
+def citation_metadata(
+    cited: Sequence[int], selection: Selection, project_id: str | None
+) -> dict[str, Any]:
+    """`cited`: numbers of included sources, in the order the answer first cites them."""
     by_number = {item.number: item for item in selection.included}
-    citations = [_reference(by_number[n].source, n) for n in cited_numbers(text) if n in by_number]
+    citations = [_reference(by_number[n].source, n) for n in cited if n in by_number]
     return {
         "citations": citations,
         "sources": {
@@ -97,6 +169,17 @@ def citation_metadata(text: str, selection: Selection, project_id: str | None) -
         },
         "project_id": project_id,
     }
+
+
+async def _read(citations: CitationScanner, text: str) -> None:
+    """Feed one piece of the answer to `citations`; a long one (an upstream may send a
+    megabyte at once) a slice at a time, letting other streams run in between."""
+    for start in range(0, len(text), SLICE_CHARS):
+        if start:
+            await asyncio.sleep(0)
+        if citations.complete:
+            return
+        citations.feed(text[start : start + SLICE_CHARS])
 
 
 def _reference(source: Source, number: int | None) -> dict[str, Any]:
@@ -112,12 +195,12 @@ class GroundedAgent:
     async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
         selection = select_sources(given.sources, self._budget)
         messages = build_messages(grounded_prompt(self._system_prompt, selection), given)
-        parts: list[str] = []
+        citations = CitationScanner(len(selection.included))
         async for event in given.model.stream(messages, given.params):
             if isinstance(event, TextDelta):
-                parts.append(event.text)
+                await _read(citations, event.text)
             if isinstance(event, Finish):
-                metadata = citation_metadata("".join(parts), selection, given.project_id)
+                metadata = citation_metadata(citations.numbers(), selection, given.project_id)
                 yield Finish(event.reason, event.usage, {**event.metadata, **metadata})
             else:
                 yield event

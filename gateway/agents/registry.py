@@ -13,15 +13,17 @@ from gateway.agents.tools import ToolsAgent
 from gateway.config import AgentConfig, ConfigError, Settings
 from gateway.tools.base import load_tools
 from gateway.tools.builtin import BUILTIN_TOOLS
+from gateway.tools.pool import WorkerPool
+from gateway.tools.runner import ToolRunner
 
 
-def build_agents(settings: Settings) -> Mapping[str, tuple[Agent, AgentConfig]]:
-    return {
-        name: (build_agent(config, settings), config) for name, config in settings.agents.items()
-    }
+def build_agents(settings: Settings, tools: WorkerPool) -> Mapping[str, tuple[Agent, AgentConfig]]:
+    """`tools`: the workers that run the plain-function tools of `tools` agents."""
+    runner = ToolRunner(tools, settings.tool_timeout)
+    return {name: (build_agent(config, runner), config) for name, config in settings.agents.items()}
 
 
-def build_agent(config: AgentConfig, settings: Settings) -> Agent:
+def build_agent(config: AgentConfig, runner: ToolRunner) -> Agent:
     if config.plugin is not None:
         return _plugin(config)
     if config.kind == "grounded":
@@ -31,9 +33,7 @@ def build_agent(config: AgentConfig, settings: Settings) -> Agent:
             tools = load_tools(config.tools, BUILTIN_TOOLS)
         except ValueError as exc:
             raise ConfigError(f"Agent '{config.name}': {exc}") from None
-        return ToolsAgent(
-            config.name, config.system_prompt, tools, config.max_tool_rounds, settings.tool_timeout
-        )
+        return ToolsAgent(config.name, config.system_prompt, tools, config.max_tool_rounds, runner)
     return ChatAgent(config.name, config.system_prompt)
 
 

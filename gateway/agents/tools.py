@@ -1,9 +1,10 @@
 """The `tools` agent: runs OpenAI's tool-calling loop with the gateway's own tools.
 
-The model asks, the gateway runs the tool (with a time limit), the result goes back, and the
-model answers; every call and result is streamed as an event. A call of a tool the gateway
-does not have (one the client passed in) ends the turn with finish_reason "tool_calls" so the
-client can run it. After `max_rounds` rounds the model must answer without tools.
+The model asks, the gateway runs the tool (with a time limit: `gateway/tools/runner.py`), the
+result goes back, and the model answers; every call and result is streamed as an event. A call
+of a tool the gateway does not have (one the client passed in) ends the turn with
+finish_reason "tool_calls" so the client can run it. After `max_rounds` rounds the model must
+answer without tools.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 
 from gateway.agents.base import AgentInput, build_messages
 from gateway.events import AgentEvent, Finish, Message, TextDelta, ToolCall, ToolResult, Usage
-from gateway.tools.base import Tool, run_tool
+from gateway.tools.base import Tool
+from gateway.tools.runner import ToolRunner
 
 
 class ToolsAgent:
@@ -23,13 +25,13 @@ class ToolsAgent:
         system_prompt: str | None,
         tools: Mapping[str, Tool],
         max_rounds: int,
-        tool_timeout: float,
+        runner: ToolRunner,
     ) -> None:
         self.name = name
         self._system_prompt = system_prompt
         self._tools = dict(tools)
         self._max_rounds = max_rounds
-        self._timeout = tool_timeout
+        self._runner = runner
 
     async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
         messages = build_messages(self._system_prompt, given)
@@ -60,7 +62,7 @@ class ToolsAgent:
                 return
             messages.append(Message("assistant", "".join(text), tool_calls=tuple(calls)))
             for call in calls:
-                outcome = await run_tool(self._tools[call.name], call.arguments, self._timeout)
+                outcome = await self._runner.run(self._tools[call.name], call.arguments)
                 yield ToolResult(call.call_id, call.name, outcome.text, outcome.is_error)
                 messages.append(Message("tool", outcome.text, tool_call_id=call.call_id))
 

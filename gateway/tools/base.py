@@ -1,19 +1,22 @@
-"""What a tool is, how one is run, and how tools are found by name or dotted path."""
+"""What a tool is, and how tools are found by name or dotted path.
+
+A tool's function takes the model's arguments as a dict and returns a string. An async
+function runs on the gateway's event loop; a plain one runs in a worker process
+(`gateway/tools/pool.py`), which imports it by `module:qualname`, so a plain function must be
+importable by that name: `load_tools` refuses one that is not.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
-import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("gateway.tools")
-
 ToolFunction = Callable[[dict[str, Any]], Awaitable[str] | str]
+# A tool's answer goes back into the model's context: a few thousand words is already long.
+MAX_RESULT_CHARS = 100_000
 
 
 class ToolError(Exception):
@@ -38,46 +41,10 @@ class Tool:
             },
         }
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    text: str
-    is_error: bool = False
-
-
-async def run_tool(tool: Tool, arguments: str, time_limit: float) -> Outcome:
-    """Run `tool` with the model's JSON `arguments`; every failure becomes an error outcome
-    the model can read, never an exception."""
-    try:
-        values = json.loads(arguments or "{}")
-    except ValueError:
-        return Outcome("The arguments are not valid JSON.", is_error=True)
-    if not isinstance(values, dict):
-        return Outcome("The arguments must be a JSON object.", is_error=True)
-    missing = [k for k in tool.parameters.get("required", ()) if k not in values]
-    if missing:
-        return Outcome(f"Missing required argument(s): {', '.join(missing)}.", is_error=True)
-    try:
-        async with asyncio.timeout(time_limit):
-            result = await _call(tool.function, values)
-    except TimeoutError:
-        return Outcome(
-            f"The tool took longer than {time_limit:g} s and was stopped.", is_error=True
-        )
-    except ToolError as exc:
-        return Outcome(str(exc), is_error=True)
-    except Exception:
-        log.exception("tool %s failed", tool.name)
-        return Outcome("The tool failed unexpectedly.", is_error=True)
-    return Outcome(result)
-
-
-async def _call(function: ToolFunction, values: dict[str, Any]) -> str:
-    if inspect.iscoroutinefunction(function):
-        return str(await function(values))
-    # Plain functions run in a thread so a slow one cannot stall every stream.
-    result = await asyncio.to_thread(function, values)
-    return str(await result if inspect.isawaitable(result) else result)
+    @property
+    def runs_on_the_loop(self) -> bool:
+        """An async function: it runs on the event loop; any other runs in a worker."""
+        return inspect.iscoroutinefunction(self.function)
 
 
 def load_tools(names: Iterable[str], builtins: Mapping[str, Tool]) -> dict[str, Tool]:
@@ -85,17 +52,49 @@ def load_tools(names: Iterable[str], builtins: Mapping[str, Tool]) -> dict[str, 
     tools: dict[str, Tool] = {}
     for name in names:
         tool = builtins.get(name) or _import(name)
+        if not tool.runs_on_the_loop:
+            target_of(tool)  # refused now rather than at its first call
         tools[tool.name] = tool
     return tools
 
 
+def target_of(tool: Tool) -> str:
+    """`module:qualname` of a plain tool function, the name its worker imports it by.
+
+    ValueError when that name does not lead back to the very same function: a lambda, a
+    nested function, a bound method, a `functools.partial`, a function of `__main__`."""
+    function = tool.function
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and module != "__main__":
+        target = f"{module}:{qualname}"
+        try:
+            if resolve(target) is function:
+                return target
+        except (ImportError, AttributeError):
+            pass
+    raise ValueError(
+        f"Tool '{tool.name}': its function cannot run in a worker process, which imports it "
+        f"by name ({module}:{qualname}). Define it at the top level of a module (not as a "
+        "lambda, a nested function or a method), or make it async to run it on the event loop."
+    )
+
+
+def resolve(target: str) -> Any:
+    """The object a `module:qualname` path names; ImportError or AttributeError if none."""
+    module_name, _, qualname = target.partition(":")
+    found: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
 def _import(path: str) -> Tool:
-    module_name, _, attribute = path.partition(":")
-    if not attribute:
+    if not path.partition(":")[2]:
         raise ValueError(f"Unknown tool '{path}': not built in, and not a 'module:attribute' path.")
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+        found = resolve(path)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"Cannot load tool '{path}': {exc}") from None
     if not isinstance(found, Tool):
         raise ValueError(f"'{path}' is not a gateway.tools.base.Tool.")
