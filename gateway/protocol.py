@@ -191,14 +191,18 @@ def _generation_id(value: Any) -> str:
     return value
 
 
+# The largest seq a client may name: the largest integer a JSON number holds exactly.
+MAX_SEQ = 2**53 - 1
+
+
 def parse_after(value: Any) -> int:
     """The last seq a client has seen: a whole number, 0 for "everything"."""
     if value is None:
         return 0
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest("'after' must be a whole number of at least 0.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise BadRequest(f"'after' must be a whole number from 0 to {MAX_SEQ}.")
     return value
 
 

@@ -34,6 +34,7 @@ from gateway.protocol import (
     event_from_payload,
     event_object,
     event_payload,
+    parse_after,
     parse_client_frame,
     parse_json_object,
     ready_frame,
@@ -287,3 +288,14 @@ def test_error_and_ready_frames() -> None:
         "connection_id": "conn_1",
         "expires_at": 99,
     }
+
+
+@pytest.mark.parametrize("after", [-1, 2**53, 2**64, "9" * 5000, "1e3", "0x10", " 1", True, 1.5])
+def test_an_after_no_generation_can_reach_is_a_bad_request(after: object) -> None:
+    with pytest.raises(BadRequest, match="'after' must be a whole number from 0 to"):
+        parse_after(after)
+
+
+@pytest.mark.parametrize(("after", "seq"), [(None, 0), (0, 0), ("17", 17), (2**53 - 1, 2**53 - 1)])
+def test_an_after_is_a_seq(after: object, seq: int) -> None:
+    assert parse_after(after) == seq
