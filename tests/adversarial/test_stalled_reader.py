@@ -241,6 +241,7 @@ async def test_a_client_that_reads_slowly_is_not_reset(
         max_frame_bytes=2 * len(message),
         ws_send_timeout=SEND_TIMEOUT,
         echo_delay_ms=0,
+        echo_max_words=BURST,
     ) as url:
         reader = await RawSocket.connect(url, token(), receive_buffer=4096)
         await reader.ready()
