@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.auth import Principal
+from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
@@ -109,6 +110,7 @@ class ChatService:
         self._log = generation_log
         self.generations = generations
         self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
+        self._bounds = GenerationBounds.of(settings)
 
     def resolve(self, request: CompletionRequest) -> tuple[Agent, AgentConfig, ChatModel]:
         """The agent and model a request names; BadRequest for unknown names. No I/O."""
@@ -202,6 +204,7 @@ class ChatService:
             on_end=lambda result: self._end(principal.sub, generation, result, admission),
             writer=self.generations.writer,
             metrics=self.generations.metrics,
+            bounds=self._bounds,
         )
         generation.attach(subscriber)
         self.generations.launch(generation)

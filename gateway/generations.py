@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from gateway.errors import InternalError, Interrupted, RequestError
+from gateway.bounds import AnswerText, GenerationBounds, timed_out
+from gateway.errors import InternalError, Interrupted, RequestError, UpstreamError
 from gateway.events import (
     AgentEvent,
     Chunk,
@@ -96,6 +97,11 @@ class Result:
 OnEnd = Callable[[Result], Awaitable[Persisted | None]]
 
 
+def _length(answer: AnswerText) -> Finish:
+    """How a generation that a bound stopped ends: its usage is unknown, as for a cancel."""
+    return Finish("length", Usage(completion_tokens=len(answer.text.split())))
+
+
 def result_of(text: str, finish: Finish | None, error: RequestError | None, seq: int) -> Result:
     if error is not None:
         usage = Usage(completion_tokens=len(text.split()))
@@ -118,6 +124,7 @@ class Generation:
         on_end: OnEnd,
         writer: LogWriter,
         metrics: GatewayMetrics,
+        bounds: GenerationBounds,
     ) -> None:
         self.ref = ref
         self.model = model
@@ -125,6 +132,7 @@ class Generation:
         self._source = events
         self._on_end = on_end
         self._writer = writer
+        self._bounds = bounds
         self._subscribers: list[Subscriber] = []
         self.events: list[Event] = []
         self._stop: StopReason | None = None
@@ -191,30 +199,11 @@ class Generation:
 
     async def run(self) -> None:
         bind(generation_id=self.id, conversation_id=self.ref.conversation_id)  # its log lines
-        parts: list[str] = []
+        answer = AnswerText(self._bounds.answer_chars)
         finish: Finish | None = None
         error: RequestError | None = None
         try:
-            async for event in self._source:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    self._publish_chunk(Chunk(self._next_seq(), event.text, event.metadata))
-                elif isinstance(event, ToolCall):
-                    self._publish(
-                        ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
-                    )
-                elif isinstance(event, ToolResult):
-                    self._publish(
-                        ToolReturned(
-                            self._next_seq(),
-                            event.call_id,
-                            event.name,
-                            event.result,
-                            event.is_error,
-                        )
-                    )
-                else:
-                    finish = event
+            finish = await self._bounded(answer)
         except asyncio.CancelledError:
             if self._stop is None:
                 raise
@@ -228,7 +217,55 @@ class Generation:
         except Exception:
             log.exception("generation %s failed", self.id)
             error = InternalError()
-        await self._end(result_of("".join(parts), finish, error, self._next_seq()))
+        await self._end(result_of(answer.text, finish, error, self._next_seq()))
+
+    async def _bounded(self, answer: AnswerText) -> Finish | None:
+        """The agent's events, published, until it ends or a bound stops it: the answer's
+        length or the log's size (finish reason "length"), or GENERATION_TIMEOUT
+        (UpstreamError). Stopping closes the agent, and with it its upstream request."""
+        deadline = asyncio.timeout(self._bounds.seconds)
+        try:
+            async with deadline:
+                try:
+                    return await self._consume(answer)
+                finally:
+                    await self._close_source()
+        except TimeoutError:
+            if deadline.expired():
+                raise UpstreamError(timed_out(self._bounds.seconds)) from None
+            raise
+
+    async def _consume(self, answer: AnswerText) -> Finish | None:
+        finish: Finish | None = None
+        async for event in self._source:
+            if isinstance(event, Finish):
+                finish = event
+                continue
+            if self._next_seq() >= self._bounds.log_events:
+                return _length(answer)  # the last seq the log holds is the final event's
+            if isinstance(event, TextDelta):
+                text = answer.take(event.text)
+                if text:
+                    self._publish_chunk(Chunk(self._next_seq(), text, event.metadata))
+                if answer.cut:
+                    return _length(answer)
+            elif isinstance(event, ToolCall):
+                self._publish(
+                    ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
+                )
+            elif isinstance(event, ToolResult):
+                self._publish(
+                    ToolReturned(
+                        self._next_seq(), event.call_id, event.name, event.result, event.is_error
+                    )
+                )
+        return finish
+
+    async def _close_source(self) -> None:
+        """Close the agent if a bound left it suspended (a no-op once it has ended)."""
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
 
     async def _end(self, result: Result) -> None:
         self._ending = True
