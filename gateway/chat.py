@@ -205,6 +205,7 @@ class ChatService:
             writer=self.generations.writer,
             metrics=self.generations.metrics,
             bounds=self._bounds,
+            generation_log=self._log,
         )
         generation.attach(subscriber)
         self.generations.launch(generation)
@@ -260,10 +261,8 @@ class ChatService:
         """A client cannot have seen more than a generation running here has produced.
         (Elsewhere it can: events a dead process delivered but never stored.)"""
         local = self.generations.get(meta.generation_id)
-        if local is not None and after > len(local.events):
-            raise BadRequest(
-                f"'after' is {after}, but this generation is at seq {len(local.events)}."
-            )
+        if local is not None and after > local.last_seq:
+            raise BadRequest(f"'after' is {after}, but this generation is at seq {local.last_seq}.")
 
     def attach(self, meta: GenerationMeta, after: int, sink: Sink) -> Follow:
         """Deliver events with seq > after, then live ones, to `sink`, at its pace: from this
