@@ -9,7 +9,6 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.auth import Principal
@@ -288,28 +287,6 @@ class ChatService:
         else:
             await self._log.request_cancel(generation_id)
         return "running"
-
-    async def conversation(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
-        record, messages = await self._conversations.view(principal.sub, conversation_id)
-        generation = None
-        if record.get("generation"):
-            try:
-                meta = await self.locate(principal, record["generation"])
-                generation = {"id": meta.generation_id, "status": meta.status}
-            except NotFound:
-                generation = None  # its log expired; the messages say how it ended
-            if generation is not None and generation["status"] == "interrupted":
-                # Ending it may just have stored its partial answer: read the messages again.
-                record, messages = await self._conversations.view(principal.sub, conversation_id)
-        return {
-            "id": conversation_id,
-            "title": record.get("title", ""),
-            "project_id": record.get("project_id"),
-            "created_at": int(record["created_at"]),
-            "updated_at": int(record["updated_at"]),
-            "messages": [m.as_dict() for m in messages],
-            "generation": generation,
-        }
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)

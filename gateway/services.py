@@ -103,7 +103,9 @@ async def open_services(
     # A delete waits this long for a cancelled generation to end: at once, or once its lease
     # lapses if its process died.
     stop_timeout = 2 * settings.lease_ttl + 1
-    conversation_service = ConversationService(chat, conversations, generation_log, stop_timeout)
+    conversation_service = ConversationService(
+        chat, conversations, generation_log, stop_timeout, settings.conversation_page_bytes
+    )
     writer.start()
     generations.start()
     verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client

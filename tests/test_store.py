@@ -55,6 +55,28 @@ async def test_turns_claim_return_history_and_append(redis: Redis, settings: Set
         await store.messages("alice", "never-made")
 
 
+async def test_a_page_takes_messages_while_their_bytes_fit(
+    redis: Redis, settings: Settings
+) -> None:
+    store = ConversationStore(redis, Keys(settings.redis_prefix), ttl=60, max_stored_turns=10)
+    sizes = []
+    for n in range(3):
+        question, answer = message("user", f"q{n}" * 10), message("assistant", f"a{n}")
+        await store.open_turn("alice", "bytes", question, 0)
+        await store.append_answer("alice", "bytes", answer)
+        sizes += [len(question.to_json().encode()), len(answer.to_json().encode())]
+    exactly_two = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2], None)
+    assert [m.content for m in exactly_two.messages] == ["q2" * 10, "a2"]
+    assert exactly_two.older == 4  # the number of q2: messages 0-5, oldest first
+    one_byte_short = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2] - 1, None)
+    assert [m.content for m in one_byte_short.messages] == ["a2"]
+    rest = await store.page("alice", "bytes", 10, 10**6, exactly_two.older)
+    assert [m.content for m in rest.messages] == ["q0" * 10, "a0", "q1" * 10, "a1"]
+    assert rest.older is None and rest.summary.title == "q0" * 10
+    with pytest.raises(NotFound):
+        await store.page("bob", "bytes", 10, 10**6, None)
+
+
 async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settings) -> None:
     keys = Keys(settings.redis_prefix)
     store = ConversationStore(redis, keys, ttl=120, max_stored_turns=2)

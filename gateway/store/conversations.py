@@ -71,8 +71,11 @@ if ARGV[6] ~= '' and last then
   local stored = cjson.decode(last)
   if stored.role == 'assistant' and stored.generation_id == ARGV[6] then return 1 end
 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+local excess = redis.call('RPUSH', KEYS[2], ARGV[2]) - tonumber(ARGV[3])
+if excess > 0 then
+  redis.call('LTRIM', KEYS[2], excess, -1)
+  redis.call('HINCRBY', KEYS[1], 'trimmed', excess)
+end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[5]) > tonumber(updated) then
@@ -81,6 +84,34 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
+"""
+
+# KEYS: conversation, messages. ARGV: owner, before ('': from the newest), limit, max_bytes.
+# A message's number counts every message the conversation ever stored: its place in the list
+# plus `trimmed`, the messages dropped from the front. So a number names the same message for
+# good, whatever is appended or trimmed later.
+# Returns {0} unless `owner` owns it; else {1, <record as HGETALL>, <number of the oldest
+# message returned, or -1 when no older one is left>, <json message>...}, oldest first: the
+# newest messages numbered below `before`, at most `limit` of them and `max_bytes` together,
+# but always at least one. Each is read on its own, so nothing past the page is copied.
+_PAGE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
+local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or 0)
+local i = redis.call('LLEN', KEYS[2]) - 1
+if ARGV[2] ~= '' then i = math.min(i, tonumber(ARGV[2]) - trimmed - 1) end
+local limit, room = tonumber(ARGV[3]), tonumber(ARGV[4])
+local page = {}
+while i >= 0 and #page < limit do
+  local raw = redis.call('LINDEX', KEYS[2], i)
+  if #page > 0 and #raw > room then break end
+  room = room - #raw
+  page[#page + 1] = raw
+  i = i - 1
+end
+local result = {1, redis.call('HGETALL', KEYS[1]), -1}
+if i >= 0 then result[3] = trimmed + i + 1 end
+for j = #page, 1, -1 do result[#result + 1] = page[j] end
+return result
 """
 
 # KEYS: conversation. ARGV: owner, title.
@@ -209,6 +240,15 @@ class StoredMessage:
         return Message(self.role, self.content)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Some of a conversation's messages, oldest first, with its record."""
+
+    summary: Summary
+    messages: list[StoredMessage]
+    older: int | None  # `before` for the page of older messages; None when none are left
+
+
 class ConversationStore:
     def __init__(
         self,
@@ -230,6 +270,7 @@ class ConversationStore:
         self._open_turn = Lua(redis, _OPEN_TURN)
         self._store_answer = Lua(redis, _STORE_ANSWER)
         self._rename = Lua(redis, _RENAME)
+        self._page = Lua(redis, _PAGE)
         self._delete = Lua(redis, _DELETE)
         self._prune = Lua(redis, _PRUNE)
 
@@ -310,21 +351,40 @@ class ConversationStore:
         index = self._keys.user_conversations(owner)
         pipe.zadd(index, {conversation_id: answer.created_at}, xx=True, gt=True)
 
-    async def view(
-        self, owner: str, conversation_id: str
-    ) -> tuple[dict[str, str], list[StoredMessage]]:
-        """The conversation's record and all its messages; NotFound unless `owner` owns it."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._keys.conversation(conversation_id))
-            pipe.lrange(self._keys.messages(conversation_id), 0, -1)
-            record, raw = await pipe.execute()
+    async def page(
+        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
+    ) -> Page:
+        """The newest messages numbered below `before` (all when None): at most `limit` of
+        them and `max_bytes` of stored JSON together, but at least one if any is left. Reads
+        only those from Redis. NotFound unless `owner` owns the conversation."""
+        result = await self._page(
+            keys=[self._keys.conversation(conversation_id), self._keys.messages(conversation_id)],
+            args=[owner, "" if before is None else before, limit, max_bytes],
+        )
+        if result[0] == 0:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        _, flat, older, *raw = result
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Page(
+            Summary.from_record(conversation_id, record),
+            [StoredMessage.from_json(item) for item in raw],
+            None if older < 0 else int(older),
+        )
+
+    async def summary(self, owner: str, conversation_id: str) -> Summary:
+        """The conversation without its messages; NotFound unless `owner` owns it."""
+        record = cast(
+            dict[str, str], await self._redis.hgetall(self._keys.conversation(conversation_id))
+        )
         if record.get("owner") != owner:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return record, [StoredMessage.from_json(item) for item in raw]
+        return Summary.from_record(conversation_id, record)
 
     async def messages(self, owner: str, conversation_id: str) -> list[StoredMessage]:
-        """All stored messages of a conversation `owner` owns; NotFound otherwise."""
-        return (await self.view(owner, conversation_id))[1]
+        """Every stored message of a conversation `owner` owns, oldest first, however many;
+        NotFound otherwise. For tests and tools: a response reads a page."""
+        found = await self.page(owner, conversation_id, 2**31, 2**62, None)
+        return found.messages
 
     async def newest(
         self, owner: str, limit: int, after: Position | None = None

@@ -5,11 +5,16 @@ clear answer while other users are served."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import httpx2
+
 from gateway.services import Services
-from tests.adversarial.conftest import RunningGateway, Survives
+from gateway.store.conversations import ConversationStore, StoredMessage
+from tests.adversarial.conftest import RunningGateway, Survives, rss_bytes
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import GatewayFactory
 
@@ -34,6 +39,101 @@ def on_gateway(running: RunningGateway, look: Callable[[Services], T]) -> T:
 
 def words(count: int, prefix: str = "w") -> str:
     return " ".join(f"{prefix}{i}" for i in range(count))
+
+
+MiB = 1024 * 1024
+
+
+@contextlib.asynccontextmanager
+async def peak_rss() -> AsyncIterator[Callable[[], int]]:
+    """Samples this process's resident memory (the in-thread gateway's too) while the block
+    runs; gives how far it rose above where it started."""
+    start = rss_bytes()
+    peak = start
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_bytes())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield lambda: peak - start
+    finally:
+        done.set()
+        await sampler
+
+
+async def get(url: str, token: str, path: str, **params: Any) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=60) as client:
+        return await client.get(
+            f"{url}{path}", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a conversation
+
+HUGE_TURNS = 40  # each with a user message of about 1 MiB: 40 MiB stored
+READERS = 8
+PAGE_BYTES = 2 * MiB
+
+
+async def store_huge_conversation(
+    store: ConversationStore, owner: str, conversation_id: str
+) -> None:
+    now = int(time.time() * 1000)
+    for n in range(HUGE_TURNS):
+        question = StoredMessage("user", f"q{n:03d} " + "x" * (MiB - 16), now)
+        await store.open_turn(owner, conversation_id, question, 0)
+        await store.append_answer(owner, conversation_id, StoredMessage("assistant", f"a{n}", now))
+
+
+async def test_parallel_reads_of_a_huge_conversation_are_bounded_pages(
+    start_gateway: GatewayFactory,
+    token: Mint,
+    survives: Survives,
+    conversations: ConversationStore,
+) -> None:
+    """Eight clients read a 40 MiB conversation at once: each gets a page of at most
+    CONVERSATION_PAGE_BYTES, the process's memory rises by a few pages, not by eight whole
+    conversations, and the owner can still page through every message."""
+    await store_huge_conversation(conversations, "hoarder", "huge")
+    with start_gateway(conversation_page_bytes=PAGE_BYTES) as url:
+        async with survives(url):
+            async with peak_rss() as grown:
+                pages = await asyncio.gather(
+                    *(get(url, token("hoarder"), "/conversations/huge") for _ in range(READERS))
+                )
+            for page in pages:
+                assert page.status_code == 200
+                body = page.json()
+                assert len(body["messages"]) >= 1 and body["next_cursor"] is not None
+                assert len(page.content) < PAGE_BYTES + 64 * 1024  # the page, with its fields
+            # Unbounded, each read would have held the whole conversation several times over
+            # (its replies, the decoded messages, the JSON): gigabytes for eight readers.
+            assert grown() < READERS * 6 * PAGE_BYTES, f"grew {grown() / MiB:.0f} MiB"
+            del pages, page, body
+
+            heads = await read_every_message(url, token("hoarder"), "huge")
+            assert heads == [h for n in range(HUGE_TURNS) for h in (f"q{n:03d}", f"a{n}")]
+
+
+async def read_every_message(url: str, token: str, conversation_id: str) -> list[str]:
+    """The first word of every message, oldest first, following next_cursor page by page."""
+    pages: list[list[str]] = []
+    params: dict[str, Any] = {}
+    while True:
+        response = await get(url, token, f"/conversations/{conversation_id}", **params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([m["content"][:8].split(" ")[0] for m in body["messages"]])
+        if body["next_cursor"] is None:
+            return [head for page in reversed(pages) for head in page]
+        params["cursor"] = body["next_cursor"]
 
 
 # ---------------------------------------------------------------------------------------------
