@@ -25,6 +25,7 @@ from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.protocol import CONVERSATION_ID_RE
 from gateway.store.conversations import ConversationStore, Page, Position, Summary
+from gateway.store.limits import LimitStore
 from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.conversations")
@@ -139,6 +140,7 @@ class ConversationService:
         chat: ChatService,
         store: ConversationStore,
         generation_log: GenerationLog,
+        limits: LimitStore,
         stop_timeout: float,
         page_bytes: int,
     ) -> None:
@@ -148,6 +150,7 @@ class ConversationService:
         self._chat = chat
         self._store = store
         self._log = generation_log
+        self._limits = limits
         self._stop_timeout = stop_timeout
         self._page_bytes = page_bytes
 
@@ -230,7 +233,12 @@ class ConversationService:
         start a new conversation, and a cancelled generation's answer is refused by the store
         instead of bringing it back. Generation keys go last, once each generation has
         written its final event, so nothing is written after them."""
-        generation_ids = await self._store.delete(principal.sub, conversation_id)
+        sub = principal.sub
+        generation_ids = await self._store.delete(
+            sub,
+            conversation_id,
+            also=lambda pipe: self._limits.queue_forget(pipe, sub, conversation_id),
+        )
         statuses = await self._log.statuses(generation_ids)
         running = [
             g for g, status in zip(generation_ids, statuses, strict=True) if status == "running"

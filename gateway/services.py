@@ -90,7 +90,12 @@ async def open_services(
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
     )
-    limits = LimitStore(redis, keys, generation_slot_ttl=settings.generation_ttl)
+    limits = LimitStore(
+        redis,
+        keys,
+        generation_slot_ttl=settings.generation_ttl,
+        storage_ttl=settings.conversation_ttl,
+    )
     chat = ChatService(
         settings,
         models,
@@ -104,7 +109,12 @@ async def open_services(
     # lapses if its process died.
     stop_timeout = 2 * settings.lease_ttl + 1
     conversation_service = ConversationService(
-        chat, conversations, generation_log, stop_timeout, settings.conversation_page_bytes
+        chat,
+        conversations,
+        generation_log,
+        limits,
+        stop_timeout,
+        settings.conversation_page_bytes,
     )
     writer.start()
     generations.start()

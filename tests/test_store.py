@@ -40,13 +40,12 @@ def test_a_conversations_keys_share_one_cluster_slot() -> None:
 
 async def test_turns_claim_return_history_and_append(redis: Redis, settings: Settings) -> None:
     store = ConversationStore(redis, Keys(settings.redis_prefix), ttl=60, max_stored_turns=2)
-    assert await store.open_turn("alice", "c", message("user", "q1"), 10) == []
+    assert (await store.open_turn("alice", "c", message("user", "q1"), 10)).history == []
     await store.append_answer("alice", "c", message("assistant", "a1"))
-    history = await store.open_turn("alice", "c", message("user", "q2"), 10)
+    history = (await store.open_turn("alice", "c", message("user", "q2"), 10)).history
     assert [m.content for m in history] == ["q1", "a1"]
-    assert [m.content for m in await store.open_turn("alice", "c", message("user", "q3"), 1)] == [
-        "q2"
-    ]
+    opened = await store.open_turn("alice", "c", message("user", "q3"), 1)
+    assert [m.content for m in opened.history] == ["q2"]
     with pytest.raises(NotFound):
         await store.open_turn("bob", "c", message("user", "steal"), 10)
     with pytest.raises(NotFound):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -26,14 +26,54 @@ MessageStatus = Literal["complete", "incomplete", "cancelled"]
 TITLE_CHARS = 80
 ELLIPSIS = "\u2026"
 
+# Shared by the scripts that store messages (KEYS[1]: the record, KEYS[2]: the messages).
+# `bytes` in the record counts the stored JSON of its messages, for the owner's storage quota;
+# `trimmed` counts the messages ever dropped from the front, which numbers each message for
+# good (see _PAGE).
+_COUNTING = """
+local function stored_bytes()
+  local kept = redis.call('HGET', KEYS[1], 'bytes')
+  if kept then return tonumber(kept) end
+  -- Stored before its bytes were counted: count them once, a few messages at a time.
+  local total, length = 0, redis.call('LLEN', KEYS[2])
+  for first = 0, length - 1, 64 do
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, first + 63)) do
+      total = total + #raw
+    end
+  end
+  return total
+end
+local function trim_to(keep, bytes)
+  local excess = redis.call('LLEN', KEYS[2]) - keep
+  if excess <= 0 then return bytes end
+  for first = 0, excess - 1, 64 do
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, math.min(first + 63, excess - 1))) do
+      bytes = bytes - #raw
+    end
+  end
+  redis.call('LTRIM', KEYS[2], excess, -1)
+  redis.call('HINCRBY', KEYS[1], 'trimmed', excess)
+  return bytes
+end
+"""
+
 # KEYS: conversation, messages, generations.
 # ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
-#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all).
-# Returns {0} when another user owns the conversation, else {1, <json message>...} (history).
-_OPEN_TURN = """
+#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all),
+#       max_messages.
+# Returns {0} when another user owns the conversation, else {1, <bytes stored>, <json
+# message>...} (history). Leaves room for the answer: at most max_messages - 1 messages stay,
+# so storing the answer trims nothing unless turns of the conversation overlap, and the bytes
+# returned plus the answer's are what the conversation will hold.
+_OPEN_TURN = (
+    _COUNTING
+    + """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return {0} end
-if not owner then
+local bytes = 0
+if owner then
+  bytes = stored_bytes()
+else
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[6],
              'created_at', ARGV[2], 'updated_at', ARGV[2])
 end
@@ -41,10 +81,14 @@ local n = tonumber(ARGV[4])
 local history = {}
 if n > 0 then history = redis.call('LRANGE', KEYS[2], -n, -1) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[5])
+  bytes = bytes + #ARGV[5]
+end
+bytes = trim_to(tonumber(ARGV[10]) - 1, bytes)
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[2]) > tonumber(updated) then updated = ARGV[2] end
-redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7])
+redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7], 'bytes', bytes)
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[7])
   if ARGV[9] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9]) end
@@ -52,8 +96,9 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, unpack(history)}
+return {1, bytes, unpack(history)}
 """
+)
 
 # KEYS: conversation, messages, generations.
 # ARGV: owner, answer, max_messages, ttl, created_at, generation_id.
@@ -62,7 +107,9 @@ return {1, unpack(history)}
 # Conversations older than the generations set accept any answer. An answer already stored
 # last is not stored again (returns 1): a write that reached only some nodes of a Redis
 # Cluster is sent again.
-_STORE_ANSWER = """
+_STORE_ANSWER = (
+    _COUNTING
+    + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
    and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
@@ -71,11 +118,9 @@ if ARGV[6] ~= '' and last then
   local stored = cjson.decode(last)
   if stored.role == 'assistant' and stored.generation_id == ARGV[6] then return 1 end
 end
-local excess = redis.call('RPUSH', KEYS[2], ARGV[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  redis.call('LTRIM', KEYS[2], excess, -1)
-  redis.call('HINCRBY', KEYS[1], 'trimmed', excess)
-end
+local bytes = stored_bytes() + #ARGV[2]
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'bytes', trim_to(tonumber(ARGV[3]), bytes))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[5]) > tonumber(updated) then
@@ -85,6 +130,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
+)
 
 # KEYS: conversation, messages. ARGV: owner, before ('': from the newest), limit, max_bytes.
 # A message's number counts every message the conversation ever stored: its place in the list
@@ -240,6 +286,19 @@ class StoredMessage:
         return Message(self.role, self.content)
 
 
+def stored_size(raw: str) -> int:
+    """Bytes a message takes as stored: its JSON in UTF-8, as Redis (and Lua's `#`) counts."""
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTurn:
+    history: list[StoredMessage]
+    # What the conversation's messages take once the user's message is stored (and room was
+    # made for the answer): with the answer's size, what it will hold when the turn ends.
+    stored_bytes: int
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """Some of a conversation's messages, oldest first, with its record."""
@@ -282,9 +341,10 @@ class ConversationStore:
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
-    ) -> list[StoredMessage]:
+    ) -> OpenedTurn:
         """Claim or check the conversation, return its last `history_messages` messages, and
-        append the user's message. Another user's conversation raises NotFound."""
+        append the user's message, dropping the oldest beyond MAX_STORED_TURNS with room for
+        the answer. Another user's conversation raises NotFound."""
         now = user_message.created_at if user_message else int(time.time() * 1000)
         forget_before = "" if self._retention_ms is None else now - self._retention_ms
         index = self._keys.user_conversations(owner)
@@ -305,6 +365,7 @@ class ConversationStore:
                     generation_id,
                     project_id or "",
                     forget_before,
+                    self._max_messages,
                 ],
                 client=pipe,
             )
@@ -318,7 +379,7 @@ class ConversationStore:
             # pipeline added for an id this user does not own.
             await self._redis.zrem(index, conversation_id)
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return [StoredMessage.from_json(raw) for raw in result[1:]]
+        return OpenedTurn([StoredMessage.from_json(raw) for raw in result[2:]], int(result[1]))
 
     async def append_answer(self, owner: str, conversation_id: str, answer: StoredMessage) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -327,10 +388,11 @@ class ConversationStore:
 
     def queue_answer(
         self, pipe: StorePipeline, owner: str, conversation_id: str, answer: StoredMessage
-    ) -> None:
-        """Add the commands that store the assistant's answer and keep the caps to `pipe`.
-        Nothing is stored if the conversation was deleted while the answer ran: a late answer
-        must not bring it back."""
+    ) -> int:
+        """Add the commands that store the assistant's answer and keep the caps to `pipe`;
+        returns the bytes the answer takes as stored. Nothing is stored if the conversation
+        was deleted while the answer ran: a late answer must not bring it back."""
+        raw = answer.to_json()
         self._store_answer.queue(
             pipe,
             [
@@ -340,7 +402,7 @@ class ConversationStore:
             ],
             [
                 owner,
-                answer.to_json(),
+                raw,
                 self._max_messages,
                 self._ttl,
                 answer.created_at,
@@ -350,6 +412,7 @@ class ConversationStore:
         # XX: never adds back a deleted conversation.
         index = self._keys.user_conversations(owner)
         pipe.zadd(index, {conversation_id: answer.created_at}, xx=True, gt=True)
+        return stored_size(raw)
 
     async def page(
         self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
@@ -423,10 +486,16 @@ class ConversationStore:
         record = dict(zip(raw[::2], raw[1::2], strict=True))
         return Summary.from_record(conversation_id, record)
 
-    async def delete(self, owner: str, conversation_id: str) -> list[str]:
+    async def delete(
+        self,
+        owner: str,
+        conversation_id: str,
+        also: Callable[[StorePipeline], None] | None = None,
+    ) -> list[str]:
         """Delete the conversation: its record, its messages and its index entry, at once, so
         its id is free again. Returns the ids of its generations, whose keys the caller
-        removes. NotFound unless `owner` owns it."""
+        removes. NotFound unless `owner` owns it. `also` queues commands into the same round
+        trip (the owner's storage count), whatever the answer."""
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._delete(
                 keys=[
@@ -439,7 +508,9 @@ class ConversationStore:
             )
             # Also drops an index entry left by a conversation that expired.
             pipe.zrem(self._keys.user_conversations(owner), conversation_id)
-            result, _ = await pipe.execute()
+            if also is not None:
+                also(pipe)
+            result, *_ = await pipe.execute()
         if result[0] == 0:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
         return list(dict.fromkeys(gid for gid in result[1:] if gid))

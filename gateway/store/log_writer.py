@@ -34,7 +34,7 @@ log = logging.getLogger("gateway.store")
 # it is written again. NOSCRIPT: the server had forgotten the script (see `Lua`).
 NOT_LANDED = (*UNREACHABLE, NoScriptError)
 
-ExtraCommands = Callable[[StorePipeline], None]
+ExtraCommands = Callable[[StorePipeline], object]  # what it returns is not used
 # stored: written now; pending: buffered, written when Redis is back; lost: never written.
 Persisted = Literal["stored", "pending", "lost"]
 Trouble = Literal["degraded", "lost"]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx2
 
+from gateway.config import Limits
 from gateway.services import Services
 from gateway.store.conversations import ConversationStore, StoredMessage
 from tests.adversarial.conftest import RunningGateway, Survives, rss_bytes
@@ -134,6 +135,56 @@ async def read_every_message(url: str, token: str, conversation_id: str) -> list
         if body["next_cursor"] is None:
             return [head for page in reversed(pages) for head in page]
         params["cursor"] = body["next_cursor"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-user storage quota
+
+QUOTA = 100 * 1024
+CHUNK = "x" * 20 * 1024  # one word: echoed whole, so a turn stores about 40 KiB
+
+
+async def post_turn(url: str, token: str, conversation_id: str) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=30) as client:
+        return await client.post(
+            f"{url}/completion",
+            json={"message": CHUNK, "model": "echo", "conversation_id": conversation_id},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+async def test_the_storage_quota_refuses_a_turn_plainly_until_a_delete_frees_space(
+    start_gateway: GatewayFactory, token: Mint, survives: Survives
+) -> None:
+    limits = Limits(requests_per_minute=0, storage_bytes=QUOTA)
+    with start_gateway(limits=limits) as url:
+        async with survives(url):
+            hoarder = token("hoarder")
+            for conversation_id in ("first", "second"):
+                assert (await post_turn(url, hoarder, conversation_id)).status_code == 200
+            refused = await post_turn(url, hoarder, "third")
+            assert refused.status_code == 429 and "Retry-After" not in refused.headers
+            body = refused.json()
+            assert body["error"] == "rate_limited" and "retry_after" not in body
+            assert "of the 100 KiB you may keep" in body["detail"]
+            assert "Delete conversations" in body["detail"]
+            # On a socket too; and nothing of the refused turn was stored.
+            ws = await connected(url, hoarder)
+            await send(ws, type="completion", id="t", message=CHUNK, conversation_id="third")
+            (error,) = await until_done(ws, "t")
+            assert error["code"] == "rate_limited" and "Delete conversations" in error["message"]
+            assert "retry_after" not in error
+            await ws.close()
+            assert (await get(url, hoarder, "/conversations/third")).status_code == 404
+            # Another user has a quota of their own.
+            assert (await post_turn(url, token("frugal"), "frugal")).status_code == 200
+
+            async with httpx2.AsyncClient(timeout=30) as client:
+                deleted = await client.delete(
+                    f"{url}/conversations/first", headers={"Authorization": f"Bearer {hoarder}"}
+                )
+            assert deleted.status_code == 204
+            assert (await post_turn(url, hoarder, "third")).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------
