@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import httpx2
 
-from gateway.config import Limits
+from gateway.config import Limits, ModelConfig, Secret, Settings
 from gateway.services import Services
 from gateway.store.conversations import ConversationStore, StoredMessage
 from tests.adversarial.conftest import RunningGateway, Survives, rss_bytes
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import GatewayFactory
+from tests.upstream import FakeUpstream, Recorded
 
 Mint = Callable[..., str]
 T = TypeVar("T")
@@ -185,6 +187,124 @@ async def test_the_storage_quota_refuses_a_turn_plainly_until_a_delete_frees_spa
                 )
             assert deleted.status_code == 204
             assert (await post_turn(url, hoarder, "third")).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds on one generation
+
+
+ANSWER_CHARS = 5000
+
+
+def upstream_model(settings: Settings, base_url: str, name: str) -> dict[str, ModelConfig]:
+    """The settings' models and one more of the fake upstream's, named for this test."""
+    model = ModelConfig(
+        name=name,
+        provider="openai",
+        base_url=base_url,
+        api_key=Secret("sk-test"),
+        upstream_model=name,
+    )
+    return {**settings.models, name: model}
+
+
+def recorded(fake: FakeUpstream, model: str) -> Recorded:
+    (request,) = [r for r in fake.requests if r.model == model]
+    return request
+
+
+async def test_an_echo_of_a_huge_message_stops_at_echo_max_words(
+    start_gateway: GatewayFactory, token: Mint, survives: Survives, conversations: ConversationStore
+) -> None:
+    message = words(100_000)  # about 0.7 MiB: at 1 ms a word it would run for minutes
+    with start_gateway(echo_max_words=1000) as url:
+        async with survives(url):
+            ws = await connected(url, token())
+            await send(ws, type="completion", id="e", message=message, model="echo")
+            frames = await asyncio.wait_for(until_done(ws, "e"), 30)
+            await ws.close()
+    done = frames[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "length", done
+    assert text_of(frames) == words(1000)
+    stored = await conversations.messages("alice", done["conversation_id"])
+    assert stored[-1].status == "complete" and stored[-1].content == words(1000)
+
+
+async def test_an_upstream_answer_is_cut_at_max_answer_chars_and_its_request_closed(
+    start_gateway: GatewayFactory,
+    token: Mint,
+    survives: Survives,
+    settings: Settings,
+    upstream: tuple[FakeUpstream, str],
+    conversations: ConversationStore,
+) -> None:
+    fake, base_url = upstream
+    model = f"fake-i1-n100000-{uuid.uuid4().hex[:6]}"  # 100,000 tokens, one a millisecond
+    full = "".join(f" t{i}" for i in range(100_000))
+    models = upstream_model(settings, base_url, model)
+    # Above the bystander's answer (2,290 characters): only the attacker's is cut.
+    with start_gateway(models=models, max_answer_chars=ANSWER_CHARS) as url:
+        async with survives(url):
+            ws = await connected(url, token())
+            await send(ws, type="completion", id="u", message="talk", model=model)
+            frames = await asyncio.wait_for(until_done(ws, "u"), 30)
+            await ws.close()
+            # The model's stream was closed, long before its end.
+            request = recorded(fake, model)
+            assert await asyncio.to_thread(request.client_left.wait, 10)
+            assert not request.finished.is_set()
+    done = frames[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "length", done
+    assert text_of(frames) == full[:ANSWER_CHARS]
+    stored = await conversations.messages("alice", done["conversation_id"])
+    assert stored[-1].status == "complete" and stored[-1].content == full[:ANSWER_CHARS]
+
+
+async def test_a_generation_past_generation_timeout_ends_with_upstream_error(
+    start_gateway: GatewayFactory,
+    token: Mint,
+    settings: Settings,
+    upstream: tuple[FakeUpstream, str],
+    conversations: ConversationStore,
+) -> None:
+    fake, base_url = upstream
+    model = f"fake-i100-n1000-{uuid.uuid4().hex[:6]}"  # a token every 100 ms: 100 s in all
+    models = upstream_model(settings, base_url, model)
+    with start_gateway(models=models, generation_timeout=1.0) as url:
+        ws = await connected(url, token())
+        await send(ws, type="completion", id="s", message="slowly", model=model)
+        frames = await asyncio.wait_for(until_done(ws, "s"), 30)
+        await ws.close()
+        assert await asyncio.to_thread(recorded(fake, model).client_left.wait, 10)
+    error = frames[-1]
+    assert error["type"] == "error" and error["code"] == "upstream_error", error
+    assert error["message"] == (
+        "The answer was stopped after 1 s, the longest one answer may take."
+    )
+    streamed = text_of(frames)
+    assert streamed.startswith(" t0")
+    stored = await conversations.messages("alice", error["conversation_id"])
+    assert stored[-1].status == "incomplete" and stored[-1].content == streamed
+
+
+async def test_a_generation_that_reaches_max_log_events_ends_with_length_and_its_log_whole(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    """Past MAX_LOG_EVENTS the log would lose its oldest events; the generation ends first,
+    so a resume from 0 elsewhere gets every event."""
+    with start_gateway(max_log_events=50) as one, start_gateway(max_log_events=50) as two:
+        ws = await connected(one, token())
+        await send(ws, type="completion", id="l", message=words(200), model="echo")
+        frames = await asyncio.wait_for(until_done(ws, "l"), 30)
+        assert [f["seq"] for f in frames] == list(range(1, 51))
+        assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "length"
+        assert text_of(frames) == " ".join(words(200).split(" ")[:48])
+        other = await connected(two, token())
+        generation_id = frames[0]["generation_id"]
+        await send(other, type="resume", id="r", generation_id=generation_id, after=0)
+        resumed, *replayed = await asyncio.wait_for(until_done(other, "r"), 30)
+        assert resumed["status"] == "complete"
+        assert [without_id(e) for e in replayed] == [without_id(f) for f in frames]
 
 
 # ---------------------------------------------------------------------------------------------
