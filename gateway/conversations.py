@@ -255,7 +255,11 @@ class ConversationService:
         if meta.status != "running":
             return
         watcher = EndWatcher()
-        follow = self._chat.attach(meta, 0, watcher)
+        # Only the end matters: here, from the last event on (the final one, if it has ended;
+        # the older ones could be far back in the log).
+        local = self._chat.generations.get(generation_id)
+        after = 0 if local is None else max(0, local.last_seq - 1)
+        follow = self._chat.attach(meta, after, watcher)
         try:
             await self._chat.cancel(principal, generation_id)
             async with asyncio.timeout(self._stop_timeout):
