@@ -1,12 +1,15 @@
-"""The Conversations API's logic: list a user's conversations a page at a time, rename one,
-delete one with everything it owns. Combines the conversation store with the generations that
-ran in it; knows no wire format beyond the JSON objects it returns.
+"""The Conversations API's logic: list a user's conversations a page at a time, read one's
+messages a page at a time, rename one, delete one with everything it owns. Combines the
+conversation store with the generations that ran in it; knows no wire format beyond the JSON
+objects it returns.
 
 Pages are walked by position, not by offset: a cursor names the last conversation a page
 showed (its last update and id), and the next page starts just after it. Scores in the index
 only grow, so a conversation that is updated moves to the front and never back down; hence
 no conversation appears twice in one walk, and deleting or adding conversations shifts
-nothing. See docs/api/conversations.md for the guarantee as clients read it.
+nothing. See docs/api/conversations.md for the guarantee as clients read it. A page of
+messages ends at a message's number, which never changes (ConversationStore.page): new
+messages and trimmed ones shift nothing either.
 """
 
 from __future__ import annotations
