@@ -73,8 +73,9 @@ class Refusal:
     needed: int = 0  # storage_bytes: what the turn's message would add
 
     def error(self, limits: Limits) -> RateLimited:
-        if self.limit == "storage_bytes" or self.retry_after is None:
-            return RateLimited(self._storage_message(limits))
+        if self.limit == "storage_bytes":
+            return RateLimited(self._storage_message(limits))  # waiting frees nothing
+        assert self.retry_after is not None, "every other limit says when to come back"
         wait = retry_after_seconds(self.retry_after)
         messages: dict[LimitName, str] = {
             "requests_per_minute": (
