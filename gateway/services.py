@@ -89,6 +89,7 @@ async def open_services(
         settings.conversation_ttl,
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
+        history_bytes=settings.conversation_page_bytes,
     )
     limits = LimitStore(
         redis,

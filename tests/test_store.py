@@ -205,3 +205,19 @@ async def test_nothing_follows_an_interrupted_generations_terminal_event(
     assert isinstance(events[-1], Failed) and events[-1].code == "interrupted"
     meta = await log.meta("gen_x")
     assert meta is not None and (meta.status, meta.last_seq) == ("interrupted", 4)
+
+
+async def test_a_turn_reads_at_most_history_bytes_of_history(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    questions = [message("user", f"q{n}" + "x" * 100) for n in range(3)]
+    size = len(questions[0].to_json().encode())
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10, history_bytes=2 * size)
+    for question in questions:
+        await store.open_turn("alice", "h", question, 0)
+    opened = await store.open_turn("alice", "h", message("user", "next"), 10)
+    assert [m.content[:2] for m in opened.history] == ["q1", "q2"]  # two fit of the three
+    tiny = ConversationStore(redis, keys, ttl=60, max_stored_turns=10, history_bytes=1)
+    opened = await tiny.open_turn("alice", "h", message("user", "last"), 10)
+    assert [m.content for m in opened.history] == ["next"]  # the newest, whatever its size

@@ -26,6 +26,26 @@ MessageStatus = Literal["complete", "incomplete", "cancelled"]
 TITLE_CHARS = 80
 ELLIPSIS = "\u2026"
 
+# Shared by the scripts that read messages (KEYS[2]: the messages): the newest messages from
+# list index `i` down, at most `limit` of them and `room` bytes together but one at least,
+# oldest first, and the index of the next older one (-1: none is left). Each is read on its
+# own, so nothing past them is copied.
+_NEWEST = """
+local function newest(i, limit, room)
+  local taken = {}
+  while i >= 0 and #taken < limit do
+    local raw = redis.call('LINDEX', KEYS[2], i)
+    if #taken > 0 and #raw > room then break end
+    room = room - #raw
+    taken[#taken + 1] = raw
+    i = i - 1
+  end
+  local found = {}
+  for j = #taken, 1, -1 do found[#found + 1] = taken[j] end
+  return found, i
+end
+"""
+
 # Shared by the scripts that store messages (KEYS[1]: the record, KEYS[2]: the messages).
 # `bytes` in the record counts the stored JSON of its messages, for the owner's storage quota;
 # `trimmed` counts the messages ever dropped from the front, which numbers each message for
@@ -60,13 +80,15 @@ end
 # KEYS: conversation, messages, generations.
 # ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
 #       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all),
-#       max_messages.
+#       max_messages, history_bytes.
 # Returns {0} when another user owns the conversation, else {1, <bytes stored>, <json
-# message>...} (history). Leaves room for the answer: at most max_messages - 1 messages stay,
-# so storing the answer trims nothing unless turns of the conversation overlap, and the bytes
-# returned plus the answer's are what the conversation will hold.
+# message>...}: the history, its last history_messages messages and at most history_bytes of
+# them (the newest one at least). Leaves room for the answer: at most max_messages - 1
+# messages stay, so storing the answer trims nothing unless turns of the conversation overlap,
+# and the bytes returned plus the answer's are what the conversation will hold.
 _OPEN_TURN = (
-    _COUNTING
+    _NEWEST
+    + _COUNTING
     + """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return {0} end
@@ -77,9 +99,7 @@ else
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[6],
              'created_at', ARGV[2], 'updated_at', ARGV[2])
 end
-local n = tonumber(ARGV[4])
-local history = {}
-if n > 0 then history = redis.call('LRANGE', KEYS[2], -n, -1) end
+local history = newest(redis.call('LLEN', KEYS[2]) - 1, tonumber(ARGV[4]), tonumber(ARGV[11]))
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[5])
@@ -139,26 +159,21 @@ return 1
 # Returns {0} unless `owner` owns it; else {1, <record as HGETALL>, <number of the oldest
 # message returned, or -1 when no older one is left>, <json message>...}, oldest first: the
 # newest messages numbered below `before`, at most `limit` of them and `max_bytes` together,
-# but always at least one. Each is read on its own, so nothing past the page is copied.
-_PAGE = """
+# but always at least one.
+_PAGE = (
+    _NEWEST
+    + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
 local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or 0)
 local i = redis.call('LLEN', KEYS[2]) - 1
 if ARGV[2] ~= '' then i = math.min(i, tonumber(ARGV[2]) - trimmed - 1) end
-local limit, room = tonumber(ARGV[3]), tonumber(ARGV[4])
-local page = {}
-while i >= 0 and #page < limit do
-  local raw = redis.call('LINDEX', KEYS[2], i)
-  if #page > 0 and #raw > room then break end
-  room = room - #raw
-  page[#page + 1] = raw
-  i = i - 1
-end
+local page, older = newest(i, tonumber(ARGV[3]), tonumber(ARGV[4]))
 local result = {1, redis.call('HGETALL', KEYS[1]), -1}
-if i >= 0 then result[3] = trimmed + i + 1 end
-for j = #page, 1, -1 do result[#result + 1] = page[j] end
+if older >= 0 then result[3] = trimmed + older + 1 end
+for _, raw in ipairs(page) do result[#result + 1] = raw end
 return result
 """
+)
 
 # KEYS: conversation. ARGV: owner, title.
 # Returns the record after the change, or an empty list unless `owner` owns it.
@@ -317,13 +332,16 @@ class ConversationStore:
         max_stored_turns: int,
         *,
         generation_retention: int | None = None,
+        history_bytes: int = 2**62,
     ) -> None:
         """`generation_retention`: seconds after its start by which a generation has no keys
         left (see GenerationLog.retention); older ids are dropped from a conversation's list of
-        generations. None keeps them all."""
+        generations. None keeps them all. `history_bytes`: the most bytes of stored messages a
+        turn reads as its history (CONVERSATION_PAGE_BYTES), the newest message at least."""
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._history_bytes = history_bytes
         self._max_messages = 2 * max_stored_turns
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
         self._open_turn = Lua(redis, _OPEN_TURN)
@@ -342,9 +360,10 @@ class ConversationStore:
         generation_id: str = "",
         project_id: str | None = None,
     ) -> OpenedTurn:
-        """Claim or check the conversation, return its last `history_messages` messages, and
-        append the user's message, dropping the oldest beyond MAX_STORED_TURNS with room for
-        the answer. Another user's conversation raises NotFound."""
+        """Claim or check the conversation, return its last `history_messages` messages (at
+        most `history_bytes` of them, the newest one at least), and append the user's message,
+        dropping the oldest beyond MAX_STORED_TURNS with room for the answer. Another user's
+        conversation raises NotFound."""
         now = user_message.created_at if user_message else int(time.time() * 1000)
         forget_before = "" if self._retention_ms is None else now - self._retention_ms
         index = self._keys.user_conversations(owner)
@@ -366,6 +385,7 @@ class ConversationStore:
                     project_id or "",
                     forget_before,
                     self._max_messages,
+                    self._history_bytes,
                 ],
                 client=pipe,
             )
