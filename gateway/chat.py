@@ -9,10 +9,10 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.auth import Principal
+from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
@@ -34,9 +34,9 @@ from gateway.llm.registry import ModelRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CompletionRequest
 from gateway.store.client import StorePipeline
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
 from gateway.store.errors import store_error
-from gateway.store.limits import Admission, LimitStore
+from gateway.store.limits import Admission, LimitStore, Turn
 from gateway.store.log_writer import Persisted
 from gateway.store.logs import GenerationLog, GenerationMeta, Status
 
@@ -109,6 +109,7 @@ class ChatService:
         self._log = generation_log
         self.generations = generations
         self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
+        self._bounds = GenerationBounds.of(settings)
 
     def resolve(self, request: CompletionRequest) -> tuple[Agent, AgentConfig, ChatModel]:
         """The agent and model a request names; BadRequest for unknown names. No I/O."""
@@ -160,7 +161,10 @@ class ChatService:
         meta = GenerationMeta(
             generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
         )
-        admission = await self._admit(principal, request, meta, params.max_tokens)
+        user_message = (
+            None if request.message is None else StoredMessage("user", request.message, now_ms())
+        )
+        admission = await self._admit(principal, request, meta, params.max_tokens, user_message)
         try:
             if key is not None:
                 earlier = await self._log.claim_idempotency(
@@ -170,12 +174,10 @@ class ChatService:
                     await self._log.discard(generation_id)
                     await self._limits.release(admission)
                     return self.attach(await self.locate(principal, earlier), 0, subscriber)
-            history = await self._conversations.open_turn(
+            opened = await self._conversations.open_turn(
                 principal.sub,
                 conversation_id,
-                None
-                if request.message is None
-                else StoredMessage("user", request.message, now_ms()),
+                user_message,
                 0 if request.conversation_history is not None else 2 * self._settings.history_turns,
                 generation_id,
                 request.project_id,
@@ -188,7 +190,7 @@ class ChatService:
         given = AgentInput(
             message=request.message or "",
             continuation=request.message is None,
-            history=self._history(request, history),
+            history=self._history(request, opened.history),
             model=model,
             params=params,
             sources=request.sources,
@@ -199,9 +201,13 @@ class ChatService:
             model.name,
             agent.name,
             agent.run(given),
-            on_end=lambda result: self._end(principal.sub, generation, result, admission),
+            on_end=lambda result: self._end(
+                principal.sub, generation, result, admission, opened.stored_bytes
+            ),
             writer=self.generations.writer,
             metrics=self.generations.metrics,
+            bounds=self._bounds,
+            generation_log=self._log,
         )
         generation.attach(subscriber)
         self.generations.launch(generation)
@@ -213,18 +219,25 @@ class ChatService:
         request: CompletionRequest,
         meta: GenerationMeta,
         max_tokens: int | None,
+        user_message: StoredMessage | None,
     ) -> Admission:
-        """Take the turn's share of the user's limits and create the generation's record, or
-        refuse the turn with rate_limited (and remove the record)."""
+        """Take the turn's share of the user's limits (its message's bytes among them) and
+        create the generation's record, or refuse the turn with rate_limited (and remove the
+        record)."""
         limits = limits_for(principal, self._settings)
         prompt = len(request.message or "") + sum(
             len(m.content) for m in request.conversation_history or ()
         )
+        turn = Turn(
+            meta.generation_id,
+            meta.conversation_id,
+            token_reservation(prompt, max_tokens),
+            0 if user_message is None else stored_size(user_message.to_json()),
+        )
         taken = await self._limits.admit(
             principal.sub,
             limits,
-            meta.generation_id,
-            token_reservation(prompt, max_tokens),
+            turn,
             self._still_running,
             also=lambda pipe: self._log.queue_create(pipe, meta),
         )
@@ -257,10 +270,8 @@ class ChatService:
         """A client cannot have seen more than a generation running here has produced.
         (Elsewhere it can: events a dead process delivered but never stored.)"""
         local = self.generations.get(meta.generation_id)
-        if local is not None and after > len(local.events):
-            raise BadRequest(
-                f"'after' is {after}, but this generation is at seq {len(local.events)}."
-            )
+        if local is not None and after > local.last_seq:
+            raise BadRequest(f"'after' is {after}, but this generation is at seq {local.last_seq}.")
 
     def attach(self, meta: GenerationMeta, after: int, sink: Sink) -> Follow:
         """Deliver events with seq > after, then live ones, to `sink`, at its pace: from this
@@ -286,28 +297,6 @@ class ChatService:
         else:
             await self._log.request_cancel(generation_id)
         return "running"
-
-    async def conversation(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
-        record, messages = await self._conversations.view(principal.sub, conversation_id)
-        generation = None
-        if record.get("generation"):
-            try:
-                meta = await self.locate(principal, record["generation"])
-                generation = {"id": meta.generation_id, "status": meta.status}
-            except NotFound:
-                generation = None  # its log expired; the messages say how it ended
-            if generation is not None and generation["status"] == "interrupted":
-                # Ending it may just have stored its partial answer: read the messages again.
-                record, messages = await self._conversations.view(principal.sub, conversation_id)
-        return {
-            "id": conversation_id,
-            "title": record.get("title", ""),
-            "project_id": record.get("project_id"),
-            "created_at": int(record["created_at"]),
-            "updated_at": int(record["updated_at"]),
-            "messages": [m.as_dict() for m in messages],
-            "generation": generation,
-        }
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)
@@ -406,8 +395,15 @@ class ChatService:
         )
 
     async def _end(
-        self, owner: str, generation: Generation, result: Result, admission: Admission
+        self,
+        owner: str,
+        generation: Generation,
+        result: Result,
+        admission: Admission,
+        opened_bytes: int,
     ) -> Persisted:
+        """Store the answer, release the turn's limits and count the conversation's bytes
+        (`opened_bytes` as the turn opened, plus the answer), with the final event."""
         answer = StoredMessage(
             role="assistant",
             content=result.text,
@@ -421,8 +417,9 @@ class ChatService:
         conversation_id = generation.ref.conversation_id
 
         def store_answer_and_release(pipe: StorePipeline) -> None:
-            self._conversations.queue_answer(pipe, owner, conversation_id, answer)
+            size = self._conversations.queue_answer(pipe, owner, conversation_id, answer)
             self._limits.queue_release(pipe, admission, result.usage.total_tokens)
+            self._limits.queue_stored(pipe, owner, conversation_id, opened_bytes + size)
 
         return await self.generations.writer.finish(
             generation.id, result.finish, result.status, store_answer_and_release

@@ -193,6 +193,9 @@ class Session:
         if view is None:
             self._note(f"(new conversation {self.conversation_id})")
             return
+        # The newest page is what a terminal can show; older messages stay on the server.
+        if view.get("next_cursor"):
+            self._note("(earlier messages are not shown)")
         for message in view.get("messages", []):
             self._show_stored(message)
         generation = view.get("generation") or {}

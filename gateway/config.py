@@ -195,7 +195,8 @@ class Settings:
     history_turns: int = 20
     max_stored_turns: int = 200
     conversation_ttl: int = 30 * 24 * 3600
-    conversation_page_bytes: int = 4 * 1024 * 1024  # message bytes in one page of a read
+    # Message bytes in one page of a read, and in the stored history a turn sends upstream.
+    conversation_page_bytes: int = 4 * 1024 * 1024
     # Generations
     on_disconnect: Literal["continue", "cancel"] = "continue"
     log_flush_ms: float = 50.0

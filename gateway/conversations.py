@@ -1,12 +1,15 @@
-"""The Conversations API's logic: list a user's conversations a page at a time, rename one,
-delete one with everything it owns. Combines the conversation store with the generations that
-ran in it; knows no wire format beyond the JSON objects it returns.
+"""The Conversations API's logic: list a user's conversations a page at a time, read one's
+messages a page at a time, rename one, delete one with everything it owns. Combines the
+conversation store with the generations that ran in it; knows no wire format beyond the JSON
+objects it returns.
 
 Pages are walked by position, not by offset: a cursor names the last conversation a page
 showed (its last update and id), and the next page starts just after it. Scores in the index
 only grow, so a conversation that is updated moves to the front and never back down; hence
 no conversation appears twice in one walk, and deleting or adding conversations shifts
-nothing. See docs/api/conversations.md for the guarantee as clients read it.
+nothing. See docs/api/conversations.md for the guarantee as clients read it. A page of
+messages ends at a message's number, which never changes (ConversationStore.page): new
+messages and trimmed ones shift nothing either.
 """
 
 from __future__ import annotations
@@ -24,25 +27,36 @@ from gateway.chat import ChatService
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.protocol import CONVERSATION_ID_RE
-from gateway.store.conversations import ConversationStore, Position, Summary
-from gateway.store.logs import GenerationLog
+from gateway.store.conversations import ConversationStore, Page, Position, Summary
+from gateway.store.limits import LimitStore
+from gateway.store.logs import GenerationLog, Status
 
 log = logging.getLogger("gateway.conversations")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Messages per page of one conversation; CONVERSATION_PAGE_BYTES bounds their size too.
+DEFAULT_MESSAGE_LIMIT = 100
+MAX_MESSAGE_LIMIT = 1000
 MAX_TITLE_CHARS = 200
-BAD_LIMIT = f"'limit' must be an integer from 1 to {MAX_LIMIT}."
 BAD_CURSOR = "'cursor' must be a 'next_cursor' value from an earlier page."
 BAD_TITLE = f"'title' must be a string of 1-{MAX_TITLE_CHARS} characters."
 
 
-def parse_limit(raw: str | None) -> int:
+def bad_limit(maximum: int) -> str:
+    return f"'limit' must be an integer from 1 to {maximum}."
+
+
+def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadRequest(BAD_LIMIT)
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadRequest(bad_limit(maximum))
     return int(raw)
+
+
+def parse_message_limit(raw: str | None) -> int:
+    return parse_limit(raw, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)
 
 
 def encode_cursor(position: Position) -> str:
@@ -62,6 +76,24 @@ def decode_cursor(cursor: str) -> Position:
     if not (valid_time and valid_id):
         raise BadRequest(BAD_CURSOR)
     return Position(updated, conversation_id)
+
+
+def encode_message_cursor(before: int) -> str:
+    """A page of messages ends at a message's number (see ConversationStore.page), which
+    names that message for good: the next page holds the messages before it."""
+    return base64.urlsafe_b64encode(json.dumps([before]).encode()).decode().rstrip("=")
+
+
+def decode_message_cursor(cursor: str) -> int:
+    """The number a messages cursor names; BadRequest for anything else (a list's cursor)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        (before,) = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest(BAD_CURSOR) from None
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 2**53:
+        raise BadRequest(BAD_CURSOR)
+    return before
 
 
 def parse_title(body: dict[str, Any]) -> str:
@@ -111,14 +143,68 @@ class ConversationService:
         chat: ChatService,
         store: ConversationStore,
         generation_log: GenerationLog,
+        limits: LimitStore,
         stop_timeout: float,
+        page_bytes: int,
     ) -> None:
         """`stop_timeout`: how long a delete waits for a cancelled generation to end (its
-        process may have died, which a follower notices once its lease lapses)."""
+        process may have died, which a follower notices once its lease lapses).
+        `page_bytes`: CONVERSATION_PAGE_BYTES, the most message bytes one read returns."""
         self._chat = chat
         self._store = store
         self._log = generation_log
+        self._limits = limits
         self._stop_timeout = stop_timeout
+        self._page_bytes = page_bytes
+
+    async def view(
+        self, principal: Principal, conversation_id: str, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """A page of the conversation's messages, oldest first: the newest ones without a
+        cursor, else those before the page that gave it. At most `limit` messages and
+        CONVERSATION_PAGE_BYTES of them, but one at least, so every message can be read."""
+        before = None if cursor is None else decode_message_cursor(cursor)
+        page = await self._page(principal, conversation_id, limit, before)
+        generation = None
+        generation_id = page.summary.generation_id
+        if generation_id is not None:
+            (status,) = await self._log.statuses([generation_id])
+            if status == "running":
+                status = await self._status(principal, generation_id)
+                if status == "interrupted":
+                    # Ending it has just stored its partial answer: read the page again.
+                    page = await self._page(principal, conversation_id, limit, before)
+            # None once its record expired: the messages say how it ended.
+            generation = None if status is None else {"id": generation_id, "status": status}
+        return {
+            **summary_object(page.summary, generation),
+            "messages": [m.as_dict() for m in page.messages],
+            "next_cursor": None if page.older is None else encode_message_cursor(page.older),
+        }
+
+    async def latest_generation(
+        self, principal: Principal, conversation_id: str
+    ) -> dict[str, str] | None:
+        """`{id, status}` of the conversation's latest generation, reading none of its
+        messages; None when there is none. NotFound unless it is yours."""
+        summary = await self._store.summary(principal.sub, conversation_id)
+        (generation,) = await self._generations(principal, [summary.generation_id])
+        return generation
+
+    async def _page(
+        self, principal: Principal, conversation_id: str, limit: int, before: int | None
+    ) -> Page:
+        return await self._store.page(
+            principal.sub, conversation_id, limit, self._page_bytes, before
+        )
+
+    async def _status(self, principal: Principal, generation_id: str) -> Status | None:
+        """A running generation's status, once it is ended as interrupted if its process
+        died; None when its record is gone."""
+        try:
+            return (await self._chat.locate(principal, generation_id)).status
+        except NotFound:
+            return None
 
     async def page(self, principal: Principal, limit: int, cursor: str | None) -> dict[str, Any]:
         """`limit` conversations after `cursor` (from the newest without one), and the cursor
@@ -150,7 +236,12 @@ class ConversationService:
         start a new conversation, and a cancelled generation's answer is refused by the store
         instead of bringing it back. Generation keys go last, once each generation has
         written its final event, so nothing is written after them."""
-        generation_ids = await self._store.delete(principal.sub, conversation_id)
+        sub = principal.sub
+        generation_ids = await self._store.delete(
+            sub,
+            conversation_id,
+            also=lambda pipe: self._limits.queue_forget(pipe, sub, conversation_id),
+        )
         statuses = await self._log.statuses(generation_ids)
         running = [
             g for g, status in zip(generation_ids, statuses, strict=True) if status == "running"
@@ -167,7 +258,11 @@ class ConversationService:
         if meta.status != "running":
             return
         watcher = EndWatcher()
-        follow = self._chat.attach(meta, 0, watcher)
+        # Only the end matters: here, from the last event on (the final one, if it has ended;
+        # the older ones could be far back in the log).
+        local = self._chat.generations.get(generation_id)
+        after = 0 if local is None else max(0, local.last_seq - 1)
+        follow = self._chat.attach(meta, after, watcher)
         try:
             await self._chat.cancel(principal, generation_id)
             async with asyncio.timeout(self._stop_timeout):
@@ -187,12 +282,7 @@ class ConversationService:
         statuses = dict(zip(known, await self._log.statuses(known), strict=True))
         for generation_id, status in statuses.items():
             if status == "running":
-                try:
-                    statuses[generation_id] = (
-                        await self._chat.locate(principal, generation_id)
-                    ).status
-                except NotFound:
-                    statuses[generation_id] = None
+                statuses[generation_id] = await self._status(principal, generation_id)
         return [
             None if g is None or statuses[g] is None else {"id": g, "status": str(statuses[g])}
             for g in generation_ids

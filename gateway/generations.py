@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from gateway.errors import InternalError, Interrupted, RequestError
+from gateway.bounds import AnswerText, GenerationBounds, timed_out
+from gateway.errors import InternalError, Interrupted, RequestError, UpstreamError
 from gateway.events import (
     AgentEvent,
     Chunk,
@@ -36,7 +38,9 @@ from gateway.events import (
 from gateway.logs import bind
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import failed_from
+from gateway.recent import RecentEvents
 from gateway.store.client import open_pubsub
+from gateway.store.errors import store_error
 from gateway.store.log_writer import LogWriter, Persisted, Trouble
 from gateway.store.logs import GenerationLog, Status
 
@@ -56,6 +60,15 @@ class NoticeSink(Protocol):
 PERSISTENCE_DEGRADED = "persistence_degraded"
 PERSISTENCE_LOST = "persistence_lost"
 STORE_UNREACHABLE = "store_unreachable"
+# A resume on this process reads events older than those in memory from the log: this many
+# per read, retried with a growing pause while the store is unreachable.
+LOG_READ_BATCH = 256
+LOG_RETRY_FIRST = 0.1
+LOG_RETRY_MAX = 2.0
+UNREPLAYABLE = (
+    "The earlier events of this answer could not be saved, so it cannot be replayed from "
+    "this point; resume from a later event."
+)
 NOTICES = {
     PERSISTENCE_DEGRADED: "The gateway cannot save this answer right now. It keeps streaming "
     "and saves the answer once its store is back; until then it cannot be resumed.",
@@ -96,6 +109,11 @@ class Result:
 OnEnd = Callable[[Result], Awaitable[Persisted | None]]
 
 
+def _length(answer: AnswerText) -> Finish:
+    """How a generation that a bound stopped ends: its usage is unknown, as for a cancel."""
+    return Finish("length", Usage(completion_tokens=len(answer.text.split())))
+
+
 def result_of(text: str, finish: Finish | None, error: RequestError | None, seq: int) -> Result:
     if error is not None:
         usage = Usage(completion_tokens=len(text.split()))
@@ -118,6 +136,8 @@ class Generation:
         on_end: OnEnd,
         writer: LogWriter,
         metrics: GatewayMetrics,
+        bounds: GenerationBounds,
+        generation_log: GenerationLog,
     ) -> None:
         self.ref = ref
         self.model = model
@@ -125,8 +145,10 @@ class Generation:
         self._source = events
         self._on_end = on_end
         self._writer = writer
+        self._log = generation_log
+        self._bounds = bounds
         self._subscribers: list[Subscriber] = []
-        self.events: list[Event] = []
+        self.recent = RecentEvents(bounds.memory_events)
         self._stop: StopReason | None = None
         self._ending = False
         self._noticed: set[str] = set()
@@ -143,7 +165,13 @@ class Generation:
 
     @property
     def ended(self) -> bool:
-        return bool(self.events) and is_final(self.events[-1])
+        last = self.recent.last
+        return last is not None and is_final(last)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event published."""
+        return self.recent.last_seq
 
     def attach(self, subscriber: Subscriber) -> None:
         """Deliver every event published from now on to `subscriber`."""
@@ -152,15 +180,48 @@ class Generation:
 
     async def replay(self, sink: Sink, after: int) -> None:
         """Deliver events with seq > after at the sink's pace, then attach it live: the last
-        check and the attach happen with no await between, so nothing is missed or repeated."""
+        check and the attach happen with no await between, so nothing is missed or repeated.
+        Events older than those kept in memory are read from the log, which holds all of them
+        (see RecentEvents); should it not, the sink gets a final error instead of a gap."""
         position = after
-        while position < len(self.events):
+        from_log: deque[Event] = deque()
+        while position < self.last_seq:
             if not await sink.room():
                 return
-            sink(self.ref, self.events[position])
-            position += 1
+            event = from_log.popleft() if from_log else self.recent.at(position + 1)
+            if event is None:
+                from_log.extend(await self._read_log(sink, position))
+                if not from_log:
+                    sink(self.ref, Failed(position + 1, "internal", UNREPLAYABLE, False))
+                    return
+                continue
+            sink(self.ref, event)
+            position = event.seq
         self._metrics.replayed_events.inc(position - after)
         self.attach(sink)
+
+    async def _read_log(self, sink: Sink, after: int) -> list[Event]:
+        """The next events after `after` from the log, in an unbroken run of seqs (empty when
+        the log lacks the first). While the store is unreachable the sink is told once and
+        the read is tried again until it is back."""
+        pause = 0.0
+        while True:
+            try:
+                events = await self._log.read_after(self.id, after, LOG_READ_BATCH)
+                break
+            except Exception as exc:
+                if store_error(exc) is None:
+                    raise
+                if not pause and isinstance(sink, NoticeSink):
+                    sink.notice(self.ref, STORE_UNREACHABLE, NOTICES[STORE_UNREACHABLE])
+                pause = min(LOG_RETRY_MAX, max(LOG_RETRY_FIRST, pause * 2))
+                await asyncio.sleep(pause)  # a retry pause while the store is down
+        run: list[Event] = []
+        for event in events:
+            if event.seq != after + len(run) + 1:
+                break
+            run.append(event)
+        return run
 
     def detach(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
@@ -191,30 +252,11 @@ class Generation:
 
     async def run(self) -> None:
         bind(generation_id=self.id, conversation_id=self.ref.conversation_id)  # its log lines
-        parts: list[str] = []
+        answer = AnswerText(self._bounds.answer_chars)
         finish: Finish | None = None
         error: RequestError | None = None
         try:
-            async for event in self._source:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    self._publish_chunk(Chunk(self._next_seq(), event.text, event.metadata))
-                elif isinstance(event, ToolCall):
-                    self._publish(
-                        ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
-                    )
-                elif isinstance(event, ToolResult):
-                    self._publish(
-                        ToolReturned(
-                            self._next_seq(),
-                            event.call_id,
-                            event.name,
-                            event.result,
-                            event.is_error,
-                        )
-                    )
-                else:
-                    finish = event
+            finish = await self._bounded(answer)
         except asyncio.CancelledError:
             if self._stop is None:
                 raise
@@ -228,7 +270,55 @@ class Generation:
         except Exception:
             log.exception("generation %s failed", self.id)
             error = InternalError()
-        await self._end(result_of("".join(parts), finish, error, self._next_seq()))
+        await self._end(result_of(answer.text, finish, error, self._next_seq()))
+
+    async def _bounded(self, answer: AnswerText) -> Finish | None:
+        """The agent's events, published, until it ends or a bound stops it: the answer's
+        length or the log's size (finish reason "length"), or GENERATION_TIMEOUT
+        (UpstreamError). Stopping closes the agent, and with it its upstream request."""
+        deadline = asyncio.timeout(self._bounds.seconds)
+        try:
+            async with deadline:
+                try:
+                    return await self._consume(answer)
+                finally:
+                    await self._close_source()
+        except TimeoutError:
+            if deadline.expired():
+                raise UpstreamError(timed_out(self._bounds.seconds)) from None
+            raise
+
+    async def _consume(self, answer: AnswerText) -> Finish | None:
+        finish: Finish | None = None
+        async for event in self._source:
+            if isinstance(event, Finish):
+                finish = event
+                continue
+            if self._next_seq() >= self._bounds.log_events:
+                return _length(answer)  # the last seq the log holds is the final event's
+            if isinstance(event, TextDelta):
+                text = answer.take(event.text)
+                if text:
+                    self._publish_chunk(Chunk(self._next_seq(), text, event.metadata))
+                if answer.cut:
+                    return _length(answer)
+            elif isinstance(event, ToolCall):
+                self._publish(
+                    ToolCalled(self._next_seq(), event.call_id, event.name, event.arguments)
+                )
+            elif isinstance(event, ToolResult):
+                self._publish(
+                    ToolReturned(
+                        self._next_seq(), event.call_id, event.name, event.result, event.is_error
+                    )
+                )
+        return finish
+
+    async def _close_source(self) -> None:
+        """Close the agent if a bound left it suspended (a no-op once it has ended)."""
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
 
     async def _end(self, result: Result) -> None:
         self._ending = True
@@ -265,7 +355,7 @@ class Generation:
         self._metrics.generations_total.labels(outcome).inc()
 
     def _next_seq(self) -> int:
-        return len(self.events) + 1
+        return self.recent.last_seq + 1
 
     def _publish_chunk(self, chunk: Chunk) -> None:
         now = time.perf_counter()
@@ -283,7 +373,7 @@ class Generation:
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
-        self.events.append(event)
+        self.recent.append(event)
         for subscriber in tuple(self._subscribers):
             subscriber(self.ref, event)
 
@@ -351,6 +441,7 @@ class GenerationRegistry:
         self._drain_started: float | None = None
         self._drain_hooks: set[Callable[[], None]] = set()
         writer.on_trouble = self._trouble
+        writer.on_written = self._written
         self._renew_failing = False
         metrics.generations_running.set_function(lambda: len(self._running))
 
@@ -386,7 +477,14 @@ class GenerationRegistry:
     def _trouble(self, generation_id: str, trouble: Trouble) -> None:
         generation = self._running.get(generation_id)
         if generation is not None:
+            if trouble == "lost":
+                generation.recent.never_written()
             generation.notify(PERSISTENCE_DEGRADED if trouble == "degraded" else PERSISTENCE_LOST)
+
+    def _written(self, generation_id: str, seq: int) -> None:
+        generation = self._running.get(generation_id)
+        if generation is not None:
+            generation.recent.written(seq)
 
     async def _keep_leases(self) -> None:
         while True:

@@ -16,7 +16,11 @@ from gateway.config import Limits, Settings
 from gateway.errors import RateLimited, retry_after_seconds
 
 LimitName = Literal[
-    "requests_per_minute", "concurrent_generations", "connections", "tokens_per_day"
+    "requests_per_minute",
+    "concurrent_generations",
+    "connections",
+    "tokens_per_day",
+    "storage_bytes",
 ]
 # Tokens reserved for the answer when neither the request nor the model caps it; the
 # reservation is corrected from the upstream's usage when the answer ends.
@@ -50,12 +54,28 @@ def day_of(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%d")
 
 
+def size_text(size: int) -> str:
+    """Bytes as a person reads them: "512 bytes", "3.2 KiB", "100 MiB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    power = 1
+    while power < len(units) and size >= 1024 ** (power + 1):
+        power += 1
+    return f"{size / 1024**power:.1f}".removesuffix(".0") + f" {units[power - 1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     limit: LimitName
-    retry_after: float  # seconds
+    retry_after: float | None  # seconds; None when waiting does not help
+    stored: int = 0  # storage_bytes: what the user's conversations hold
+    needed: int = 0  # storage_bytes: what the turn's message would add
 
     def error(self, limits: Limits) -> RateLimited:
+        if self.limit == "storage_bytes":
+            return RateLimited(self._storage_message(limits))  # waiting frees nothing
+        assert self.retry_after is not None, "every other limit says when to come back"
         wait = retry_after_seconds(self.retry_after)
         messages: dict[LimitName, str] = {
             "requests_per_minute": (
@@ -75,3 +95,11 @@ class Refusal:
             ),
         }
         return RateLimited(messages[self.limit], retry_after=round(self.retry_after, 3))
+
+    def _storage_message(self, limits: Limits) -> str:
+        return (
+            f"Your stored conversations take {size_text(self.stored)} of the "
+            f"{size_text(limits.storage_bytes)} you may keep, and this message needs "
+            f"{size_text(self.needed)} more. Delete conversations you no longer need to free "
+            "space, then send it again."
+        )

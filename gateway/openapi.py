@@ -354,10 +354,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/conversations/{conversation_id}"): Operation(
         "Read a conversation",
-        "Its stored messages and its latest generation.",
+        "Its latest generation and its stored messages, a page at a time from the newest: "
+        "follow `next_cursor` for older ones. A page holds at most `limit` messages and "
+        "CONVERSATION_PAGE_BYTES of them, and always one at least.",
         "Conversations",
-        {200: json_body(ref("Conversation"), "The conversation.")},
-        parameters=[CONVERSATION_PARAM],
+        {200: json_body(ref("Conversation"), "The conversation, with a page of messages.")},
+        parameters=[
+            CONVERSATION_PARAM,
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": conversations.MAX_MESSAGE_LIMIT},
+                f"Messages per page, default {conversations.DEFAULT_MESSAGE_LIMIT}.",
+            ),
+            query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+        ],
     ),
     ("PATCH", "/conversations/{conversation_id}"): Operation(
         "Rename a conversation",

@@ -332,8 +332,22 @@ STORED_MESSAGE = obj(
     additionalProperties=False,
 )
 CONVERSATION = obj(
-    {**SUMMARY_FIELDS, "messages": {"type": "array", "items": ref("StoredMessage")}},
-    (*SUMMARY_FIELDS, "messages"),
+    {
+        **SUMMARY_FIELDS,
+        "messages": {
+            "type": "array",
+            "items": ref("StoredMessage"),
+            "description": "A page of the stored messages, oldest first: the newest ones, or "
+            "those before the page whose `next_cursor` was sent. At most `limit` messages "
+            "and CONVERSATION_PAGE_BYTES of them, but at least one when any is left.",
+        },
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "Send it as `cursor` for the page of older messages; `null` when "
+            "this page holds the oldest.",
+        },
+    },
+    (*SUMMARY_FIELDS, "messages", "next_cursor"),
     additionalProperties=False,
 )
 RENAME = obj(

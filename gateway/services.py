@@ -90,8 +90,14 @@ async def open_services(
         settings.conversation_ttl,
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
+        history_bytes=settings.conversation_page_bytes,
     )
-    limits = LimitStore(redis, keys, generation_slot_ttl=settings.generation_ttl)
+    limits = LimitStore(
+        redis,
+        keys,
+        generation_slot_ttl=settings.generation_ttl,
+        storage_ttl=settings.conversation_ttl,
+    )
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(
@@ -106,7 +112,14 @@ async def open_services(
     # A delete waits this long for a cancelled generation to end: at once, or once its lease
     # lapses if its process died.
     stop_timeout = 2 * settings.lease_ttl + 1
-    conversation_service = ConversationService(chat, conversations, generation_log, stop_timeout)
+    conversation_service = ConversationService(
+        chat,
+        conversations,
+        generation_log,
+        limits,
+        stop_timeout,
+        settings.conversation_page_bytes,
+    )
     writer.start()
     generations.start()
     verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client

@@ -260,7 +260,21 @@ async function openConversation(id) {
   const lastAnswer = messages.findLast((m) => m.role === "assistant");
   if (lastAnswer) pickers.adopt(lastAnswer);
   showTitle(conversation.title);
+  // A long conversation comes a page at a time, the newest first: older pages on request.
+  if (conversation.next_cursor) offerEarlier(id, ticket, conversation.next_cursor);
   if (running) follow(client.attach(running, { after: 0 }), thread.addAnswer("…"));
+}
+
+/** Offers the open conversation's messages before the page `cursor` ends, while it is open. */
+function offerEarlier(id, ticket, cursor) {
+  let before = cursor;
+  thread.offerEarlier(async () => {
+    const path = `/conversations/${encodeURIComponent(id)}?cursor=${encodeURIComponent(before)}`;
+    const page = await api(client, path);
+    if (ticket !== opening) return null;
+    before = page.next_cursor;
+    return { messages: page.messages, more: before !== null };
+  });
 }
 
 // The conversation list is a drawer on narrow screens.

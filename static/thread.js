@@ -24,6 +24,7 @@ export class Thread {
     this.ui.list.replaceChildren();
     this.lastAnswer = null;
     this.lastQuestion = null;
+    this._earlier = null;
     this._changed();
   }
 
@@ -34,10 +35,7 @@ export class Thread {
   /** A user's message: plain text, always. */
   addQuestion(text) {
     this.lastQuestion = text;
-    const item = h("li", { className: "msg user" }, [
-      h("span", { className: "who visually-hidden", text: "You" }),
-      h("div", { className: "body", text }),
-    ]);
+    const item = questionItem(text);
     this._append(item);
     return item;
   }
@@ -80,6 +78,38 @@ export class Thread {
     this.scrollToBottom();
   }
 
+  /**
+   * Offers the messages before those shown, a page at a time: `load` reads the page before
+   * and answers `{messages, more}` (oldest first; more: whether older ones are left), or null
+   * when the conversation was left meanwhile.
+   */
+  offerEarlier(load) {
+    const button = h("button", {
+      className: "secondary small",
+      type: "button",
+      text: "Show earlier messages",
+    });
+    const note = h("p", { className: "note error", hidden: true });
+    const item = h("li", { className: "msg notice earlier" }, [button, note]);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      note.hidden = true;
+      try {
+        const page = await load();
+        if (!page || item !== this._earlier) return;
+        this._prepend(page.messages.map((message) => this._storedItem(message)));
+        if (!page.more) item.remove();
+      } catch (error) {
+        note.textContent = `Could not load earlier messages. ${error.message}`;
+        note.hidden = false;
+      }
+      button.disabled = false;
+    });
+    this._earlier = item;
+    this.ui.list.prepend(item);
+    this._changed();
+  }
+
   /** Runs a change to the log, then follows the end if the reader was there. */
   update(mutate) {
     const pinned = this.isNearBottom();
@@ -97,6 +127,25 @@ export class Thread {
     this.ui.scroller.scrollTop = this.ui.scroller.scrollHeight;
   }
 
+  /** A stored message's element, for messages above the newest ones (no Regenerate). */
+  _storedItem(message) {
+    if (message.role === "user") return questionItem(message.content);
+    const answer = new Answer(this.hooks.labelFor(message), (mutate) => mutate());
+    answer.setText(message.content);
+    answer.noteStatus(message.status);
+    answer.addActions(null);
+    return answer.element;
+  }
+
+  /** Puts older messages above those shown, keeping in view what the reader was reading. */
+  _prepend(items) {
+    const s = this.ui.scroller;
+    const fromBottom = s.scrollHeight - s.scrollTop;
+    this._earlier.after(...items);
+    this._changed();
+    s.scrollTop = s.scrollHeight - fromBottom;
+  }
+
   _append(item) {
     this.ui.list.append(item);
     this._changed();
@@ -106,4 +155,12 @@ export class Thread {
   _changed() {
     this.ui.empty.hidden = !this.isEmpty;
   }
+}
+
+/** A user's message: plain text, always. */
+function questionItem(text) {
+  return h("li", { className: "msg user" }, [
+    h("span", { className: "who visually-hidden", text: "You" }),
+    h("div", { className: "body", text }),
+  ]);
 }

@@ -138,6 +138,23 @@ async def test_chat_streams_stops_on_ctrl_c_keeps_going_and_shows_history(
     assert "Traceback" not in session.err.text + again.err.text
 
 
+async def test_history_shows_the_newest_page_and_says_when_earlier_messages_are_left(
+    start_gateway: GatewayFactory, token: Mint, tmp_path: Path
+) -> None:
+    conversation = f"cli-pages-{uuid.uuid4().hex[:8]}"
+    flags = ["--token", token(), "--model", "fake", "--conversation", conversation]
+    with start_gateway(conversation_page_bytes=1) as url:  # a page holds one message
+        async with chat("--url", url, *flags, cwd=tmp_path, env=clean_env()) as session:
+            await session.say("first question")
+            await session.out.expect("You said: first question\n")
+            assert await session.leave() == 0
+        async with chat("--url", url, *flags, cwd=tmp_path, env=clean_env()) as again:
+            await again.err.expect("(earlier messages are not shown)")
+            shown = await again.out.expect("You said: first question\n")
+            assert await again.leave() == 0
+    assert shown == "You said: first question\n"  # the newest message only
+
+
 async def test_a_refused_token_is_said_plainly(gateway: str, tmp_path: Path) -> None:
     async with chat("--url", gateway, "--token", "not-a-jwt", cwd=tmp_path, env=clean_env()) as c:
         status = await asyncio.wait_for(c.process.wait(), 15)

@@ -115,6 +115,20 @@ async def test_several_completions_at_once_interleave_on_one_socket(
     assert states.names().count("connected") == 1  # one socket carried them all
 
 
+async def test_messages_follows_every_page_of_a_conversation(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(conversation_page_bytes=1) as url:  # one message a page
+        async with GatewayClient(url, token=token()) as client:
+            for n in range(2):
+                await client.complete(f"q{n}", model="fake", conversation_id="pages").collect()
+            first = await client.conversation("pages")
+            every = await client.messages("pages")
+            assert await client.messages("never-used") == []
+    assert first is not None and len(first["messages"]) == 1 and first["next_cursor"]
+    assert [m["content"] for m in every] == ["q0", "You said: q0", "q1", "You said: q1"]
+
+
 async def test_cancel_ends_the_answer_with_a_cancelled_done(gateway: str, token: Mint) -> None:
     async with GatewayClient(gateway, token=token()) as client:
         run = client.complete("stop me", model=LONG)

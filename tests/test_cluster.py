@@ -42,6 +42,11 @@ from tests.processes import (
     start_process,
 )
 from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
+from tests.test_storage import (
+    Account,
+    a_turn_over_the_quota_takes_nothing_until_space_is_freed,
+    turns_count_every_stored_byte_across_trims,
+)
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -628,3 +633,22 @@ def test_the_cluster_setting_reads_a_node_url() -> None:
     settings = Settings.from_env({"REDIS_CLUSTER": "1", "REDIS_URL": "rediss://:pw@node:7000/0"})
     assert settings.redis_cluster is True
     assert Settings.from_env({"REDIS_URL": "redis://node:6379/3"}).redis_cluster is False
+
+
+async def test_the_storage_quota_counts_across_the_users_and_the_conversations_slots(
+    cluster: Cluster,
+) -> None:
+    """A user's storage count and the conversations it counts live on other slots (and
+    nodes): the count is kept by the scripts on each side, in the pipelines a turn already
+    sends, and stays exact across trims and deletes."""
+    client = RedisCluster.from_url(cluster.url, decode_responses=True)
+    await client.initialize()
+    try:
+        keys = Keys("any:")
+        assert key_slot(keys.user_storage("alice").encode()) != key_slot(
+            keys.messages("trip").encode()
+        )
+        await turns_count_every_stored_byte_across_trims(Account.on(client, max_stored_turns=2))
+        await a_turn_over_the_quota_takes_nothing_until_space_is_freed(Account.on(client))
+    finally:
+        await client.aclose()

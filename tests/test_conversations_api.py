@@ -228,6 +228,94 @@ async def test_a_first_message_makes_a_one_line_title(gateway: str, token: Mint)
     assert title[:-1].split(" ")[-1] in words.split(" ")  # cut after a whole word
 
 
+# Reading a conversation, a page at a time
+
+
+async def read(base: str, token: str, conversation_id: str, **params: Any) -> dict[str, Any]:
+    response = await call("GET", f"{base}/conversations/{conversation_id}", token, params=params)
+    assert response.status_code == 200, response.text
+    view: dict[str, Any] = response.json()
+    return view
+
+
+async def read_back(base: str, token: str, conversation_id: str, **params: Any) -> list[list[str]]:
+    """Each page's message contents, newest page first, following next_cursor to the end."""
+    pages: list[list[str]] = []
+    while True:
+        view = await read(base, token, conversation_id, **params)
+        pages.append([m["content"] for m in view["messages"]])
+        if view["next_cursor"] is None:
+            return pages
+        params["cursor"] = view["next_cursor"]
+
+
+async def test_messages_come_newest_page_first_each_page_oldest_first(
+    gateway: str, token: Mint
+) -> None:
+    conversation_id = "paged"
+    for n in range(5):
+        await say(gateway, token(), f"q{n}", conversation_id=conversation_id)
+    every = [text for n in range(5) for text in (f"q{n}", f"You said: q{n}")]
+    view = await read(gateway, token(), conversation_id)
+    assert [m["content"] for m in view["messages"]] == every and view["next_cursor"] is None
+    assert set(view) == {*SUMMARY_FIELDS, "messages", "next_cursor"}
+    pages = await read_back(gateway, token(), conversation_id, limit=4)
+    assert pages == [every[6:], every[2:6], every[:2]]
+
+
+async def test_a_page_holds_at_most_page_bytes_of_messages_and_one_at_least(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(conversation_page_bytes=1) as url:
+        await say(url, token(), "q0", conversation_id="tiny-pages")
+        await say(url, token(), "q1", conversation_id="tiny-pages")
+        pages = await read_back(url, token(), "tiny-pages")
+    assert pages == [["You said: q1"], ["q1"], ["You said: q0"], ["q0"]]
+
+
+async def test_a_cursor_stays_put_while_messages_are_added_and_trimmed(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(max_stored_turns=3) as url:
+        for n in range(3):
+            await say(url, token(), f"q{n}", conversation_id="moving")
+        first = await read(url, token(), "moving", limit=2)
+        assert [m["content"] for m in first["messages"]] == ["q2", "You said: q2"]
+        await say(url, token(), "q3", conversation_id="moving")  # q0 and its answer drop out
+        params = {"limit": 2, "cursor": first["next_cursor"]}
+        assert await read_back(url, token(), "moving", **params) == [["q1", "You said: q1"]]
+
+
+async def test_a_page_of_an_empty_or_exhausted_cursor_is_empty(gateway: str, token: Mint) -> None:
+    await say(gateway, token(), "only", conversation_id="short")
+    view = await read(gateway, token(), "short", limit=1)
+    view = await read(gateway, token(), "short", limit=1, cursor=view["next_cursor"])
+    assert [m["content"] for m in view["messages"]] == ["only"] and view["next_cursor"] is None
+    gone = base64.urlsafe_b64encode(b"[0]").decode().rstrip("=")
+    view = await read(gateway, token(), "short", cursor=gone)
+    assert view["messages"] == [] and view["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"limit": "0"}, "'limit' must be an integer from 1 to 1000."),
+        ({"limit": "1001"}, "'limit' must be an integer from 1 to 1000."),
+        ({"limit": "all"}, "'limit' must be an integer from 1 to 1000."),
+        ({"cursor": "not a cursor"}, "'cursor' must be a 'next_cursor' value"),
+        ({"cursor": base64.urlsafe_b64encode(b"[-1]").decode()}, "'cursor' must be"),
+        ({"cursor": base64.urlsafe_b64encode(b'[1,"a-list-cursor"]').decode()}, "'cursor'"),
+    ],
+)
+async def test_a_bad_limit_or_cursor_of_a_conversation_is_400(
+    gateway: str, token: Mint, params: dict[str, str], detail: str
+) -> None:
+    await say(gateway, token(), "hi", conversation_id="kept")
+    response = await call("GET", f"{gateway}/conversations/kept", token(), params=params)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+
+
 # Rename
 
 

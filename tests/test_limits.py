@@ -12,6 +12,7 @@ from gateway.limits import (
     day_of,
     limits_for,
     seconds_to_utc_midnight,
+    size_text,
     token_reservation,
 )
 
@@ -57,3 +58,26 @@ def test_refusals_say_which_limit_and_when_to_retry() -> None:
     assert "5 per minute" in error.message and "12 s" in error.message
     budget = Refusal("tokens_per_day", 3600).error(limits)
     assert "1000 tokens" in budget.message and "00:00 UTC" in budget.message
+
+
+def test_a_full_storage_quota_says_how_much_and_how_to_free_space() -> None:
+    limits = Limits(storage_bytes=100 * 1024 * 1024)
+    error = Refusal("storage_bytes", None, stored=100 * 1024 * 1024 - 10, needed=1536).error(limits)
+    assert error.code == "rate_limited" and error.http_status == 429
+    assert error.retry_after is None  # waiting frees nothing
+    assert error.message == (
+        "Your stored conversations take 100 MiB of the 100 MiB you may keep, and this message "
+        "needs 1.5 KiB more. Delete conversations you no longer need to free space, then send "
+        "it again."
+    )
+
+
+def test_sizes_read_as_people_say_them() -> None:
+    assert [size_text(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 2**30 + 2**29)] == [
+        "0 bytes",
+        "1023 bytes",
+        "1 KiB",
+        "1.5 KiB",
+        "5 MiB",
+        "1.5 GiB",
+    ]

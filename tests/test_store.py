@@ -40,19 +40,40 @@ def test_a_conversations_keys_share_one_cluster_slot() -> None:
 
 async def test_turns_claim_return_history_and_append(redis: Redis, settings: Settings) -> None:
     store = ConversationStore(redis, Keys(settings.redis_prefix), ttl=60, max_stored_turns=2)
-    assert await store.open_turn("alice", "c", message("user", "q1"), 10) == []
+    assert (await store.open_turn("alice", "c", message("user", "q1"), 10)).history == []
     await store.append_answer("alice", "c", message("assistant", "a1"))
-    history = await store.open_turn("alice", "c", message("user", "q2"), 10)
+    history = (await store.open_turn("alice", "c", message("user", "q2"), 10)).history
     assert [m.content for m in history] == ["q1", "a1"]
-    assert [m.content for m in await store.open_turn("alice", "c", message("user", "q3"), 1)] == [
-        "q2"
-    ]
+    opened = await store.open_turn("alice", "c", message("user", "q3"), 1)
+    assert [m.content for m in opened.history] == ["q2"]
     with pytest.raises(NotFound):
         await store.open_turn("bob", "c", message("user", "steal"), 10)
     with pytest.raises(NotFound):
         await store.messages("bob", "c")
     with pytest.raises(NotFound):
         await store.messages("alice", "never-made")
+
+
+async def test_a_page_takes_messages_while_their_bytes_fit(
+    redis: Redis, settings: Settings
+) -> None:
+    store = ConversationStore(redis, Keys(settings.redis_prefix), ttl=60, max_stored_turns=10)
+    sizes = []
+    for n in range(3):
+        question, answer = message("user", f"q{n}" * 10), message("assistant", f"a{n}")
+        await store.open_turn("alice", "bytes", question, 0)
+        await store.append_answer("alice", "bytes", answer)
+        sizes += [len(question.to_json().encode()), len(answer.to_json().encode())]
+    exactly_two = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2], None)
+    assert [m.content for m in exactly_two.messages] == ["q2" * 10, "a2"]
+    assert exactly_two.older == 4  # the number of q2: messages 0-5, oldest first
+    one_byte_short = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2] - 1, None)
+    assert [m.content for m in one_byte_short.messages] == ["a2"]
+    rest = await store.page("alice", "bytes", 10, 10**6, exactly_two.older)
+    assert [m.content for m in rest.messages] == ["q0" * 10, "a0", "q1" * 10, "a1"]
+    assert rest.older is None and rest.summary.title == "q0" * 10
+    with pytest.raises(NotFound):
+        await store.page("bob", "bytes", 10, 10**6, None)
 
 
 async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settings) -> None:
@@ -184,3 +205,19 @@ async def test_nothing_follows_an_interrupted_generations_terminal_event(
     assert isinstance(events[-1], Failed) and events[-1].code == "interrupted"
     meta = await log.meta("gen_x")
     assert meta is not None and (meta.status, meta.last_seq) == ("interrupted", 4)
+
+
+async def test_a_turn_reads_at_most_history_bytes_of_history(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    questions = [message("user", f"q{n}" + "x" * 100) for n in range(3)]
+    size = len(questions[0].to_json().encode())
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10, history_bytes=2 * size)
+    for question in questions:
+        await store.open_turn("alice", "h", question, 0)
+    opened = await store.open_turn("alice", "h", message("user", "next"), 10)
+    assert [m.content[:2] for m in opened.history] == ["q1", "q2"]  # two fit of the three
+    tiny = ConversationStore(redis, keys, ttl=60, max_stored_turns=10, history_bytes=1)
+    opened = await tiny.open_turn("alice", "h", message("user", "last"), 10)
+    assert [m.content for m in opened.history] == ["next"]  # the newest, whatever its size

@@ -267,8 +267,7 @@ async def resume(request: Request) -> Response:
     if not CONVERSATION_ID_RE.fullmatch(chat_id):
         raise BadRequest(BAD_CHAT_ID)
     try:
-        view = await services.chat.conversation(principal, chat_id)
-        generation = view["generation"]
+        generation = await services.conversations.latest_generation(principal, chat_id)
         if generation is None or generation["status"] != "running":
             return Response(status_code=204)
         meta = await services.chat.locate(principal, generation["id"])

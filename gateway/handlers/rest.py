@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import catalog
-from gateway.conversations import parse_limit, parse_title
+from gateway.conversations import parse_limit, parse_message_limit, parse_title
 from gateway.errors import NotFound
 from gateway.handlers.common import authenticate, read_body, services_of
 from gateway.protocol import CONVERSATION_ID_RE, parse_json_object
@@ -30,10 +30,12 @@ async def conversations(request: Request) -> JSONResponse:
 
 
 async def conversation(request: Request) -> JSONResponse:
-    """A conversation's messages and the id and status of its latest generation."""
+    """A page of a conversation's messages and the id and status of its latest generation."""
     principal = await authenticate(request)
     conversation_id = _conversation_id(request)
-    view = await services_of(request).chat.conversation(principal, conversation_id)
+    limit = parse_message_limit(request.query_params.get("limit"))
+    cursor = request.query_params.get("cursor") or None
+    view = await services_of(request).conversations.view(principal, conversation_id, limit, cursor)
     return JSONResponse(view)
 
 

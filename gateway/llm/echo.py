@@ -21,25 +21,36 @@ def estimate_tokens(text: str) -> int:
 class EchoModel:
     streaming = True
 
-    def __init__(self, name: str, delay_ms: int, gate: ConcurrencyGate) -> None:
+    def __init__(
+        self, name: str, delay_ms: int, gate: ConcurrencyGate, max_words: int | None = None
+    ) -> None:
+        """`max_words` (ECHO_MAX_WORDS) caps every answer, whatever `max_tokens` asks: a
+        message of a million words must not keep an echo answer running for hours."""
         self.name = name
         self._delay = delay_ms / 1000
         self._gate = gate
+        self._max_words = max_words
 
     async def stream(
         self, messages: Sequence[Message], params: ModelParams
     ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        words = _WORD.findall(last_user)
-        limit = params.max_tokens if params.max_tokens is not None else len(words)
+        caps = [cap for cap in (params.max_tokens, self._max_words) if cap is not None]
+        limit = min(caps) if caps else None
         prompt = sum(estimate_tokens(m.content) for m in messages)
+        # Words are found one at a time: a long message is never split into a list at once.
+        sent, cut = 0, False
         async with self._gate.slot():  # the same per-model cap as an upstream model
-            for word in words[:limit]:
+            for word in _WORD.finditer(last_user):
+                if sent == limit:
+                    cut = True
+                    break
                 if self._delay:
                     await asyncio.sleep(self._delay)
-                yield TextDelta(word)
-        reason: FinishReason = "length" if limit < len(words) else "stop"
-        yield Finish(reason, Usage(prompt_tokens=prompt, completion_tokens=min(limit, len(words))))
+                yield TextDelta(word.group())
+                sent += 1
+        reason: FinishReason = "length" if cut else "stop"
+        yield Finish(reason, Usage(prompt_tokens=prompt, completion_tokens=sent))
 
     async def aclose(self) -> None:
         return None

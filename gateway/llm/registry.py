@@ -31,7 +31,9 @@ class ModelRegistry:
         for name, config in settings.models.items():
             gate = _gate(config, settings)
             if config.provider == "echo":
-                models[name] = EchoModel(name, settings.echo_delay_ms, gate)
+                models[name] = EchoModel(
+                    name, settings.echo_delay_ms, gate, settings.echo_max_words
+                )
                 continue
             key = (config.base_url, config.api_key)
             if key not in clients:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -26,25 +26,89 @@ MessageStatus = Literal["complete", "incomplete", "cancelled"]
 TITLE_CHARS = 80
 ELLIPSIS = "\u2026"
 
+# Shared by the scripts that read messages (KEYS[2]: the messages): the newest messages from
+# list index `i` down, at most `limit` of them and `room` bytes together but one at least,
+# oldest first, and the index of the next older one (-1: none is left). Each is read on its
+# own, so nothing past them is copied.
+_NEWEST = """
+local function newest(i, limit, room)
+  local taken = {}
+  while i >= 0 and #taken < limit do
+    local raw = redis.call('LINDEX', KEYS[2], i)
+    if #taken > 0 and #raw > room then break end
+    room = room - #raw
+    taken[#taken + 1] = raw
+    i = i - 1
+  end
+  local found = {}
+  for j = #taken, 1, -1 do found[#found + 1] = taken[j] end
+  return found, i
+end
+"""
+
+# Shared by the scripts that store messages (KEYS[1]: the record, KEYS[2]: the messages).
+# `bytes` in the record counts the stored JSON of its messages, for the owner's storage quota;
+# `trimmed` counts the messages ever dropped from the front, which numbers each message for
+# good (see _PAGE).
+_COUNTING = """
+local function stored_bytes()
+  local kept = redis.call('HGET', KEYS[1], 'bytes')
+  if kept then return tonumber(kept) end
+  -- Stored before its bytes were counted: count them once, a few messages at a time.
+  local total, length = 0, redis.call('LLEN', KEYS[2])
+  for first = 0, length - 1, 64 do
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, first + 63)) do
+      total = total + #raw
+    end
+  end
+  return total
+end
+local function trim_to(keep, bytes)
+  local excess = redis.call('LLEN', KEYS[2]) - keep
+  if excess <= 0 then return bytes end
+  for first = 0, excess - 1, 64 do
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, math.min(first + 63, excess - 1))) do
+      bytes = bytes - #raw
+    end
+  end
+  redis.call('LTRIM', KEYS[2], excess, -1)
+  redis.call('HINCRBY', KEYS[1], 'trimmed', excess)
+  return bytes
+end
+"""
+
 # KEYS: conversation, messages, generations.
 # ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
-#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all).
-# Returns {0} when another user owns the conversation, else {1, <json message>...} (history).
-_OPEN_TURN = """
+#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all),
+#       max_messages, history_bytes.
+# Returns {0} when another user owns the conversation, else {1, <bytes stored>, <json
+# message>...}: the history, its last history_messages messages and at most history_bytes of
+# them (the newest one at least). Leaves room for the answer: at most max_messages - 1
+# messages stay, so storing the answer trims nothing unless turns of the conversation overlap,
+# and the bytes returned plus the answer's are what the conversation will hold.
+_OPEN_TURN = (
+    _NEWEST
+    + _COUNTING
+    + """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return {0} end
-if not owner then
+local bytes = 0
+if owner then
+  bytes = stored_bytes()
+else
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[6],
              'created_at', ARGV[2], 'updated_at', ARGV[2])
 end
-local n = tonumber(ARGV[4])
-local history = {}
-if n > 0 then history = redis.call('LRANGE', KEYS[2], -n, -1) end
+local history = newest(redis.call('LLEN', KEYS[2]) - 1, tonumber(ARGV[4]), tonumber(ARGV[11]))
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[5])
+  bytes = bytes + #ARGV[5]
+end
+bytes = trim_to(tonumber(ARGV[10]) - 1, bytes)
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[2]) > tonumber(updated) then updated = ARGV[2] end
-redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7])
+redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7], 'bytes', bytes)
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[7])
   if ARGV[9] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9]) end
@@ -52,8 +116,9 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, unpack(history)}
+return {1, bytes, unpack(history)}
 """
+)
 
 # KEYS: conversation, messages, generations.
 # ARGV: owner, answer, max_messages, ttl, created_at, generation_id.
@@ -62,7 +127,9 @@ return {1, unpack(history)}
 # Conversations older than the generations set accept any answer. An answer already stored
 # last is not stored again (returns 1): a write that reached only some nodes of a Redis
 # Cluster is sent again.
-_STORE_ANSWER = """
+_STORE_ANSWER = (
+    _COUNTING
+    + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
    and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
@@ -71,8 +138,9 @@ if ARGV[6] ~= '' and last then
   local stored = cjson.decode(last)
   if stored.role == 'assistant' and stored.generation_id == ARGV[6] then return 1 end
 end
+local bytes = stored_bytes() + #ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('HSET', KEYS[1], 'bytes', trim_to(tonumber(ARGV[3]), bytes))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[5]) > tonumber(updated) then
@@ -82,6 +150,30 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
+)
+
+# KEYS: conversation, messages. ARGV: owner, before ('': from the newest), limit, max_bytes.
+# A message's number counts every message the conversation ever stored: its place in the list
+# plus `trimmed`, the messages dropped from the front. So a number names the same message for
+# good, whatever is appended or trimmed later.
+# Returns {0} unless `owner` owns it; else {1, <record as HGETALL>, <number of the oldest
+# message returned, or -1 when no older one is left>, <json message>...}, oldest first: the
+# newest messages numbered below `before`, at most `limit` of them and `max_bytes` together,
+# but always at least one.
+_PAGE = (
+    _NEWEST
+    + """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
+local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or 0)
+local i = redis.call('LLEN', KEYS[2]) - 1
+if ARGV[2] ~= '' then i = math.min(i, tonumber(ARGV[2]) - trimmed - 1) end
+local page, older = newest(i, tonumber(ARGV[3]), tonumber(ARGV[4]))
+local result = {1, redis.call('HGETALL', KEYS[1]), -1}
+if older >= 0 then result[3] = trimmed + older + 1 end
+for _, raw in ipairs(page) do result[#result + 1] = raw end
+return result
+"""
+)
 
 # KEYS: conversation. ARGV: owner, title.
 # Returns the record after the change, or an empty list unless `owner` owns it.
@@ -209,6 +301,28 @@ class StoredMessage:
         return Message(self.role, self.content)
 
 
+def stored_size(raw: str) -> int:
+    """Bytes a message takes as stored: its JSON in UTF-8, as Redis (and Lua's `#`) counts."""
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTurn:
+    history: list[StoredMessage]
+    # What the conversation's messages take once the user's message is stored (and room was
+    # made for the answer): with the answer's size, what it will hold when the turn ends.
+    stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Some of a conversation's messages, oldest first, with its record."""
+
+    summary: Summary
+    messages: list[StoredMessage]
+    older: int | None  # `before` for the page of older messages; None when none are left
+
+
 class ConversationStore:
     def __init__(
         self,
@@ -218,18 +332,22 @@ class ConversationStore:
         max_stored_turns: int,
         *,
         generation_retention: int | None = None,
+        history_bytes: int = 2**62,
     ) -> None:
         """`generation_retention`: seconds after its start by which a generation has no keys
         left (see GenerationLog.retention); older ids are dropped from a conversation's list of
-        generations. None keeps them all."""
+        generations. None keeps them all. `history_bytes`: the most bytes of stored messages a
+        turn reads as its history (CONVERSATION_PAGE_BYTES), the newest message at least."""
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._history_bytes = history_bytes
         self._max_messages = 2 * max_stored_turns
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
         self._open_turn = Lua(redis, _OPEN_TURN)
         self._store_answer = Lua(redis, _STORE_ANSWER)
         self._rename = Lua(redis, _RENAME)
+        self._page = Lua(redis, _PAGE)
         self._delete = Lua(redis, _DELETE)
         self._prune = Lua(redis, _PRUNE)
 
@@ -241,9 +359,11 @@ class ConversationStore:
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
-    ) -> list[StoredMessage]:
-        """Claim or check the conversation, return its last `history_messages` messages, and
-        append the user's message. Another user's conversation raises NotFound."""
+    ) -> OpenedTurn:
+        """Claim or check the conversation, return its last `history_messages` messages (at
+        most `history_bytes` of them, the newest one at least), and append the user's message,
+        dropping the oldest beyond MAX_STORED_TURNS with room for the answer. Another user's
+        conversation raises NotFound."""
         now = user_message.created_at if user_message else int(time.time() * 1000)
         forget_before = "" if self._retention_ms is None else now - self._retention_ms
         index = self._keys.user_conversations(owner)
@@ -264,6 +384,8 @@ class ConversationStore:
                     generation_id,
                     project_id or "",
                     forget_before,
+                    self._max_messages,
+                    self._history_bytes,
                 ],
                 client=pipe,
             )
@@ -277,7 +399,7 @@ class ConversationStore:
             # pipeline added for an id this user does not own.
             await self._redis.zrem(index, conversation_id)
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return [StoredMessage.from_json(raw) for raw in result[1:]]
+        return OpenedTurn([StoredMessage.from_json(raw) for raw in result[2:]], int(result[1]))
 
     async def append_answer(self, owner: str, conversation_id: str, answer: StoredMessage) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -286,10 +408,11 @@ class ConversationStore:
 
     def queue_answer(
         self, pipe: StorePipeline, owner: str, conversation_id: str, answer: StoredMessage
-    ) -> None:
-        """Add the commands that store the assistant's answer and keep the caps to `pipe`.
-        Nothing is stored if the conversation was deleted while the answer ran: a late answer
-        must not bring it back."""
+    ) -> int:
+        """Add the commands that store the assistant's answer and keep the caps to `pipe`;
+        returns the bytes the answer takes as stored. Nothing is stored if the conversation
+        was deleted while the answer ran: a late answer must not bring it back."""
+        raw = answer.to_json()
         self._store_answer.queue(
             pipe,
             [
@@ -299,7 +422,7 @@ class ConversationStore:
             ],
             [
                 owner,
-                answer.to_json(),
+                raw,
                 self._max_messages,
                 self._ttl,
                 answer.created_at,
@@ -309,22 +432,42 @@ class ConversationStore:
         # XX: never adds back a deleted conversation.
         index = self._keys.user_conversations(owner)
         pipe.zadd(index, {conversation_id: answer.created_at}, xx=True, gt=True)
+        return stored_size(raw)
 
-    async def view(
-        self, owner: str, conversation_id: str
-    ) -> tuple[dict[str, str], list[StoredMessage]]:
-        """The conversation's record and all its messages; NotFound unless `owner` owns it."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._keys.conversation(conversation_id))
-            pipe.lrange(self._keys.messages(conversation_id), 0, -1)
-            record, raw = await pipe.execute()
+    async def page(
+        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
+    ) -> Page:
+        """The newest messages numbered below `before` (all when None): at most `limit` of
+        them and `max_bytes` of stored JSON together, but at least one if any is left. Reads
+        only those from Redis. NotFound unless `owner` owns the conversation."""
+        result = await self._page(
+            keys=[self._keys.conversation(conversation_id), self._keys.messages(conversation_id)],
+            args=[owner, "" if before is None else before, limit, max_bytes],
+        )
+        if result[0] == 0:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        _, flat, older, *raw = result
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Page(
+            Summary.from_record(conversation_id, record),
+            [StoredMessage.from_json(item) for item in raw],
+            None if older < 0 else int(older),
+        )
+
+    async def summary(self, owner: str, conversation_id: str) -> Summary:
+        """The conversation without its messages; NotFound unless `owner` owns it."""
+        record = cast(
+            dict[str, str], await self._redis.hgetall(self._keys.conversation(conversation_id))
+        )
         if record.get("owner") != owner:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return record, [StoredMessage.from_json(item) for item in raw]
+        return Summary.from_record(conversation_id, record)
 
     async def messages(self, owner: str, conversation_id: str) -> list[StoredMessage]:
-        """All stored messages of a conversation `owner` owns; NotFound otherwise."""
-        return (await self.view(owner, conversation_id))[1]
+        """Every stored message of a conversation `owner` owns, oldest first, however many;
+        NotFound otherwise. For tests and tools: a response reads a page."""
+        found = await self.page(owner, conversation_id, 2**31, 2**62, None)
+        return found.messages
 
     async def newest(
         self, owner: str, limit: int, after: Position | None = None
@@ -363,10 +506,16 @@ class ConversationStore:
         record = dict(zip(raw[::2], raw[1::2], strict=True))
         return Summary.from_record(conversation_id, record)
 
-    async def delete(self, owner: str, conversation_id: str) -> list[str]:
+    async def delete(
+        self,
+        owner: str,
+        conversation_id: str,
+        also: Callable[[StorePipeline], None] | None = None,
+    ) -> list[str]:
         """Delete the conversation: its record, its messages and its index entry, at once, so
         its id is free again. Returns the ids of its generations, whose keys the caller
-        removes. NotFound unless `owner` owns it."""
+        removes. NotFound unless `owner` owns it. `also` queues commands into the same round
+        trip (the owner's storage count), whatever the answer."""
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._delete(
                 keys=[
@@ -379,7 +528,9 @@ class ConversationStore:
             )
             # Also drops an index entry left by a conversation that expired.
             pipe.zrem(self._keys.user_conversations(owner), conversation_id)
-            result, _ = await pipe.execute()
+            if also is not None:
+                also(pipe)
+            result, *_ = await pipe.execute()
         if result[0] == 0:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
         return list(dict.fromkeys(gid for gid in result[1:] if gid))

@@ -66,3 +66,16 @@ class Keys:
     def user_tokens(self, sub: str, day: str) -> str:
         """Counter: tokens the user spent (or reserved) on a UTC day, `YYYYMMDD`."""
         return f"{self.prefix}user:{{{sub}}}:tokens:{day}"
+
+    def user_storage(self, sub: str) -> str:
+        """Hash: bytes of stored messages per conversation id of the user, as last counted."""
+        return f"{self.prefix}user:{{{sub}}}:storage"
+
+    def user_storage_lapses(self, sub: str) -> str:
+        """Sorted set of the same conversation ids, scored by when their count lapses (ms):
+        when the conversation expires unless a turn comes first."""
+        return f"{self.prefix}user:{{{sub}}}:storage:lapses"
+
+    def user_storage_total(self, sub: str) -> str:
+        """Counter: the sum of the user's storage hash, kept with it."""
+        return f"{self.prefix}user:{{{sub}}}:storage:total"

@@ -12,6 +12,11 @@ from Redis (`TIME`), so instances with skewed clocks agree.
   refreshed by their process and lapse within CONNECTION_SLOT_TTL of a crash.
 - tokens per day: a counter per UTC day; a turn reserves its prompt plus its answer's cap
   (at most what remains), corrected from the upstream's usage when it ends.
+- stored bytes: a count per conversation and their total. A turn counts its message when it
+  is admitted; its end counts the whole conversation as the conversation store reported it
+  (trims included) plus the answer, in the round trip that stores the answer. A delete stops
+  counting the conversation in the round trip that deletes it; an expired one lapses with it.
+  See docs/limits.md for what this counts late.
 """
 
 from __future__ import annotations
@@ -34,12 +39,45 @@ log = logging.getLogger("gateway.limits")
 CONNECTION_SLOT_TTL = 90.0  # seconds; refreshed every third of it
 DAY_SECONDS = 86_400
 
-# KEYS: rate, generations, tokens.
-# ARGV: rpm, max_generations, tokens_per_day, generation_id, reserve, slot_ttl_ms.
-# Returns {"", reserved} when admitted, else {limit, retry_after_ms} (-1: until midnight).
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# Shared by the storage scripts. A user's stored bytes are counted per conversation, in a hash
+# (`sizes`) whose sum is kept in `total`; `lapses` scores each conversation by when its count
+# lapses, as the conversation expires (CONVERSATION_TTL) unless a turn comes first.
+_STORAGE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function set_stored(sizes, total, id, bytes)
+  local old = tonumber(redis.call('HGET', sizes, id) or 0)
+  redis.call('HSET', sizes, id, bytes)
+  redis.call('INCRBY', total, bytes - old)
+end
+local function forget_stored(sizes, lapses, total, id)
+  local old = redis.call('HGET', sizes, id)
+  if old then
+    redis.call('HDEL', sizes, id)
+    redis.call('INCRBY', total, -tonumber(old))
+  end
+  redis.call('ZREM', lapses, id)
+end
+local function lapse_later(sizes, lapses, total, id, now, ttl_ms)
+  redis.call('ZADD', lapses, now + ttl_ms, id)
+  redis.call('PEXPIRE', sizes, ttl_ms)
+  redis.call('PEXPIRE', lapses, ttl_ms)
+  redis.call('PEXPIRE', total, ttl_ms)
+end
+"""
+
+# KEYS: rate, generations, tokens, storage sizes, storage lapses, storage total.
+# ARGV: rpm, max_generations, tokens_per_day, generation_id, reserve, slot_ttl_ms,
+#       storage_bytes, conversation_id, message_bytes, storage_ttl_ms.
+# Returns {"", reserved} when admitted, else {limit, retry_after_ms} (-1: until midnight), or
+# {"storage_bytes", bytes stored}. Counts of expired conversations are swept first, a few a
+# turn. An admitted turn counts its message against its conversation at once.
+_ADMIT = (
+    _STORAGE
+    + """
+local now = now_ms()
 local rpm, max_gens, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = now
 if rpm > 0 then
@@ -57,6 +95,14 @@ if budget > 0 then
   if used >= budget then return {'tokens_per_day', -1} end
   reserve = math.min(tonumber(ARGV[5]), budget - used)
 end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 16)) do
+  forget_stored(KEYS[4], KEYS[5], KEYS[6], id)
+end
+local quota, need = tonumber(ARGV[7]), tonumber(ARGV[9])
+if quota > 0 then
+  local stored = math.max(0, tonumber(redis.call('GET', KEYS[6]) or 0))
+  if stored + need > quota then return {'storage_bytes', stored} end
+end
 if rpm > 0 then redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now)) end
 if max_gens > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[4])
@@ -66,8 +112,49 @@ if reserve > 0 then
   redis.call('INCRBY', KEYS[3], reserve)
   redis.call('EXPIRE', KEYS[3], 172800)
 end
+local counted = tonumber(redis.call('HGET', KEYS[4], ARGV[8]) or 0)
+set_stored(KEYS[4], KEYS[6], ARGV[8], counted + need)
+lapse_later(KEYS[4], KEYS[5], KEYS[6], ARGV[8], now, tonumber(ARGV[10]))
 return {'', reserve}
 """
+)
+
+# KEYS: storage sizes, lapses, total. ARGV: conversation_id, bytes, storage_ttl_ms.
+# The conversation's bytes as its store counted them when a turn ended. Only a conversation
+# still counted is updated: one deleted meanwhile is not brought back.
+_STORED = (
+    _STORAGE
+    + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+set_stored(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+lapse_later(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_ms(), tonumber(ARGV[3]))
+return 1
+"""
+)
+
+# KEYS: storage sizes, lapses, total. ARGV: conversation_id, message_bytes.
+# Takes back a message counted by a turn that never started; a count left at nothing (the
+# conversation was new) is forgotten.
+_UNCOUNT = (
+    _STORAGE
+    + """
+local counted = redis.call('HGET', KEYS[1], ARGV[1])
+if not counted then return 0 end
+local left = tonumber(counted) - tonumber(ARGV[2])
+if left > 0 then set_stored(KEYS[1], KEYS[3], ARGV[1], left)
+else forget_stored(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) end
+return 1
+"""
+)
+
+# KEYS: storage sizes, lapses, total. ARGV: conversation_id. A deleted conversation.
+_FORGET = (
+    _STORAGE
+    + """
+forget_stored(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return 1
+"""
+)
 
 # KEYS: connections. ARGV: limit, connection_id, ttl_ms.
 # Returns 0 when admitted, else ms until the oldest entry lapses.
@@ -101,14 +188,34 @@ class Admission:
     generation_id: str
     day: str
     reserved_tokens: int
+    conversation_id: str = ""
+    message_bytes: int = 0  # counted against the user's storage, taken back if it never starts
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What a turn asks of the user's limits."""
+
+    generation_id: str
+    conversation_id: str
+    reserve_tokens: int
+    message_bytes: int  # the user's message as it will be stored
 
 
 class LimitStore:
-    def __init__(self, redis: StoreClient, keys: Keys, generation_slot_ttl: float) -> None:
+    def __init__(
+        self, redis: StoreClient, keys: Keys, generation_slot_ttl: float, storage_ttl: float
+    ) -> None:
+        """`storage_ttl`: CONVERSATION_TTL, after which a conversation no turn touched is gone
+        and its bytes no longer count."""
         self._redis = redis
         self._keys = keys
         self._slot_ttl_ms = int(generation_slot_ttl * 1000)
+        self._storage_ttl_ms = int(storage_ttl * 1000)
         self._admit = Lua(redis, _ADMIT)
+        self._stored = Lua(redis, _STORED)
+        self._uncount = Lua(redis, _UNCOUNT)
+        self._forget = Lua(redis, _FORGET)
         self._connect = Lua(redis, _CONNECT)
         self._refresh_script = Lua(redis, _REFRESH)
         self._connections: dict[str, set[str]] = {}  # sub -> ids of connections open here
@@ -120,8 +227,7 @@ class LimitStore:
         self,
         sub: str,
         limits: Limits,
-        generation_id: str,
-        reserve: int,
+        turn: Turn,
         still_running: Callable[[str], Awaitable[bool]],
         also: Callable[[StorePipeline], None] | None = None,
     ) -> Admission | Refusal:
@@ -130,26 +236,30 @@ class LimitStore:
         the answer. At the concurrency limit, entries of generations that ended without
         releasing (their process died) are swept once with `still_running` and the turn is
         tried again."""
-        taken = await self._try_admit(sub, limits, generation_id, reserve, also)
+        taken = await self._try_admit(sub, limits, turn, also)
         if (
             isinstance(taken, Refusal)
             and taken.limit == "concurrent_generations"
             and await self._sweep(sub, still_running)
         ):
-            taken = await self._try_admit(sub, limits, generation_id, reserve)
+            taken = await self._try_admit(sub, limits, turn)
         return taken
 
     async def _try_admit(
         self,
         sub: str,
         limits: Limits,
-        generation_id: str,
-        reserve: int,
+        turn: Turn,
         also: Callable[[StorePipeline], None] | None = None,
     ) -> Admission | Refusal:
         now = datetime.now(UTC)
         day = day_of(now)
-        keys = [self._keys.user_rate(sub), self._keys.user_generations(sub), self._tokens(sub, day)]
+        keys = [
+            self._keys.user_rate(sub),
+            self._keys.user_generations(sub),
+            self._tokens(sub, day),
+            *self._storage_keys(sub),
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
             self._admit.queue(
                 pipe,
@@ -158,16 +268,29 @@ class LimitStore:
                     limits.requests_per_minute,
                     limits.concurrent_generations,
                     limits.tokens_per_day,
-                    generation_id,
-                    reserve,
+                    turn.generation_id,
+                    turn.reserve_tokens,
                     self._slot_ttl_ms,
+                    limits.storage_bytes,
+                    turn.conversation_id,
+                    turn.message_bytes,
+                    self._storage_ttl_ms,
                 ],
             )
             if also is not None:
                 also(pipe)
             (limit, value), *_ = await pipe.execute()
         if not limit:
-            return Admission(sub, generation_id, day, int(value))
+            return Admission(
+                sub,
+                turn.generation_id,
+                day,
+                int(value),
+                turn.conversation_id,
+                turn.message_bytes,
+            )
+        if limit == "storage_bytes":
+            return Refusal(limit, None, stored=int(value), needed=turn.message_bytes)
         retry_after = seconds_to_utc_midnight(now) if value < 0 else value / 1000
         return Refusal(limit, retry_after)
 
@@ -190,10 +313,43 @@ class LimitStore:
             pipe.incrby(key, used_tokens - admission.reserved_tokens)
 
     async def release(self, admission: Admission) -> None:
-        """Give back everything a turn took that never started."""
+        """Give back everything a turn took that never started, its message's bytes too."""
         async with self._redis.pipeline(transaction=False) as pipe:
             self.queue_release(pipe, admission, 0)
+            if admission.conversation_id:
+                self._uncount.queue(
+                    pipe,
+                    self._storage_keys(admission.sub),
+                    [admission.conversation_id, admission.message_bytes],
+                )
             await pipe.execute()
+
+    # Storage.
+
+    def queue_stored(
+        self, pipe: StorePipeline, sub: str, conversation_id: str, stored_bytes: int
+    ) -> None:
+        """Count what a conversation holds as a turn ends, in the pipeline that stores the
+        answer (`stored_bytes`: as the conversation store counted it when the turn opened,
+        plus the answer). Nothing for a conversation deleted meanwhile."""
+        self._stored.queue(
+            pipe,
+            self._storage_keys(sub),
+            [conversation_id, stored_bytes, self._storage_ttl_ms],
+        )
+
+    def queue_forget(self, pipe: StorePipeline, sub: str, conversation_id: str) -> None:
+        """Stop counting a deleted conversation, in the pipeline that deletes it."""
+        self._forget.queue(pipe, self._storage_keys(sub), [conversation_id])
+
+    async def stored_bytes(self, sub: str) -> int:
+        """What the user's conversations are counted to hold (expired ones are swept at the
+        user's next turn)."""
+        return int(await self._redis.get(self._keys.user_storage_total(sub)) or 0)
+
+    def _storage_keys(self, sub: str) -> list[str]:
+        keys = self._keys
+        return [keys.user_storage(sub), keys.user_storage_lapses(sub), keys.user_storage_total(sub)]
 
     def _tokens(self, sub: str, day: str) -> str:
         return self._keys.user_tokens(sub, day)

@@ -8,7 +8,8 @@ When Redis fails, nothing here blocks a generation or raises into it: events sta
 (at most `MAX_BUFFERED_EVENTS` for the process) and are written, in order, once Redis answers
 again. Each generation hears about it through `on_trouble`: "degraded" when a write covering
 it failed (it will be retried), "lost" when its log is given up for good (the buffer
-overflowed, or its record vanished because Redis restarted empty).
+overflowed, or its record vanished because Redis restarted empty). `on_written` tells it how
+far its log reaches, so that it may drop older events from memory.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ log = logging.getLogger("gateway.store")
 # it is written again. NOSCRIPT: the server had forgotten the script (see `Lua`).
 NOT_LANDED = (*UNREACHABLE, NoScriptError)
 
-ExtraCommands = Callable[[StorePipeline], None]
+ExtraCommands = Callable[[StorePipeline], object]  # what it returns is not used
 # stored: written now; pending: buffered, written when Redis is back; lost: never written.
 Persisted = Literal["stored", "pending", "lost"]
 Trouble = Literal["degraded", "lost"]
@@ -79,6 +80,8 @@ class LogWriter:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.on_trouble: Callable[[str, Trouble], None] = lambda generation_id, trouble: None
+        # Told the highest seq of a generation that its log now holds (all before it too).
+        self.on_written: Callable[[str, int], None] = lambda generation_id, seq: None
         self.round_trips = 0
         self.events_written = 0
 
@@ -234,6 +237,7 @@ class LogWriter:
             commands = (*where.appends.items(), *where.finishes.items())
             self._log.saw_appends(results[index] for _, index in commands)
             refused += [gid for gid, index in commands if _refused(gid, results[index])]
+            self._confirm(batch, endings, results, where)
             if not any(isinstance(result, NOT_LANDED) for result in results):
                 break
             self.events_written += self._drop_landed(batch, endings, results, where)
@@ -267,6 +271,23 @@ class LogWriter:
             results = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
         return results, where
+
+    def _confirm(
+        self,
+        batch: dict[str, list[Event]],
+        endings: dict[str, Ending],
+        results: list[object],
+        where: _Positions,
+    ) -> None:
+        """Tell each generation whose append landed how far its log now reaches."""
+        for generation_id, index in where.appends.items():
+            events = batch[generation_id]
+            if results[index] == 1 and events:
+                self.on_written(generation_id, events[-1].seq)
+        for generation_id, index in where.finishes.items():
+            events = endings[generation_id].events
+            if results[index] == 1 and events:
+                self.on_written(generation_id, events[-1].seq)
 
     def _drop_landed(
         self,

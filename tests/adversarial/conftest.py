@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -291,6 +292,7 @@ class RunningGateway:
     url: str
     settings: Settings
     loop: asyncio.AbstractEventLoop | None = None
+    app: Starlette | None = None  # its `state.services` once it has started
 
 
 class LoopProbe:
@@ -324,7 +326,8 @@ def start_gateway(
     def start(**changes: Any) -> Iterator[str]:
         configured = replace(settings, **changes)
         running = RunningGateway("", configured)
-        app = LoopProbe(create_app(configured, upstream_retries=0), running)
+        running.app = create_app(configured, upstream_retries=0)
+        app = LoopProbe(running.app, running)
         with serve_in_thread(app, **uvicorn_options(configured)) as url:
             running.url = url
             running_gateways.append(running)

@@ -35,7 +35,12 @@ async def test_a_client_that_stops_reading_is_cut_off_and_its_answer_survives(
     start_gateway: GatewayFactory, token: Mint, survives: Survives
 ) -> None:
     message = long_message()
-    with start_gateway(max_queued_frames=QUEUED, max_frame_bytes=2 * len(message)) as url:
+    with start_gateway(
+        max_queued_frames=QUEUED,
+        max_frame_bytes=2 * len(message),
+        echo_max_words=WORDS,
+        max_answer_chars=len(message),
+    ) as url:
         async with survives(url, memory_slack=96 * 1024 * 1024):
             # A tiny receive buffer, and then no reads at all until the answer has ended.
             stalled = await RawSocket.connect(url, token(), receive_buffer=4096)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 
 from gateway.store.conversations import ConversationStore
 from tests.client import connected, receive, send, text_of
+from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -44,6 +45,13 @@ class Owned:
         assert self.reader is not None
         await asyncio.wait_for(self.reader, 30)
         return self.frames
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayFactory) -> Iterator[str]:
+    """A gateway whose echo answers alice's whole message."""
+    with start_gateway(echo_max_words=WORDS) as url:
+        yield url
 
 
 @pytest.fixture

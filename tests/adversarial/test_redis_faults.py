@@ -19,12 +19,14 @@ from typing import Any
 
 import httpx2
 import pytest
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 
 from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
-from tests.adversarial.conftest import healthy
+from gateway.store.keys import Keys
+from tests.adversarial.conftest import RawSocket, healthy
 from tests.client import connected, receive, send
 from tests.conftest import GatewayFactory, RedisServer, free_port, start_redis
 from tests.test_http import sse_events
@@ -359,3 +361,74 @@ async def test_a_follower_on_another_instance_waits_out_a_stopped_store(
     events, notices = split(f for f in followed if f["type"] != "resumed")
     assert_whole(events, 45)
     assert notices == ["store_unreachable"]
+
+
+PAD = "." * 4096
+
+
+class WideGatedAgent:
+    """GatedAgent's answer with every chunk 4 KiB longer: a few fill a slow reader's buffers."""
+
+    def __init__(self, name: str, config: AgentConfig) -> None:
+        self.name = name
+        self._gated = GatedAgent(name, config)
+
+    async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
+        async for event in self._gated.run(given):
+            yield TextDelta(event.text + PAD) if isinstance(event, TextDelta) else event
+
+
+async def test_a_resume_on_the_running_instance_waits_out_a_stopped_store_for_older_events(
+    private_redis: list[RedisServer], start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    """A generation keeps only its last events in memory; a resume from 0 on its own instance
+    reads the older ones from its log. While Redis is stopped that read waits, the client is
+    told once, and then every event arrives exactly once: never a gap."""
+    plugin = "tests.adversarial.test_redis_faults:WideGatedAgent"
+    agents = {**settings.agents, "wide": AgentConfig("wide", plugin=plugin)}
+    server = private_redis[0]
+    with start_gateway(
+        redis_url=server.url,
+        agents=agents,
+        redis_socket_timeout=2.0,
+        generation_memory_events=8,
+        max_queued_frames=16,  # the replay keeps only a few frames ahead of its reader
+        max_answer_chars=10 * 1024 * 1024,  # 620 chunks of 4 KiB
+    ) as url:
+        message, gate = gated("600 | 20")
+        ws = await connected(url, token())
+        await send(ws, type="completion", id="r", message=message, agent="wide")
+        # The owner reads no further: its socket may be closed (4008), the answer runs on.
+        generation_id = (await frames_until(ws, "r", through_seq(1)))[0]["generation_id"]
+        redis = Redis.from_url(server.url, decode_responses=True)
+        events_key = Keys(settings.redis_prefix).events(generation_id)
+        await until(lambda: has_entries(redis, events_key, 601), 10, "the log to hold seq 601")
+        await redis.aclose()
+
+        # A reader with a tiny receive window: the replay stays a few frames ahead of what
+        # it read, short of the log's second batch (256 events) when Redis stops.
+        follower = await RawSocket.connect(url, token(), receive_buffer=4096)
+        await follower.ready()
+        await follower.send_json(type="resume", id="f", generation_id=generation_id, after=0)
+        followed = [await follower.read_json() for _ in range(10)]
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            while followed[-1]["type"] != "notice":
+                followed.append(await follower.read_json(within=20))
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        gate.release()
+        while not followed[-1].get("done"):
+            followed.append(await follower.read_json(within=20))
+        await follower.aclose()
+    events, notices = split(f for f in followed if f["type"] != "resumed")
+    assert [e["seq"] for e in events] == list(range(1, 623))
+    chunks = [e["content"] for e in events if e["type"] == "chunk"]
+    assert chunks == [f" c{n}{PAD}" for n in range(620)]
+    assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "stop"
+    assert notices == ["store_unreachable"]
+    assert followed[0]["type"] == "resumed"
+
+
+async def has_entries(redis: Redis, key: str, count: int) -> bool:
+    return int(await redis.xlen(key)) >= count

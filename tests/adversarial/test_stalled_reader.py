@@ -120,6 +120,7 @@ async def test_a_client_that_reads_nothing_is_reset_and_its_generation_runs_on(
             models=models,
             max_queued_frames=QUEUED,
             max_frame_bytes=2 * len(message),
+            max_answer_chars=2 * len(message),
             ws_send_timeout=SEND_TIMEOUT,
             echo_delay_ms=10,  # the bystander streams for about 4 s, across the reset
         ) as url,
@@ -177,6 +178,7 @@ async def test_a_reset_client_with_on_disconnect_cancel_cancels_its_generation_q
             on_disconnect="cancel",
             max_queued_frames=QUEUED,
             max_frame_bytes=2 * len(message),
+            max_answer_chars=2 * len(message),
             ws_send_timeout=SEND_TIMEOUT,
         ) as url,
         watching_uvicorn() as uvicorn_log,
@@ -241,8 +243,10 @@ async def test_a_client_that_reads_slowly_is_not_reset(
         # Room for the whole answer: this client is slow, not gone, and must not hit 4008.
         max_queued_frames=2 * BURST,
         max_frame_bytes=2 * len(message),
+        max_answer_chars=2 * len(message),
         ws_send_timeout=SEND_TIMEOUT,
         echo_delay_ms=0,
+        echo_max_words=BURST,
     ) as url:
         reader = await RawSocket.connect(url, token(), receive_buffer=4096)
         await reader.ready()

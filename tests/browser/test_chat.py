@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 
-from playwright.async_api import expect
+import httpx2
+from playwright.async_api import BrowserContext, expect
 
-from tests.browser.conftest import ChatPage, unique, upstream_request
+from tests.browser.conftest import ChatPage, Mint, unique, upstream_request
+from tests.processes import GatewayProcess
 from tests.upstream import FakeUpstream
 
 # Every change to the log's text, as the page makes it, kept in the page for the test to read.
@@ -87,3 +91,33 @@ async def test_stop_ends_the_answer_and_closes_the_upstream_request(
     await chat.send(follow_up)
     await chat.until_answered()
     await expect(chat.log).to_contain_text(f"You said: {follow_up}")
+
+
+async def test_a_long_conversation_opens_at_its_newest_page_and_shows_older_ones_on_request(
+    context: BrowserContext, page_gateway: GatewayProcess, token: Mint
+) -> None:
+    user = token(f"pager-{uuid.uuid4().hex[:8]}")  # its own requests-per-minute budget
+    first = unique("the very first question")
+    conversation_id = f"long-{uuid.uuid4().hex[:8]}"
+    # 51 turns: 102 messages, two more than a page holds by default.
+    async with httpx2.AsyncClient(timeout=30) as client:
+        for message in [first, *(f"question {n}" for n in range(1, 51))]:
+            response = await client.post(
+                f"{page_gateway.url}/completion",
+                json={"message": message, "model": "fake", "conversation_id": conversation_id},
+                headers={"Authorization": f"Bearer {user}"},
+            )
+            assert response.status_code == 200, response.text
+    chat = ChatPage(await context.new_page())
+    await chat.open(page_gateway.url, user)
+    await chat.page.get_by_role("button", name=re.compile(re.escape(first))).click()
+
+    await expect(chat.log).to_contain_text("You said: question 50")
+    await expect(chat.log).not_to_contain_text(first)
+    earlier = chat.page.get_by_role("button", name="Show earlier messages")
+    await earlier.click()
+    await expect(earlier).to_have_count(0)  # nothing older is left
+    text = await chat.log.text_content()
+    assert text is not None and text.removeprefix("You").startswith(first)  # "You": a label
+    assert text.index(f"You said: {first}") < text.index("question 1") < text.index("question 50")
+    assert not chat.errors, f"the page raised: {chat.errors}"
