@@ -14,7 +14,7 @@ def stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command's name; None once it is reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before, or while, it was read
         return None
 
 
