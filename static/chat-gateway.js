@@ -850,6 +850,7 @@ export class ChatGatewayClient extends EventTarget {
     run._queue.length = 0;
     if (run._body && !run.generationId && !run._ended) {
       run._detached = true;
+      for (const waiter of run._waiters.splice(0)) waiter.resolve({ value: undefined, done: true });
       return;
     }
     this._finish(run);
