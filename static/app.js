@@ -122,8 +122,9 @@ function setSignedIn(signedIn) {
 }
 
 function updateControls() {
-  const ready = ["connected", "idle", "offline-http"].includes(client.state);
-  ui.send.disabled = !ready || active !== null;
+  // Not connected yet is no reason to wait: the client queues the message and sends it over
+  // whichever transport opens first.
+  ui.send.disabled = active !== null;
   ui.send.hidden = active !== null;
   ui.stop.hidden = active === null;
 }
@@ -138,14 +139,18 @@ client.addEventListener("notice", ({ detail }) => {
 /**
  * Draws a run's events into an answer until its final event. Leaving the conversation stops
  * following the run (see leave) but not the answer: the gateway finishes and stores it.
+ * `question`: the message a completion asks; if it never started an answer (not sent, or
+ * refused), it goes back into the empty message box, so nothing typed is lost.
  */
-async function follow(run, answer) {
+async function follow(run, answer, question = null) {
   active = { run, answer };
   answer.beginStreaming();
   updateControls();
+  let started = false;
   try {
     for await (const event of run) {
       if (event.type === "start") {
+        started = true;
         answer.setLabel(pickers.labelFor(event));
         adopt(event.conversation_id);
         conversations.refresh();
@@ -165,9 +170,14 @@ async function follow(run, answer) {
     // The client gave up on the token. The answer goes on at the gateway; once signed in
     // again, opening the conversation shows it.
     const signedOut = error.code === "unauthorized";
-    answer.end(signedOut ? "Signed out before the answer was complete." : error.message, true);
+    const why = started ? "Signed out before the answer was complete." : "Not sent: signed out.";
+    answer.end(signedOut ? why : error.message, true);
   }
   if (active?.run !== run) return; // left meanwhile: the answer is no longer on screen
+  if (question !== null && !started) {
+    if (answer.streaming) answer.end("Not sent."); // stopped before it was sent
+    keepText(question);
+  }
   // An attach to a generation that had already ended, with nothing after `after`.
   if (answer.streaming) answer.end();
   active = null;
@@ -181,7 +191,14 @@ function send(message) {
   const request = { message, ...pickers.choice() };
   if (conversationId) request.conversationId = conversationId;
   thread.addQuestion(message);
-  follow(client.complete(request), thread.addAnswer(pickers.expectedLabel()));
+  follow(client.complete(request), thread.addAnswer(pickers.expectedLabel()), message);
+}
+
+/** Puts a message that was not sent back into the box, unless something new is there. */
+function keepText(message) {
+  if (ui.input.value.trim()) return;
+  ui.input.value = message;
+  autosize();
 }
 
 function stop() {

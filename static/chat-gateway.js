@@ -8,8 +8,9 @@
 //
 // What it hides: one multiplexed WebSocket with heartbeats, reconnects with backoff that
 // resume every unfinished answer from the last seq seen (waiting as long as the gateway asks
-// when it refuses a connection), token renewal, and a fallback to HTTP streaming when
-// WebSockets cannot get through.
+// when it refuses a connection), token renewal, a fallback to HTTP streaming when WebSockets
+// cannot get through (while the socket is probed again in the background), and a bounded
+// queue for messages sent while neither is open.
 
 /**
  * @typedef {"connecting" | "connected" | "reconnecting" | "idle" | "offline-http"
@@ -35,7 +36,13 @@
  *   failed attempt, with jitter.
  * @property {number} [maxReconnectDelay] Cap on the reconnect delay in ms (default 30000).
  * @property {number} [fallbackAfter] Sockets in a row that fail to open before the HTTP
- *   fallback is considered (default 3).
+ *   fallback is considered (default 1: a browser cannot tell a refused upgrade from a network
+ *   failure, so the first one that fails while `/healthz` answers means WebSockets are
+ *   blocked; the socket is then probed again in the background).
+ * @property {number} [maxQueued] Completions that may wait for a transport at once (default
+ *   16); one more ends at once with a `not_sent` error event.
+ * @property {number} [queueTimeout] How long a completion may wait for a transport, in ms
+ *   (default 30000; 0: without limit); then it ends with a `not_sent` error event.
  * @property {number} [refreshBeforeExpiry] How long before the token's expiry to renew it and
  *   reconnect, in ms (default 60000; at most half the token's lifetime).
  * @property {number} [maxFrameBytes] The gateway's MAX_FRAME_BYTES (default 1048576). A larger
@@ -104,7 +111,9 @@ const DEFAULTS = {
   pongTimeout: 10_000,
   reconnectDelay: 500,
   maxReconnectDelay: 30_000,
-  fallbackAfter: 3,
+  fallbackAfter: 1,
+  maxQueued: 16,
+  queueTimeout: 30_000,
   refreshBeforeExpiry: 60_000,
   maxFrameBytes: 1_048_576,
 };
@@ -157,6 +166,10 @@ export class Run {
     this._lastSeq = 0; // the highest seq received: resumes start after it
     /** @type {Record<string, unknown> | null} */
     this._body = null; // the completion to (re)send until the generation id is known
+    this._sent = false; // handed to a transport at least once: no longer queued
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._queueTimer = undefined; // ends the run if no transport takes it in time
+    this._detached = false; // the caller stopped following it before the gateway had it
     this._transport = "ws";
     /** @type {WebSocket | null} */
     this._socket = null; // the socket the run was last sent on
@@ -221,6 +234,7 @@ export class Run {
     if (this._ended) return;
     this._ended = true;
     this._error = error ?? null;
+    clearTimeout(this._queueTimer);
     this._abort?.abort();
     this._wake?.();
     for (const waiter of this._waiters.splice(0)) {
@@ -347,8 +361,37 @@ export class ChatGatewayClient extends EventTarget {
       run._end();
       return run;
     }
+    const { maxQueued } = this._options;
+    if (this._mode === "ws" && !this._ready && this._queued() >= maxQueued) {
+      run._push(notSent(run.id, `${maxQueued} messages are already waiting for the connection.`));
+      run._end();
+      return run;
+    }
     this._track(run);
+    if (!run._sent) this._expireQueued(run);
     return run;
+  }
+
+  /** How many completions wait for a transport: neither the socket nor HTTP has had them. */
+  _queued() {
+    let count = 0;
+    for (const run of this._runs.values()) if (run._body && !run._sent) count += 1;
+    return count;
+  }
+
+  /**
+   * Ends a completion that no transport takes within `queueTimeout`: the caller learns it was
+   * not sent (and can say so, and keep the text) instead of waiting without end.
+   * @param {Run} run
+   */
+  _expireQueued(run) {
+    const { queueTimeout } = this._options;
+    if (!(queueTimeout > 0)) return;
+    run._queueTimer = setTimeout(() => {
+      if (run._sent || run._ended) return;
+      const seconds = queueTimeout / 1000;
+      this._deliver(run, notSent(run.id, `The gateway could not be reached within ${seconds} s.`));
+    }, Math.min(MAX_TIMER_MS, queueTimeout));
   }
 
   /**
@@ -471,6 +514,9 @@ export class ChatGatewayClient extends EventTarget {
 
   /** @param {{user: string, expires_at: number | null}} frame */
   _onReady(frame) {
+    // A socket got through (maybe a probe while on HTTP): new runs use it; runs already on
+    // HTTP end there, so none is sent twice.
+    this._mode = "ws";
     this._ready = true;
     this._attempt = 0;
     this._unopened = 0;
@@ -500,9 +546,10 @@ export class ChatGatewayClient extends EventTarget {
     this._stopHeartbeat();
     this._retiring?.close(1000);
     this._retiring = null;
+    const probing = this._mode === "http"; // runs go over HTTP; this was a background probe
     if (code === CLOSE_UNAUTHORIZED) {
       // The token was refused: renewing it is the only thing that can help.
-      this._setState("reconnecting", { delay: 0 });
+      if (!probing) this._setState("reconnecting", { delay: 0 });
       try {
         await this._renew(token ?? null, reason || "The token was refused.");
       } catch (error) {
@@ -513,14 +560,18 @@ export class ChatGatewayClient extends EventTarget {
     }
     this._unopened = opened ? 0 : this._unopened + 1;
     if (code === CLOSE_TOO_MANY_CONNECTIONS) return this._retryLater(this._tooMany(reason));
+    if (probing) return this._retryLater();
     if (code === CLOSE_IDLE && !this._hasSocketRuns()) return this._goIdle();
-    // A socket that never opens, again and again, is typically a proxy that blocks
-    // WebSockets. If plain HTTP reaches the gateway, use that instead; if it does not, the
-    // gateway itself is down and the socket is retried like any other.
+    // A socket that does not open while plain HTTP reaches the gateway is a proxy or firewall
+    // refusing WebSockets (a browser cannot see the HTTP status that refused it); if HTTP does
+    // not reach it either, the gateway itself is down and the socket is retried as before.
+    // Runs, and messages waiting for a transport, go over HTTP at once; the socket is probed
+    // again in the background, and new runs use it once one gets through.
     const { transport, fallbackAfter } = this._options;
     if (transport === "auto" && this._unopened >= fallbackAfter && (await this._httpReachable())) {
-      if (session === this._session && !this._ws) this._useHttp();
-      return;
+      if (session !== this._session || this._ws) return;
+      this._useHttp();
+      return this._retryLater();
     }
     // Closed meanwhile, or a socket opened meanwhile (a browser's "online" event).
     if (session !== this._session || this._ws) return;
@@ -537,7 +588,10 @@ export class ChatGatewayClient extends EventTarget {
     const asked = refused?.retryAfter ? Math.ceil(refused.retryAfter * 1000) : 0;
     const delay = Math.min(MAX_TIMER_MS, Math.max(backoff, asked));
     this._holdUntil = asked > 0 ? Date.now() + delay : 0;
-    this._setState("reconnecting", refused ? { delay, error: refused } : { delay });
+    // On HTTP this is a background probe: the runs are served, nothing to report.
+    if (this._mode !== "http") {
+      this._setState("reconnecting", refused ? { delay, error: refused } : { delay });
+    }
     this._timers.retry = setTimeout(() => this._open(), delay);
   }
 
@@ -711,6 +765,8 @@ export class ChatGatewayClient extends EventTarget {
     const ws = /** @type {WebSocket} */ (this._ws);
     run._socket = ws;
     run._cancelSent = false;
+    run._sent = true;
+    clearTimeout(run._queueTimer);
     const frame = run.generationId
       ? { type: "resume", generation_id: run.generationId, after: run._lastSeq, id: run.id }
       : { type: "completion", id: run.id, ...run._body };
@@ -727,6 +783,8 @@ export class ChatGatewayClient extends EventTarget {
     }
     if (event.generation_id) run.generationId = event.generation_id;
     if (event.conversation_id) run.conversationId = event.conversation_id;
+    // Nobody reads a detached run: the gateway has its completion now, and stores the answer.
+    if (run._detached) return this._finish(run);
     run._push(event);
     // Errors end a run even with done: false, which the gateway uses for a refused resume.
     if (event.done || event.type === "error") this._finish(run);
@@ -782,10 +840,20 @@ export class ChatGatewayClient extends EventTarget {
     run._end();
   }
 
-  /** The caller stopped listening. @param {Run} run */
+  /**
+   * The caller stopped listening. A completion the gateway may not have yet is still sent (and
+   * sent again after a lost socket) until its first event: leaving the loop stops following
+   * the answer, it does not take the question back (that is `cancel()`).
+   * @param {Run} run
+   */
   _forget(run) {
-    this._finish(run);
     run._queue.length = 0;
+    if (run._body && !run.generationId && !run._ended) {
+      run._detached = true;
+      for (const waiter of run._waiters.splice(0)) waiter.resolve({ value: undefined, done: true });
+      return;
+    }
+    this._finish(run);
   }
 
   // HTTP.
@@ -818,6 +886,8 @@ export class ChatGatewayClient extends EventTarget {
    * @param {Run} run
    */
   async _httpRun(run) {
+    run._sent = true;
+    clearTimeout(run._queueTimer);
     let attempt = 0;
     while (!run._ended) {
       run._abort = new AbortController();
@@ -966,6 +1036,16 @@ async function errorEvent(response, id) {
  */
 function refusal(id, code, message, retryable) {
   return { type: "error", id, code, message, error: message, retryable, done: true };
+}
+
+/**
+ * The error event of a completion that never left the client (`not_sent`): nothing reached
+ * the gateway, so sending it again later starts it, once.
+ * @param {string} id @param {string} why
+ * @returns {GatewayEvent}
+ */
+function notSent(id, why) {
+  return refusal(id, "not_sent", `The message was not sent. ${why}`, true);
 }
 
 /** @param {number} bytes */

@@ -31,6 +31,7 @@ from gateway.config import Settings
 from tests.client import connected
 from tests.conftest import GatewayFactory, RedisServer, free_port
 from tests.processes import GatewayProcess, spawn
+from tests.refusing_proxy import refusing_proxy
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -439,6 +440,84 @@ async def test_no_websocket_getting_through_falls_back_to_http(gateway: str, tok
     error = refused[-1]
     assert isinstance(error, ErrorEvent) and error.code == "bad_request"
     assert error.message.startswith("Unknown model 'nope'.")
+
+
+def asked(fake: FakeUpstream, message: str) -> int:
+    """How many times the model was asked `message`."""
+    return sum(1 for r in fake.requests if r.messages and r.messages[-1]["content"] == message)
+
+
+async def test_a_completion_sent_while_the_upgrade_is_refused_goes_over_http_once(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    states = States()
+    message = f"while refused {uuid.uuid4().hex[:6]}"
+    async with refusing_proxy(gateway) as proxy:
+        proxy.hold()  # the first refusal takes its time: the client is still trying its socket
+        async with GatewayClient(proxy.url, token=token(), on_state=states) as client:
+            await proxy.until_upgrades(1)
+            run = client.complete(message, model="fake")
+            assert "POST /completion" not in proxy.requests
+            proxy.release()  # 403
+            released = time.monotonic()
+            items = await run.collect()
+            took = time.monotonic() - released
+            assert run.conversation_id is not None
+            stored = await client.conversation(run.conversation_id)
+    assert text(items) == f"You said: {message}" and isinstance(items[-1], Done)
+    assert seqs(items) == list(range(1, len(items) + 1))
+    assert took < 5, f"answered {took:.1f} s after the refusal"
+    assert states.names()[-2:] == ["http", "closed"]
+    assert proxy.refused == 3  # fallback_after
+    assert proxy.requests.count("POST /completion") == 1
+    assert asked(fake_upstream, message) == 1
+    assert stored is not None
+    assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == [message]
+
+
+async def test_completions_while_reconnecting_into_a_refusal_are_each_sent_once(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    states = States()
+    message = f"during the reconnect {uuid.uuid4().hex[:6]}"
+    async with refusing_proxy(gateway) as proxy:
+        proxy.refusing = False
+        async with GatewayClient(
+            proxy.url, token=token(), on_state=states, reconnect_delay=0.05
+        ) as client:
+            running = client.complete("long", model="fake-i2-n100")
+            before = await until_tokens(running, 3)
+            # The network changes: the socket drops and upgrades are refused from now on.
+            proxy.refusing = True
+            proxy.hold()
+            upgrades = proxy.upgrades
+            proxy.cut()
+            await proxy.until_upgrades(upgrades + 1)
+            assert client.state in ("connecting", "reconnecting")
+            new = client.complete(message, model="fake")
+            proxy.release()
+            rest, items = await asyncio.gather(running.collect(), new.collect())
+    whole = before + rest
+    assert seqs(whole) == list(range(1, len(whole) + 1))
+    assert text(whole) == "".join(f" t{i}" for i in range(100))
+    assert text(items) == f"You said: {message}" and isinstance(items[-1], Done)
+    assert states.names()[-2:] == ["http", "closed"]
+    # The running one resumed by generation id; only the new one was posted, once.
+    assert proxy.requests.count("POST /completion") == 1
+    assert asked(fake_upstream, message) == 1
+
+
+async def test_a_completion_after_aclose_ends_at_once_instead_of_waiting(
+    gateway: str, token: Mint
+) -> None:
+    client = GatewayClient(gateway, token=token())
+    async with client:
+        await client.connect()
+    run = client.complete("too late", model="echo")
+    async with asyncio.timeout(5):
+        with pytest.raises(GatewayError) as raised:
+            await run.collect()
+    assert raised.value.code == "closed"
 
 
 async def test_a_refusal_over_the_socket_is_a_typed_error_event(

@@ -240,6 +240,10 @@ class GatewayClient:
         if self._fatal is not None:
             run.end(self._fatal)
             return
+        if self._closing:
+            # Nothing will send it: say so, rather than leave the caller waiting for ever.
+            run.end(GatewayError("The client was closed.", code="closed"))
+            return
         self._start()
         self._runs[run.id] = run
         self._wanted.set()

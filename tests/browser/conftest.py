@@ -9,6 +9,7 @@ The page is reached only through what a person sees: labels, roles and accessibl
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ PAGE_MODEL = "fake-i30"
 DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=390, height=844)
 BROWSER_DIR = Path(__file__).resolve().parent
+
+# Given to waits that span a reconnect: its backoff may add a few seconds.
+SLOW = 30_000
 
 expect.set_options(timeout=10_000)
 
@@ -193,3 +197,20 @@ def upstream_request(fake: FakeUpstream, message: str) -> Recorded:
 def unique(words: str) -> str:
     """`words` with a short random tag, so the upstream request can be found again."""
     return f"{words} [{uuid.uuid4().hex[:6]}]"
+
+
+def connection_status(chat: ChatPage) -> Locator:
+    """The status that says how the page is connected (the conversation list has one too)."""
+    return chat.page.get_by_role("status").filter(has_text=re.compile("Connect|Reconnect"))
+
+
+async def the_answer(chat: ChatPage, answer: str) -> None:
+    """The log holds `answer` once, whole: no word missing, none repeated, nothing after it."""
+    await expect(chat.log).to_contain_text(answer, timeout=SLOW)
+    text = await chat.log.text_content()
+    assert text is not None
+    assert text.count("You said:") == 1, f"the answer is shown more than once: {text!r}"
+    shown = text[text.index("You said:") :]
+    assert shown.startswith(answer), f"not the answer: {shown!r}"
+    rest = shown.removeprefix(answer)
+    assert not re.search(r"\bw\d+\b", rest), f"words after the answer's end: {rest!r}"

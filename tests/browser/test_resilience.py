@@ -13,9 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, Locator, expect
+from playwright.async_api import BrowserContext, expect
 
-from tests.browser.conftest import ChatPage, Mint, page_config, unique
+from tests.browser.conftest import (
+    SLOW,
+    ChatPage,
+    Mint,
+    connection_status,
+    page_config,
+    the_answer,
+    unique,
+)
 from tests.conftest import RedisServer, free_port
 from tests.processes import GatewayProcess, gateway_environment, spawn
 from tests.upstream import FakeUpstream
@@ -23,8 +31,6 @@ from tests.upstream import FakeUpstream
 # Long enough (a word every 30 ms: about 4.5 s) that what the test does in the middle of the
 # answer happens while it is still being written.
 WORDS = " ".join(f"w{i}" for i in range(1, 151))
-# Given to waits that span a reconnect: its backoff may add a few seconds.
-SLOW = 30_000
 
 # A WebSocket that never gets through, as behind a proxy that refuses the upgrade: it reports
 # an error and then a close (1006) without ever opening. Installed before the page's scripts.
@@ -61,23 +67,6 @@ BLOCK_WEBSOCKETS = """(() => {
   }
   window.WebSocket = BlockedWebSocket;
 })();"""
-
-
-def connection_status(chat: ChatPage) -> Locator:
-    """The status that says how the page is connected (the conversation list has one too)."""
-    return chat.page.get_by_role("status").filter(has_text=re.compile("Connect|Reconnect"))
-
-
-async def the_answer(chat: ChatPage, answer: str) -> None:
-    """The log holds `answer` once, whole: no word missing, none repeated, nothing after it."""
-    await expect(chat.log).to_contain_text(answer, timeout=SLOW)
-    text = await chat.log.text_content()
-    assert text is not None
-    assert text.count("You said:") == 1, f"the answer is shown more than once: {text!r}"
-    shown = text[text.index("You said:") :]
-    assert shown.startswith(answer), f"not the answer: {shown!r}"
-    rest = shown.removeprefix(answer)
-    assert not re.search(r"\bw\d+\b", rest), f"words after the answer's end: {rest!r}"
 
 
 async def test_a_reload_mid_answer_picks_the_same_answer_up_to_its_end(
@@ -200,7 +189,8 @@ async def test_without_websockets_the_page_answers_over_http(
     await chat.open(page_gateway.url, token())
     status = connection_status(chat)
     await expect(status).to_have_text(re.compile(r"^\s*Connected over HTTP\s*$"))
-    assert await chat.evaluate("() => window.__blockedSockets") >= 3
+    # One socket that did not open, while HTTP reached the gateway, is enough to fall back.
+    assert await chat.evaluate("() => window.__blockedSockets") >= 1
 
     message = unique(" ".join(f"w{i}" for i in range(1, 31)))
     await chat.send(message)

@@ -86,6 +86,20 @@ export function assertWhole(events, chunks) {
   assert.equal(events.map((event) => event.content).join(""), textOf(chunks));
 }
 
+/** A fetch that records each request, and may replace responses. */
+export function recordingFetch(replace = (request, response) => response) {
+  const requests = [];
+  const recorded = async (url, init = {}) => {
+    const request = { url: String(url), method: init.method ?? "GET" };
+    requests.push({ ...request, headers: new Headers(init.headers) });
+    return replace(request, await fetch(url, init));
+  };
+  return { fetch: recorded, requests };
+}
+
+/** A recorded request's path. */
+export const path = (request) => new URL(request.url).pathname;
+
 /**
  * A WebSocket class recording its instances and the frames they send and receive. A socket
  * made `deaf` drops everything in both directions while looking open, like a connection
