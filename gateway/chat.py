@@ -267,8 +267,12 @@ class ChatService:
         return meta
 
     def check_after(self, meta: GenerationMeta, after: int) -> None:
-        """A client cannot have seen more than a generation running here has produced.
-        (Elsewhere it can: events a dead process delivered but never stored.)"""
+        """A client cannot have seen more than a generation running here has produced, nor,
+        wherever it runs, more than MAX_LOG_EVENTS events. (Past a stored generation's last
+        seq it can: events a dead process delivered but never stored.)"""
+        most = self._settings.max_log_events
+        if after > most:
+            raise BadRequest(f"'after' is {after}, but no generation goes past seq {most}.")
         local = self.generations.get(meta.generation_id)
         if local is not None and after > local.last_seq:
             raise BadRequest(f"'after' is {after}, but this generation is at seq {local.last_seq}.")

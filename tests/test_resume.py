@@ -292,6 +292,29 @@ async def test_resume_errors(pair: tuple[GatewayProcess, GatewayProcess], token:
         assert (await receive(ws))["code"] == "bad_request"
 
 
+async def test_a_resume_past_any_possible_seq_is_a_bad_request_on_every_instance(
+    pair: tuple[GatewayProcess, GatewayProcess], token: Mint
+) -> None:
+    """Past MAX_LOG_EVENTS no generation has a seq, wherever it runs: the same clear
+    `bad_request` on the instance running it and on the other, over a socket and SSE."""
+    a, b = pair
+    ws = await connected(a.url, token())
+    await send(ws, type="completion", id="r", message="x", model=SLOW)
+    generation_id = (await read_through(ws, "r", 1))[0]["generation_id"]
+    for url in (a.url, b.url):
+        other = await connected(url, token())
+        await send(other, type="resume", generation_id=generation_id, after=2**40, id="q")
+        refused = await receive(other)
+        assert (
+            refused["code"] == "bad_request" and "no generation goes past seq" in refused["message"]
+        )
+        await other.close()
+        status, _ = await resume_sse(url, token(), generation_id, 2**40)
+        assert status == 400
+    await until_done(ws, "r")
+    await ws.close()
+
+
 @pytest.fixture
 async def lone_pair(
     environment: dict[str, str], tmp_path: Path
