@@ -354,9 +354,9 @@ class ChatService:
     ) -> list[Event]:
         """Events after `last`, waiting a while for new ones; empty when none came. They come
         from the process's log reader (`LogHub`), which holds no pooled connection for this
-        follower, except when it cannot vouch for what came before (the first read, a follower
-        that fell behind, a wait in vain): then from the log itself, as the lease check and
-        `_end_behind` need."""
+        follower, except when it cannot vouch for what came before (the first read, after
+        falling behind or an outage): then from the log itself. A wait in vain checks the
+        lease, and whether the generation still exists or ended behind `last`."""
         if subscription.stale:
             subscription.stale = False  # what the hub reads from now on is kept for it
             events = await self._log.read_after(meta.generation_id, last)
@@ -369,9 +369,10 @@ class ChatService:
         deadline = asyncio.get_running_loop().time() + self._block_ms / 1000
         while not (events := subscription.take(last)) and not subscription.stale:
             if not await subscription.wait(deadline - asyncio.get_running_loop().time()):
-                await self._interrupt_if_abandoned(meta)
-                subscription.stale = True  # then read the log and check its end, as at first
-                break
+                if await self._interrupt_if_abandoned(meta):
+                    subscription.stale = True  # its terminal event is in the log now
+                    return []
+                return await self._end_behind(meta.generation_id, last)
         return events
 
     async def _end_behind(self, generation_id: str, last: int) -> list[Event]:
