@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.events import Chunk, Event
+from gateway.store.errors import store_error
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_reads import BlockingReads, PollSchedule
@@ -175,6 +177,33 @@ async def test_a_follower_that_does_not_take_is_dropped_to_the_log(parts: Parts)
         assert slow.stale  # more than five waited for it: it reads the log again
         async with asyncio.timeout(10):
             assert await follow(parts.log, slow, 0, 20) == list(range(1, 21))
+    finally:
+        await hub.close()
+
+
+async def test_a_failed_read_reaches_every_follower_as_a_store_error(
+    parts: Parts, own_redis: RedisServer
+) -> None:
+    """Redis goes away under the blocked read: each waiting follower gets the error once
+    (its client is told the store is unreachable) and must read the log again after."""
+    generation_id = await parts.create()
+    hub = parts.hub()
+    hub.start()
+    try:
+        followers = [hub.subscribe(generation_id) for _ in range(3)]
+        for subscription in followers:
+            subscription.stale = False
+            assert subscription.take(0) == []
+        assert await settle_at(parts.client, 1) == 1
+        own_redis.process.kill()
+        own_redis.process.wait(timeout=10)
+        for subscription in followers:
+            assert await subscription.wait(10.0)
+            with pytest.raises(RedisConnectionError) as failed:
+                subscription.take(0)
+            assert store_error(failed.value) is not None  # unavailable, for the client
+            assert subscription.stale
+            assert subscription.take(0) == []  # said once
     finally:
         await hub.close()
 
