@@ -37,8 +37,9 @@ from gateway.store.client import StorePipeline
 from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
 from gateway.store.errors import store_error
 from gateway.store.limits import Admission, LimitStore, Turn
+from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_writer import Persisted
-from gateway.store.logs import GenerationLog, GenerationMeta, Status
+from gateway.store.logs import READ_PAGE, GenerationLog, GenerationMeta, Status
 
 log = logging.getLogger("gateway.chat")
 
@@ -100,6 +101,7 @@ class ChatService:
         generation_log: GenerationLog,
         generations: GenerationRegistry,
         limits: LimitStore,
+        hub: LogHub,
     ) -> None:
         self._settings = settings
         self._limits = limits
@@ -108,6 +110,7 @@ class ChatService:
         self._conversations = conversations
         self._log = generation_log
         self.generations = generations
+        self._hub = hub  # reads the logs of generations followed from here
         self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
         self._bounds = GenerationBounds.of(settings)
 
@@ -314,35 +317,55 @@ class ChatService:
         replayed = self.generations.metrics.replayed_events
         last = after
         outage = StoreOutage(meta.generation_id, ref, sink, self.generations.metrics)
-        while True:
-            try:
-                events = await self._next_from_log(meta, last)
-            except Exception as exc:
-                if store_error(exc) is None:
-                    raise
-                await outage.wait()  # the store is down: say so once, then keep trying
-                continue
-            outage.over()
-            if not events:
-                continue
-            replayed.inc(len(events))
-            for event in events:
-                if not await sink.room():
-                    return
-                sink(ref, event)
-                last = event.seq
-                if is_final(event):
-                    return
+        subscription = self._hub.subscribe(meta.generation_id)
+        try:
+            while True:
+                try:
+                    events = await self._next_from_log(meta, last, subscription)
+                except Exception as exc:
+                    if store_error(exc) is None:
+                        raise
+                    subscription.stale = True  # read the log again once the store is back
+                    await outage.wait()  # the store is down: say so once, then keep trying
+                    continue
+                outage.over()
+                if not events:
+                    continue
+                replayed.inc(len(events))
+                for event in events:
+                    if not await sink.room():
+                        return
+                    sink(ref, event)
+                    last = event.seq
+                    if is_final(event):
+                        return
+        finally:
+            subscription.close()
 
-    async def _next_from_log(self, meta: GenerationMeta, last: int) -> list[Event]:
-        """Events after `last`, waiting a while for new ones; empty when none came."""
-        events = await self._log.read_after(meta.generation_id, last)
-        if not events:
-            events = await self._end_behind(meta.generation_id, last)
-        if not events:
-            events = await self._log.wait_after(meta.generation_id, last, self._block_ms)
+    async def _next_from_log(
+        self, meta: GenerationMeta, last: int, subscription: Subscription
+    ) -> list[Event]:
+        """Events after `last`, waiting a while for new ones; empty when none came. They come
+        from the process's log reader (`LogHub`), which holds no pooled connection for this
+        follower, except when it cannot vouch for what came before (the first read, after
+        falling behind or an outage): then from the log itself. A wait in vain checks the
+        lease, and whether the generation still exists or ended behind `last`."""
+        if subscription.stale:
+            subscription.stale = False  # what the hub reads from now on is kept for it
+            events = await self._log.read_after(meta.generation_id, last)
+            if len(events) >= READ_PAGE:
+                subscription.stale = True  # more to read first
             if not events:
-                await self._interrupt_if_abandoned(meta)
+                events = await self._end_behind(meta.generation_id, last)
+            if events:
+                return events
+        deadline = asyncio.get_running_loop().time() + self._block_ms / 1000
+        while not (events := subscription.take(last)) and not subscription.stale:
+            if not await subscription.wait(deadline - asyncio.get_running_loop().time()):
+                if await self._interrupt_if_abandoned(meta):
+                    subscription.stale = True  # its terminal event is in the log now
+                    return []
+                return await self._end_behind(meta.generation_id, last)
         return events
 
     async def _end_behind(self, generation_id: str, last: int) -> list[Event]:

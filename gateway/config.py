@@ -137,7 +137,8 @@ class Settings:
     data_dir: Path = Path(".chat-gateway")
     redis_max_connections: int = 200
     redis_pool_timeout: float = 5.0
-    # Every Redis reply must come within this (a resume blocks on XREAD for up to 1 s).
+    # Every Redis reply must come within this (the followers' log reader blocks on XREAD on a
+    # connection of its own, which is given a second more).
     redis_socket_timeout: float = 5.0
     redis_connect_timeout: float = 2.0
     # Auth

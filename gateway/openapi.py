@@ -311,7 +311,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Every event after `Last-Event-ID` (else `?after=`, else 0), then live events, on any "
         "instance. 204 when the generation has ended and nothing is after that seq: an "
         "EventSource stops reconnecting. The token may come as `?token=` for clients that "
-        "cannot set headers.",
+        "cannot set headers. An open stream holds one of the user's LIMIT_CONNECTIONS slots, "
+        "as a WebSocket does: 429 with Retry-After when none is free.",
         "Completions",
         {
             200: EVENT_STREAM,
@@ -434,7 +435,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/chat/{chat_id}/stream"): Operation(
         "Resume a chat's running answer",
-        "Replays the running generation from its start and follows it; 204 when none runs.",
+        "Replays the running generation from its start and follows it; 204 when none runs. "
+        "An open stream holds one of the user's LIMIT_CONNECTIONS slots: 429 with Retry-After "
+        "when none is free.",
         "AI SDK",
         {
             200: sse(ref("UIMessagePart"), "The UI message stream.", done_line=True),

@@ -33,6 +33,8 @@ from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitStore
+from gateway.store.log_hub import LogHub, LogReads
+from gateway.store.log_reads import BLOCK_MS, BlockingReads, PolledReads
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.tools.pool import WorkerPool
@@ -98,6 +100,7 @@ async def open_services(
         generation_slot_ttl=settings.generation_ttl,
         storage_ttl=settings.conversation_ttl,
     )
+    hub = LogHub(log_reads(settings, redis_url, redis, keys, instance))
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(
@@ -108,6 +111,7 @@ async def open_services(
         generation_log,
         generations,
         limits,
+        hub,
     )
     # A delete waits this long for a cancelled generation to end: at once, or once its lease
     # lapses if its process died.
@@ -122,6 +126,7 @@ async def open_services(
     )
     writer.start()
     generations.start()
+    hub.start()
     verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client
     restore_signals = _drain_on_signal(generations.begin_drain)
     try:
@@ -144,6 +149,7 @@ async def open_services(
                 await generations.shutdown(settings.shutdown_drain_seconds)
                 await verifier.aclose()
                 await writer.close()
+                await hub.close()
                 await limits.close()
                 await models.aclose()
                 await redis.aclose()
@@ -177,6 +183,20 @@ def open_client(settings: Settings, redis_url: str) -> StoreClient:
         **redis_options(settings, redis_url),
     )
     return Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+def log_reads(
+    settings: Settings, redis_url: str, redis: StoreClient, keys: Keys, instance: str
+) -> LogReads:
+    """How the process reads the logs of the generations it follows: on one server, blocked
+    on a connection of its own, outside the pool; on a Redis Cluster, by polling through the
+    cluster client (see `gateway/store/log_reads.py`)."""
+    if isinstance(redis, RedisCluster):
+        return PolledReads(redis, keys, settings.log_flush_ms / 1000)
+    options = redis_options(settings, redis_url)
+    options["socket_timeout"] = settings.redis_socket_timeout + BLOCK_MS / 1000  # it blocks
+    own = Redis.from_url(redis_url, decode_responses=True, single_connection_client=True, **options)
+    return BlockingReads(own, redis, keys, keys.log_wake(instance))
 
 
 def redis_options(settings: Settings, redis_url: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +17,12 @@ from tests.conftest import TEST_SECRET, free_port
 MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200", "fake-err401"]
 
 
-def config_file(folder: Path, upstream_url: str) -> Path:
-    """A TOML file naming the fake upstream's models."""
+def config_file(folder: Path, upstream_url: str, extra: Iterable[str] = ()) -> Path:
+    """A TOML file naming the fake upstream's models, and `extra` ones of a test's own."""
     tables = "".join(
         f'[models.{name}]\nprovider = "openai"\nbase_url = "{upstream_url}"\n'
         f'api_key_env = "FAKE_KEY"\n\n'
-        for name in MODELS
+        for name in (*MODELS, *extra)
     )
     path = folder / "gateway.toml"
     path.write_text(f'default_model = "fake"\n\n{tables}')

@@ -30,6 +30,8 @@ from gateway.store.client import StorePipeline
 from gateway.store.conversations import ConversationStore, StoredMessage
 from gateway.store.embedded import find_redis_server
 from gateway.store.keys import Keys
+from gateway.store.log_hub import LogHub
+from gateway.store.log_reads import PolledReads
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog, GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
@@ -41,6 +43,7 @@ from tests.processes import (
     start_pair,
     start_process,
 )
+from tests.test_log_hub import follow
 from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.test_storage import (
     Account,
@@ -582,6 +585,43 @@ async def test_a_node_that_forgot_the_log_script_gets_it_whole_and_all_converge(
         assert [e.seq for e in await log.read_after(by_node[port], 0)] == [1, 2, 3]
         await node.aclose()
     await client.aclose()
+
+
+async def test_followers_of_logs_on_every_node_share_one_poll(cluster: Cluster) -> None:
+    """On a cluster the process's log reader polls: one pipeline a window for every followed
+    log, whichever node holds it; each follower gets every event once, in order."""
+    client = RedisCluster.from_url(cluster.url, decode_responses=True)
+    await client.initialize()
+    store = Store(client, Keys(f"p{uuid.uuid4().hex[:8]}:"))
+    log = GenerationLog(
+        client, store.keys, ended_ttl=60, max_events=100, lease_ttl=5, instance="test"
+    )
+    generations = generation_ids(store)
+    async with client.pipeline(transaction=False) as pipe:
+        for generation_id in generations:
+            log.queue_create(pipe, GenerationMeta(generation_id, "alice", "c", None, "m", "a"))
+        await pipe.execute()
+    hub = LogHub(PolledReads(client, store.keys, window=0.01))
+    hub.start()
+    try:
+        followers = [
+            asyncio.create_task(follow(log, hub.subscribe(g), 0, 30))
+            for g in generations
+            for _ in range(5)
+        ]
+        for start in range(1, 31, 10):
+            async with client.pipeline(transaction=False) as pipe:
+                for generation_id in generations:
+                    chunks = [Chunk(seq, str(seq)) for seq in range(start, start + 10)]
+                    log.queue_append(pipe, generation_id, chunks)
+                await pipe.execute()
+        async with asyncio.timeout(20):
+            results = await asyncio.gather(*followers)
+        assert results == [list(range(1, 31))] * len(followers)
+        assert hub.followed == 0
+    finally:
+        await hub.close()
+        await client.aclose()
 
 
 def generation_ids(store: Store) -> list[str]:

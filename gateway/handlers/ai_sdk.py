@@ -32,6 +32,7 @@ from gateway.events import (
 )
 from gateway.generations import Follow
 from gateway.handlers.common import authenticate, read_body, services_of
+from gateway.handlers.slots import Slot, SlotStream
 from gateway.handlers.sse import KEEP_ALIVE, SSE_HEADERS, Listener
 from gateway.protocol import (
     CONVERSATION_ID_RE,
@@ -273,23 +274,25 @@ async def resume(request: Request) -> Response:
         meta = await services.chat.locate(principal, generation["id"])
     except NotFound:
         return Response(status_code=204)
+    slot = await Slot.take(services, principal)  # 429 when the user has too many open
     listener = Listener(services.settings.max_queued_frames)
     # Even if it ended meanwhile: the replay then holds the whole answer and its end.
-    return ui_message_stream(services.chat.attach(meta, 0, listener), listener)
+    return ui_message_stream(services.chat.attach(meta, 0, listener), listener, slot=slot)
 
 
 def ui_message_stream(
     follow: Follow,
     listener: Listener,
     abandoned: Callable[[], Awaitable[None]] | None = None,
+    slot: Slot | None = None,
 ) -> StreamingResponse:
+    """The UI message stream; a stream that only follows holds `slot` until it ends."""
     # No drain hook: the stream follows its generation through a drain (ended or
     # interrupted, it ends with `finish`), since a UI stream that stops short looks complete.
-    return StreamingResponse(
-        _parts_stream(follow, listener, abandoned),
-        media_type="text/event-stream",
-        headers=UI_STREAM_HEADERS,
-    )
+    body = _parts_stream(follow, listener, abandoned)
+    if slot is not None:
+        return SlotStream(body, UI_STREAM_HEADERS, slot, on_close=follow.stop)
+    return StreamingResponse(body, media_type="text/event-stream", headers=UI_STREAM_HEADERS)
 
 
 async def _parts_stream(

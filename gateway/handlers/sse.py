@@ -14,6 +14,7 @@ from gateway.errors import InternalError
 from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
 from gateway.generations import Follow
 from gateway.handlers.common import authenticate, json_error, read_body, services_of
+from gateway.handlers.slots import Slot, SlotStream
 from gateway.outbox import Outbox
 from gateway.protocol import (
     dumps,
@@ -106,9 +107,10 @@ async def generation_events(request: Request) -> Response:
     meta = await services.chat.locate(principal, generation_id)
     if meta.status not in ("running", "interrupted") and after >= meta.last_seq:
         return Response(status_code=204)  # nothing more will come: EventSource stops here
+    slot = await Slot.take(services, principal)  # 429 when the user has too many open
     listener = Listener(services.settings.max_queued_frames)
     follow = services.chat.attach(meta, after, listener)
-    return event_stream(request, follow, listener, meta.request_id)
+    return event_stream(request, follow, listener, meta.request_id, slot=slot)
 
 
 async def cancel_generation(request: Request) -> JSONResponse:
@@ -125,17 +127,23 @@ def event_stream(
     listener: Listener,
     request_id: str | None,
     abandoned: Callable[[], Awaitable[None]] | None = None,
+    slot: Slot | None = None,
 ) -> StreamingResponse:
+    """The events as SSE; a stream that only follows holds `slot` until it ends."""
     generations = services_of(request).generations
     # Draining ends the stream so the client reconnects (to another instance) and resumes.
     remove_hook = generations.on_drain(listener.outbox.close)
     if generations.draining.is_set():
         listener.outbox.close()
-    return StreamingResponse(
-        _sse(follow, listener, request_id, remove_hook, abandoned),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+    body = _sse(follow, listener, request_id, remove_hook, abandoned)
+    if slot is not None:
+
+        def closed() -> None:  # also when the body never started (the client left first)
+            follow.stop()
+            remove_hook()
+
+        return SlotStream(body, SSE_HEADERS, slot, on_close=closed)
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _sse(

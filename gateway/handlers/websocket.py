@@ -36,10 +36,10 @@ from gateway.errors import (
 )
 from gateway.events import Event, GenerationRef, is_final
 from gateway.generations import Follow
+from gateway.handlers import slots
 from gateway.handlers.common import services_of
 from gateway.handlers.expiry import Expiry
 from gateway.handlers.idle import Idle
-from gateway.limits import limits_for
 from gateway.logs import bind, log_context
 from gateway.outbox import Outbox
 from gateway.protocol import (
@@ -149,24 +149,14 @@ class Connection:
         """Count the socket against the user's connection limit; over it, the client gets an
         error frame with retry_after, then close 4429. Without Redis the socket is let in
         uncounted: the limit guards against abuse, not against an outage."""
-        limits = limits_for(principal, self.settings)
-        try:
-            refusal = await self.services.limits.connect(principal.sub, limits.connections, self.id)
-        except Exception as exc:
-            if store_error(exc) is None:
-                raise
-            log.warning(
-                "connection %s: not counted against limits, the store is unreachable", self.id
-            )
-            return
-        if refusal is not None:
-            error = refusal.error(limits)
-            await self.ws.send_text(error_frame(None, error, done=False))
+        refused = await slots.count_in(self.services, principal, self.id)
+        if refused is not None:
+            await self.ws.send_text(error_frame(None, refused, done=False))
             raise Disconnect(CLOSE_RATE_LIMITED, "Too many connections for this user.")
 
     async def count_out(self, principal: Principal) -> None:
         with contextlib.suppress(Exception):  # an uncounted entry lapses on its own
-            await self.services.limits.disconnect(principal.sub, self.id)
+            await slots.count_out(self.services, principal, self.id)
 
     async def _auth_frame(self) -> str:
         try:

@@ -39,6 +39,11 @@ class Keys:
         """String with a TTL, renewed by the process running the generation."""
         return f"{self.prefix}gen:{{{generation_id}}}:lease"
 
+    def log_wake(self, instance: str) -> str:
+        """Stream of at most one entry: added to, it ends the process's blocked read of the
+        followed generation logs (`BlockingReads`), so that the next read covers a new one."""
+        return f"{self.prefix}wake:{{{instance}}}"
+
     def idempotency(self, sub: str, key: str) -> str:
         """String: the generation a user's idempotency key started."""
         return f"{self.prefix}idem:{{{sub}}}:{key}"

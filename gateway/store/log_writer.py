@@ -5,11 +5,14 @@ round trip. All writes go through one lock so a generation's events reach its st
 order even when a flush and a finish overlap.
 
 When Redis fails, nothing here blocks a generation or raises into it: events stay buffered
-(at most `MAX_BUFFERED_EVENTS` for the process) and are written, in order, once Redis answers
-again. Each generation hears about it through `on_trouble`: "degraded" when a write covering
-it failed (it will be retried), "lost" when its log is given up for good (the buffer
-overflowed, or its record vanished because Redis restarted empty). `on_written` tells it how
-far its log reaches, so that it may drop older events from memory.
+and are written, in order, once Redis answers again. The buffer is shared by every generation
+of the process, so each gets a fair share: one generation holds at most about
+`MAX_BUFFERED_PER_GENERATION` events, and when the whole buffer (`MAX_BUFFERED_EVENTS`) is
+full the generation holding the most is given up, not the one that came last. Each generation
+hears about it through `on_trouble`: "degraded" when a write covering it failed (it will be
+retried), "lost" when its log is given up for good (it outgrew its share, or its record
+vanished because Redis restarted empty). `on_written` tells it how far its log reaches, so
+that it may drop older events from memory.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ Trouble = Literal["degraded", "lost"]
 
 # About 20 MB of small events: minutes of an outage at a busy gateway's pace.
 MAX_BUFFERED_EVENTS = 100_000
+# One generation's share: a long answer's events through an outage of a few minutes. (A write
+# in flight holds up to as many again, so it may briefly hold twice this.)
+MAX_BUFFERED_PER_GENERATION = 10_000
 # Retries while Redis fails: quick at first (a blip), then about once a second.
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
@@ -67,10 +73,12 @@ class LogWriter:
         generation_log: GenerationLog,
         window_ms: float,
         max_buffered: int = MAX_BUFFERED_EVENTS,
+        max_per_generation: int = MAX_BUFFERED_PER_GENERATION,
     ) -> None:
         self._log = generation_log
         self._window = window_ms / 1000
         self._max_buffered = max_buffered
+        self._max_per_generation = max_per_generation
         self._pending: dict[str, list[Event]] = {}
         self._endings: dict[str, Ending] = {}
         self._given_up: set[str] = set()
@@ -92,13 +100,30 @@ class LogWriter:
         """Queue an event; it reaches Redis within the flush window (or once Redis is back)."""
         if generation_id in self._given_up:
             return
-        if self._buffered >= self._max_buffered:
-            log.warning("generation %s: the log buffer is full; its log is given up", generation_id)
+        waiting = len(self._pending.get(generation_id, ()))
+        if waiting >= self._max_per_generation:
+            log.warning(
+                "generation %s: %d events wait for the store; its log is given up",
+                generation_id,
+                waiting,
+            )
             self.give_up(generation_id)
+            return
+        if self._buffered >= self._max_buffered and self._drop_largest(generation_id):
             return
         self._pending.setdefault(generation_id, []).append(event)
         self._buffered += 1
         self._wakeup.set()
+
+    def _drop_largest(self, adding: str) -> bool:
+        """The buffer is full: give up the generation with the most events waiting, so that
+        a small one is not the one to lose its log. True when that is `adding`."""
+        largest = max(self._pending, key=lambda g: len(self._pending[g]), default=adding)
+        if len(self._pending.get(adding, ())) >= len(self._pending.get(largest, ())):
+            largest = adding
+        log.warning("generation %s: the log buffer is full; its log is given up", largest)
+        self.give_up(largest)
+        return largest == adding
 
     def forget(self, generation_id: str) -> None:
         """Drop all state of a generation that ends without `finish` (another instance ended
@@ -199,13 +224,17 @@ class LogWriter:
             log.warning("the store is unreachable: generation logs are buffered until it is back")
         self._failing = True
         for generation_id, events in batch.items():
+            if generation_id in self._given_up:  # given up during the write
+                self._buffered -= len(events)
+                continue
             self._pending[generation_id] = events + self._pending.get(generation_id, [])
         for generation_id, ending in endings.items():
             ending.events = self._pending.pop(generation_id, []) + ending.events
             self._endings[generation_id] = ending
         self._wakeup.set()
         for generation_id in (*batch, *endings):
-            self.on_trouble(generation_id, "degraded")
+            if generation_id not in self._given_up:
+                self.on_trouble(generation_id, "degraded")
 
     async def _unwritten(self, endings: dict[str, Ending]) -> dict[str, Ending]:
         """Those of `endings` whose generation still runs (their end has not landed)."""

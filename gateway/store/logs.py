@@ -93,6 +93,8 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
+# Events one read of a log returns at most; a follower that got this many reads again.
+READ_PAGE = 1000
 INTERRUPTED_MESSAGE = "The gateway running this answer stopped before it finished."
 # A running generation's record outlives GENERATION_TTL by this much, in case its process dies
 # and nobody follows it to notice.
@@ -235,24 +237,19 @@ class GenerationLog:
                 )
             await pipe.execute()
 
-    async def read_after(self, generation_id: str, after: int, count: int = 1000) -> list[Event]:
+    async def read_after(
+        self, generation_id: str, after: int, count: int = READ_PAGE
+    ) -> list[Event]:
         """Stored events with seq > after, oldest first, at most `count`."""
         entries = await self._redis.xrange(
             self._keys.events(generation_id), min=f"({after}-0", max="+", count=count
         )
-        return _events(cast(Any, entries))
+        return stream_events(cast(Any, entries))
 
     async def last_event(self, generation_id: str) -> Event | None:
         entries = await self._redis.xrevrange(self._keys.events(generation_id), count=1)
-        found = _events(cast(Any, entries))
+        found = stream_events(cast(Any, entries))
         return found[0] if found else None
-
-    async def wait_after(self, generation_id: str, after: int, block_ms: int) -> list[Event]:
-        """Events with seq > after, waiting up to `block_ms` for the first to arrive."""
-        found = await self._redis.xread(
-            {self._keys.events(generation_id): f"{after}-0"}, count=1000, block=block_ms
-        )
-        return _events(cast(Any, found)[0][1]) if found else []
 
     async def renew(self, generation_ids: Sequence[str]) -> dict[str, str]:
         """Renew these leases. Returns the ids that need action: "cancel" when a cancel was
@@ -326,5 +323,6 @@ class GenerationLog:
         return str(owner)
 
 
-def _events(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
+def stream_events(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
+    """The events of a stream's entries, in their order."""
     return [event_from_payload(json.loads(fields["e"])) for _, fields in entries]

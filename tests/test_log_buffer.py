@@ -1,0 +1,82 @@
+"""The log writer's buffer is shared by every generation of a process: each gets a fair share,
+so one that floods it loses its own log, never another's. Events are added without a flush
+(as while Redis is down), then written to the test's Redis to see what was kept."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.events import Chunk
+from gateway.store.keys import Keys
+from gateway.store.log_writer import LogWriter, Trouble
+from gateway.store.logs import GenerationLog, GenerationMeta
+from tests.conftest import RedisServer
+
+
+@pytest.fixture
+async def log(redis_server: RedisServer) -> AsyncIterator[GenerationLog]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    keys = Keys(f"b{uuid.uuid4().hex[:6]}:")
+    yield GenerationLog(client, keys, ended_ttl=60, max_events=1000, lease_ttl=5, instance="t")
+    await client.aclose()
+
+
+async def generations(log: GenerationLog, *names: str) -> None:
+    async with log.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            log.queue_create(pipe, GenerationMeta(name, "alice", "c", None, "m", "a"))
+        await pipe.execute()
+
+
+def writer_with(
+    log: GenerationLog, troubles: list[tuple[str, Trouble]], **bounds: int
+) -> LogWriter:
+    writer = LogWriter(log, window_ms=1, **bounds)
+    writer.on_trouble = lambda generation_id, trouble: troubles.append((generation_id, trouble))
+    return writer
+
+
+def add(writer: LogWriter, generation_id: str, seqs: range) -> None:
+    for seq in seqs:
+        writer.add(generation_id, Chunk(seq, f" t{seq}"))
+
+
+async def stored(log: GenerationLog, generation_id: str) -> list[int]:
+    return [event.seq for event in await log.read_after(generation_id, 0)]
+
+
+async def test_a_generation_past_its_share_loses_its_log_alone(log: GenerationLog) -> None:
+    big, small = f"gen_{uuid.uuid4().hex[:8]}", f"gen_{uuid.uuid4().hex[:8]}"
+    await generations(log, big, small)
+    troubles: list[tuple[str, Trouble]] = []
+    writer = writer_with(log, troubles, max_buffered=100, max_per_generation=5)
+    add(writer, small, range(1, 4))
+    add(writer, big, range(1, 9))  # the sixth is past its share
+    add(writer, small, range(4, 6))
+    assert troubles == [(big, "lost")]
+    await writer.flush()
+    assert await stored(log, small) == [1, 2, 3, 4, 5]
+    assert await stored(log, big) == []  # nothing more is written for it
+
+
+async def test_a_full_buffer_gives_up_the_largest_generation_not_the_newcomer(
+    log: GenerationLog,
+) -> None:
+    hog, other, newcomer = (f"gen_{uuid.uuid4().hex[:8]}" for _ in range(3))
+    await generations(log, hog, other, newcomer)
+    troubles: list[tuple[str, Trouble]] = []
+    writer = writer_with(log, troubles, max_buffered=10, max_per_generation=100)
+    add(writer, hog, range(1, 7))
+    add(writer, other, range(1, 4))
+    add(writer, newcomer, range(1, 2))  # the buffer is full now
+    add(writer, newcomer, range(2, 4))
+    assert troubles == [(hog, "lost")]
+    add(writer, other, range(4, 11))  # full again, and now `other` holds the most
+    assert troubles == [(hog, "lost"), (other, "lost")]
+    await writer.flush()
+    assert await stored(log, newcomer) == [1, 2, 3]
+    assert await stored(log, hog) == await stored(log, other) == []
