@@ -585,7 +585,11 @@ def ui_parts(body: str) -> list[Part]:
         ("{broken", 400, "bad_request"),
         ({"id": "bad id", "messages": [user_message("x")]}, 400, "bad_request"),
         ({"id": "ok", "messages": [{"role": "assistant", "parts": []}]}, 400, "bad_request"),
-        ({"id": "alices-chat", "messages": [user_message("x")]}, 404, "not_found"),
+        (
+            {"id": "alices-chat", "messages": [user_message("x")], "model": "nope"},
+            400,
+            "bad_request",
+        ),
     ],
 )
 async def test_errors_before_the_stream_are_json(

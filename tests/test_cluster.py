@@ -222,12 +222,12 @@ class Store:
         assert node is not None
         return int(node.port)
 
-    def spread(self) -> list[str]:
-        """Conversation ids whose keys land on each node in turn, one per node."""
+    def spread(self, owner: str) -> list[str]:
+        """Conversation ids of `owner` whose keys land on each node in turn, one per node."""
         found: dict[int, str] = {}
         while len(found) < NODES:
             candidate = f"c{uuid.uuid4().hex[:10]}"
-            found.setdefault(self.node_port(self.keys.conversation(candidate)), candidate)
+            found.setdefault(self.node_port(self.keys.conversation(owner, candidate)), candidate)
         return list(found.values())
 
 
@@ -293,7 +293,7 @@ async def test_keys_of_one_conversation_or_generation_share_a_slot_and_spread_ov
 ) -> None:
     a, _ = pair
     sub, keys = user(), store.keys
-    conversations = store.spread()
+    conversations = store.spread(sub)
     generations = []
     for conversation_id in conversations:
         frames = await turn(a.url, token(sub), conversation_id, "hello")
@@ -302,7 +302,11 @@ async def test_keys_of_one_conversation_or_generation_share_a_slot_and_spread_ov
     groups = [
         [keys.user_conversations(sub), keys.user_generations(sub), keys.user_rate(sub)],
         *(
-            [keys.conversation(c), keys.messages(c), keys.conversation_generations(c)]
+            [
+                keys.conversation(sub, c),
+                keys.messages(sub, c),
+                keys.conversation_generations(sub, c),
+            ]
             for c in conversations
         ),
         *([keys.generation(g), keys.events(g), keys.lease(g)] for g in generations),
@@ -313,12 +317,12 @@ async def test_keys_of_one_conversation_or_generation_share_a_slot_and_spread_ov
     # Each conversation's keys are on the node that owns its slot, and that is each node once.
     ports = []
     for conversation_id in conversations:
-        port = store.node_port(keys.conversation(conversation_id))
+        port = store.node_port(keys.conversation(sub, conversation_id))
         node = Redis(port=port, decode_responses=True)
         stored = await node.exists(
-            keys.conversation(conversation_id),
-            keys.messages(conversation_id),
-            keys.conversation_generations(conversation_id),
+            keys.conversation(sub, conversation_id),
+            keys.messages(sub, conversation_id),
+            keys.conversation_generations(sub, conversation_id),
         )
         await node.aclose()
         assert stored == 3
@@ -333,7 +337,7 @@ async def test_resume_on_the_other_instance_at_many_points(
     exactly once, in order, whichever node holds the generation's log."""
     a, b = pair
     sub = user()
-    conversations = store.spread()
+    conversations = store.spread(sub)
     for round_, cut in enumerate((1, 4, 9, 14, 21, 22)):
         ws = await connected(a.url, token(sub))
         where = conversations[round_ % NODES]
@@ -456,7 +460,7 @@ async def test_history_is_stored_listed_read_back_and_deleted(
 ) -> None:
     a, b = pair
     sub, keys = user(), store.keys
-    first, second = store.spread()[:2]
+    first, second = store.spread(sub)[:2]
     one = await turn(a.url, token(sub), first, "the first question")
     await turn(b.url, token(sub), second, "another conversation")
     two = await turn(b.url, token(sub), first, "the second question")
@@ -481,11 +485,56 @@ async def test_history_is_stored_listed_read_back_and_deleted(
     assert (await get(b.url, token(sub), f"/conversations/{first}")).status_code == 404
     listed = (await get(b.url, token(sub), "/conversations")).json()["data"]
     assert [c["id"] for c in listed] == [second]
-    gone = [keys.conversation(first), keys.messages(first), keys.conversation_generations(first)]
+    gone = [
+        keys.conversation(sub, first),
+        keys.messages(sub, first),
+        keys.conversation_generations(sub, first),
+    ]
     for generation_id in generations:
         gone += [keys.generation(generation_id), keys.events(generation_id)]
     assert [await store.client.exists(key) for key in gone] == [0] * len(gone)
     assert await store.client.zscore(keys.user_conversations(sub), first) is None
+
+
+async def test_hostile_subs_keep_each_users_keys_in_one_slot_and_apart_from_others(
+    pair: tuple[GatewayProcess, GatewayProcess], store: Store, token: Mint
+) -> None:
+    """A `sub` is escaped where it stands in a key: `x}:k` with the idempotency key `z` and
+    `x` with `k}:z` would otherwise name one key, and a `sub` starting with `}` would have an
+    empty hash tag, scattering its user's keys over the nodes."""
+    a, b = pair
+    tag = user()
+    retried: dict[str, str] = {}
+    for sub, key in ((f"{tag}x}}:k", "z"), (f"{tag}x", "k}:z")):
+        async with httpx2.AsyncClient(timeout=20) as client:
+            for url in (a.url, b.url):
+                answer = await client.post(
+                    f"{url}/completion",
+                    headers={"Authorization": f"Bearer {token(sub)}", "Idempotency-Key": key},
+                    json={"message": f"from {sub}", "conversation_id": "same"},
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["content"] == f"You said: from {sub}"
+                # The retry on the other instance re-attaches this user's own generation.
+                retried.setdefault(sub, answer.json()["generation_id"])
+                assert answer.json()["generation_id"] == retried[sub]
+    assert len(set(retried.values())) == 2
+    keys = store.keys
+    for sub in (f"}}{tag}", f"{{{tag}}}", f"{tag}/c", f"{tag}%7D", f"}}{tag}}}{{"):
+        frames = await turn(a.url, token(sub), "c", "hello")
+        assert frames[-1]["type"] == "done", frames[-1]
+        named = [
+            keys.user_conversations(sub),
+            keys.user_rate(sub),
+            keys.user_generations(sub),
+            keys.user_storage(sub),
+            keys.idempotency(sub, "k"),
+        ]
+        slots = {await store.client.cluster_keyslot(key) for key in named}
+        assert len(slots) == 1, (sub, named)
+        assert await store.client.exists(keys.user_conversations(sub)) == 1
+        listed = (await get(b.url, token(sub), "/conversations")).json()["data"]
+        assert [c["id"] for c in listed] == ["c"]
 
 
 def test_the_gateways_logged_no_trouble_with_the_cluster(
@@ -528,7 +577,7 @@ async def test_an_end_that_reached_only_some_nodes_is_completed_once_they_answer
         conversations.queue_answer(pipe, "alice", conversation_id, answer)
 
     # One node holds every command for a second: the write times out there.
-    key = store.keys.conversation(conversation_id)
+    key = store.keys.conversation("alice", conversation_id)
     if stalled == "generation":
         key = store.keys.generation(generation_id)
     paused = Redis(port=store.node_port(key))
@@ -639,7 +688,7 @@ def apart(store: Store) -> tuple[str, str]:
     home = store.node_port(store.keys.generation(generation_id))
     while True:
         conversation_id = f"c{uuid.uuid4().hex[:10]}"
-        if store.node_port(store.keys.conversation(conversation_id)) != home:
+        if store.node_port(store.keys.conversation("alice", conversation_id)) != home:
             return generation_id, conversation_id
 
 
@@ -686,7 +735,7 @@ async def test_the_storage_quota_counts_across_the_users_and_the_conversations_s
     try:
         keys = Keys("any:")
         assert key_slot(keys.user_storage("alice").encode()) != key_slot(
-            keys.messages("trip").encode()
+            keys.messages("alice", "trip").encode()
         )
         await turns_count_every_stored_byte_across_trims(Account.on(client, max_stored_turns=2))
         await a_turn_over_the_quota_takes_nothing_until_space_is_freed(Account.on(client))

@@ -192,7 +192,9 @@ async def test_entries_of_expired_conversations_are_skipped_and_dropped(
         await say(gateway, token(), f"e{n}")
     ids = [i["id"] for i in (await listing(gateway, token()))["data"]]
     keys = Keys(settings.redis_prefix)
-    await redis.delete(keys.conversation(ids[1]), keys.messages(ids[1]))  # as if it expired
+    await redis.delete(
+        keys.conversation("alice", ids[1]), keys.messages("alice", ids[1])
+    )  # as if it expired
     pages = await walk(gateway, token(), limit=1)
     assert [cid for page in pages for cid in page] == [ids[0], ids[2]]
     assert await redis.zscore(keys.user_conversations("alice"), ids[1]) is None
@@ -445,17 +447,14 @@ async def test_another_users_conversation_is_exactly_an_unknown_one(
         assert before.status_code == after.status_code == 404
         assert without_timestamp(before) == without_timestamp(after)
         assert after.json()["detail"] == "Conversation 'alices-plans' was not found."
-    stolen = await call(
-        "POST",
-        f"{gateway}/completion",
-        token("bob"),
-        json={"message": "x", "conversation_id": "alices-plans"},
-    )
-    assert stolen.status_code == 404
-    assert (await listing(gateway, token("bob")))["data"] == []
+    # Ids are per user: bob's turn with the id makes a conversation of his own.
+    await say(gateway, token("bob"), "bob's own", conversation_id="alices-plans")
+    his = (await call("GET", url, token("bob"))).json()
+    assert his["title"] == "bob's own" and len(his["messages"]) == 2
     mine = (await call("GET", url, token("alice"))).json()
     assert mine["title"] == "secret plans" and len(mine["messages"]) == 2
     assert [i["id"] for i in (await listing(gateway, token("alice")))["data"]] == ["alices-plans"]
+    assert [i["id"] for i in (await listing(gateway, token("bob")))["data"]] == ["alices-plans"]
 
 
 async def test_a_malformed_id_is_not_found_like_any_unknown_id(gateway: str, token: Mint) -> None:

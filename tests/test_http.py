@@ -132,11 +132,13 @@ async def test_no_or_bad_token_is_401(gateway: str, bad: str | None) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-async def test_another_users_conversation_is_404(gateway: str, token: Mint) -> None:
-    await post(gateway, {"message": "x", "conversation_id": "alices"}, token("alice"))
-    response = await post(gateway, {"message": "x", "conversation_id": "alices"}, token("bob"))
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
+async def test_another_users_conversation_id_is_a_conversation_of_ones_own(
+    gateway: str, token: Mint
+) -> None:
+    await post(gateway, {"message": "alice's", "conversation_id": "alices"}, token("alice"))
+    response = await post(gateway, {"message": "bob's", "conversation_id": "alices"}, token("bob"))
+    assert response.status_code == 200
+    assert response.json()["conversation_id"] == "alices"
 
 
 async def test_a_body_over_the_limit_is_413(start_gateway: GatewayFactory, token: Mint) -> None:

@@ -626,21 +626,21 @@ async def test_a_bound_conversation_uses_and_extends_its_history(
     assert [m.content for m in stored] == ["one", "You said: one", "two", "You said: two"]
 
 
-async def test_another_users_conversation_is_not_found(
-    client: openai.AsyncOpenAI, gateway: str, token: Mint
+async def test_a_conversation_id_is_the_users_own(
+    client: openai.AsyncOpenAI, gateway: str, token: Mint, fake_upstream: FakeUpstream
 ) -> None:
+    """Bob's X-Conversation-Id of alice's conversation names one of bob's own: the model sees
+    bob's history only."""
     await client.chat.completions.create(
-        model="fake", messages=[user("x")], extra_headers={"X-Conversation-Id": "alices-oa"}
+        model="fake", messages=[user("alice's secret")], extra_headers={"X-Conversation-Id": "oa"}
     )
     async with openai.AsyncOpenAI(
         base_url=f"{gateway}/v1", api_key=token("bob"), max_retries=0
     ) as bob:
-        with pytest.raises(openai.NotFoundError):
-            await bob.chat.completions.create(
-                model="fake",
-                messages=[user("x")],
-                extra_headers={"X-Conversation-Id": "alices-oa"},
-            )
+        await bob.chat.completions.create(
+            model="fake", messages=[user("bob here")], extra_headers={"X-Conversation-Id": "oa"}
+        )
+    assert fake_upstream.requests[-1].messages == [{"role": "user", "content": "bob here"}]
 
 
 async def test_x_agent_picks_the_agent(

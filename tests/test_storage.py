@@ -82,7 +82,7 @@ class Account:
         """What the conversations' message lists really hold, byte for byte."""
         total = 0
         for conversation_id in conversation_ids:
-            raw = await self.redis.lrange(self.keys.messages(conversation_id), 0, -1)
+            raw = await self.redis.lrange(self.keys.messages(self.sub, conversation_id), 0, -1)
             total += sum(stored_size(str(item)) for item in raw)
         return total
 
@@ -104,7 +104,7 @@ async def turns_count_every_stored_byte_across_trims(account: Account) -> None:
         assert await account.counted() == await account.held("trip")
     await account.turn("notes", "another conversation", "ok")
     assert await account.counted() == await account.held("trip", "notes")
-    record = await account.redis.hget(account.keys.conversation("trip"), "bytes")
+    record = await account.redis.hget(account.keys.conversation("alice", "trip"), "bytes")
     assert int(record or 0) == await account.held("trip")
 
 
@@ -151,7 +151,9 @@ async def test_an_expired_conversation_stops_counting_at_the_next_turn(redis: Re
     await account.turn("new", "hello", "hi")
     # As if CONVERSATION_TTL had passed since "old" was last used: its count lapses now.
     await redis.zadd(account.keys.user_storage_lapses("alice"), {"old": 0})
-    await redis.delete(*(account.keys.conversation("old"), account.keys.messages("old")))
+    await redis.delete(
+        *(account.keys.conversation("alice", "old"), account.keys.messages("alice", "old"))
+    )
     await account.admit("new", "again")
     held = await account.held("new")
     assert held < await account.counted() < held + 200  # "new", and its message counted early
@@ -164,7 +166,7 @@ async def test_a_conversation_stored_before_bytes_were_counted_is_counted_once(
     account = Account.on(redis, max_stored_turns=2)
     await account.turn("legacy", "first", "one")
     await account.turn("legacy", "second", "two")
-    await redis.hdel(account.keys.conversation("legacy"), "bytes")
+    await redis.hdel(account.keys.conversation("alice", "legacy"), "bytes")
     await account.turn("legacy", "third", "three")  # trims the first turn
     assert await account.counted() == await account.held("legacy")
 

@@ -15,7 +15,7 @@ from gateway.errors import NotFound
 from gateway.events import Chunk, Done, Failed, Start, Usage
 from gateway.store.conversations import ConversationStore, StoredMessage, title_of
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
-from gateway.store.keys import Keys
+from gateway.store.keys import Keys, tag
 from gateway.store.logs import GenerationLog, GenerationMeta
 
 from .conftest import RedisServer
@@ -34,8 +34,10 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 def test_a_conversations_keys_share_one_cluster_slot() -> None:
     keys = Keys("cgw:")
-    assert key_slot(keys.conversation("c1").encode()) == key_slot(keys.messages("c1").encode())
-    assert keys.conversation("c1").startswith("cgw:")
+    assert key_slot(keys.conversation("u", "c1").encode()) == key_slot(
+        keys.messages("u", "c1").encode()
+    )
+    assert keys.conversation("u", "c1").startswith("cgw:")
 
 
 async def test_turns_claim_return_history_and_append(redis: Redis, settings: Settings) -> None:
@@ -46,10 +48,11 @@ async def test_turns_claim_return_history_and_append(redis: Redis, settings: Set
     assert [m.content for m in history] == ["q1", "a1"]
     opened = await store.open_turn("alice", "c", message("user", "q3"), 1)
     assert [m.content for m in opened.history] == ["q2"]
-    with pytest.raises(NotFound):
-        await store.open_turn("bob", "c", message("user", "steal"), 10)
-    with pytest.raises(NotFound):
-        await store.messages("bob", "c")
+    # Ids are per user: bob's "c" is a conversation of his own, and alice's is untouched.
+    alices = await store.messages("alice", "c")
+    assert (await store.open_turn("bob", "c", message("user", "mine"), 10)).history == []
+    assert [m.content for m in await store.messages("bob", "c")] == ["mine"]
+    assert await store.messages("alice", "c") == alices
     with pytest.raises(NotFound):
         await store.messages("alice", "never-made")
 
@@ -84,9 +87,13 @@ async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settin
         await store.append_answer("alice", "cap", message("assistant", f"a{n}"))
     stored = await store.messages("alice", "cap")
     assert [m.content for m in stored] == ["q3", "a3", "q4", "a4"]
-    for key in (keys.conversation("cap"), keys.messages("cap"), keys.user_conversations("alice")):
+    for key in (
+        keys.conversation("alice", "cap"),
+        keys.messages("alice", "cap"),
+        keys.user_conversations("alice"),
+    ):
         assert 0 < await redis.ttl(key) <= 120
-    assert await redis.hget(keys.conversation("cap"), "title") == "q0"
+    assert await redis.hget(keys.conversation("alice", "cap"), "title") == "q0"
 
 
 def _ping(url: str) -> bool:
@@ -145,7 +152,7 @@ async def test_a_late_answer_never_brings_back_a_deleted_conversation(
     assert await store.delete("alice", "c") == ["g1"]
     late = StoredMessage("assistant", "a1", 2, generation_id="g1")
     await store.append_answer("alice", "c", late)
-    assert await redis.exists(keys.conversation("c"), keys.messages("c")) == 0
+    assert await redis.exists(keys.conversation("alice", "c"), keys.messages("alice", "c")) == 0
     assert await redis.zscore(keys.user_conversations("alice"), "c") is None
     # Started afresh under the same id: the old generation's answer still does not land.
     await store.open_turn("alice", "c", message("user", "q2"), 0, generation_id="g2")
@@ -162,24 +169,25 @@ async def test_a_conversation_forgets_generations_older_than_their_keys(
     await store.open_turn("alice", "c", message("user", "q1", at=1_000), 0, generation_id="g1")
     await store.open_turn("alice", "c", message("user", "q2", at=5_000), 0, generation_id="g2")
     await store.open_turn("alice", "c", message("user", "q3", at=12_000), 0, generation_id="g3")
-    assert await redis.zrange(keys.conversation_generations("c"), 0, -1) == ["g2", "g3"]
+    assert await redis.zrange(keys.conversation_generations("alice", "c"), 0, -1) == ["g2", "g3"]
     assert sorted(await store.delete("alice", "c")) == ["g2", "g3"]
 
 
-async def test_a_refused_turn_leaves_nothing_in_the_callers_list(
+async def test_one_users_id_names_nothing_of_another_users(
     redis: Redis, settings: Settings
 ) -> None:
     keys = Keys(settings.redis_prefix)
     store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10)
     await store.open_turn("alice", "c", message("user", "mine"), 0)
-    with pytest.raises(NotFound):
-        await store.open_turn("bob", "c", message("user", "steal"), 0)
-    assert await redis.zscore(keys.user_conversations("bob"), "c") is None
+    # Ids are per user: bob can neither read, rename nor delete alice's "c", and his own
+    # turn under that id makes a conversation of his.
     assert await store.newest("bob", 10) == []
     with pytest.raises(NotFound):
         await store.rename("bob", "c", "taken")
     with pytest.raises(NotFound):
         await store.delete("bob", "c")
+    await store.open_turn("bob", "c", message("user", "his"), 0)
+    assert [s.title for _, s in await store.newest("bob", 10)] == ["his"]
     assert [s.title for _, s in await store.newest("alice", 10)] == ["mine"]
 
 
@@ -221,3 +229,22 @@ async def test_a_turn_reads_at_most_history_bytes_of_history(
     tiny = ConversationStore(redis, keys, ttl=60, max_stored_turns=10, history_bytes=1)
     opened = await tiny.open_turn("alice", "h", message("user", "last"), 10)
     assert [m.content for m in opened.history] == ["next"]  # the newest, whatever its size
+
+
+@pytest.mark.parametrize(
+    ("sub", "key"), [("x}:k", "z"), ("x", "k}:z"), ("}x", "k"), ("a%7Db", "k"), ("a}b", "k")]
+)
+def test_a_sub_stands_in_a_key_escaped(sub: str, key: str) -> None:
+    keys = Keys("p:")
+    named = keys.idempotency(sub, key)
+    tagged = named[named.index("{") + 1 : named.index("}")]
+    assert tagged and "{" not in tagged and tag(sub) == tagged
+    assert key_slot(keys.user_rate(sub).encode()) == key_slot(named.encode())
+
+
+def test_escaped_subs_never_meet() -> None:
+    subs = ["x}:k", "x", "}x", "a%7Db", "a}b", "a%b", "a/b", "a%2Fb", "%", "%25"]
+    assert len({tag(sub) for sub in subs}) == len(subs)
+    keys = Keys("p:")
+    assert keys.idempotency("x}:k", "z") != keys.idempotency("x", "k}:z")
+    assert keys.conversation("a/b", "c") != keys.conversation("a", "b/c")

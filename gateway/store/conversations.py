@@ -370,9 +370,9 @@ class ConversationStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._open_turn(
                 keys=[
-                    self._keys.conversation(conversation_id),
-                    self._keys.messages(conversation_id),
-                    self._keys.conversation_generations(conversation_id),
+                    self._keys.conversation(owner, conversation_id),
+                    self._keys.messages(owner, conversation_id),
+                    self._keys.conversation_generations(owner, conversation_id),
                 ],
                 args=[
                     owner,
@@ -416,9 +416,9 @@ class ConversationStore:
         self._store_answer.queue(
             pipe,
             [
-                self._keys.conversation(conversation_id),
-                self._keys.messages(conversation_id),
-                self._keys.conversation_generations(conversation_id),
+                self._keys.conversation(owner, conversation_id),
+                self._keys.messages(owner, conversation_id),
+                self._keys.conversation_generations(owner, conversation_id),
             ],
             [
                 owner,
@@ -441,7 +441,10 @@ class ConversationStore:
         them and `max_bytes` of stored JSON together, but at least one if any is left. Reads
         only those from Redis. NotFound unless `owner` owns the conversation."""
         result = await self._page(
-            keys=[self._keys.conversation(conversation_id), self._keys.messages(conversation_id)],
+            keys=[
+                self._keys.conversation(owner, conversation_id),
+                self._keys.messages(owner, conversation_id),
+            ],
             args=[owner, "" if before is None else before, limit, max_bytes],
         )
         if result[0] == 0:
@@ -457,7 +460,8 @@ class ConversationStore:
     async def summary(self, owner: str, conversation_id: str) -> Summary:
         """The conversation without its messages; NotFound unless `owner` owns it."""
         record = cast(
-            dict[str, str], await self._redis.hgetall(self._keys.conversation(conversation_id))
+            dict[str, str],
+            await self._redis.hgetall(self._keys.conversation(owner, conversation_id)),
         )
         if record.get("owner") != owner:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
@@ -481,7 +485,7 @@ class ConversationStore:
             batch = await self._index_after(owner, after, wanted)
             if not batch:
                 break
-            records = await self._records([position.id for position in batch])
+            records = await self._records(owner, [position.id for position in batch])
             gone = []
             for position, record in zip(batch, records, strict=True):
                 if record.get("owner") == owner:
@@ -499,7 +503,7 @@ class ConversationStore:
         """Set the title; NotFound unless `owner` owns the conversation. The last update time
         and the TTL stay: a new title is not new activity."""
         raw = await self._rename(
-            keys=[self._keys.conversation(conversation_id)], args=[owner, title]
+            keys=[self._keys.conversation(owner, conversation_id)], args=[owner, title]
         )
         if not raw:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
@@ -519,9 +523,9 @@ class ConversationStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._delete(
                 keys=[
-                    self._keys.conversation(conversation_id),
-                    self._keys.messages(conversation_id),
-                    self._keys.conversation_generations(conversation_id),
+                    self._keys.conversation(owner, conversation_id),
+                    self._keys.messages(owner, conversation_id),
+                    self._keys.conversation_generations(owner, conversation_id),
                 ],
                 args=[owner],
                 client=pipe,
@@ -553,10 +557,10 @@ class ConversationStore:
         tied = [position for position in _positions(same) if position.id < after.id]
         return (tied + _positions(older))[:count]
 
-    async def _records(self, conversation_ids: Sequence[str]) -> list[dict[str, str]]:
+    async def _records(self, owner: str, conversation_ids: Sequence[str]) -> list[dict[str, str]]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for conversation_id in conversation_ids:
-                pipe.hgetall(self._keys.conversation(conversation_id))
+                pipe.hgetall(self._keys.conversation(owner, conversation_id))
             return cast(list[dict[str, str]], await pipe.execute())
 
     async def _forget(self, owner: str, positions: Sequence[Position]) -> None:

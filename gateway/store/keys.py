@@ -1,31 +1,49 @@
 """Every Redis key name, built from one prefix.
 
 Keys that must be touched together share a hash tag `{...}`, so they land in one slot on a
-Redis Cluster and one Lua script may use them all: a conversation's (`conv:{id}`), a
-generation's (`gen:{id}`), a user's (`user:{sub}`, `idem:{sub}`). No script names keys of two
-tags; pipelines that do are not transactions, and a cluster client splits them by node.
-The cancel channel has no tag: PUBLISH on a cluster reaches the subscribers of every node.
+Redis Cluster and one Lua script may use them all: a conversation's
+(`conv:{<owner>/<id>}`), a generation's (`gen:{id}`), a user's (`user:{sub}`, `idem:{sub}`).
+No script names keys of two tags; pipelines that do are not transactions, and a cluster client
+splits them by node. The cancel channel has no tag: PUBLISH on a cluster reaches the
+subscribers of every node.
+
+A conversation's keys carry its owner: conversation ids are chosen by clients, so each user
+has ids of their own, and one user's id never names, reveals or blocks another's.
+
+A user's `sub` and an idempotency key come from outside. A `sub` goes into a hash tag escaped
+(`tag`): with `%`, `{`, `}` and `/` escaped no `sub` can end a tag early or scatter a user's
+keys over slots (a `sub` of `}x` would make an empty tag), and no two users' keys can meet (a
+`sub` of `a}:k` with the idempotency key `z` would otherwise name the key of `sub` `a` with the
+idempotency key `k}:z`). Ids the gateway issues or validates (`gen_…`, conversation ids) hold
+none of these characters.
 """
 
 from __future__ import annotations
+
+_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "/": "%2F"})
+
+
+def tag(value: str) -> str:
+    """`value` as it may stand inside a hash tag: one-to-one, and with no brace or slash."""
+    return value.translate(_ESCAPES)
 
 
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def conversation(self, conversation_id: str) -> str:
+    def conversation(self, owner: str, conversation_id: str) -> str:
         """Hash: owner, title, created_at, updated_at, generation (the latest), project_id."""
-        return f"{self.prefix}conv:{{{conversation_id}}}"
+        return f"{self.prefix}conv:{{{tag(owner)}/{conversation_id}}}"
 
-    def messages(self, conversation_id: str) -> str:
+    def messages(self, owner: str, conversation_id: str) -> str:
         """List of JSON messages, oldest first, capped at MAX_STORED_TURNS turns."""
-        return f"{self.prefix}conv:{{{conversation_id}}}:messages"
+        return f"{self.conversation(owner, conversation_id)}:messages"
 
-    def conversation_generations(self, conversation_id: str) -> str:
+    def conversation_generations(self, owner: str, conversation_id: str) -> str:
         """Sorted set of the ids of the conversation's generations, scored by start (ms), so
         that deleting the conversation finds their records."""
-        return f"{self.prefix}conv:{{{conversation_id}}}:generations"
+        return f"{self.conversation(owner, conversation_id)}:generations"
 
     def generation(self, generation_id: str) -> str:
         """Hash: owner, conversation_id, request_id, model, agent, status, last_seq, cancel."""
@@ -46,7 +64,7 @@ class Keys:
 
     def idempotency(self, sub: str, key: str) -> str:
         """String: the generation a user's idempotency key started."""
-        return f"{self.prefix}idem:{{{sub}}}:{key}"
+        return f"{self.prefix}idem:{{{tag(sub)}}}:{key}"
 
     def cancel_channel(self) -> str:
         """Pub/sub channel carrying ids of generations to cancel, to whichever process runs them."""
@@ -54,33 +72,33 @@ class Keys:
 
     def user_conversations(self, sub: str) -> str:
         """Sorted set of a user's conversation ids, scored by last update (ms)."""
-        return f"{self.prefix}user:{{{sub}}}:conversations"
+        return f"{self.prefix}user:{{{tag(sub)}}}:conversations"
 
     def user_rate(self, sub: str) -> str:
         """String: the user's theoretical arrival time (ms) for the requests-per-minute limit."""
-        return f"{self.prefix}user:{{{sub}}}:rate"
+        return f"{self.prefix}user:{{{tag(sub)}}}:rate"
 
     def user_generations(self, sub: str) -> str:
         """Sorted set of the user's running generation ids, scored by when the entry lapses."""
-        return f"{self.prefix}user:{{{sub}}}:running"
+        return f"{self.prefix}user:{{{tag(sub)}}}:running"
 
     def user_connections(self, sub: str) -> str:
         """Sorted set of the user's open connection ids, scored by when the entry lapses."""
-        return f"{self.prefix}user:{{{sub}}}:connections"
+        return f"{self.prefix}user:{{{tag(sub)}}}:connections"
 
     def user_tokens(self, sub: str, day: str) -> str:
         """Counter: tokens the user spent (or reserved) on a UTC day, `YYYYMMDD`."""
-        return f"{self.prefix}user:{{{sub}}}:tokens:{day}"
+        return f"{self.prefix}user:{{{tag(sub)}}}:tokens:{day}"
 
     def user_storage(self, sub: str) -> str:
         """Hash: bytes of stored messages per conversation id of the user, as last counted."""
-        return f"{self.prefix}user:{{{sub}}}:storage"
+        return f"{self.prefix}user:{{{tag(sub)}}}:storage"
 
     def user_storage_lapses(self, sub: str) -> str:
         """Sorted set of the same conversation ids, scored by when their count lapses (ms):
         when the conversation expires unless a turn comes first."""
-        return f"{self.prefix}user:{{{sub}}}:storage:lapses"
+        return f"{self.prefix}user:{{{tag(sub)}}}:storage:lapses"
 
     def user_storage_total(self, sub: str) -> str:
         """Counter: the sum of the user's storage hash, kept with it."""
-        return f"{self.prefix}user:{{{sub}}}:storage:total"
+        return f"{self.prefix}user:{{{tag(sub)}}}:storage:total"

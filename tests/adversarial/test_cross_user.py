@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from gateway.store.conversations import ConversationStore
-from tests.client import connected, receive, send, text_of
+from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
@@ -191,39 +191,41 @@ async def test_a_foreign_idempotency_key_starts_a_new_generation(
     await assert_alice_untouched(alice, conversations)
 
 
-async def test_no_route_continues_a_foreign_conversation(
+async def test_a_conversation_id_names_a_conversation_of_the_users_own(
     gateway: str,
     token: Mint,
     alice: Owned,
     conversations: ConversationStore,
     fake_upstream: FakeUpstream,
 ) -> None:
+    """Conversation ids are the user's own: alice's id, sent by bob on every route, starts a
+    conversation of bob's, exactly as an unused id would. Bob learns nothing of alice's,
+    blocks nothing of hers, and the model never sees her messages."""
     conv = alice.conversation_id
     bob = auth(token("bob"))
-    calls = len(fake_upstream.requests)
-    turn = {"role": "user", "parts": [{"type": "text", "text": "bob here"}]}
+    turn = {"role": "user", "parts": [{"type": "text", "text": "bob on the ai sdk"}]}
     async with httpx2.AsyncClient(base_url=gateway, timeout=10) as http:
         native = await http.post(
-            "/completion", headers=bob, json={"message": "hi", "conversation_id": conv}
+            "/completion", headers=bob, json={"message": "bob here", "conversation_id": conv}
         )
-        assert refusal(native, conv) == (404, "not_found", "Conversation '<id>' was not found.")
+        assert native.status_code == 200 and native.json()["conversation_id"] == conv
         openai = await http.post(
             "/v1/chat/completions",
             headers={**bob, "X-Conversation-Id": conv},
-            json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+            json={"model": "fake", "messages": [{"role": "user", "content": "bob on v1"}]},
         )
-        assert openai.status_code == 404
-        assert openai.json()["error"]["message"] == f"Conversation '{conv}' was not found."
+        assert openai.status_code == 200
         ai_sdk = await http.post("/api/chat", headers=bob, json={"id": conv, "messages": [turn]})
-        assert refusal(ai_sdk, conv) == (404, "not_found", "Conversation '<id>' was not found.")
-        # Resuming a chat's stream: a foreign chat looks like one where nothing runs.
-        theirs = await http.get(f"/api/chat/{conv}/stream", headers=bob)
-        nobodys = await http.get(f"/api/chat/{unknown_conversation()}/stream", headers=bob)
-        assert theirs.status_code == nobodys.status_code == 204
-    ws = await connected(gateway, token("bob"))
-    await send(ws, type="completion", id="b2", message="hi", conversation_id=conv, model="fake")
-    error = await receive(ws)
-    assert error["code"] == "not_found" and error["done"] is True
-    await ws.close()
-    assert len(fake_upstream.requests) == calls  # the model was never asked
+        assert ai_sdk.status_code == 200
+        # Nothing of alice's runs in bob's conversation of that id.
+        assert (await http.get(f"/api/chat/{conv}/stream", headers=bob)).status_code == 204
+        ws = await connected(gateway, token("bob"))
+        await send(ws, type="completion", id="b2", message="bob on a socket", conversation_id=conv)
+        assert (await until_done(ws, "b2"))[-1]["type"] == "done"
+        await ws.close()
+        seen = await http.get(f"/conversations/{conv}", headers=bob)
+    said = [m["content"] for m in seen.json()["messages"] if m["role"] == "user"]
+    assert said == ["bob here", "bob on v1", "bob on the ai sdk", "bob on a socket"]
+    asked = [r for r in fake_upstream.requests if r.authorization is not None]
+    assert not any(alice.message in json.dumps(r.body) for r in asked)
     await assert_alice_untouched(alice, conversations)
