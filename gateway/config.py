@@ -205,6 +205,9 @@ class Settings:
     max_log_events: int = 100_000
     lease_ttl: float = 10.0
     shutdown_drain_seconds: float = 10.0
+    # After the drain, how long answers whose end is not stored yet (the store is
+    # unreachable) are kept and retried before the process exits anyway.
+    shutdown_store_seconds: float = 15.0
     idempotency_ttl: int = 3600
     # WebSocket transport
     ws_ping_interval: float = 20.0
@@ -312,6 +315,7 @@ class Settings:
             max_log_events=int(_number(env, "MAX_LOG_EVENTS", 100_000)),
             lease_ttl=_number(env, "LEASE_TTL", 10.0),
             shutdown_drain_seconds=_number(env, "SHUTDOWN_DRAIN_SECONDS", 10.0),
+            shutdown_store_seconds=_number(env, "SHUTDOWN_STORE_SECONDS", 15.0),
             idempotency_ttl=int(_number(env, "IDEMPOTENCY_TTL", 3600)),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", 20.0),
             ws_ping_timeout=_number(env, "WS_PING_TIMEOUT", 20.0),
@@ -413,10 +417,11 @@ def _check(s: Settings) -> None:
             "UPSTREAM_MAX_RETRIES, UPSTREAM_RETRY_MAX_WAIT and JWKS_REFETCH_COOLDOWN "
             "may not be negative."
         )
-    if min(s.history_turns, s.echo_delay_ms, s.log_flush_ms, s.shutdown_drain_seconds) < 0:
+    waits = (s.history_turns, s.echo_delay_ms, s.log_flush_ms, s.shutdown_drain_seconds)
+    if min(*waits, s.shutdown_store_seconds) < 0:
         raise ConfigError(
-            "HISTORY_TURNS, ECHO_DELAY_MS, LOG_FLUSH_MS and SHUTDOWN_DRAIN_SECONDS "
-            "may not be negative."
+            "HISTORY_TURNS, ECHO_DELAY_MS, LOG_FLUSH_MS, SHUTDOWN_DRAIN_SECONDS and "
+            "SHUTDOWN_STORE_SECONDS may not be negative."
         )
 
 

@@ -489,10 +489,13 @@ class GenerationRegistry:
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ttl / 3)
-            if not self._running:
+            # A generation whose end is not stored yet keeps its lease too: its clients may
+            # have seen it end, so no other instance may end it as interrupted meanwhile.
+            held = list(dict.fromkeys((*self._running, *self.writer.unstored_ends())))
+            if not held:
                 continue
             try:
-                actions = await self._log.renew(list(self._running))
+                actions = await self._log.renew(held)
             except Exception:
                 # The store is down: keep serving the clients; the leases are renewed (and
                 # recreated if they lapsed) once it is back.
@@ -534,8 +537,9 @@ class GenerationRegistry:
             generation.cancel()
 
     async def shutdown(self, drain_seconds: float) -> None:
-        """Let running generations finish until `drain_seconds` after draining began,
-        interrupt the rest, and stop the background tasks. Each stores what it has."""
+        """Let running generations finish until `drain_seconds` after draining began and
+        interrupt the rest; each stores what it has (or leaves it to the log writer). The
+        leases are kept until `stop`, for the ends the writer has yet to store."""
         self.begin_drain()
         assert self._drain_started is not None
         tasks = [g.task for g in self._running.values() if g.task is not None]
@@ -547,6 +551,9 @@ class GenerationRegistry:
         tasks = [g.task for g in self._running.values() if g.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Stop renewing leases and hearing cancels."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -143,18 +143,21 @@ async def open_services(
     finally:
         restore_signals()
         try:
-            # A process asked to stop must stop: past the drain, storing what is left gets
-            # a bounded time, whatever Redis or the upstream do.
-            async with asyncio.timeout(settings.shutdown_drain_seconds + CLOSE_GRACE_SECONDS):
+            # A process asked to stop must stop: past the drain, storing the answers its
+            # clients saw end gets SHUTDOWN_STORE_SECONDS (the store may be unreachable), and
+            # closing the rest CLOSE_GRACE_SECONDS, whatever Redis or the upstream do.
+            bound = settings.shutdown_drain_seconds + settings.shutdown_store_seconds
+            async with asyncio.timeout(bound + CLOSE_GRACE_SECONDS):
                 await generations.shutdown(settings.shutdown_drain_seconds)
                 await verifier.aclose()
-                await writer.close()
+                await writer.close(within=settings.shutdown_store_seconds)
+                await generations.stop()
                 await hub.close()
                 await limits.close()
                 await models.aclose()
                 await redis.aclose()
         except TimeoutError:
-            log.error("shutdown took longer than the drain and %g s; exiting", CLOSE_GRACE_SECONDS)
+            log.error("shutdown took longer than it may; exiting")
         finally:
             await tools.aclose()  # after the generations, which may still run tools
             if embedded is not None:

@@ -147,6 +147,8 @@ def settings(
         echo_delay_ms=1,
         ws_ping_interval=0,
         log_level="warning",
+        # A gateway stopped while its test's Redis is down keeps unstored ends this long.
+        shutdown_store_seconds=2.0,
     )
 
 

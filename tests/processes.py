@@ -73,6 +73,7 @@ def gateway_environment(redis_url: str, config: Path, **changes: str) -> dict[st
         "GATEWAY_CONFIG": str(config),
         "LEASE_TTL": "1",
         "SHUTDOWN_DRAIN_SECONDS": "5",
+        "SHUTDOWN_STORE_SECONDS": "2",
         "UPSTREAM_READ_TIMEOUT": "10",
         **changes,
     }

@@ -202,6 +202,8 @@ async def test_nothing_follows_an_interrupted_generations_terminal_event(
         log.queue_append(pipe, "gen_x", [Chunk(2, "a"), Chunk(3, "b")])  # a retried batch
         await pipe.execute()
     await redis.delete(keys.lease("gen_x"))  # its process died
+    assert await log.interrupt_if_abandoned("gen_x") == 0  # first found lapsed: noted
+    await lapsed_long_ago(redis, keys, "gen_x")
     assert await log.interrupt_if_abandoned("gen_x") == 4
     assert await log.interrupt_if_abandoned("gen_x") == 0  # exactly one instance wins
     async with redis.pipeline(transaction=False) as pipe:  # the stalled process wakes up
@@ -248,3 +250,32 @@ def test_escaped_subs_never_meet() -> None:
     keys = Keys("p:")
     assert keys.idempotency("x}:k", "z") != keys.idempotency("x", "k}:z")
     assert keys.conversation("a/b", "c") != keys.conversation("a", "b/c")
+
+
+async def lapsed_long_ago(redis: Redis, keys: Keys, generation_id: str) -> None:
+    """As if an instance had found the generation's lease lapsed more than a lease ago."""
+    await redis.hset(keys.generation(generation_id), "lapsed_at", 0)
+
+
+async def test_a_lapsed_lease_ends_a_generation_only_a_lease_after_it_was_found(
+    redis: Redis, settings: Settings
+) -> None:
+    """A live owner that could not renew (the store was unreachable to it) gets a whole lease
+    after the store is back: its renewal clears the finding, and nothing is interrupted."""
+    keys = Keys(settings.redis_prefix)
+    log = GenerationLog(redis, keys, ended_ttl=60, max_events=1000, lease_ttl=5, instance="i")
+    async with redis.pipeline(transaction=False) as pipe:
+        log.queue_create(pipe, GenerationMeta("gen_y", "alice", "c", None, "m", "a"))
+        log.queue_append(pipe, "gen_y", [Start(1, "m", "a")])
+        await pipe.execute()
+    await redis.delete(keys.lease("gen_y"))  # not renewed for a while
+    assert await log.interrupt_if_abandoned("gen_y") == 0
+    assert await log.interrupt_if_abandoned("gen_y") == 0  # found again, within the lease
+    assert await log.renew(["gen_y"]) == {}  # the owner is back: the finding is cleared
+    assert await redis.hget(keys.generation("gen_y"), "lapsed_at") is None
+    await redis.delete(keys.lease("gen_y"))
+    await lapsed_long_ago(redis, keys, "gen_y")
+    await log.renew(["gen_y"])  # a renewal, even late, keeps the generation its owner's
+    assert await log.interrupt_if_abandoned("gen_y") == 0
+    meta = await log.meta("gen_y")
+    assert meta is not None and meta.status == "running"

@@ -81,6 +81,7 @@ class LogWriter:
         self._max_per_generation = max_per_generation
         self._pending: dict[str, list[Event]] = {}
         self._endings: dict[str, Ending] = {}
+        self._ends_in_flight: set[str] = set()  # ends of the write under way
         self._given_up: set[str] = set()
         self._buffered = 0  # events in _pending and _endings
         self._failing = False  # the last write failed; the next success clears it
@@ -171,12 +172,27 @@ class LogWriter:
         async with self._lock:
             await self._flush_locked()
 
+    def unstored_ends(self) -> set[str]:
+        """The generations that have ended here but whose end is not written yet: their
+        clients may have seen it, so their leases must be kept until it is."""
+        return set(self._endings) | self._ends_in_flight
+
     async def _flush_locked(self) -> set[str]:
         """Returns the ended generations whose records vanished: their end is lost."""
         batch, self._pending = self._pending, {}
         endings, self._endings = self._endings, {}
         if not batch and not endings:
             return set()
+        self._ends_in_flight = set(endings)
+        try:
+            return await self._flush_taken(batch, endings)
+        finally:
+            self._ends_in_flight = set()
+
+    async def _flush_taken(
+        self, batch: dict[str, list[Event]], endings: dict[str, Ending]
+    ) -> set[str]:
+        """Write what `_flush_locked` took; on failure it is all kept for the next try."""
         for generation_id, ending in endings.items():  # last events travel with their end
             ending.events = batch.pop(generation_id, []) + ending.events
         try:
@@ -207,13 +223,36 @@ class LogWriter:
                 delay = min(delay * 2, RETRY_MAX)
                 self._wakeup.set()
 
-    async def close(self) -> None:
+    async def close(self, within: float = 0.0) -> None:
+        """Write what is left, trying for up to `within` seconds while the store fails (a
+        process asked to stop keeps the answers its clients saw end until they are stored),
+        then say loudly what could not be written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        delay = RETRY_FIRST
+        while True:
+            with contextlib.suppress(Exception):
+                # A reachable store takes milliseconds; a second at least for the last try.
+                async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
+                    await self.flush()
+            left = deadline - loop.time()
+            if not self._buffered or left <= 0:
+                break
+            await asyncio.sleep(min(delay, left))  # the store is still down: don't spin
+            delay = min(delay * 2, RETRY_MAX)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self.flush()
+        self._report_unwritten()
+
+    def _report_unwritten(self) -> None:
+        for generation_id in self.unstored_ends():
+            log.error(
+                "generation %s: its end and answer could not be stored before exit; another "
+                "instance will end it as interrupted with what its log holds",
+                generation_id,
+            )
         if self._buffered:
             log.error("%d generation log events could not be written before exit", self._buffered)
 

@@ -1,9 +1,17 @@
 """Generation logs in Redis: each generation's events in a capped stream, its metadata, its lease.
 
 Any instance can serve a resume from the log; the process that runs a generation appends to
-it in batches (see `LogWriter`) and renews the lease while it lives. A lapsed lease on a
-generation still marked running means its process died: the first instance to notice appends
-a terminal `interrupted` event, atomically, so exactly one does.
+it in batches (see `LogWriter`) and renews the lease while it lives. A lease that stays lapsed
+on a generation still marked running means its process died: an instance that notices appends a
+terminal `interrupted` event, atomically, so exactly one does.
+
+A lapsed lease alone is not enough: a live process cannot renew while the store is
+unreachable to it (a stall, a network split, a Redis Cluster failover longer than the lease),
+and it may hold an answer its client saw end that it has yet to write. So the first instance
+to find the lease lapsed only notes when (`lapsed_at`, Redis's own clock), and the generation
+is interrupted by a check at least one more lease later that still finds no lease. The owner's
+next renewal, every third of a lease, clears the note: a live process always gets a full lease
+after the store is back to renew its leases and write what it kept.
 """
 
 from __future__ import annotations
@@ -22,11 +30,22 @@ from gateway.store.lua import Arg, Lua
 
 Status = Literal["running", "complete", "cancelled", "failed", "interrupted"]
 
-# KEYS: meta, events, lease. ARGV: ended_ttl, message, now_ms.
-# Returns the terminal event's seq when this call interrupted the generation, else 0.
+# KEYS: meta, events, lease. ARGV: ended_ttl, message, now_ms, grace_ms.
+# Returns the terminal event's seq when this call interrupted the generation, else 0: when it
+# runs, when its lease is there, or when the lease was first found lapsed less than grace_ms ago
+# (the first finding is noted in `lapsed_at`).
 _INTERRUPT_IF_ABANDONED = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapsed = tonumber(redis.call('HGET', KEYS[1], 'lapsed_at'))
+if not lapsed then
+  redis.call('HSET', KEYS[1], 'lapsed_at', now)
+  return 0
+end
+if now - lapsed < tonumber(ARGV[4]) then return 0 end
+redis.call('HDEL', KEYS[1], 'lapsed_at')
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local seq = 1
 if #top > 0 then seq = tonumber(string.match(top[1][1], '^(%d+)')) + 1 end
@@ -48,6 +67,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status ~= 'running' then return -1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HDEL', KEYS[1], 'lapsed_at')
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 if redis.call('HGET', KEYS[1], 'cancel') then return 1 end
 return 0
@@ -283,13 +303,17 @@ class GenerationLog:
         )
 
     async def interrupt_if_abandoned(self, generation_id: str) -> int:
-        """Mark a running generation whose lease lapsed as interrupted; 0 if it was not."""
+        """Mark a running generation as interrupted if its lease has stayed lapsed for a
+        lease's time since an instance first found it so; 0 if it was not."""
         gid = generation_id
         keys = [self._keys.generation(gid), self._keys.events(gid), self._keys.lease(gid)]
-        seq = await self._interrupt(
-            keys=keys, args=[self._ended_ttl, INTERRUPTED_MESSAGE, int(time.time() * 1000)]
-        )
-        return int(seq)
+        args: list[Arg] = [
+            self._ended_ttl,
+            INTERRUPTED_MESSAGE,
+            int(time.time() * 1000),
+            self._lease_ms,
+        ]
+        return int(await self._interrupt(keys=keys, args=args))
 
     async def discard(
         self, generation_id: str, sub: str | None = None, key: str | None = None
