@@ -16,6 +16,7 @@ The requested model name picks the behaviour (an unknown name answers a normal s
   interim      `100 Continue` and `103 Early Hints` before a normal stream
   errorevent   an `error` event whose message is 200 KiB, with newlines and an API key
   badcall      a tool call whose function name is a list
+  namelesscall a tool call with arguments and no function name
 Every connection the server accepted is counted in `open_connections` while it is open.
 """
 
@@ -134,8 +135,9 @@ class HostileUpstream:
             writer.write(_chunked(b"\n\n") + b"0\r\n\r\n")
             await writer.drain()
             return True
-        if behaviour == "badcall":
-            fragment = {"index": 0, "id": "call_0", "function": {"name": ["x"], "arguments": ""}}
+        if behaviour in ("badcall", "namelesscall"):
+            function = {"name": ["x"]} if behaviour == "badcall" else {"arguments": "{}"}
+            fragment = {"index": 0, "id": "call_0", "function": function}
             writer.write(_chunked(chunk({"tool_calls": [fragment]})))
         if behaviour in ("calls", "arguments"):
             await _tool_calls(writer, endless_calls=behaviour == "calls")

@@ -198,3 +198,13 @@ def test_malformed_tool_call_fragments_are_format_errors(fragment: object) -> No
 def test_chunks_of_the_wrong_shape_are_format_errors(line: str) -> None:
     with pytest.raises(StreamFormatError):
         parse_line(line.encode())
+
+
+def test_a_tool_call_without_a_name_is_a_format_error_and_one_without_an_id_gets_one() -> None:
+    nameless = ToolCallAssembler()
+    nameless.add(({"index": 0, "id": "c", "function": {"arguments": "{}"}},))
+    with pytest.raises(StreamFormatError, match="no function name"):
+        nameless.calls()
+    idless = ToolCallAssembler()
+    idless.add(({"index": 3, "function": {"name": "calc", "arguments": "{}"}},))
+    assert idless.calls() == [{"id": "call_3", "name": "calc", "arguments": "{}"}]

@@ -123,10 +123,11 @@ class OpenAIModel:
                             raise UpstreamError("The model reported an error while answering.")
                         if not stream.ended and stream.finish_reason is None:
                             raise StreamCutShort
+                        calls = stream.calls.calls()  # checked whole before any is yielded
                     break
                 except Exception as exc:  # classified; a cancel is no Exception
                     retries = await self._after_failure(exc, stream.tokens > 0, retries)
-        for call in stream.calls.calls():
+        for call in calls:
             yield ToolCall(call["id"], call["name"], call["arguments"])
         usage = stream.usage or _estimate(messages, stream.tokens)
         yield Finish(_finish_reason(stream.finish_reason), usage)

@@ -210,10 +210,15 @@ class ToolCallAssembler:
         return call
 
     def calls(self) -> list[dict[str, str]]:
-        return [
-            {"id": call.id, "name": call.name, "arguments": "".join(call.arguments)}
-            for _, call in sorted(self._calls.items())
-        ]
+        """The whole calls, by index. A call without a name cannot be run or answered: a
+        format error. One without an id gets one, as some compatible servers send none."""
+        whole = []
+        for index, call in sorted(self._calls.items()):
+            if not call.name:
+                raise StreamFormatError("a tool call has no function name")
+            call_id = call.id or f"call_{index}"
+            whole.append({"id": call_id, "name": call.name, "arguments": "".join(call.arguments)})
+        return whole
 
 
 def _text(value: Any) -> str:

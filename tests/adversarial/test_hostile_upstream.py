@@ -161,10 +161,11 @@ async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> N
         await client.close()
 
 
+@pytest.mark.parametrize("behaviour", ["badcall", "namelesscall"])
 async def test_a_tool_call_of_the_wrong_shape_is_an_upstream_error(
-    start_probe: StartProbe, token: Mint, hostile: HostileUpstream
+    start_probe: StartProbe, token: Mint, hostile: HostileUpstream, behaviour: str
 ) -> None:
-    upstream_model, model = probe(hostile, "badcall")
+    upstream_model, model = probe(hostile, behaviour)
     with start_probe(upstream_model, model=model) as url:
         frames = await complete(url, token("alice"))
     upstream_error(frames[-1], "sent a malformed stream")
