@@ -23,7 +23,6 @@ from gateway.events import (
     Start,
     ToolCalled,
     ToolReturned,
-    Usage,
 )
 
 PROTOCOL_VERSION = 1
@@ -328,7 +327,8 @@ def _source(item: Any) -> Source:
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    """An event's own fields: what the generation log stores, and the tail of every frame."""
+    """An event's own fields: the tail of every frame (the log stores a record of its own,
+    see `store/records.py`)."""
     if isinstance(event, Start):
         return {
             "type": "start",
@@ -390,23 +390,6 @@ def event_payload(event: Event) -> dict[str, Any]:
     if event.retry_after is not None:
         payload["retry_after"] = event.retry_after
     return payload
-
-
-def event_from_payload(obj: dict[str, Any]) -> Event:
-    """The inverse of `event_payload`, for events read back from the generation log."""
-    kind, seq = obj["type"], obj["seq"]
-    if kind == "start":
-        return Start(seq, obj["model"], obj["agent"])
-    if kind == "chunk":
-        return Chunk(seq, obj["content"], obj.get("metadata") or {})
-    if kind == "tool_call":
-        return ToolCalled(seq, obj["call_id"], obj["name"], obj["arguments"])
-    if kind == "tool_result":
-        return ToolReturned(seq, obj["call_id"], obj["name"], obj["result"], obj["is_error"])
-    if kind == "done":
-        usage = Usage(obj["usage"]["prompt_tokens"], obj["usage"]["completion_tokens"])
-        return Done(seq, obj["finish_reason"], usage, obj.get("metadata") or {})
-    return Failed(seq, obj["code"], obj["message"], obj["retryable"], obj.get("retry_after"))
 
 
 def event_object(event: Event, ref: GenerationRef, request_id: str | None) -> dict[str, Any]:

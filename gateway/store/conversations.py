@@ -264,9 +264,28 @@ class StoredMessage:
     usage: Usage | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":"))
+        """The stored record: its own shape, not the API's view (`as_dict`), so that a change
+        to what clients see changes nothing stored. Version 1; the scripts that store answers
+        read `role` and `generation_id` from it."""
+        record: dict[str, Any] = {
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+            "status": self.status,
+        }
+        for name in ("model", "agent", "generation_id"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        if self.usage is not None:
+            usage = self.usage
+            record["usage"] = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+            }
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
     def as_dict(self) -> dict[str, Any]:
+        """The message as the conversations API shows it."""
         obj: dict[str, Any] = {
             "role": self.role,
             "content": self.content,
@@ -282,6 +301,7 @@ class StoredMessage:
 
     @staticmethod
     def from_json(raw: str) -> StoredMessage:
+        """A stored record (version 1) read back."""
         obj = json.loads(raw)
         usage = obj.get("usage")
         return StoredMessage(

@@ -16,14 +16,13 @@ after the store is back to renew its leases and write what it kept.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from gateway.events import Event
-from gateway.protocol import dumps, event_from_payload, event_payload
+from gateway.store import records
 from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.lua import Arg, Lua
@@ -49,8 +48,8 @@ redis.call('HDEL', KEYS[1], 'lapsed_at')
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local seq = 1
 if #top > 0 then seq = tonumber(string.match(top[1][1], '^(%d+)')) + 1 end
-local event = cjson.encode({type='error', seq=seq, content='', done=true, code='interrupted',
-                            message=ARGV[2], retryable=true, error=ARGV[2]})
+-- A stored record of version 2 (see store/records.py: interrupted_record).
+local event = cjson.encode({v=2, k='error', s=seq, code='interrupted', msg=ARGV[2], retry=true})
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', event)
 redis.call('HSET', KEYS[1], 'status', 'interrupted', 'last_seq', seq, 'ended_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -229,7 +228,7 @@ class GenerationLog:
     def _append_args(self, events: Iterable[Event], ending: Sequence[str | int]) -> list[Arg]:
         args: list[Arg] = [self._max_events, 1 if ending else 0, *(ending or ("", 0, 0, 0))]
         for event in events:
-            args += [event.seq, dumps(event_payload(event))]
+            args += [event.seq, records.encode(event)]
         return args
 
     async def meta(self, generation_id: str) -> GenerationMeta | None:
@@ -349,4 +348,4 @@ class GenerationLog:
 
 def stream_events(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
     """The events of a stream's entries, in their order."""
-    return [event_from_payload(json.loads(fields["e"])) for _, fields in entries]
+    return [records.decode(fields["e"]) for _, fields in entries]
