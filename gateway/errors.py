@@ -151,6 +151,23 @@ class Unavailable(RequestError):
     retryable = True
 
 
+def status_of(code: str) -> int:
+    """The HTTP status of an error code, as the error tree states it (each code's most general
+    class: `bad_request` is 400, though PayloadTooLarge answers 413); 500 for a code it does
+    not know. One table for every transport, so none can drift."""
+    return _STATUS_OF_CODE.get(code, InternalError.http_status)
+
+
+def _statuses() -> dict[str, int]:
+    found: dict[str, int] = {}
+    waiting: list[type[RequestError]] = [RequestError]
+    while waiting:  # breadth first: a code's most general class comes first
+        kind = waiting.pop(0)
+        found.setdefault(kind.code, kind.http_status)
+        waiting += kind.__subclasses__()
+    return found
+
+
 class Disconnect(GatewayError):
     """Close the WebSocket with `close_code`; `reason` is short and safe to show."""
 
@@ -171,3 +188,5 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_RATE_LIMITED = 4429
+
+_STATUS_OF_CODE = _statuses()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import BadRequest, InternalError
+from gateway.errors import BadRequest, ErrorCode, InternalError, status_of
 from gateway.events import (
     Chunk,
     Done,
@@ -282,3 +282,12 @@ def test_an_after_no_generation_can_reach_is_a_bad_request(after: object) -> Non
 @pytest.mark.parametrize(("after", "seq"), [(None, 0), (0, 0), ("17", 17), (2**53 - 1, 2**53 - 1)])
 def test_an_after_is_a_seq(after: object, seq: int) -> None:
     assert parse_after(after) == seq
+
+
+def test_every_error_code_has_one_http_status_from_the_error_tree() -> None:
+    """Every transport answers a code with the same status: the error tree's."""
+    statuses = {code: status_of(code) for code in get_args(ErrorCode)}
+    assert statuses["bad_request"] == 400  # not PayloadTooLarge's 413: the general class
+    assert statuses["rate_limited"] == 429 and statuses["upstream_unavailable"] == 503
+    assert statuses["internal"] == 500 and status_of("no such code") == 500
+    assert all(400 <= status < 600 for status in statuses.values())

@@ -33,6 +33,7 @@ from gateway.errors import (
     Unauthorized,
     excerpt,
     retry_after_seconds,
+    status_of,
 )
 from gateway.events import (
     Chunk,
@@ -135,19 +136,21 @@ NOT_LAST_USER = "The last message must be a user message or a tool result."
 FELL_BEHIND = "The client is not reading fast enough."
 
 # Our error codes as OpenAI errors: (HTTP status, error type, error code).
-ERROR_KINDS: dict[str, tuple[int, str, str | None]] = {
-    "bad_request": (400, "invalid_request_error", None),
-    "unauthorized": (401, "invalid_request_error", "invalid_api_key"),
-    "forbidden": (403, "invalid_request_error", "forbidden"),
-    "not_found": (404, "invalid_request_error", "not_found"),
-    "rate_limited": (429, "requests", "rate_limit_exceeded"),
-    "context_too_long": (400, "invalid_request_error", "context_length_exceeded"),
-    "upstream_error": (502, "server_error", "upstream_error"),
-    "upstream_credentials": (502, "server_error", "upstream_credentials"),
-    "upstream_unavailable": (503, "server_error", "upstream_unavailable"),
-    "interrupted": (503, "server_error", "interrupted"),
-    "unavailable": (503, "server_error", "unavailable"),
-    "internal": (500, "server_error", "internal_error"),
+# OpenAI's error `type` and `code` for each of the gateway's codes (the HTTP status comes
+# from the error tree: `status_of`).
+ERROR_KINDS: dict[str, tuple[str, str | None]] = {
+    "bad_request": ("invalid_request_error", None),
+    "unauthorized": ("invalid_request_error", "invalid_api_key"),
+    "forbidden": ("invalid_request_error", "forbidden"),
+    "not_found": ("invalid_request_error", "not_found"),
+    "rate_limited": ("requests", "rate_limit_exceeded"),
+    "context_too_long": ("invalid_request_error", "context_length_exceeded"),
+    "upstream_error": ("server_error", "upstream_error"),
+    "upstream_credentials": ("server_error", "upstream_credentials"),
+    "upstream_unavailable": ("server_error", "upstream_unavailable"),
+    "interrupted": ("server_error", "interrupted"),
+    "unavailable": ("server_error", "unavailable"),
+    "internal": ("server_error", "internal_error"),
 }
 FINISH_REASONS: dict[FinishReason, str] = {
     "stop": "stop",
@@ -589,7 +592,7 @@ def error_object(
 
 def error_of(error: RequestError) -> tuple[int, Body]:
     """The HTTP status and OpenAI error body for an error raised before any answer."""
-    _, error_type, code = ERROR_KINDS.get(error.code, ERROR_KINDS["internal"])
+    error_type, code = ERROR_KINDS.get(error.code, ERROR_KINDS["internal"])
     param = None
     if isinstance(error, InvalidParameter):
         param, code = error.param, error.openai_code
@@ -600,8 +603,8 @@ def error_of(error: RequestError) -> tuple[int, Body]:
 
 def failure_of(failed: Failed) -> tuple[int, Body]:
     """The HTTP status and OpenAI error body for a generation that failed."""
-    status, error_type, code = ERROR_KINDS.get(failed.code, (500, "server_error", failed.code))
-    return status, error_object(failed.message, error_type, None, code)
+    error_type, code = ERROR_KINDS.get(failed.code, ("server_error", failed.code))
+    return status_of(failed.code), error_object(failed.message, error_type, None, code)
 
 
 def sse_data(objects: Sequence[Body]) -> str:

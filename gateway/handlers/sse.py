@@ -10,7 +10,7 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.errors import InternalError
+from gateway.errors import InternalError, status_of
 from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
 from gateway.generations import Follow
 from gateway.handlers.common import authenticate, json_error, read_body, services_of
@@ -27,16 +27,6 @@ from gateway.protocol import (
 
 HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STATUS_OF_CODE = {
-    "not_found": 404,
-    "context_too_long": 400,
-    "rate_limited": 429,
-    "upstream_error": 502,
-    "upstream_credentials": 502,
-    "upstream_unavailable": 503,
-    "interrupted": 503,
-    "unavailable": 503,
-}
 
 
 KEEP_ALIVE = ": keep-alive\n\n"
@@ -206,7 +196,7 @@ async def _whole_answer(follow: Follow, listener: Listener) -> JSONResponse:
                     }
                 )
             elif isinstance(event, Failed):
-                status = STATUS_OF_CODE.get(event.code, 500)
+                status = status_of(event.code)
                 return json_error(event.code, event.message, status, event.retry_after)
     finally:
         follow.stop()
