@@ -11,7 +11,7 @@ import pytest
 
 from gateway.agents.base import AgentInput
 from gateway.agents.tools import ToolsAgent
-from gateway.events import Finish, Message, TextDelta, ToolCall, ToolResult, Usage
+from gateway.events import Finish, Message, TextDelta, ToolCall, ToolResult, ToolSpec, Usage
 from gateway.llm.base import ModelParams
 from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.pool import WorkerPool
@@ -148,7 +148,7 @@ class ScriptedModel:
 
 
 async def collect(
-    agent: ToolsAgent, model: ScriptedModel, tools: tuple[dict[str, Any], ...] = ()
+    agent: ToolsAgent, model: ScriptedModel, tools: tuple[ToolSpec, ...] = ()
 ) -> list[Any]:
     given = AgentInput("go", [], model, ModelParams(tools=tools))
     return [event async for event in agent.run(given)]
@@ -180,9 +180,9 @@ async def test_the_loop_stops_after_max_rounds_and_asks_for_an_answer(runner: To
 async def test_a_call_of_a_client_tool_ends_the_turn_for_the_client(runner: ToolRunner) -> None:
     agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 4, runner)
     model = ScriptedModel("weather")
-    client_tool = {"type": "function", "function": {"name": "weather"}}
+    client_tool = ToolSpec("weather")
     events = await collect(agent, model, (client_tool,))
     assert [type(e).__name__ for e in events] == ["ToolCall", "Finish"]
     assert events[-1].reason == "tool_calls"
-    assert [t["function"]["name"] for t in model.rounds[0].tools] == ["calculate", "weather"]
+    assert [t.name for t in model.rounds[0].tools] == ["calculate", "weather"]
     assert not any(isinstance(e, ToolResult) for e in events)

@@ -30,18 +30,19 @@ class ToolsAgent:
         self.name = name
         self._system_prompt = system_prompt
         self._tools = dict(tools)
+        self._specs = tuple(tool.spec for tool in self._tools.values())
         self._max_rounds = max_rounds
         self._runner = runner
 
     async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
         messages = build_messages(self._system_prompt, given)
-        definitions = (*(t.definition() for t in self._tools.values()), *given.params.tools)
+        specs = (*self._specs, *given.params.tools)
         usage = Usage()
         for round_ in range(self._max_rounds + 1):
             last = round_ == self._max_rounds
             params = dataclasses.replace(
                 given.params,
-                tools=definitions,
+                tools=specs,
                 tool_choice="none" if last else given.params.tool_choice,
             )
             text: list[str] = []

@@ -30,7 +30,17 @@ import openai
 
 from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
-from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
+from gateway.events import (
+    Finish,
+    FinishReason,
+    Message,
+    TextDelta,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+    UseTool,
+)
 from gateway.llm.base import ModelParams
 from gateway.llm.bounds import StreamFormatError, UpstreamBounds
 from gateway.llm.echo import estimate_tokens
@@ -223,9 +233,9 @@ class OpenAIModel:
         if params.stop:
             body["stop"] = list(params.stop)
         if params.tools:
-            body["tools"] = list(params.tools)
+            body["tools"] = [wire_tool(spec) for spec in params.tools]
             if params.tool_choice is not None:
-                body["tool_choice"] = params.tool_choice
+                body["tool_choice"] = wire_tool_choice(params.tool_choice)
         return body
 
     async def aclose(self) -> None:
@@ -254,6 +264,24 @@ def wire_message(message: Message) -> dict[str, Any]:
     if message.tool_call_id is not None:
         wire["tool_call_id"] = message.tool_call_id
     return wire
+
+
+def wire_tool(spec: ToolSpec) -> dict[str, Any]:
+    """A tool in OpenAI's function-tool shape; fields the spec leaves None are left out."""
+    function: dict[str, Any] = {"name": spec.name}
+    if spec.description is not None:
+        function["description"] = spec.description
+    if spec.parameters is not None:
+        function["parameters"] = dict(spec.parameters)
+    if spec.strict is not None:
+        function["strict"] = spec.strict
+    return {"type": "function", "function": function}
+
+
+def wire_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if isinstance(choice, UseTool):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
 
 
 def _finish_reason(raw: str | None) -> FinishReason:

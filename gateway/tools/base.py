@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.events import ToolSpec
+
 ToolFunction = Callable[[dict[str, Any]], Awaitable[str] | str]
 # A tool's answer goes back into the model's context: a few thousand words is already long.
 MAX_RESULT_CHARS = 100_000
@@ -30,16 +32,10 @@ class Tool:
     parameters: Mapping[str, Any]  # a JSON Schema object
     function: ToolFunction
 
-    def definition(self) -> dict[str, Any]:
-        """The tool in OpenAI's function-tool shape, for the model."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": dict(self.parameters),
-            },
-        }
+    @property
+    def spec(self) -> ToolSpec:
+        """What the model is told of the tool; each upstream dialect renders it its way."""
+        return ToolSpec(self.name, self.description, self.parameters)
 
     @property
     def runs_on_the_loop(self) -> bool:
