@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.events import ToolSpec, UseTool
-from gateway.llm.openai_model import wire_tool, wire_tool_choice
+from gateway.llm.openai.dialect import wire_tool, wire_tool_choice
 from gateway.tools.base import MAX_RESULT_CHARS, Tool, ToolError, load_tools
 from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.calculator import evaluate, format_number

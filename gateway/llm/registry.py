@@ -12,9 +12,9 @@ from gateway.llm.base import ChatModel
 from gateway.llm.bounds import UpstreamBounds
 from gateway.llm.echo import EchoModel
 from gateway.llm.gate import ConcurrencyGate
-from gateway.llm.openai_model import OpenAIModel
+from gateway.llm.openai.dialect import OpenAIDialect, make_client
 from gateway.llm.retry import RetryPolicy
-from gateway.llm.transport import make_client
+from gateway.llm.upstream import UpstreamModel
 from gateway.metrics import GatewayMetrics
 
 
@@ -43,15 +43,14 @@ class ModelRegistry:
                     settings.upstream_read_timeout,
                     bounds,
                 )
-            models[name] = OpenAIModel(
+            models[name] = UpstreamModel(
                 config,
-                clients[key],
+                OpenAIDialect(config, clients[key], bounds),
                 gate,
                 policy,
                 settings.upstream_first_token_timeout,
                 metrics,
                 read_timeout=settings.upstream_read_timeout,
-                bounds=bounds,
             )
         self._models: Mapping[str, ChatModel] = models
         self._clients = list(clients.values())
