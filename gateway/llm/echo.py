@@ -6,9 +6,11 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
+from gateway.config import ModelConfig
 from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall
 from gateway.llm.base import ModelParams
 from gateway.llm.gate import ConcurrencyGate
+from gateway.llm.providers import ProviderContext
 from gateway.llm.usage import estimate_usage
 
 _WORD = re.compile(r"\s*\S+")
@@ -46,6 +48,21 @@ class EchoModel:
                 sent += 1
         reason: FinishReason = "length" if cut else "stop"
         yield Finish(reason, estimate_usage(messages, sent))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class EchoProvider:
+    """The `echo` provider: nothing shared, nothing to close."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self._context = context
+
+    def model(self, config: ModelConfig) -> EchoModel:
+        settings = self._context.settings
+        gate = self._context.gate(config)
+        return EchoModel(config.name, settings.echo_delay_ms, gate, settings.echo_max_words)
 
     async def aclose(self) -> None:
         return None

@@ -18,15 +18,45 @@ import aiohttp
 import httpx2
 import openai
 
-from gateway.config import ModelConfig
+from gateway.config import ModelConfig, Secret
 from gateway.errors import UpstreamError
 from gateway.events import Message, ToolChoice, ToolSpec, UseTool
-from gateway.llm.base import ModelParams
+from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.bounds import StreamFormatError, UpstreamBounds
 from gateway.llm.dialect import Body, Reply
 from gateway.llm.failures import Fault
 from gateway.llm.openai.stream import ChatStream, ToolCallAssembler, finish_reason, usage_of
+from gateway.llm.providers import ProviderContext
 from gateway.llm.transport import ACCEPT_ENCODING, KEEPALIVE_SECONDS, http_client
+
+
+class OpenAIProvider:
+    """The `openai` provider: one SDK client (and its connection pool) per base URL and key,
+    shared by the models that use them."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self._context = context
+        self._clients: dict[tuple[str | None, Secret | None], openai.AsyncOpenAI] = {}
+
+    def model(self, config: ModelConfig) -> ChatModel:
+        dialect = OpenAIDialect(config, self._client(config), self._context.bounds)
+        return self._context.upstream(config, dialect)
+
+    def _client(self, config: ModelConfig) -> openai.AsyncOpenAI:
+        key = (config.base_url, config.api_key)
+        if key not in self._clients:
+            settings = self._context.settings
+            self._clients[key] = make_client(
+                config,
+                settings.upstream_connect_timeout,
+                settings.upstream_read_timeout,
+                self._context.bounds,
+            )
+        return self._clients[key]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
 
 
 class OpenAIDialect:
