@@ -11,11 +11,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+# The names a model's `provider` and an agent's `kind` may take, stated once: each has its
+# implementation's `module:attribute` path in its registry (`gateway/llm/providers.py`,
+# `gateway/agents/registry.py`), and a test holds the registries to these lists.
 ProviderName = Literal["openai", "echo"]
-PROVIDERS: tuple[ProviderName, ...] = ("openai", "echo")
+AgentKind = Literal["chat", "grounded", "tools"]
 JWT_ALGORITHMS = (
     "HS256",
     "HS384",
@@ -71,10 +74,6 @@ class ModelConfig:
     @property
     def upstream_name(self) -> str:
         return self.upstream_model or self.name
-
-
-AgentKind = Literal["chat", "grounded", "tools"]
-AGENT_KINDS: tuple[AgentKind, ...] = ("chat", "grounded", "tools")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,8 +479,8 @@ def _model(name: str, table: Any, env: Mapping[str, str]) -> ModelConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table.")
     provider = table.get("provider", "openai")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"{where}: provider must be one of {', '.join(PROVIDERS)}.")
+    if provider not in get_args(ProviderName):
+        raise ConfigError(f"{where}: provider must be one of {', '.join(get_args(ProviderName))}.")
     key_env = str(table.get("api_key_env", "OPENAI_API_KEY"))
     max_tokens = table.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
@@ -548,8 +547,8 @@ def _agents(file: Mapping[str, Any]) -> dict[str, AgentConfig]:
 
 def _agent(name: str, table: dict[str, Any], where: str) -> AgentConfig:
     kind = table.get("kind", "chat")
-    if kind not in AGENT_KINDS:
-        raise ConfigError(f"{where}: kind must be one of {', '.join(AGENT_KINDS)}.")
+    if kind not in get_args(AgentKind):
+        raise ConfigError(f"{where}: kind must be one of {', '.join(get_args(AgentKind))}.")
     temperature = table.get("temperature")
     if temperature is not None and not isinstance(temperature, int | float):
         raise ConfigError(f"{where}: temperature must be a number.")

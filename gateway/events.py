@@ -4,10 +4,14 @@ Agents yield `TextDelta`, `ToolCall`, `ToolResult` and one `Finish`. A generatio
 what they yield and wraps it in `Start`, `Chunk`, `ToolCalled`, `ToolReturned`, `Done` or
 `Failed`, each with a `seq` that increases by one per event and starts at 1 (so "after 0"
 means "everything").
+
+What a model is given is stated here too, in no provider's format: `Message`s, and the tools
+it may call as `ToolSpec`s with a `ToolChoice`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +45,29 @@ class Message:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool a model may call, in no provider's format: each upstream dialect renders it as
+    its API wants. The gateway's own tools and the ones a client passes both arrive as this.
+    A field left None is left out of the request (an API may default it or refuse it)."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None  # a JSON Schema object for the arguments
+    strict: bool | None = None  # arguments must match `parameters` exactly (where supported)
+
+
+@dataclass(frozen=True, slots=True)
+class UseTool:
+    """A tool choice that makes the model call this one tool."""
+
+    name: str
+
+
+# Whether the model may call tools: as it likes, not at all, at least one, or a named one.
+ToolChoice = Literal["auto", "none", "required"] | UseTool
 
 
 # What agents yield.

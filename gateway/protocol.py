@@ -22,7 +22,10 @@ from gateway.events import (
     Message,
     Start,
     ToolCalled,
+    ToolChoice,
     ToolReturned,
+    ToolSpec,
+    UseTool,
 )
 
 PROTOCOL_VERSION = 1
@@ -63,8 +66,8 @@ class CompletionRequest:
     stream: bool = False
     idempotency_key: str | None = None
     stop: tuple[str, ...] = ()
-    tools: tuple[dict[str, Any], ...] = ()
-    tool_choice: str | dict[str, Any] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,39 +221,55 @@ def parse_stop(value: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def parse_tools(value: Any) -> tuple[dict[str, Any], ...]:
-    """Tool definitions the caller's own code runs, in OpenAI's function-tool shape."""
+def parse_tools(value: Any) -> tuple[ToolSpec, ...]:
+    """Tools the caller's own code runs, given in OpenAI's function-tool shape (the shape of
+    both APIs), as provider-neutral specs."""
     if value is None:
         return ()
     if not isinstance(value, list) or len(value) > MAX_TOOLS:
         raise BadRequest(f"'tools' must be a list of at most {MAX_TOOLS} function tools.")
-    for tool in value:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if (
-            not isinstance(tool, dict)
-            or tool.get("type") != "function"
-            or not isinstance(function, dict)
-            or not (isinstance(function.get("name"), str) and function["name"])
-        ):
-            raise BadRequest(
-                'Each tool must look like {"type": "function", "function": {"name": ...}}.'
-            )
-    return tuple(value)
+    return tuple(_tool(tool) for tool in value)
 
 
-def _tool_choice_with(obj: dict[str, Any]) -> str | dict[str, Any] | None:
+def _tool(tool: Any) -> ToolSpec:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if (
+        not isinstance(tool, dict)
+        or tool.get("type") != "function"
+        or not isinstance(function, dict)
+        or not (isinstance(function.get("name"), str) and function["name"])
+    ):
+        raise BadRequest(
+            'Each tool must look like {"type": "function", "function": {"name": ...}}.'
+        )
+    description = function.get("description")
+    parameters = function.get("parameters")
+    strict = function.get("strict")
+    if (
+        not isinstance(description, str | None)
+        or not isinstance(parameters, dict | None)
+        or not isinstance(strict, bool | None)
+    ):
+        raise BadRequest(
+            "A function tool's 'description' must be a string, its 'parameters' a JSON "
+            "Schema object and its 'strict' true or false."
+        )
+    return ToolSpec(function["name"], description, parameters, strict)
+
+
+def _tool_choice_with(obj: dict[str, Any]) -> ToolChoice | None:
     choice = parse_tool_choice(obj.get("tool_choice"))
     if choice is not None and not obj.get("tools"):
         raise BadRequest("'tool_choice' is only allowed together with 'tools'.")
     return choice
 
 
-def parse_tool_choice(value: Any) -> str | dict[str, Any] | None:
+def parse_tool_choice(value: Any) -> ToolChoice | None:
     if value is None or value in ("auto", "none", "required"):
         return value  # type: ignore[no-any-return]
     function = value.get("function") if isinstance(value, dict) else None
     if isinstance(function, dict) and isinstance(function.get("name"), str):
-        return value  # type: ignore[no-any-return]
+        return UseTool(function["name"])
     raise BadRequest("'tool_choice' must be auto, none, required or a named function.")
 
 

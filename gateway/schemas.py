@@ -128,10 +128,21 @@ OPENAI_ERROR = obj(
 TOOL = obj(
     {
         "type": {"const": "function"},
-        "function": obj({"name": text(minLength=1)}, ("name",)),
+        "function": obj(
+            {
+                "name": text(minLength=1),
+                "description": {"type": ["string", "null"]},
+                "parameters": {"type": ["object", "null"], "description": "A JSON Schema."},
+                "strict": {"type": ["boolean", "null"]},
+            },
+            ("name",),
+        ),
     },
     ("type", "function"),
-    description="A function tool in OpenAI's shape; other keys are passed on unchanged.",
+    description=(
+        "A function tool in OpenAI's shape: its name, description, JSON Schema of arguments "
+        "and `strict`, sent on to the model in the shape its API takes; other keys are dropped."
+    ),
 )
 TOOLS = {"type": "array", "maxItems": MAX_TOOLS, "items": ref("Tool")}
 TOOL_CHOICE = {

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import httpx2
 import pytest
 
 from gateway.agents.base import AgentInput
+from gateway.agents.registry import AGENT_KINDS, build_agent
 from gateway.agents.tools import ToolsAgent
-from gateway.events import Finish, Message, TextDelta, ToolCall, ToolResult, Usage
+from gateway.config import AgentConfig, AgentKind, ConfigError
+from gateway.events import Finish, Message, TextDelta, ToolCall, ToolResult, ToolSpec, Usage
 from gateway.llm.base import ModelParams
 from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.pool import WorkerPool
@@ -148,7 +150,7 @@ class ScriptedModel:
 
 
 async def collect(
-    agent: ToolsAgent, model: ScriptedModel, tools: tuple[dict[str, Any], ...] = ()
+    agent: ToolsAgent, model: ScriptedModel, tools: tuple[ToolSpec, ...] = ()
 ) -> list[Any]:
     given = AgentInput("go", [], model, ModelParams(tools=tools))
     return [event async for event in agent.run(given)]
@@ -180,9 +182,29 @@ async def test_the_loop_stops_after_max_rounds_and_asks_for_an_answer(runner: To
 async def test_a_call_of_a_client_tool_ends_the_turn_for_the_client(runner: ToolRunner) -> None:
     agent = ToolsAgent("t", None, {"calculate": BUILTIN_TOOLS["calculate"]}, 4, runner)
     model = ScriptedModel("weather")
-    client_tool = {"type": "function", "function": {"name": "weather"}}
+    client_tool = ToolSpec("weather")
     events = await collect(agent, model, (client_tool,))
     assert [type(e).__name__ for e in events] == ["ToolCall", "Finish"]
     assert events[-1].reason == "tool_calls"
-    assert [t["function"]["name"] for t in model.rounds[0].tools] == ["calculate", "weather"]
+    assert [t.name for t in model.rounds[0].tools] == ["calculate", "weather"]
     assert not any(isinstance(e, ToolResult) for e in events)
+
+
+def test_the_registry_has_a_line_for_every_agent_kind_and_no_other() -> None:
+    assert list(AGENT_KINDS) == list(get_args(AgentKind))
+
+
+@pytest.mark.parametrize("kind", list(AGENT_KINDS))
+async def test_every_kind_builds_its_agent_from_its_configuration(
+    kind: AgentKind, runner: ToolRunner
+) -> None:
+    agent = build_agent(AgentConfig("a", kind=kind, tools=("calculate",)), runner)
+    assert agent.name == "a"
+    assert type(agent).__name__ == AGENT_KINDS[kind].rpartition(":")[2]
+
+
+async def test_an_unknown_kind_or_tool_is_a_configuration_error(runner: ToolRunner) -> None:
+    with pytest.raises(ConfigError, match="Unknown agent kind 'wizard'; use one of chat"):
+        build_agent(AgentConfig("a", kind="wizard"), runner)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="Agent 'a': Unknown tool 'nope'"):
+        build_agent(AgentConfig("a", kind="tools", tools=("nope",)), runner)

@@ -46,6 +46,26 @@ def test_only_llm_imports_openai() -> None:
     assert users and all(user.startswith("llm/") for user in users)
 
 
+# The upstream's wire: its SDKs and HTTP clients. Within llm/, only a dialect package (one per
+# upstream API, a folder of its own) and the bounded transport they share may import them.
+WIRE = {"openai", "aiohttp", "httpx2"}
+LLM = GATEWAY / "llm"
+TRANSPORT = LLM / "transport.py"
+
+
+def test_only_dialects_and_their_transport_import_an_sdk() -> None:
+    users = {path for path in GATEWAY.rglob("*.py") if imported(path) & {"openai", "aiohttp"}}
+    assert users and all(path == TRANSPORT or path.parent.parent == LLM for path in users)
+
+
+def test_the_upstream_policy_knows_no_wire_format() -> None:
+    neutral = [path for path in LLM.glob("*.py") if path != TRANSPORT]
+    offenders = {
+        path.name: sorted(imported(path) & WIRE) for path in neutral if imported(path) & WIRE
+    }
+    assert neutral and offenders == {}
+
+
 @pytest.mark.parametrize("module", ["protocol.py", "events.py", "errors.py", "config.py"])
 def test_pure_leaves_do_no_io(module: str) -> None:
     assert imported(GATEWAY / module) & {"asyncio", "redis", "openai", "starlette"} == set()

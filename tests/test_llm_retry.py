@@ -13,8 +13,10 @@ from gateway.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from gateway.llm import failures
 from gateway.llm.bounds import StreamFormatError
-from gateway.llm.failures import StreamCutShort, classify
+from gateway.llm.failures import Failure, StreamCutShort
+from gateway.llm.openai.dialect import fault
 from gateway.llm.retry import Backoff, RetryPolicy, is_retryable_status, retry_after_seconds
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -89,7 +91,12 @@ def test_statuses_another_attempt_cannot_fix(status: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Classification: the SDK's and httpx's own exception objects, as they would be raised
+# Classification: the SDK's and httpx's own exception objects, as they would be raised, named
+# by the OpenAI dialect and classified by the policy
+
+
+def classify(name: str, exc: Exception, streamed: bool) -> Failure:
+    return failures.classify(name, exc, streamed, fault(exc))
 
 
 def status_error(status: int, headers: dict[str, str] | None = None, **body: str) -> Exception:

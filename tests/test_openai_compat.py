@@ -27,6 +27,7 @@ from gateway.events import (
     ToolCall,
     ToolCalled,
     ToolReturned,
+    ToolSpec,
     Usage,
 )
 from gateway.handlers.openai_compat import (
@@ -110,7 +111,11 @@ def test_the_last_user_message_is_the_message_and_the_rest_the_history() -> None
     )
     assert request.conversation_id is None and request.agent == "pirate"
     assert request.model == "fake" and request.temperature == 0.5 and request.max_tokens == 20
-    assert request.stop == ("END",) and request.tools == (WEATHER,)
+    assert request.stop == ("END",) and request.tools == (
+        ToolSpec(
+            "get_weather", None, {"type": "object", "properties": {"city": {"type": "string"}}}
+        ),
+    )
     assert request.tool_choice == "auto" and request.idempotency_key == "key-1"
     assert call.request.stream is False and call.include_usage is False
 

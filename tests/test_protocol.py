@@ -19,7 +19,9 @@ from gateway.events import (
     Start,
     ToolCalled,
     ToolReturned,
+    ToolSpec,
     Usage,
+    UseTool,
 )
 from gateway.protocol import (
     Auth,
@@ -35,6 +37,8 @@ from gateway.protocol import (
     parse_after,
     parse_client_frame,
     parse_json_object,
+    parse_tool_choice,
+    parse_tools,
     ready_frame,
     refused_id,
 )
@@ -134,6 +138,34 @@ def test_invalid_frames_are_bad_requests(text: str, fragment: str) -> None:
     with pytest.raises(BadRequest) as caught:
         parse_client_frame(text)
     assert fragment in caught.value.message
+
+
+def test_client_tools_become_provider_neutral_specs() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    tools = [
+        {"type": "function", "function": {"name": "a"}},
+        {
+            "type": "function",
+            "function": {"name": "b", "description": "B", "parameters": schema, "strict": True},
+        },
+    ]
+    assert parse_tools(tools) == (ToolSpec("a"), ToolSpec("b", "B", schema, True))
+    assert parse_tool_choice("required") == "required"
+    assert parse_tool_choice({"type": "function", "function": {"name": "b"}}) == UseTool("b")
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        {"name": "a", "description": 1},
+        {"name": "a", "parameters": "object"},
+        {"name": "a", "parameters": []},
+        {"name": "a", "strict": "yes"},
+    ],
+)
+def test_a_function_tool_of_the_wrong_field_types_is_refused(function: dict[str, Any]) -> None:
+    with pytest.raises(BadRequest, match="'description' must be a string"):
+        parse_tools([{"type": "function", "function": function}])
 
 
 @pytest.mark.parametrize(

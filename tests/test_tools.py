@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from gateway.events import ToolSpec, UseTool
+from gateway.llm.openai.dialect import wire_tool, wire_tool_choice
 from gateway.tools.base import MAX_RESULT_CHARS, Tool, ToolError, load_tools
 from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.calculator import evaluate, format_number
@@ -209,7 +211,19 @@ def test_a_plain_tool_function_must_be_importable_by_name() -> None:
 
 
 def test_definitions_are_openai_function_tools() -> None:
-    definition = BUILTIN_TOOLS["calculate"].definition()
+    definition = wire_tool(BUILTIN_TOOLS["calculate"].spec)
     assert definition["type"] == "function"
     assert definition["function"]["name"] == "calculate"
     assert definition["function"]["parameters"]["required"] == ["expression"]
+
+
+def test_a_spec_renders_only_the_fields_it_has() -> None:
+    # A client's tool goes upstream as it came: nothing added, nothing lost.
+    schema = {"type": "object", "properties": {}}
+    assert wire_tool(ToolSpec("a")) == {"type": "function", "function": {"name": "a"}}
+    assert wire_tool(ToolSpec("b", "B", schema, False)) == {
+        "type": "function",
+        "function": {"name": "b", "description": "B", "parameters": schema, "strict": False},
+    }
+    assert wire_tool_choice(UseTool("b")) == {"type": "function", "function": {"name": "b"}}
+    assert wire_tool_choice("none") == "none"

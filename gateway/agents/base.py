@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.config import AgentConfig
 from gateway.events import AgentEvent, Message
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.protocol import Source
+from gateway.tools.runner import ToolRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,15 @@ class Agent(Protocol):
         Raise a RequestError (usually UpstreamError) to fail the generation; what was
         yielded before stays with the user as an incomplete answer.
         """
+        ...
+
+
+class AgentClass(Protocol):
+    """An agent kind (`gateway.agents.registry.AGENT_KINDS`): its class, which builds an
+    agent from the agent's configuration. `runner` runs the gateway's tools."""
+
+    def from_config(self, config: AgentConfig, runner: ToolRunner) -> Agent:
+        """ConfigError when the configuration cannot make an agent of the kind."""
         ...
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.agents.base import AgentInput, build_messages
+from gateway.config import AgentConfig
 from gateway.events import AgentEvent, Finish, TextDelta
 from gateway.protocol import MAX_SOURCES, Source
+from gateway.tools.runner import ToolRunner
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a guard, not a meter
 MIN_PARTIAL_TOKENS = 50
@@ -191,6 +193,10 @@ class GroundedAgent:
         self.name = name
         self._system_prompt = system_prompt
         self._budget = budget_tokens
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, runner: ToolRunner) -> GroundedAgent:
+        return cls(config.name, config.system_prompt, config.source_budget)
 
     async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
         selection = select_sources(given.sources, self._budget)

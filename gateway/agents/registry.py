@@ -1,20 +1,28 @@
-"""Agents by name, built once from Settings: the built-in kinds, or a plugin class."""
+"""Agents by name, built once from Settings: a kind from the registry, or a plugin class.
+
+`AGENT_KINDS` maps each kind an agent table may name (`config.AgentKind`) to the
+`module:attribute` path of its class, imported only when an agent of that kind is configured
+(uvicorn's `config.py` style): a new kind is a module with a class that has `from_config`
+(`AgentClass`) and a line here. A plugin (`plugin = "module:Class"`) is a class of the
+operator's own, constructed as `Class(name=..., config=...)`.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from gateway.agents.base import Agent
-from gateway.agents.chat import ChatAgent
-from gateway.agents.grounded import GroundedAgent
-from gateway.agents.tools import ToolsAgent
-from gateway.config import AgentConfig, ConfigError, Settings
-from gateway.tools.base import load_tools
-from gateway.tools.builtin import BUILTIN_TOOLS
+from gateway.agents.base import Agent, AgentClass
+from gateway.config import AgentConfig, AgentKind, ConfigError, Settings
+from gateway.importer import import_from_string
 from gateway.tools.pool import WorkerPool
 from gateway.tools.runner import ToolRunner
+
+AGENT_KINDS: Mapping[AgentKind, str] = {
+    "chat": "gateway.agents.chat:ChatAgent",
+    "grounded": "gateway.agents.grounded:GroundedAgent",
+    "tools": "gateway.agents.tools:ToolsAgent",
+}
 
 
 def build_agents(settings: Settings, tools: WorkerPool) -> Mapping[str, tuple[Agent, AgentConfig]]:
@@ -25,29 +33,25 @@ def build_agents(settings: Settings, tools: WorkerPool) -> Mapping[str, tuple[Ag
 
 def build_agent(config: AgentConfig, runner: ToolRunner) -> Agent:
     if config.plugin is not None:
-        return _plugin(config)
-    if config.kind == "grounded":
-        return GroundedAgent(config.name, config.system_prompt, config.source_budget)
-    if config.kind == "tools":
-        try:
-            tools = load_tools(config.tools, BUILTIN_TOOLS)
-        except ValueError as exc:
-            raise ConfigError(f"Agent '{config.name}': {exc}") from None
-        return ToolsAgent(config.name, config.system_prompt, tools, config.max_tool_rounds, runner)
-    return ChatAgent(config.name, config.system_prompt)
+        return _plugin(config, config.plugin)
+    return load_kind(config.kind).from_config(config, runner)
 
 
-def _plugin(config: AgentConfig) -> Agent:
+def load_kind(kind: AgentKind) -> AgentClass:
+    """The agent class registered for `kind`, imported now."""
+    path = AGENT_KINDS.get(kind)
+    if path is None:
+        raise ConfigError(f"Unknown agent kind '{kind}'; use one of {', '.join(AGENT_KINDS)}.")
+    return cast(AgentClass, import_from_string(path))
+
+
+def _plugin(config: AgentConfig, path: str) -> Agent:
     """`module:Class`, constructed as Class(name=..., config=...)."""
-    assert config.plugin is not None
-    module_name, _, class_name = config.plugin.partition(":")
     try:
-        factory: Any = getattr(importlib.import_module(module_name), class_name)
+        factory: Any = import_from_string(path)
         agent: Agent = factory(name=config.name, config=config)
     except Exception as exc:
-        raise ConfigError(
-            f"Agent '{config.name}': cannot load plugin '{config.plugin}': {exc}"
-        ) from None
+        raise ConfigError(f"Agent '{config.name}': cannot load plugin '{path}': {exc}") from None
     if not callable(getattr(agent, "run", None)):
-        raise ConfigError(f"Agent '{config.name}': plugin '{config.plugin}' has no run() method.")
+        raise ConfigError(f"Agent '{config.name}': plugin '{path}' has no run() method.")
     return agent

@@ -13,8 +13,10 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping
 
 from gateway.agents.base import AgentInput, build_messages
+from gateway.config import AgentConfig, ConfigError
 from gateway.events import AgentEvent, Finish, Message, TextDelta, ToolCall, ToolResult, Usage
-from gateway.tools.base import Tool
+from gateway.tools.base import Tool, load_tools
+from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.runner import ToolRunner
 
 
@@ -30,18 +32,28 @@ class ToolsAgent:
         self.name = name
         self._system_prompt = system_prompt
         self._tools = dict(tools)
+        self._specs = tuple(tool.spec for tool in self._tools.values())
         self._max_rounds = max_rounds
         self._runner = runner
 
+    @classmethod
+    def from_config(cls, config: AgentConfig, runner: ToolRunner) -> ToolsAgent:
+        """ConfigError when a configured tool cannot be found or run."""
+        try:
+            tools = load_tools(config.tools, BUILTIN_TOOLS)
+        except ValueError as exc:
+            raise ConfigError(f"Agent '{config.name}': {exc}") from None
+        return cls(config.name, config.system_prompt, tools, config.max_tool_rounds, runner)
+
     async def run(self, given: AgentInput) -> AsyncIterator[AgentEvent]:
         messages = build_messages(self._system_prompt, given)
-        definitions = (*(t.definition() for t in self._tools.values()), *given.params.tools)
+        specs = (*self._specs, *given.params.tools)
         usage = Usage()
         for round_ in range(self._max_rounds + 1):
             last = round_ == self._max_rounds
             params = dataclasses.replace(
                 given.params,
-                tools=definitions,
+                tools=specs,
                 tool_choice="none" if last else given.params.tool_choice,
             )
             text: list[str] = []

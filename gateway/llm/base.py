@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from gateway.events import Finish, Message, TextDelta, ToolCall
+from gateway.events import Finish, Message, TextDelta, ToolCall, ToolChoice, ToolSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,8 +14,8 @@ class ModelParams:
     temperature: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
-    tools: tuple[dict[str, Any], ...] = ()  # OpenAI "function" tool definitions
-    tool_choice: str | dict[str, Any] | None = None
+    tools: tuple[ToolSpec, ...] = ()  # each dialect renders them in its API's shape
+    tool_choice: ToolChoice | None = None
 
 
 class ChatModel(Protocol):

@@ -1,8 +1,9 @@
 """What one upstream response may send, and the error that ends a generation past it.
 
-Pure: the HTTP transport (`gateway.llm.transport`) and the stream reader (`gateway.llm.sse`)
-enforce these as the bytes arrive, so a hostile or broken model API costs the gateway a
-bounded amount of memory and CPU for that one generation, and nothing for anyone else.
+Pure: the HTTP transport (`gateway.llm.transport`) and the stream readers (`gateway.llm.sse`,
+`gateway.llm.tool_calls`) enforce these as the bytes arrive, so a hostile or broken model API
+costs the gateway a bounded amount of memory and CPU for that one generation, and nothing for
+anyone else.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ class UpstreamBounds:
     max_tool_argument_bytes: int = MIB  # all of a turn's tool-call arguments together
 
 
+DEFAULT_BOUNDS = UpstreamBounds()
+
+
 class StreamFormatError(ValueError):
-    """The upstream sent something that is not an OpenAI response."""
+    """The upstream sent something that is not a response in its API's format."""
 
 
 class Overrun(Exception):

@@ -6,16 +6,14 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall, Usage
+from gateway.config import ModelConfig
+from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall
 from gateway.llm.base import ModelParams
 from gateway.llm.gate import ConcurrencyGate
+from gateway.llm.providers import ProviderContext
+from gateway.llm.usage import estimate_usage
 
 _WORD = re.compile(r"\s*\S+")
-
-
-def estimate_tokens(text: str) -> int:
-    """Whitespace-separated words: the echo model's (and a fallback) token count."""
-    return len(text.split())
 
 
 class EchoModel:
@@ -37,7 +35,6 @@ class EchoModel:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         caps = [cap for cap in (params.max_tokens, self._max_words) if cap is not None]
         limit = min(caps) if caps else None
-        prompt = sum(estimate_tokens(m.content) for m in messages)
         # Words are found one at a time: a long message is never split into a list at once.
         sent, cut = 0, False
         async with self._gate.slot():  # the same per-model cap as an upstream model
@@ -50,7 +47,22 @@ class EchoModel:
                 yield TextDelta(word.group())
                 sent += 1
         reason: FinishReason = "length" if cut else "stop"
-        yield Finish(reason, Usage(prompt_tokens=prompt, completion_tokens=sent))
+        yield Finish(reason, estimate_usage(messages, sent))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class EchoProvider:
+    """The `echo` provider: nothing shared, nothing to close."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self._context = context
+
+    def model(self, config: ModelConfig) -> EchoModel:
+        settings = self._context.settings
+        gate = self._context.gate(config)
+        return EchoModel(config.name, settings.echo_delay_ms, gate, settings.echo_max_words)
 
     async def aclose(self) -> None:
         return None

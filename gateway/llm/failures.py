@@ -1,18 +1,19 @@
 """What went wrong with one upstream attempt, in the gateway's terms.
 
-Foreign exceptions (openai, httpx) become a `RequestError` here and nowhere else, together with
-whether asking again may help. Messages never repeat the upstream's own text.
+An attempt's exception becomes a `RequestError` here and nowhere else, together with whether
+asking again may help. A dialect's own exceptions (its SDK's, its HTTP client's) reach this
+module already named by the dialect as a `Fault`; the rest are the gateway's (`Overrun`,
+`StreamFormatError`, `StreamCutShort`, the first-token deadline's `TimeoutError`). Messages
+never repeat the upstream's own text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-
-import aiohttp
-import httpx2
-import openai
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from gateway.errors import (
     ContextTooLong,
@@ -27,9 +28,30 @@ from gateway.llm.retry import is_retryable_status, retry_after_seconds
 
 log = logging.getLogger("gateway.upstream")
 
+FaultKind = Literal["status", "unreadable", "unreachable", "no_answer", "silent", "broken"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A dialect's exception in provider-neutral terms (`Dialect.fault`):
+
+    status       the API answered with an error status (`status`, its `headers`, `said`)
+    unreadable   a response head or body that could not be parsed: never retried
+    unreachable  no connection could be made
+    no_answer    no response came in time
+    silent       the body stopped coming in time
+    broken       the exchange broke off some other way
+    """
+
+    kind: FaultKind
+    status: int = 0
+    # Case-insensitive, as a response's headers are: read for Retry-After.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    said: str = ""  # the API's own error code and message: read for hints, never shown
+
 
 class StreamCutShort(Exception):
-    """The body ended without a finish reason or `[DONE]`."""
+    """The body ended before the stream said it had (no finish reason, no end marker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,60 +67,54 @@ class _NotRetryable(UpstreamError):
 _CONTEXT_HINTS = ("context_length_exceeded", "context length", "maximum context", "too many tokens")
 
 
-def classify(name: str, exc: Exception, streamed: bool) -> Failure:
+def classify(name: str, exc: Exception, streamed: bool, fault: Fault | None = None) -> Failure:
     """`streamed`: some of the answer already reached the client, so the failure is
     mid-answer (`upstream_error`, never retried); before that, a failure that may pass is
-    `upstream_unavailable` (or `rate_limited`) and worth another attempt."""
+    `upstream_unavailable` (or `rate_limited`) and worth another attempt. `fault`: what the
+    dialect made of `exc`, if it is one of its own."""
     if isinstance(exc, RequestError):
         return Failure(exc)
     if isinstance(exc, Overrun):
         log.warning("model %s sent %s", name, exc.what)
         return Failure(_NotRetryable(f"Model '{name}' sent {exc.what}; the gateway stopped it."))
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        # A head or body aiohttp could not parse (malformed, or past its bounds).
+    if fault is not None and fault.kind == "unreadable":
         log.warning("model %s sent a response that could not be parsed: %s", name, exc)
         return Failure(_NotRetryable(f"Model '{name}' sent a response the gateway cannot read."))
     if streamed:
-        return Failure(_mid_stream(name, exc))
-    if isinstance(exc, openai.APIStatusError):
-        log.warning("model %s answered HTTP %s", name, exc.status_code)
-        return Failure(status_error(name, exc), retry=is_retryable_status(exc.status_code))
+        return Failure(_mid_stream(name, exc, fault))
+    if fault is not None and fault.kind == "status":
+        log.warning("model %s answered HTTP %s", name, fault.status)
+        return Failure(status_error(name, fault), retry=is_retryable_status(fault.status))
     if isinstance(exc, TimeoutError):  # only the first-token deadline raises the builtin
         return _unavailable(f"Model '{name}' did not start answering in time.")
-    if _caused_by(exc, aiohttp.ClientConnectorError):
-        # Checked before the timeout: the aiohttp backend reports a refused connection as
-        # httpx's ConnectTimeout, which the SDK turns into APITimeoutError.
+    if fault is not None:
+        return _before_answering(name, exc, fault)
+    if isinstance(exc, StreamCutShort):
+        return _broken(name, exc)
+    return Failure(_mid_stream(name, exc, None))
+
+
+def _before_answering(name: str, exc: Exception, fault: Fault) -> Failure:
+    if fault.kind == "unreachable":
         return _unavailable(f"Model '{name}' could not be reached.")
-    if isinstance(exc, openai.APITimeoutError):
+    if fault.kind == "no_answer":
         return _unavailable(f"Model '{name}' did not answer in time.")
-    if isinstance(exc, openai.APIConnectionError):
-        return _unavailable(f"Model '{name}' could not be reached.")
-    if isinstance(exc, httpx2.TimeoutException):
+    if fault.kind == "silent":
         return _unavailable(f"Model '{name}' stopped sending in time.")
-    if isinstance(exc, httpx2.HTTPError | openai.OpenAIError | StreamCutShort):
-        log.warning("model %s failed before answering: %s", name, type(exc).__name__)
-        return _unavailable(f"Model '{name}' broke off before answering.")
-    return Failure(_mid_stream(name, exc))
+    return _broken(name, exc)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether `kind` is among the exceptions that led to `exc` (its explicit causes)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a chain is short; a cycle is not followed for ever
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__
-    return False
+def _broken(name: str, exc: Exception) -> Failure:
+    log.warning("model %s failed before answering: %s", name, type(exc).__name__)
+    return _unavailable(f"Model '{name}' broke off before answering.")
 
 
 def _unavailable(message: str) -> Failure:
     return Failure(UpstreamUnavailable(message), retry=True)
 
 
-def _mid_stream(name: str, exc: Exception) -> RequestError:
-    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+def _mid_stream(name: str, exc: Exception, fault: Fault | None) -> RequestError:
+    if isinstance(exc, TimeoutError) or (fault is not None and fault.kind == "silent"):
         return UpstreamError(f"Model '{name}' went silent mid-answer.")
     if isinstance(exc, StreamFormatError | ValueError):
         return UpstreamError(f"Model '{name}' sent a malformed stream.")
@@ -108,18 +124,18 @@ def _mid_stream(name: str, exc: Exception) -> RequestError:
     return UpstreamError(f"Model '{name}' stopped answering mid-stream.")
 
 
-def status_error(name: str, exc: openai.APIStatusError) -> RequestError:
+def status_error(name: str, fault: Fault) -> RequestError:
     """One code per kind of upstream failure, so clients know whether to retry, wait, shorten
     the conversation, or call an operator."""
-    status = exc.status_code
+    status = fault.status
     if status in (401, 403):
         return UpstreamCredentials(f"The upstream refused the gateway's credentials for '{name}'.")
-    wait = retry_after_seconds(exc.response.headers, time.time())
+    wait = retry_after_seconds(fault.headers, time.time())
     if status == 429:
         return UpstreamRateLimited(
             f"Model '{name}' is rate limited upstream; try again later.", retry_after=wait
         )
-    said = f"{getattr(exc, 'code', '') or ''} {exc.message}".lower()
+    said = fault.said.lower()
     if status in (400, 413, 422) and any(hint in said for hint in _CONTEXT_HINTS):
         return ContextTooLong(
             f"The conversation is too long for model '{name}'; start a new one or shorten it."

@@ -1,10 +1,10 @@
 """The upstream HTTP client: the openai SDK's aiohttp backend, with every body bounded.
 
-The SDK builds, authenticates and sends each request; aiohttp, the SDK's supported async
-backend (`openai[aiohttp]`), moves the bytes. It parses the response head with its own bounds
-(at most 128 header lines of 8 KiB each) and passes 1xx interim responses by; idle kept-alive
-connections are closed after KEEPALIVE_SECONDS, so a connection that died silently while idle
-is not reused.
+A dialect's SDK builds, authenticates and sends each request through it (`http_client`);
+aiohttp, the openai SDK's supported async backend (`openai[aiohttp]`), moves the bytes. It
+parses the response head with its own bounds (at most 128 header lines of 8 KiB each) and
+passes 1xx interim responses by; idle kept-alive connections are closed after
+KEEPALIVE_SECONDS, so a connection that died silently while idle is not reused.
 
 A response hook wraps every body the gateway or the SDK reads (a streamed answer, a whole one,
 an error body the SDK reads for its message) in `BoundedBody`: it inflates gzip and deflate,
@@ -22,7 +22,6 @@ from typing import cast
 import httpx2
 import openai
 
-from gateway.config import ModelConfig
 from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
 
 # Below the 5 s many servers keep an idle connection (uvicorn, Node): reusing one the server is
@@ -100,29 +99,19 @@ def bound_bodies(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
     return hook
 
 
-def make_client(
-    config: ModelConfig,
+def http_client(
     connect_timeout: float,
     read_timeout: float,
     bounds: UpstreamBounds,
     *,
     keepalive: float = KEEPALIVE_SECONDS,
-) -> openai.AsyncOpenAI:
-    # Pass the key explicitly: the SDK would otherwise read the environment itself.
-    api_key = config.api_key.reveal() if config.api_key else "no-key"
+) -> httpx2.AsyncClient:
+    """An HTTP client for a dialect's SDK to send through: aiohttp underneath (the openai
+    package ships the backend as `DefaultAioHttpClient`), every body bounded."""
     timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
-    http = openai.DefaultAioHttpClient(
+    return openai.DefaultAioHttpClient(
         timeout=timeout,
         # No connection cap here (0): the per-model gates bound requests in flight.
         limits=httpx2.Limits(max_connections=0, keepalive_expiry=keepalive),
         event_hooks={"response": [bound_bodies(bounds.max_body_bytes)]},
-    )
-    # max_retries=0: retries are the gateway's (before the first token only, see retry.py).
-    return openai.AsyncOpenAI(
-        api_key=api_key,
-        base_url=config.base_url,
-        timeout=timeout,
-        max_retries=0,
-        default_headers={"Accept-Encoding": ACCEPT_ENCODING},
-        http_client=http,
     )

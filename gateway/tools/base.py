@@ -8,11 +8,13 @@ importable by that name: `load_tools` refuses one that is not.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.events import ToolSpec
+from gateway.importer import import_from_string
 
 ToolFunction = Callable[[dict[str, Any]], Awaitable[str] | str]
 # A tool's answer goes back into the model's context: a few thousand words is already long.
@@ -30,16 +32,10 @@ class Tool:
     parameters: Mapping[str, Any]  # a JSON Schema object
     function: ToolFunction
 
-    def definition(self) -> dict[str, Any]:
-        """The tool in OpenAI's function-tool shape, for the model."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": dict(self.parameters),
-            },
-        }
+    @property
+    def spec(self) -> ToolSpec:
+        """What the model is told of the tool; each upstream dialect renders it its way."""
+        return ToolSpec(self.name, self.description, self.parameters)
 
     @property
     def runs_on_the_loop(self) -> bool:
@@ -82,11 +78,7 @@ def target_of(tool: Tool) -> str:
 
 def resolve(target: str) -> Any:
     """The object a `module:qualname` path names; ImportError or AttributeError if none."""
-    module_name, _, qualname = target.partition(":")
-    found: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
+    return import_from_string(target)
 
 
 def _import(path: str) -> Tool:

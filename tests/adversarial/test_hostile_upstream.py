@@ -19,7 +19,7 @@ import pytest
 
 from gateway.config import ModelConfig
 from gateway.llm.bounds import UpstreamBounds
-from gateway.llm.transport import make_client
+from gateway.llm.openai.dialect import make_client
 from tests.adversarial.conftest import Recorder, StartProbe, Survives, settle
 from tests.adversarial.test_upstream_faults import text_of
 from tests.client import connected, send, until_done
