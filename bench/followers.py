@@ -31,7 +31,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.procs import CLOCK_TICKS, HOST
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
 from gateway.events import Chunk, Start
 from gateway.services import open_client

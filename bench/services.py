@@ -21,7 +21,7 @@ from bench.procs import (
     tree_rss_kib,
     wait_until,
 )
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
 from gateway.store.embedded import find_redis_server
 

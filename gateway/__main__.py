@@ -10,11 +10,11 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import chat_cli
-from gateway.auth import mint_token
+import gateway_client.chat as chat_cli
+from gateway.auth.tokens import mint_token
 from gateway.config import ConfigError, Settings
-from gateway.devmode import banner, dev_secret
-from gateway.server import uvicorn_options
+from gateway.server.devmode import banner, dev_secret
+from gateway.server.options import uvicorn_options
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 
 DEV_TOKEN_TTL = 24 * 3600

@@ -16,7 +16,6 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from gateway.config import Settings
-from gateway.devmode import dev_secret
 from gateway.errors import RequestError
 from gateway.handlers import ai_sdk, openai_compat
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
@@ -26,11 +25,12 @@ from gateway.handlers.openapi import docs_page, openapi_json
 from gateway.handlers.rest import agents, conversation_resource, conversations, models
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
-from gateway.logs import install_logging
-from gateway.metrics import GatewayMetrics
+from gateway.obs.logs import install_logging
+from gateway.obs.metrics import GatewayMetrics
+from gateway.server.devmode import dev_secret
+from gateway.server.timing import OverheadHeader
+from gateway.server.traffic import TrafficCounter
 from gateway.services import open_services
-from gateway.timing import OverheadHeader
-from gateway.traffic import TrafficCounter
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 

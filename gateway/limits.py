@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from gateway.auth import Principal
 from gateway.config import Limits, Settings
 from gateway.errors import RateLimited, retry_after_seconds
+from gateway.principal import Principal
 
 LimitName = Literal[
     "requests_per_minute",

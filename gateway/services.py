@@ -21,13 +21,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from gateway.agents.registry import build_agents
-from gateway.auth import TokenVerifier
-from gateway.chat import ChatService
+from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
-from gateway.conversations import ConversationService
-from gateway.generations import GenerationRegistry
+from gateway.core.chat import ChatService
+from gateway.core.conversations import ConversationService
+from gateway.core.generations import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 from gateway.store.client import StoreClient
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis

@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import AgentConfig, ModelConfig, Secret, Settings
-from gateway.server import uvicorn_options
+from gateway.server.options import uvicorn_options
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import find_redis_server
 from gateway.store.keys import Keys

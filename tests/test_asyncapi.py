@@ -13,7 +13,8 @@ import yaml
 from jsonschema import Draft7Validator
 from websockets.asyncio.client import ClientConnection
 
-from gateway import errors, protocol, schemas
+from gateway import errors
+from gateway.apidocs import schemas
 from gateway.errors import BadRequest, ErrorCode, RateLimited
 from gateway.events import (
     Chunk,
@@ -26,6 +27,7 @@ from gateway.events import (
     ToolReturned,
     Usage,
 )
+from gateway.protocol import frames as protocol
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 

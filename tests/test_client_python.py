@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway.client import (
+from gateway.config import Settings
+from gateway_client import (
     Chunk,
     ConnectionState,
     Done,
@@ -27,7 +28,6 @@ from gateway.client import (
     Run,
     Start,
 )
-from gateway.config import Settings
 from tests.client import connected
 from tests.conftest import GatewayFactory, RedisServer, free_port
 from tests.processes import GatewayProcess, spawn

@@ -16,9 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
-from gateway.logs import (
+from gateway.obs.logs import (
     MAX_LOGGED_CHARS,
     JsonFormatter,
     RedactTokens,
@@ -228,7 +228,7 @@ def test_text_format_leaves_uvicorn_logging_alone() -> None:
     assert uvicorn_log_options(Settings()) == {}
     config = uvicorn_log_options(Settings(log_format="json", log_level="debug"))["log_config"]
     assert config["loggers"]["gateway"]["level"] == "DEBUG"
-    assert config["formatters"]["json"]["()"] == "gateway.logs.JsonFormatter"
+    assert config["formatters"]["json"]["()"] == "gateway.obs.logs.JsonFormatter"
 
 
 # --- A real gateway process with LOG_FORMAT=json --------------------------------------------

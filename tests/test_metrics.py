@@ -13,13 +13,13 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Limits, Secret, Settings
-from gateway.metrics import (
+from gateway.obs.metrics import (
     CONTENT_TYPE,
     OVERHEAD_BUCKETS,
     GatewayMetrics,
     Registry,
 )
-from gateway.server import uvicorn_options
+from gateway.server.options import uvicorn_options
 from tests.client import connected, send, until_done
 from tests.conftest import GatewayFactory
 from tests.upstream import serve_in_thread

@@ -23,7 +23,7 @@ from gateway.events import (
     Usage,
     UseTool,
 )
-from gateway.protocol import (
+from gateway.protocol.frames import (
     Auth,
     Cancel,
     CompletionRequest,

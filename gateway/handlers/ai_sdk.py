@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway.core.generations import Follow
 from gateway.errors import BadRequest, NotFound
 from gateway.events import (
     Chunk,
@@ -30,11 +31,10 @@ from gateway.events import (
     ToolReturned,
     is_final,
 )
-from gateway.generations import Follow
 from gateway.handlers.common import authenticate, read_body, services_of
 from gateway.handlers.slots import Slot, SlotStream
 from gateway.handlers.sse import KEEP_ALIVE, SSE_HEADERS, Listener
-from gateway.protocol import (
+from gateway.protocol.frames import (
     CONVERSATION_ID_RE,
     CompletionRequest,
     dumps,

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
-from gateway.auth import Principal, bearer_token
+from gateway.auth.tokens import bearer_token
 from gateway.errors import (
     InternalError,
     PayloadTooLarge,
@@ -20,7 +20,8 @@ from gateway.errors import (
     Unauthorized,
     retry_after_seconds,
 )
-from gateway.logs import bind
+from gateway.obs.logs import bind
+from gateway.principal import Principal
 from gateway.services import Services
 from gateway.store.errors import store_error
 

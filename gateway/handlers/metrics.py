@@ -12,11 +12,11 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth import bearer_token
+from gateway.auth.tokens import bearer_token
 from gateway.config import Secret
 from gateway.errors import Unauthorized
 from gateway.handlers.common import services_of
-from gateway.metrics import CONTENT_TYPE
+from gateway.obs.metrics import CONTENT_TYPE
 
 
 async def metrics(request: Request) -> Response:

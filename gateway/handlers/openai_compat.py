@@ -25,6 +25,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.core.generations import Follow
 from gateway.errors import (
     BadRequest,
     InternalError,
@@ -49,7 +50,6 @@ from gateway.events import (
     ToolReturned,
     is_final,
 )
-from gateway.generations import Follow
 from gateway.handlers.common import (
     authenticate,
     counted,
@@ -58,7 +58,7 @@ from gateway.handlers.common import (
     translate_unexpected,
 )
 from gateway.handlers.sse import HEARTBEAT_SECONDS, KEEP_ALIVE, SSE_HEADERS, Listener
-from gateway.protocol import (
+from gateway.protocol.frames import (
     CONVERSATION_ID_RE,
     MAX_HISTORY_MESSAGES,
     MAX_ID_CHARS,

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import Principal
 from gateway.errors import RateLimited
 from gateway.limits import limits_for
+from gateway.principal import Principal
 from gateway.services import Services
 from gateway.store.errors import store_error
 

@@ -10,13 +10,13 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.core.generations import Follow
+from gateway.core.outbox import Outbox
 from gateway.errors import InternalError, status_of
 from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
-from gateway.generations import Follow
 from gateway.handlers.common import authenticate, json_error, read_body, services_of
 from gateway.handlers.slots import Slot, SlotStream
-from gateway.outbox import Outbox
-from gateway.protocol import (
+from gateway.protocol.frames import (
     dumps,
     encode_event,
     notice_object,

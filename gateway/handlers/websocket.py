@@ -16,7 +16,9 @@ from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway.auth import Principal, bearer_token, choose_subprotocol, subprotocol_token
+from gateway.auth.tokens import bearer_token, choose_subprotocol, subprotocol_token
+from gateway.core.generations import Follow
+from gateway.core.outbox import Outbox
 from gateway.errors import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FORBIDDEN_ORIGIN,
@@ -35,14 +37,13 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.events import Event, GenerationRef, is_final
-from gateway.generations import Follow
 from gateway.handlers import slots
 from gateway.handlers.common import services_of
 from gateway.handlers.expiry import Expiry
 from gateway.handlers.idle import Idle
-from gateway.logs import bind, log_context
-from gateway.outbox import Outbox
-from gateway.protocol import (
+from gateway.obs.logs import bind, log_context
+from gateway.principal import Principal
+from gateway.protocol.frames import (
     PONG_FRAME,
     Auth,
     Cancel,

@@ -35,7 +35,7 @@ from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.retry import RetryPolicy
 from gateway.llm.usage import estimate_tokens, estimate_usage
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.upstream")
 

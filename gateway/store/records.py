@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from gateway.events import Chunk, Done, Event, Failed, Start, ToolCalled, ToolReturned, Usage
-from gateway.protocol import json_string
+from gateway.protocol.frames import json_string
 
 VERSION = 2
 

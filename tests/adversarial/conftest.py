@@ -49,9 +49,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.app import create_app
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import ModelConfig, Secret, Settings
-from gateway.server import uvicorn_options
+from gateway.server.options import uvicorn_options
 from tests.client import connected, receive, send
 from tests.conftest import TEST_SECRET, GatewayFactory
 from tests.upstream import serve_in_thread

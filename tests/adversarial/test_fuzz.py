@@ -20,7 +20,7 @@ from gateway.config import Limits
 from gateway.errors import RequestError
 from gateway.handlers.ai_sdk import chat_request
 from gateway.handlers.openai_compat import chat_call
-from gateway.protocol import (
+from gateway.protocol.frames import (
     ClientFrame,
     parse_completion,
     parse_frame_object,

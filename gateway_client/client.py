@@ -20,13 +20,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from gateway.client import sse
-from gateway.client.backoff import backoff, reconnect_delay
-from gateway.client.errors import GatewayError
-from gateway.client.events import ErrorEvent, Item, parse_frame
-from gateway.client.http import HttpApi, check_status
-from gateway.client.run import Run
-from gateway.client.tokens import TokenRefresh, Tokens
+from gateway_client import sse
+from gateway_client.backoff import backoff, reconnect_delay
+from gateway_client.errors import GatewayError
+from gateway_client.events import ErrorEvent, Item, parse_frame
+from gateway_client.http import HttpApi, check_status
+from gateway_client.run import Run
+from gateway_client.tokens import TokenRefresh, Tokens
 
 SUBPROTOCOL = Subprotocol("chat-gateway.v1")
 CLOSE_IDLE = 1000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.metrics import TRANSPORTS, GatewayMetrics
+from gateway.obs.metrics import TRANSPORTS, GatewayMetrics
 
 UNCOUNTED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 EVENT_STREAM = b"text/event-stream"

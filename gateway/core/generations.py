@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from gateway.bounds import AnswerText, GenerationBounds, timed_out
+from gateway.core.recent import RecentEvents
 from gateway.errors import InternalError, Interrupted, RequestError, UpstreamError
 from gateway.events import (
     AgentEvent,
@@ -35,16 +36,15 @@ from gateway.events import (
     Usage,
     is_final,
 )
-from gateway.logs import bind
-from gateway.metrics import GatewayMetrics
-from gateway.protocol import failed_from
-from gateway.recent import RecentEvents
+from gateway.obs.logs import bind
+from gateway.obs.metrics import GatewayMetrics
+from gateway.protocol.frames import failed_from
 from gateway.store.client import open_pubsub
 from gateway.store.errors import store_error
 from gateway.store.log_writer import LogWriter, Persisted, Trouble
 from gateway.store.logs import GenerationLog, Status
 
-log = logging.getLogger("gateway.generations")
+log = logging.getLogger("gateway.core.generations")
 
 Subscriber = Callable[[GenerationRef, Event], None]
 

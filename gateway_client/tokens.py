@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.client.errors import GatewayError
+from gateway_client.errors import GatewayError
 
 TokenRefresh = Callable[[], Awaitable[str] | str]
 """Returns a fresh token (a coroutine function or a plain one)."""

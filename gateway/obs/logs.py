@@ -310,7 +310,7 @@ def json_logging_config(log_level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "gateway.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "gateway.obs.logs.JsonFormatter"}},
         "handlers": {"json": handler},
         "loggers": {
             "uvicorn": {**quiet, "level": "INFO"},
@@ -323,7 +323,7 @@ def json_logging_config(log_level: str) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
-    """uvicorn's text layout for the gateway's own lines: `WARNING:  gateway.chat: …`."""
+    """uvicorn's text layout for the gateway's own lines: `WARNING:  gateway.core.chat: …`."""
 
     def format(self, record: logging.LogRecord) -> str:
         record.levelprefix = f"{record.levelname}:".ljust(9)

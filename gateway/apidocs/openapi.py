@@ -3,7 +3,7 @@
 `build(routes)` walks the Starlette routes the app serves and describes each method of each
 one from `OPERATIONS`; a route without an entry raises `Undocumented`, so a new route cannot
 ship undescribed, and an entry without a route is an error too. Bodies come from
-`gateway.schemas`. The WebSocket at `/ws` is described by docs/asyncapi.yaml instead.
+`gateway.apidocs.schemas`. The WebSocket at `/ws` is described by docs/asyncapi.yaml instead.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from gateway import conversations
-from gateway.handlers import openai_compat
-from gateway.protocol import MAX_ID_CHARS, PROTOCOL_VERSION
-from gateway.schemas import (
+from gateway.apidocs.schemas import (
     CONVERSATION_ID,
     GENERATION_ID,
     ID,
@@ -26,7 +23,10 @@ from gateway.schemas import (
     Schema,
     ref,
 )
-from gateway.timing import UNTIMED_PATHS
+from gateway.core import conversations
+from gateway.handlers import openai_compat
+from gateway.protocol.frames import MAX_ID_CHARS, PROTOCOL_VERSION
+from gateway.server.timing import UNTIMED_PATHS
 
 OPENAPI_VERSION = "3.1.0"
 Json = dict[str, Any]

@@ -23,23 +23,15 @@ from typing import Any
 
 import jwt
 
+from gateway.auth.jwks import JwksKeys, PublicKey
 from gateway.config import Settings
 from gateway.errors import Unauthorized
-from gateway.jwks import JwksKeys, PublicKey
-from gateway.protocol import BEARER_PREFIX, SUBPROTOCOL
+from gateway.principal import Principal
+from gateway.protocol.frames import BEARER_PREFIX, SUBPROTOCOL
 
 # RFC 7519 `typ` values, and RFC 9068 access tokens; compared case-insensitively.
 ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 MALFORMED = "The token is malformed or wrongly signed."
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated user: `sub` is the user id that owns conversations."""
-
-    sub: str
-    expires_at: int
-    claims: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx2
 
-from gateway.client.errors import GatewayError
-from gateway.client.tokens import Tokens
+from gateway_client.errors import GatewayError
+from gateway_client.tokens import Tokens
 
 # SSE streams send a keep-alive comment every 15 s: silence for much longer means a dead link.
 TIMEOUT = httpx2.Timeout(10.0, read=45.0)

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx2
 
-from gateway.client.events import ErrorEvent, Item, parse_frame
-from gateway.client.http import HttpApi, refusal_detail
-from gateway.client.run import Run
+from gateway_client.events import ErrorEvent, Item, parse_frame
+from gateway_client.http import HttpApi, refusal_detail
+from gateway_client.run import Run
 
 
 class SseParser:

@@ -7,9 +7,9 @@
                 print(event.content, end="", flush=True)
 """
 
-from gateway.client.client import ConnectionState, GatewayClient
-from gateway.client.errors import GatewayError
-from gateway.client.events import (
+from gateway_client.client import ConnectionState, GatewayClient
+from gateway_client.errors import GatewayError
+from gateway_client.events import (
     Chunk,
     Done,
     ErrorEvent,
@@ -22,8 +22,8 @@ from gateway.client.events import (
     Usage,
     parse_frame,
 )
-from gateway.client.run import Run
-from gateway.client.tokens import TokenRefresh
+from gateway_client.run import Run
+from gateway_client.tokens import TokenRefresh
 
 __all__ = [
     "Chunk",

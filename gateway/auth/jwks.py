@@ -26,7 +26,7 @@ from jwt.exceptions import InvalidKeyError
 
 from gateway.errors import Unauthorized
 
-log = logging.getLogger("gateway.jwks")
+log = logging.getLogger("gateway.auth.jwks")
 
 FETCH_TIMEOUT = 5.0  # seconds for a whole fetch: a verification waits no longer than this
 MAX_DOCUMENT_BYTES = 1 << 20

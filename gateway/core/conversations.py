@@ -22,16 +22,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.auth import Principal
-from gateway.chat import ChatService
+from gateway.core.chat import ChatService
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
-from gateway.protocol import CONVERSATION_ID_RE
+from gateway.principal import Principal
+from gateway.protocol.frames import CONVERSATION_ID_RE
 from gateway.store.conversations import ConversationStore, Page, Position, Summary
 from gateway.store.limits import LimitStore
 from gateway.store.logs import GenerationLog, Status
 
-log = logging.getLogger("gateway.conversations")
+log = logging.getLogger("gateway.core.conversations")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

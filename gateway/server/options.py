@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import Settings
-from gateway.logs import uvicorn_log_options
-from gateway.transport import deadline_protocol, send_deadline_protocol
+from gateway.obs.logs import uvicorn_log_options
+from gateway.server.transport import deadline_protocol, send_deadline_protocol
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": deadline_protocol(settings.http_header_timeout),
         "timeout_keep_alive": settings.http_keepalive_timeout,
         "log_level": uvicorn_log_level(settings),
-        **uvicorn_log_options(settings),  # LOG_FORMAT=json: gateway/logs.py
+        **uvicorn_log_options(settings),  # LOG_FORMAT=json: gateway/obs/logs.py
         # Sockets close with 1012 at once and SSE streams end when draining begins, so this
         # only bounds stragglers; generations themselves drain in the app's shutdown.
         "timeout_graceful_shutdown": max(1, int(settings.shutdown_drain_seconds)),

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from gateway import conversations
+from gateway.core import conversations
+from gateway.core.generations import NOTICES
 from gateway.errors import ErrorCode
 from gateway.events import FinishReason
-from gateway.generations import NOTICES
 from gateway.handlers import ai_sdk, openai_compat
-from gateway.protocol import (
+from gateway.protocol.frames import (
     CONVERSATION_ID_RE,
     GENERATION_ID_RE,
     MAX_HISTORY_MESSAGES,

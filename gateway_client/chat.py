@@ -16,8 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.auth import mint_token
-from gateway.client import (
+from gateway.auth.tokens import mint_token
+from gateway.config import ConfigError, Settings
+from gateway.server.devmode import SECRET_FILE, dev_secret
+from gateway_client import (
     Chunk,
     ConnectionState,
     Done,
@@ -27,9 +29,7 @@ from gateway.client import (
     Notice,
     Run,
 )
-from gateway.client.tokens import TokenRefresh
-from gateway.config import ConfigError, Settings
-from gateway.devmode import SECRET_FILE, dev_secret
+from gateway_client.tokens import TokenRefresh
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_USER = "dev"  # the same user as the dev page's token, so both see the same conversations

@@ -11,12 +11,9 @@ import time
 from collections.abc import Mapping
 
 from gateway.agents.base import Agent, AgentInput
-from gateway.auth import Principal
 from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
-from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
-from gateway.generations import (
+from gateway.core.generations import (
     NOTICES,
     STORE_UNREACHABLE,
     Follow,
@@ -28,11 +25,14 @@ from gateway.generations import (
     Result,
     Sink,
 )
+from gateway.errors import BadRequest, NotFound, Unavailable
+from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.limits import Refusal, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.registry import ModelRegistry
-from gateway.metrics import GatewayMetrics
-from gateway.protocol import CompletionRequest
+from gateway.obs.metrics import GatewayMetrics
+from gateway.principal import Principal
+from gateway.protocol.frames import CompletionRequest
 from gateway.store.client import StorePipeline
 from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
 from gateway.store.errors import store_error
@@ -41,7 +41,7 @@ from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_writer import Persisted
 from gateway.store.logs import READ_PAGE, GenerationLog, GenerationMeta, Status
 
-log = logging.getLogger("gateway.chat")
+log = logging.getLogger("gateway.core.chat")
 
 
 class StoreOutage:

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from gateway.client.errors import GatewayError
-from gateway.client.events import Chunk, ErrorEvent, Item, Notice
+from gateway_client.errors import GatewayError
+from gateway_client.events import Chunk, ErrorEvent, Item, Notice
 
 
 class _End:
