@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from gateway.events import Message, Usage
 
+TITLE_CHARS = 80
+ELLIPSIS = "\u2026"
+
 MessageStatus = Literal["complete", "incomplete", "cancelled"]
 
 
@@ -134,3 +137,16 @@ class Page:
     summary: Summary
     messages: list[StoredMessage]
     older: int | None  # `before` for the page of older messages; None when none are left
+
+
+def title_of(message: str) -> str:
+    """A conversation's first title: its first message on one line, at most TITLE_CHARS
+    characters; a longer one is cut after a word when that keeps most of it, and ends with an
+    ellipsis."""
+    line = " ".join(message.split())
+    if len(line) <= TITLE_CHARS:
+        return line
+    room = TITLE_CHARS - len(ELLIPSIS)
+    space = line.rfind(" ", 0, room + 1)
+    cut = line[:space] if space >= room // 2 else line[:room]
+    return cut.rstrip() + ELLIPSIS
