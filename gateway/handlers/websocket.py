@@ -42,6 +42,7 @@ from gateway.handlers.common import services_of
 from gateway.handlers.expiry import Expiry
 from gateway.handlers.idle import Idle
 from gateway.handlers.runtime import Runtime
+from gateway.obs import tracing
 from gateway.obs.logs import bind, log_context
 from gateway.principal import Principal
 from gateway.protocol.frames import (
@@ -241,9 +242,11 @@ class Connection:
             obj = parse_json_object(text)
             frame = parse_frame_object(obj)
             if isinstance(frame, CompletionRequest):
-                await self._start(frame)
+                with tracing.active.frame("completion", frame.id, obj, self.ws.headers):
+                    await self._start(frame)
             elif isinstance(frame, Resume):
-                await self._resume(frame)
+                with tracing.active.frame("resume", frame.id, obj, self.ws.headers):
+                    await self._resume(frame)
             elif isinstance(frame, Cancel):
                 await self._cancel(frame)
             elif isinstance(frame, Ping):
