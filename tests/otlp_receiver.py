@@ -1,12 +1,16 @@
 """A small OTLP/HTTP trace receiver for tests: accepts `POST /v1/traces`, decodes the protobuf
-(gzip too) with opentelemetry-proto, and keeps the spans for a test to wait on."""
+(gzip too) with opentelemetry-proto, and keeps the spans for a test to wait on.
+
+`python -m tests.otlp_receiver` runs one for the bench (docs/performance.md#tracing): it prints
+its endpoint, and the spans it received when stopped (Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
 import gzip
+import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -124,3 +128,17 @@ def otlp_receiver() -> Iterator[tuple[Receiver, str]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def main() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with otlp_receiver() as (receiver, endpoint):
+        print(endpoint, flush=True)
+        with suppress(KeyboardInterrupt):
+            stop.wait()
+    print(f"{len(receiver.spans)} spans in {receiver.posts} exports", flush=True)
+
+
+if __name__ == "__main__":
+    main()
