@@ -226,6 +226,25 @@ async def test_a_resume_on_another_instance_links_to_the_generation(
     assert follow.attributes["gateway.generation.id"] == generation_id
 
 
+async def test_a_failed_model_call_is_an_error_by_its_code_alone(
+    pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
+) -> None:
+    caller = Caller()
+    ws = await connected(pair[0].url, token())
+    frame = {"message": "x", "model": "fake-err401", "traceparent": caller.traceparent}
+    await send(ws, type="completion", id="e", **frame)
+    failed = (await until_done(ws, "e"))[-1]
+    assert failed["type"] == "error"
+    spans = await asyncio.to_thread(receiver[0].wait_for, answer_spans(caller.trace_id))
+    call = one(spans, lambda s: s.kind == "CLIENT")
+    generation = one(spans, lambda s: s.name.startswith("invoke_agent"))
+    assert call.error and call.attributes["error.type"] == failed["code"]
+    assert generation.error and generation.attributes["error.type"] == failed["code"]
+    assert generation.attributes["gateway.generation.outcome"] == "incomplete"
+    # The message says which model; spans carry the code only.
+    assert failed["message"] not in json.dumps([s.attributes for s in spans])
+
+
 def test_tracing_is_on_only_with_an_endpoint() -> None:
     endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
     assert not wanted({})
