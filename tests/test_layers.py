@@ -66,6 +66,8 @@ def test_the_upstream_policy_knows_no_wire_format() -> None:
     assert neutral and offenders == {}
 
 
-@pytest.mark.parametrize("module", ["protocol/frames.py", "events.py", "errors.py", "config.py", "principal.py"])
+@pytest.mark.parametrize(
+    "module", ["protocol/frames.py", "events.py", "errors.py", "config.py", "principal.py"]
+)
 def test_pure_leaves_do_no_io(module: str) -> None:
     assert imported(GATEWAY / module) & {"asyncio", "redis", "openai", "starlette"} == set()
