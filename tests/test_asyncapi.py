@@ -11,10 +11,13 @@ from typing import Any, get_args
 import pytest
 import yaml
 from jsonschema import Draft7Validator
+from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
 from gateway import errors
 from gateway.apidocs import schemas
+from gateway.core import conversations
+from gateway.core.generations import NOTICES
 from gateway.errors import BadRequest, ErrorCode, RateLimited
 from gateway.events import (
     Chunk,
@@ -28,6 +31,9 @@ from gateway.events import (
     Usage,
 )
 from gateway.protocol import frames as protocol
+from gateway.protocol import server_models, views
+from gateway.store.conversations import MessageStatus
+from gateway.store.logs import Status
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 
@@ -135,6 +141,47 @@ def test_event_schemas_agree_with_the_openapi_ones() -> None:
         assert set(ours[name]["required"]) == set(schema["required"]), name
     notice = ours["Notice"]["properties"]["code"]["enum"]
     assert notice == list(schemas.NOTICE_CODES)
+
+
+def test_frame_schemas_agree_with_the_wire_types() -> None:
+    ours = DOC["components"]["schemas"]
+    for name in [*protocol.CLIENT_FRAMES_BY_NAME, *server_models.SOCKET_FRAMES]:
+        generated = schemas.SOCKET[name]
+        assert set(ours[name]["properties"]) == set(generated["properties"]), name
+        assert set(ours[name].get("required", [])) <= set(generated.get("required", [])), name
+
+
+def test_every_rendered_frame_is_its_wire_type() -> None:
+    types = {
+        **{t.__name__: t for t in server_models.EVENTS.values()},
+        **server_models.SOCKET_FRAMES,
+        "Notice": server_models.Notice,
+    }
+    by_type = {
+        "start": "StartEvent",
+        "chunk": "ChunkEvent",
+        "tool_call": "ToolCallEvent",
+        "tool_result": "ToolResultEvent",
+        "done": "DoneEvent",
+        "notice": "Notice",
+        "ready": "ReadyFrame",
+        "authenticated": "AuthenticatedFrame",
+        "token_expiring": "TokenExpiringFrame",
+        "resumed": "ResumedFrame",
+        "pong": "PongFrame",
+    }
+    for frame in server_frames():
+        name = by_type.get(frame["type"]) or ("ErrorEvent" if "seq" in frame else "ErrorFrame")
+        TypeAdapter(types[name]).validate_python(frame)
+    with pytest.raises(ValidationError):  # the wire types do look: no field beyond theirs
+        TypeAdapter(server_models.PongFrame).validate_python({"type": "pong", "extra": 1})
+
+
+def test_the_enumerations_on_the_wire_are_the_stores_and_the_cores() -> None:
+    assert get_args(server_models.GenerationStatus) == get_args(Status)
+    assert get_args(server_models.NoticeCode) == tuple(NOTICES)
+    assert get_args(views.MessageStatus) == get_args(MessageStatus)
+    assert views.MAX_TITLE_CHARS == conversations.MAX_TITLE_CHARS
 
 
 def test_close_codes_are_the_codes_constants() -> None:

@@ -36,6 +36,7 @@ from gateway.protocol.frames import (
     event_object,
     parse_after,
     parse_client_frame,
+    parse_frame_object,
     parse_json_object,
     parse_tool_choice,
     parse_tools,
@@ -323,3 +324,20 @@ def test_every_error_code_has_one_http_status_from_the_error_tree() -> None:
     assert statuses["rate_limited"] == 429 and statuses["upstream_unavailable"] == 503
     assert statuses["internal"] == 500 and status_of("no such code") == 500
     assert all(400 <= status < 600 for status in statuses.values())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("message", "\ud800"),
+        ("id", "a\udfff"),
+        ("model", "\ud800"),
+        ("stop", ["\ud800"]),
+        ("sources", ["\ud800"]),
+        ("tools", [{"type": "function", "function": {"name": "\ud800"}}]),
+    ],
+)
+def test_a_lone_surrogate_is_text_like_any_other(field: str, value: Any) -> None:
+    """JSON's escapes can make one; the checks count it as one character, as before."""
+    frame = {"type": "completion", "id": "r", "message": "hi", field: value}
+    assert isinstance(parse_frame_object(frame), CompletionRequest)

@@ -21,7 +21,6 @@ from gateway.protocol.requests import (
     After,
     CompletionFrame,
     CompletionRequest,
-    NonEmpty,
     Source,
     completion_request,
     parse_after,
@@ -58,6 +57,7 @@ from gateway.protocol.wire import (
     MAX_TOOLS,
     STRICT,
     GenerationId,
+    NonEmpty,
     RequestId,
     validate,
 )
@@ -175,6 +175,7 @@ CLIENT_FRAMES: dict[str, type] = {
     "cancel": CancelFrame,
     "ping": PingFrame,
 }
+CLIENT_FRAMES_BY_NAME = {kind.__name__: kind for kind in CLIENT_FRAMES.values()}
 AUTH = TypeAdapter(AuthFrame)
 RESUME = TypeAdapter(ResumeFrame)
 CANCEL = TypeAdapter(CancelFrame)

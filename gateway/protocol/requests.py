@@ -26,6 +26,7 @@ from gateway.protocol.wire import (
     STRICT,
     ConversationId,
     NonBlank,
+    NonEmpty,
     RequestId,
     validate,
 )
@@ -88,7 +89,7 @@ class SourceObject(TypedDict):
 
 class ToolFunction(TypedDict):
     __pydantic_config__ = STRICT  # type: ignore[misc]
-    name: Annotated[str, Field(min_length=1)]
+    name: NonEmpty
     description: NotRequired[str | None]
     parameters: NotRequired[Annotated[dict[str, Any] | None, Field(description="A JSON Schema.")]]
     strict: NotRequired[bool | None]
@@ -113,7 +114,6 @@ class NamedToolChoice(TypedDict):
     function: NamedFunction
 
 
-NonEmpty = Annotated[str, Field(min_length=1)]
 Stop = NonEmpty | Annotated[list[NonEmpty], Field(max_length=MAX_STOP_SEQUENCES)]
 Tools = Annotated[list[Tool], Field(max_length=MAX_TOOLS)]
 ToolChoiceField = Annotated[

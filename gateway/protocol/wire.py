@@ -33,10 +33,27 @@ NON_BLANK = "\\S"  # at least one character that is not whitespace
 STRICT = ConfigDict(strict=True)  # no coercion: a "1" is not a 1, a 1 not a true
 
 
+def within(low: int, high: int | None = None) -> AfterValidator:
+    """A string of `low` to `high` characters, counted as Python counts them: pydantic's own
+    length check refuses a lone surrogate (which JSON's escapes can make) as no string."""
+
+    def check(value: str) -> str:
+        if len(value) < low or (high is not None and len(value) > high):
+            raise ValueError("length")
+        return value
+
+    return AfterValidator(check)
+
+
 RequestId = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_ID_CHARS, description=f"1-{MAX_ID_CHARS} characters."),
+    within(1, MAX_ID_CHARS),
+    Field(
+        description=f"1-{MAX_ID_CHARS} characters.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS},
+    ),
 ]
+NonEmpty = Annotated[str, within(1), Field(json_schema_extra={"minLength": 1})]
 ConversationId = Annotated[
     str,
     Field(
@@ -60,7 +77,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-NonBlank = Annotated[str, AfterValidator(_not_blank), Field(pattern=NON_BLANK)]
+# The pattern is for the documents alone: pydantic's regex engine refuses a lone surrogate
+# (which JSON's escapes can make), where the check by `strip` lets it through as text.
+NonBlank = Annotated[
+    str, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": NON_BLANK})
+]
 
 # Readable messages, by the field (or the field and what lies inside it) that failed. A key
 # with an index, `("tools", "item")`, covers everything inside one item of a list.
