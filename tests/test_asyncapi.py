@@ -1,6 +1,7 @@
-"""docs/asyncapi.yaml: a valid AsyncAPI 3.0 document (checked with the official AsyncAPI 3.0.0
-JSON Schema, vendored in tests/schemas/), that names exactly the frames, close codes and error
-codes of the code, and whose message schemas describe what a real gateway sends."""
+"""docs/asyncapi.yaml: the document `gateway.apidocs.asyncapi` builds from the wire types, a
+valid AsyncAPI 3.0 document (checked with the official AsyncAPI 3.0.0 JSON Schema, vendored in
+tests/schemas/), that names exactly the frames, close codes and error codes of the code, and
+whose message schemas describe what a real gateway sends."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
 from gateway import errors
-from gateway.apidocs import schemas
+from gateway.apidocs import asyncapi, schemas
 from gateway.core import conversations
 from gateway.core.generations import NOTICES
 from gateway.errors import BadRequest, ErrorCode, RateLimited
@@ -72,6 +73,11 @@ def assert_documented(frame: Json) -> None:
     assert kind in DOC["channels"]["socket"]["messages"], kind
     problems = [e.message for e in payload_validator(kind).iter_errors(frame)]
     assert not problems, f"{kind}: {problems[:3]} in {frame}"
+
+
+def test_the_file_is_the_document_the_wire_types_make() -> None:
+    """Regenerate with `python -m gateway.apidocs.asyncapi > docs/asyncapi.yaml`."""
+    assert json.loads(json.dumps(asyncapi.build())) == DOC
 
 
 def test_the_document_is_valid_asyncapi_3() -> None:

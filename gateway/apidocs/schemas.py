@@ -51,7 +51,21 @@ def generated(types: dict[str, Any]) -> dict[str, Schema]:
     tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REFS, schema_generator=_Generator)
     used: dict[str, Schema] = dict(defs.get("$defs", {}))
     named = {name: used.pop(top["$ref"].rsplit("/", 1)[-1]) for (name, _), top in tops.items()}
-    return {**named, **used}
+    return {name: _one_line(schema) for name, schema in {**named, **used}.items()}
+
+
+def _one_line(schema: Any) -> Any:
+    """A docstring's line breaks are for the source; a description is one paragraph."""
+    if isinstance(schema, dict):
+        return {
+            key: " ".join(value.split())
+            if key == "description" and isinstance(value, str)
+            else _one_line(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_one_line(item) for item in schema]
+    return schema
 
 
 def ref(name: str) -> Schema:
