@@ -158,7 +158,13 @@ def message_for(error: ErrorDetails) -> str:
         if field == "tools" and TOOL_TYPED_FIELDS.intersection(map(str, loc[2:])):
             return MESSAGES[(field, "types")]
         return MESSAGES.get((field, "item"), MESSAGES[field])
+    if field == "conversation_id" and not is_request_id(error["input"]):
+        return MESSAGES["id"].replace("'id'", "'conversation_id'")  # not even an id
     return MESSAGES.get(field, f"'{field}' is invalid.")
+
+
+def is_request_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS
 
 
 T = TypeVar("T")
