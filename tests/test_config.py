@@ -33,6 +33,33 @@ def test_empty_variables_count_as_unset() -> None:
     assert settings.max_frame_bytes == 1024 * 1024
 
 
+def test_each_variable_is_parsed_as_its_field_is_typed() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_CLUSTER": "yes",
+            "REDIS_URL": "redis://127.0.0.1:7000",
+            "GATEWAY_DATA_DIR": "/srv/gw",
+            "ALLOWED_ORIGINS": " https://a.example , ,https://b.example",
+            "MAX_FRAME_BYTES": "2e3",
+            "LOG_FLUSH_MS": "2.5",
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "JSON",
+            "METRICS_TOKEN": "m",
+        }
+    )
+    assert settings.redis_cluster and settings.data_dir == Path("/srv/gw")
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert (settings.max_frame_bytes, settings.log_flush_ms) == (2000, 2.5)
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    assert settings.metrics_token == Secret("m")
+
+
+def test_a_choice_outside_its_literal_is_explained() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ON_DISCONNECT": "Pause"})
+    assert str(caught.value) == "ON_DISCONNECT must be one of continue, cancel, not 'pause'."
+
+
 def test_openai_models_from_env() -> None:
     settings = Settings.from_env(
         {
