@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 import pytest
 from uvicorn.config import Config
@@ -20,7 +21,7 @@ async def app(scope: object, receive: object, send: object) -> None:  # never ca
 
 
 @pytest.mark.parametrize("protocol", [HttpToolsProtocol, WebSocketsSansIOProtocol])
-def test_the_protocols_are_made_as_we_make_them(protocol: type) -> None:
+def test_the_protocols_are_made_as_we_make_them(protocol: Any) -> None:
     assert list(inspect.signature(protocol.__init__).parameters) == CONSTRUCTOR
 
 
