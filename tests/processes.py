@@ -14,7 +14,14 @@ from pathlib import Path
 
 from tests.conftest import TEST_SECRET, free_port
 
-MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200", "fake-err401"]
+MODELS = [
+    "fake",
+    "fake-i5-n20",
+    "fake-i5-n20-hold10",
+    "fake-i20-n100",
+    "fake-i20-n200",
+    "fake-err401",
+]
 
 
 def config_file(folder: Path, upstream_url: str, extra: Iterable[str] = ()) -> Path:
