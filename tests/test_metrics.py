@@ -137,6 +137,7 @@ def test_metrics_endpoint_serves_the_live_registry(served: tuple[str, GatewayMet
     found = parse(response.text)
     assert found.value("gateway_errors_total", code="upstream_error") == 3
     assert "gateway_time_to_first_token_seconds" in found.types
+    assert found.value("process_resident_memory_bytes") > 0  # one process: process_* too
 
 
 def test_metrics_token_is_required_when_set(start_gateway: GatewayFactory) -> None:
