@@ -206,8 +206,9 @@ def _forget_this_worker_at_exit() -> None:
 
 
 def forget_dead_workers(folder: Path) -> None:
-    """Drop the live gauges of workers that ended without running their exit hooks (killed),
-    before the supervisor's replacement is counted beside them."""
+    """Drop the live gauges of workers that ended without running their exit hook (killed),
+    so that their sockets and generations stop counting; uvicorn starts a new worker in
+    their place, which counts from zero."""
     for path in folder.glob("gauge_live*_*.db"):
         pid = int(path.stem.rsplit("_", 1)[1])
         if not _running(pid):
