@@ -125,8 +125,13 @@ async def test_the_openai_sdk_on_an_allowed_origin_gets_its_answer(
     console: list[str] = []
     page = await sdk_page(context, allowed_site, console)
     message = unique("hello from another origin")
-    result = await ask(page, cors_gateway, token(), message, stream)
+    completions = f"{cors_gateway.url}/v1/chat/completions"
+    async with page.expect_request(lambda r: r.method == "POST" and r.url == completions) as sent:
+        result = await ask(page, cors_gateway, token(), message, stream)
     assert result.get("text") == f"You said: {message}", (result, console)
+    # The headers that used to fail the preflight were sent, and let through.
+    headers = await (await sent.value).all_headers()
+    assert headers["x-stainless-lang"] == "js" and "x-stainless-retry-count" in headers
     if not stream:
         # Exposed, so the browser lets the SDK read it.
         assert str(result["generationId"]).startswith("gen_"), result
