@@ -38,7 +38,8 @@ from gateway.services import open_client
 from gateway.store.client import StoreClient
 from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta
 from tests.conftest import TEST_SECRET, free_port, start_redis
 from tests.processes import GatewayProcess, start_process
 

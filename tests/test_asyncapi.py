@@ -33,8 +33,8 @@ from gateway.events import (
 )
 from gateway.protocol import frames as protocol
 from gateway.protocol import server_models, views
-from gateway.store.conversations import MessageStatus
-from gateway.store.logs import Status
+from gateway.store.messages import MessageStatus
+from gateway.store.records import Status
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from gateway.bounds import AnswerText, GenerationBounds, timed_out
+from gateway.core.ports import GenerationLogs, LogWriting
 from gateway.core.recent import RecentEvents
 from gateway.errors import InternalError, Interrupted, RequestError, UpstreamError
 from gateway.events import (
@@ -39,10 +40,8 @@ from gateway.events import (
 from gateway.obs.logs import bind
 from gateway.obs.metrics import GatewayMetrics
 from gateway.protocol.frames import failed_from
-from gateway.store.client import open_pubsub
-from gateway.store.errors import store_error
-from gateway.store.log_writer import LogWriter, Persisted, Trouble
-from gateway.store.logs import GenerationLog, Status
+from gateway.store.records import Persisted, Status, Trouble
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.core.generations")
 
@@ -134,10 +133,10 @@ class Generation:
         agent: str,
         events: AsyncIterator[AgentEvent],
         on_end: OnEnd,
-        writer: LogWriter,
+        writer: LogWriting,
         metrics: GatewayMetrics,
         bounds: GenerationBounds,
-        generation_log: GenerationLog,
+        generation_log: GenerationLogs,
     ) -> None:
         self.ref = ref
         self.model = model
@@ -424,17 +423,15 @@ class GenerationRegistry:
 
     def __init__(
         self,
-        generation_log: GenerationLog,
-        writer: LogWriter,
+        generation_log: GenerationLogs,
+        writer: LogWriting,
         lease_ttl: float,
-        cancel_channel: str,
         metrics: GatewayMetrics,
     ) -> None:
         self._log = generation_log
         self.metrics = metrics
         self.writer = writer
         self._lease_ttl = lease_ttl
-        self._cancel_channel = cancel_channel
         self._running: dict[str, Generation] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = asyncio.Event()
@@ -443,7 +440,6 @@ class GenerationRegistry:
         writer.on_trouble = self._trouble
         writer.on_written = self._written
         self._renew_failing = False
-        metrics.generations_running.set_function(lambda: len(self._running))
 
     def start(self) -> None:
         self._tasks = [
@@ -469,7 +465,13 @@ class GenerationRegistry:
         task = asyncio.create_task(generation.run(), name=f"generation-{generation.id}")
         generation.task = task
         self._running[generation.id] = generation
-        task.add_done_callback(lambda _: self._running.pop(generation.id, None))
+        self.metrics.generations_running.set(len(self._running))
+        task.add_done_callback(lambda _: self._forget(generation.id))
+
+    def _forget(self, generation_id: str) -> None:
+        self._running.pop(generation_id, None)
+        # Set, not moved, so it cannot drift; a live gauge, so workers add up.
+        self.metrics.generations_running.set(len(self._running))
 
     def get(self, generation_id: str) -> Generation | None:
         return self._running.get(generation_id)
@@ -522,11 +524,8 @@ class GenerationRegistry:
     async def _hear_cancels(self) -> None:
         while True:
             try:
-                async with await open_pubsub(self._log.redis) as pubsub:
-                    await pubsub.subscribe(self._cancel_channel)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._cancel_local(str(message["data"]))
+                async for generation_id in self._log.cancel_requests():
+                    self._cancel_local(generation_id)
             except Exception:
                 log.warning("the cancel channel dropped; resubscribing")
                 await asyncio.sleep(1)  # back off before reconnecting to Redis

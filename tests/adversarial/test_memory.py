@@ -15,7 +15,8 @@ import httpx2
 
 from gateway.config import Limits, ModelConfig, Secret, Settings
 from gateway.services import Services
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
+from gateway.store.messages import StoredMessage
 from tests.adversarial.conftest import RunningGateway, Survives, rss_bytes
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import GatewayFactory
