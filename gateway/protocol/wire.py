@@ -93,6 +93,9 @@ MESSAGES: dict[str | tuple[str, str], str] = {
     },
     "message": "'message' must be a non-empty string.",
     "conversation_id": "'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -.",
+    ("conversation_id", "not an id"): (
+        f"'conversation_id' must be a string of 1-{MAX_ID_CHARS} characters."
+    ),
     "generation_id": "'generation_id' must be a generation id such as 'gen_…'.",
     "stream": "'stream' must be true or false.",
     "temperature": "'temperature' must be a number from 0 to 2.",
@@ -151,15 +154,15 @@ TOOL_TYPED_FIELDS = frozenset({"description", "parameters", "strict"})
 def message_for(error: ErrorDetails) -> str:
     """The readable message of one pydantic error."""
     loc = error["loc"]
-    if not loc:  # a check across fields: its own words
-        return str(error.get("ctx", {}).get("error", error["msg"]))
+    if not loc:  # the whole value
+        return "Expected a JSON object."
     field = str(loc[0])
     if len(loc) > 1 and isinstance(loc[1], int):
         if field == "tools" and TOOL_TYPED_FIELDS.intersection(map(str, loc[2:])):
             return MESSAGES[(field, "types")]
         return MESSAGES.get((field, "item"), MESSAGES[field])
     if field == "conversation_id" and not is_request_id(error["input"]):
-        return MESSAGES["id"].replace("'id'", "'conversation_id'")  # not even an id
+        return MESSAGES[(field, "not an id")]
     return MESSAGES.get(field, f"'{field}' is invalid.")
 
 
