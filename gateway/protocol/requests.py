@@ -184,8 +184,16 @@ COMPLETION_BODY = TypeAdapter(CompletionBody)
 COMPLETION_FRAME = TypeAdapter(CompletionFrame)
 # The fields a request takes as they come; the others are turned into the core's types.
 PLAIN = frozenset(
-    {"message", "id", "model", "agent", "conversation_id", "max_tokens", "project_id"}
-    | {"idempotency_key"}
+    (
+        "message",
+        "id",
+        "model",
+        "agent",
+        "conversation_id",
+        "max_tokens",
+        "project_id",
+        "idempotency_key",
+    )
 )
 
 
