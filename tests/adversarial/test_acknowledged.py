@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 ANSWER = "fake-i20-n100"  # 102 events over about two seconds

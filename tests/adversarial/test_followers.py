@@ -30,7 +30,6 @@ from websockets.asyncio.client import ClientConnection
 from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
-from tests.adversarial.conftest import healthy
 from tests.adversarial.test_redis_faults import (
     GATE_TIMEOUT,
     GATES,
@@ -42,10 +41,13 @@ from tests.adversarial.test_redis_faults import (
     through_seq,
     until,
 )
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import GatewayFactory, RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.upstream import FakeUpstream
+from tests.conftest import GatewayFactory
+from tests.support.bystander import healthy
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 TOKENS = 40  # of each held answer: three, then the hold, then the rest

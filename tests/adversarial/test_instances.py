@@ -18,12 +18,12 @@ import httpx2
 import pytest
 
 from tests.adversarial.conftest import secrets_in
-from tests.client import close_code, connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.test_http import sse_events
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import close_code, connected, receive, send, text_of, until_done
 from tests.test_resume import read_through, resume_sse, resume_ws
-from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 202 events over about four seconds

@@ -22,11 +22,13 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.config import Secret
 from tests.adversarial.conftest import MINTED
-from tests.client import connected, open_socket
-from tests.conftest import TEST_SECRET, GatewayFactory, RedisServer
-from tests.jwks_server import KeyServer, good_claims, rsa_key
-from tests.processes import start_process
-from tests.upstream import serve_in_thread
+from tests.conftest import GatewayFactory
+from tests.support.jwks_server import KeyServer, good_claims, rsa_key
+from tests.support.processes import start_process
+from tests.support.redis import RedisServer
+from tests.support.serving import serve_in_thread
+from tests.support.tokens import TEST_SECRET
+from tests.support.ws import connected, open_socket
 
 AUD = "chat-gateway"
 ISS = "https://idp.example.test"

@@ -26,10 +26,13 @@ from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
 from gateway.store.keys import Keys
-from tests.adversarial.conftest import RawSocket, healthy
-from tests.client import connected, receive, send
-from tests.conftest import GatewayFactory, RedisServer, free_port, start_redis
-from tests.test_http import sse_events
+from tests.conftest import GatewayFactory
+from tests.support.bystander import healthy
+from tests.support.raw_ws import RawSocket
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
+from tests.support.sse import sse_events
+from tests.support.ws import connected, receive, send
 
 Mint = Callable[..., str]
 GATES: dict[str, threading.Semaphore] = {}

@@ -19,10 +19,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.adversarial.conftest import FAST, StartProbe
-from tests.client import connected, receive, send, until_done
-from tests.conftest import free_port, kinds
-from tests.upstream import FakeUpstream, Recorded
+from tests.adversarial.conftest import StartProbe
+from tests.support.gateways import FAST
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream, Recorded
+from tests.support.ws import connected, kinds, receive, send, until_done
 
 Mint = Callable[..., str]
 Frames = list[dict[str, Any]]

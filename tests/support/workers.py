@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from tests.adversarial.conftest import settle
+from tests.support.polling import settle
 
 
 def stat(pid: int) -> list[str] | None:
