@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SECRET, RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, start_process
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, start_process
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
+from tests.support.upstream import FakeUpstream
 
 NODE_TESTS = Path(__file__).resolve().parent / "js" / "client"
 NODE_MAJOR = 20

@@ -17,7 +17,7 @@ from gateway.config import Settings
 from gateway.store.conversations import ConversationStore, StoredMessage
 from gateway.store.keys import Keys
 from tests.conftest import GatewayFactory
-from tests.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 SLOW = "fake-i20-n200"  # 200 chunks, 20 ms apart: still running when the test acts

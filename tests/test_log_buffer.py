@@ -14,7 +14,7 @@ from gateway.events import Chunk
 from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter, Trouble
 from gateway.store.logs import GenerationLog, GenerationMeta
-from tests.conftest import RedisServer
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_reads import BlockingReads, PollSchedule
 from gateway.store.logs import GenerationLog, GenerationMeta
-from tests.conftest import RedisServer, free_port, start_redis
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
 
 
 @pytest.fixture

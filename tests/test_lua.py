@@ -15,8 +15,8 @@ from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter, Trouble
 from gateway.store.logs import GenerationLog, GenerationMeta
 from gateway.store.lua import Lua
-
-from .conftest import RedisServer, free_port, start_redis
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
 
 COUNT = "return redis.call('INCR', KEYS[1])"
 

@@ -15,16 +15,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer
-from tests.processes import (
-    GatewayProcess,
-    config_file,
-    gateway_environment,
-    start_pair,
-)
-from tests.test_http import sse_events
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done

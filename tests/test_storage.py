@@ -17,8 +17,7 @@ from gateway.store.client import StoreClient
 from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
 from gateway.store.keys import Keys
 from gateway.store.limits import Admission, LimitStore, Turn
-
-from .conftest import RedisServer
+from tests.support.redis import RedisServer
 
 TTL = 600
 

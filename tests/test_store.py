@@ -17,8 +17,7 @@ from gateway.store.conversations import ConversationStore, StoredMessage, title_
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.store.keys import Keys, tag
 from gateway.store.logs import GenerationLog, GenerationMeta
-
-from .conftest import RedisServer
+from tests.support.redis import RedisServer
 
 
 def message(role: str, content: str, at: int = 1) -> StoredMessage:
