@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.store.conversations import ConversationStore, StoredMessage
 from gateway.store.keys import Keys
 from tests.conftest import GatewayFactory
+from tests.support.sse import stream_json
 from tests.support.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -91,13 +92,7 @@ async def running_turn(
         httpx2.AsyncClient(timeout=30) as client,
         client.stream("POST", f"{base}/completion", json=body, headers=headers) as response,
     ):
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    yield json.loads(line[6:])
-
-        stream = events()
+        stream = stream_json(response.aiter_lines())
         start = await anext(stream)
         assert start["type"] == "start", start
         assert (await anext(stream))["type"] == "chunk"

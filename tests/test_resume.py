@@ -19,7 +19,7 @@ from tests.support.processes import GatewayProcess, config_file, gateway_environ
 from tests.support.redis import RedisServer
 from tests.support.sse import sse_events
 from tests.support.upstream import FakeUpstream
-from tests.support.ws import connected, receive, send, text_of, until_done
+from tests.support.ws import connected, receive, send, text_of, through_seq, until_done
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done
@@ -48,12 +48,7 @@ def pair(
 
 async def read_through(ws: ClientConnection, request_id: str, seq: int) -> list[dict[str, Any]]:
     """Frames for `request_id` up to the one with `seq` (or the final one)."""
-    frames: list[dict[str, Any]] = []
-    while not frames or (frames[-1]["seq"] < seq and not frames[-1]["done"]):
-        frame = await receive(ws)
-        if frame.get("id") == request_id:
-            frames.append(frame)
-    return frames
+    return await until_done(ws, request_id, through_seq(seq))
 
 
 async def resume_ws(

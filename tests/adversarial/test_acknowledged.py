@@ -18,8 +18,7 @@ import httpx2
 import pytest
 
 from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.support.redis import RedisServer, start_redis
-from tests.support.serving import free_port
+from tests.support.redis import RedisServer, running_redis
 from tests.support.upstream import FakeUpstream
 from tests.support.ws import connected, receive, send, text_of, until_done
 
@@ -30,11 +29,8 @@ FAULT_SECONDS = 8.0
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(free_port(), tmp_path)
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.process.kill()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 async def pair_on(

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.ws import connected, receive, send
+from tests.support.ws import connected, receive, send, until_done
 
 BYSTANDER_WORDS = 400
 
@@ -37,12 +37,7 @@ class Bystander:
         return bystander
 
     async def _read(self) -> None:
-        while True:
-            frame = await receive(self.ws)
-            if frame.get("id") == "bystander":
-                self.frames.append(frame)
-                if frame.get("done"):
-                    return
+        self.frames = await until_done(self.ws, "bystander")
 
     async def check(self, within: float = 30.0) -> None:
         """The whole answer arrived, in order, without gaps, and the socket still works."""
@@ -66,8 +61,9 @@ async def fresh_request_seconds(url: str, token: str) -> float:
     began = time.perf_counter()
     ws = await connected(url, token)
     await send(ws, type="completion", id="probe", message="are you there", model="echo")
-    while (frame := await asyncio.wait_for(receive(ws), 10))["type"] != "done":
-        assert frame["type"] in ("start", "chunk"), frame
+    *answer, end = await until_done(ws, "probe", within=10)
+    assert all(frame["type"] in ("start", "chunk") for frame in answer), answer
+    assert end["type"] == "done", end
     await ws.close()
     return time.perf_counter() - began
 
