@@ -63,6 +63,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Started here, not per worker, so that every worker shares one store.
         embedded = EmbeddedRedis(settings.data_dir)
         os.environ["REDIS_URL"] = embedded.start()
+        print(f"chat-gateway: the store is the embedded {embedded.description}", flush=True)
     try:
         if settings.dev_mode:
             dev = settings.with_secret(dev_secret(settings.data_dir))

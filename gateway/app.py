@@ -23,6 +23,7 @@ from gateway.handlers.health import healthz, readyz
 from gateway.handlers.metrics import metrics
 from gateway.handlers.openapi import docs_page, openapi_json
 from gateway.handlers.rest import agents, conversation_resource, conversations, models
+from gateway.handlers.runtime import Runtime
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
 from gateway.obs.logs import install_logging
@@ -45,7 +46,8 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_logging(settings)
         async with open_services(settings, upstream_retries, counters) as services:
-            app.state.services = services
+            runtime: Runtime = services  # what the handlers see of it (checked here by mypy)
+            app.state.services = runtime
             # Start-up objects live as long as the process: keep them out of every later full
             # collection, whose pauses show up as chunk-lag outliers under load.
             gc.collect()

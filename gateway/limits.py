@@ -103,3 +103,25 @@ class Refusal:
             f"{size_text(self.needed)} more. Delete conversations you no longer need to free "
             "space, then send it again."
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a turn took: released (and its tokens corrected) when it ends."""
+
+    sub: str
+    generation_id: str
+    day: str
+    reserved_tokens: int
+    conversation_id: str = ""
+    message_bytes: int = 0  # counted against the user's storage, taken back if it never starts
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What a turn asks of the user's limits."""
+
+    generation_id: str
+    conversation_id: str
+    reserve_tokens: int
+    message_bytes: int  # the user's message as it will be stored

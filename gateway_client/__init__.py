@@ -7,7 +7,8 @@
                 print(event.content, end="", flush=True)
 """
 
-from gateway_client.client import ConnectionState, GatewayClient
+from gateway_client.client import GatewayClient
+from gateway_client.connection import ConnectionState
 from gateway_client.errors import GatewayError
 from gateway_client.events import (
     Chunk,

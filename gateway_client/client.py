@@ -12,58 +12,34 @@ import asyncio
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
 
 from gateway_client import sse
 from gateway_client.backoff import backoff, reconnect_delay
+from gateway_client.connection import (
+    CLOSE_FORBIDDEN,
+    CLOSE_IDLE,
+    CLOSE_TOO_MANY,
+    CLOSE_UNAUTHORIZED,
+    RESERVED,
+    SUBPROTOCOL,
+    ConnectionState,
+    Lost,
+    State,
+    Transport,
+    number,
+    too_many,
+    why_not,
+)
 from gateway_client.errors import GatewayError
 from gateway_client.events import ErrorEvent, Item, parse_frame
 from gateway_client.http import HttpApi, check_status
 from gateway_client.run import Run
 from gateway_client.tokens import TokenRefresh, Tokens
-
-SUBPROTOCOL = Subprotocol("chat-gateway.v1")
-CLOSE_IDLE = 1000
-CLOSE_FORBIDDEN = 4403
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_TOO_MANY = 4429
-RESERVED = ("type", "id", "stream")
-
-State = Literal["connecting", "connected", "reconnecting", "idle", "http", "closed"]
-Transport = Literal["auto", "websocket", "http"]
-
-
-@dataclass(frozen=True)
-class ConnectionState:
-    """A change of the connection, for `on_state`. `delay`: seconds until the next attempt;
-    `reason`: why the last socket went away, in words; `error`: why the client stopped, or
-    why a reconnect waits (`rate_limited`, with `retry_after`)."""
-
-    state: State
-    delay: float | None = None
-    reason: str = ""
-    close_code: int | None = None
-    error: GatewayError | None = None
-
-
-@dataclass(frozen=True)
-class _Lost:
-    """How a socket ended."""
-
-    opened: bool  # its handshake completed
-    code: int | None
-    reason: str
-    token: str
-    refusal: ErrorEvent | None = None  # the connection-level error frame before the close
-    # Failed to open in a way HTTP might get around (not "connection refused": then nothing
-    # listens there, and a gateway coming back from a restart must not push us onto HTTP).
-    blocked: bool = False
 
 
 class GatewayClient:
@@ -190,33 +166,12 @@ class GatewayClient:
     async def conversation(
         self, conversation_id: str, *, cursor: str | None = None, limit: int | None = None
     ) -> dict[str, Any] | None:
-        """`GET /conversations/{id}`: its latest generation and a page of its messages, the
-        newest without `cursor`, else those before the page whose `next_cursor` it is; None
-        if unknown. A page is bounded (`limit` messages, CONVERSATION_PAGE_BYTES)."""
-        params = {"cursor": cursor, "limit": limit}
-        response = await self.http.request(
-            "GET",
-            f"/conversations/{conversation_id}",
-            params={name: value for name, value in params.items() if value is not None},
-        )
-        if response.status_code == 404:
-            return None
-        check_status(response)
-        view: dict[str, Any] = response.json()
-        return view
+        """`GET /conversations/{id}`: a page of its messages (see `HttpApi.conversation`)."""
+        return await self.http.conversation(conversation_id, cursor=cursor, limit=limit)
 
     async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        """Every stored message of a conversation, oldest first, read page by page (empty if
-        unknown). It holds the whole history in memory: read pages with `conversation` to
-        show only the latest."""
-        pages: list[list[dict[str, Any]]] = []
-        cursor = None
-        while (view := await self.conversation(conversation_id, cursor=cursor)) is not None:
-            pages.append(view["messages"])
-            cursor = view["next_cursor"]
-            if cursor is None:
-                break
-        return [message for page in reversed(pages) for message in page]
+        """Every stored message of a conversation, oldest first (see `HttpApi.messages`)."""
+        return await self.http.messages(conversation_id)
 
     async def aclose(self) -> None:
         """Close the connection; unfinished runs raise `GatewayError` (`closed`)."""
@@ -333,7 +288,7 @@ class GatewayClient:
             if fallback and await self.http.reachable():
                 self._use_http()
                 return
-            waiting = _too_many(lost) if lost.code == CLOSE_TOO_MANY else None
+            waiting = too_many(lost) if lost.code == CLOSE_TOO_MANY else None
             delay = reconnect_delay(
                 backoff(attempt, self._first_delay, self._max_delay),
                 waiting.retry_after if waiting else None,
@@ -351,7 +306,7 @@ class GatewayClient:
         await self._wanted.wait()
         self._set_state("connecting")
 
-    async def _socket_life(self) -> _Lost:
+    async def _socket_life(self) -> Lost:
         """Open one socket and serve it until it closes."""
         self._ready_seen = False
         token = await self._tokens.current()
@@ -366,16 +321,16 @@ class GatewayClient:
                 close_timeout=2,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = _why_not(exc, self.ws_url)
+            reason = why_not(exc, self.ws_url)
             blocked = not isinstance(exc, ConnectionRefusedError)
-            return _Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
+            return Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
         try:
             return await self._serve(ws, token)
         finally:
             self._ws = self._outbox = None
             ws.transport.abort()  # closed already, or declared dead
 
-    async def _serve(self, ws: ClientConnection, token: str) -> _Lost:
+    async def _serve(self, ws: ClientConnection, token: str) -> Lost:
         helpers: list[asyncio.Task[None]] = []
         refusal: ErrorEvent | None = None
         loop = asyncio.get_running_loop()
@@ -389,7 +344,7 @@ class GatewayClient:
                 if kind == "ready":
                     helpers = self._on_ready(ws, frame)
                 elif kind == "authenticated":
-                    self._tokens.accepted(_number(frame.get("expires_at")))
+                    self._tokens.accepted(number(frame.get("expires_at")))
                 elif kind == "token_expiring":
                     self._spawn(self._renew_live(ws))
                 elif kind == "error" and frame.get("id") is None:
@@ -404,7 +359,7 @@ class GatewayClient:
         finally:
             for helper in helpers:
                 helper.cancel()
-        return _Lost(
+        return Lost(
             opened=True,
             code=ws.close_code,
             reason=ws.close_reason or "",
@@ -416,7 +371,7 @@ class GatewayClient:
         self._ready_seen = True
         self.user = str(frame.get("user", ""))
         self.connection_id = str(frame.get("connection_id", ""))
-        self._tokens.accepted(_number(frame.get("expires_at")))
+        self._tokens.accepted(number(frame.get("expires_at")))
         self._ws = ws
         self._outbox = asyncio.Queue()
         for run in list(self._runs.values()):
@@ -524,27 +479,3 @@ class GatewayClient:
         self._connected.set()
         if self.state != "closed":
             self._set_state("closed", error=error)
-
-
-def _too_many(lost: _Lost) -> GatewayError:
-    """Why the gateway closed with 4429: the user has too many sockets open. The error frame
-    before the close says how long until one of them lapses."""
-    refusal = lost.refusal
-    message = refusal.message if refusal else lost.reason or "Too many connections."
-    retry_after = refusal.retry_after if refusal else None
-    return GatewayError(message, code="rate_limited", retry_after=retry_after)
-
-
-def _why_not(exc: BaseException, url: str) -> str:
-    """A socket that did not open, in words."""
-    if isinstance(exc, TimeoutError):
-        return f"No answer from {url} in time."
-    if isinstance(exc, InvalidHandshake):
-        return f"{url} did not accept a WebSocket: {exc}"
-    return (
-        f"Cannot connect to {url}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
-    )
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None

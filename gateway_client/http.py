@@ -66,6 +66,37 @@ class HttpApi:
             return False
         return response.status_code == 200
 
+    async def conversation(
+        self, conversation_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> dict[str, Any] | None:
+        """`GET /conversations/{id}`: its latest generation and a page of its messages, the
+        newest without `cursor`, else those before the page whose `next_cursor` it is; None
+        if unknown. A page is bounded (`limit` messages, CONVERSATION_PAGE_BYTES)."""
+        params = {"cursor": cursor, "limit": limit}
+        response = await self.request(
+            "GET",
+            f"/conversations/{conversation_id}",
+            params={name: value for name, value in params.items() if value is not None},
+        )
+        if response.status_code == 404:
+            return None
+        check_status(response)
+        view: dict[str, Any] = response.json()
+        return view
+
+    async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every stored message of a conversation, oldest first, read page by page (empty if
+        unknown). It holds the whole history in memory: read pages with `conversation` to
+        show only the latest."""
+        pages: list[list[dict[str, Any]]] = []
+        cursor = None
+        while (view := await self.conversation(conversation_id, cursor=cursor)) is not None:
+            pages.append(view["messages"])
+            cursor = view["next_cursor"]
+            if cursor is None:
+                break
+        return [message for page in reversed(pages) for message in page]
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

@@ -14,8 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.config import Settings
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
+from gateway.store.messages import StoredMessage
 from tests.conftest import GatewayFactory
 from tests.support.sse import stream_json
 from tests.support.upstream import FakeUpstream

@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 
 from gateway.events import Chunk
 from gateway.store.keys import Keys
-from gateway.store.log_writer import LogWriter, Trouble
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta, Trouble
 from tests.support.redis import RedisServer
 
 

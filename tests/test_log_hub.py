@@ -15,11 +15,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.events import Chunk, Event
-from gateway.store.errors import store_error
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_reads import BlockingReads, PollSchedule
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta
+from gateway.store.unreachable import store_error
 from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis
 

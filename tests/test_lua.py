@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.store.client import StorePipeline
 from gateway.store.keys import Keys
-from gateway.store.log_writer import LogWriter, Trouble
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog
 from gateway.store.lua import Lua
+from gateway.store.records import GenerationMeta, Trouble
 from tests.support.redis import RedisServer, running_redis
 
 COUNT = "return redis.call('INCR', KEYS[1])"

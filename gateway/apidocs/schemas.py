@@ -25,8 +25,8 @@ from gateway.protocol.frames import (
     MAX_SOURCES,
     MAX_TOOLS,
 )
-from gateway.store.conversations import MessageStatus
-from gateway.store.logs import Status
+from gateway.store.messages import MessageStatus
+from gateway.store.records import Status
 
 Schema = dict[str, Any]
 

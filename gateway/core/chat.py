@@ -25,21 +25,18 @@ from gateway.core.generations import (
     Result,
     Sink,
 )
+from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
-from gateway.limits import Refusal, limits_for, token_reservation
+from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
-from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
 from gateway.protocol.frames import CompletionRequest
-from gateway.store.client import StorePipeline
-from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
-from gateway.store.errors import store_error
-from gateway.store.limits import Admission, LimitStore, Turn
 from gateway.store.log_hub import LogHub, Subscription
-from gateway.store.log_writer import Persisted
-from gateway.store.logs import READ_PAGE, GenerationLog, GenerationMeta, Status
+from gateway.store.messages import StoredMessage, stored_size
+from gateway.store.records import READ_PAGE, GenerationMeta, Persisted, Status
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.core.chat")
 
@@ -95,12 +92,12 @@ class ChatService:
     def __init__(
         self,
         settings: Settings,
-        models: ModelRegistry,
+        models: Models,
         agents: Mapping[str, tuple[Agent, AgentConfig]],
-        conversations: ConversationStore,
-        generation_log: GenerationLog,
+        conversations: Conversations,
+        generation_log: GenerationLogs,
         generations: GenerationRegistry,
-        limits: LimitStore,
+        limits: UserLimits,
         hub: LogHub,
     ) -> None:
         self._settings = settings
@@ -443,7 +440,7 @@ class ChatService:
         )
         conversation_id = generation.ref.conversation_id
 
-        def store_answer_and_release(pipe: StorePipeline) -> None:
+        def store_answer_and_release(pipe: Pipeline) -> None:
             size = self._conversations.queue_answer(pipe, owner, conversation_id, answer)
             self._limits.queue_release(pipe, admission, result.usage.total_tokens)
             self._limits.queue_stored(pipe, owner, conversation_id, opened_bytes + size)

@@ -8,7 +8,7 @@ showed (its last update and id), and the next page starts just after it. Scores 
 only grow, so a conversation that is updated moves to the front and never back down; hence
 no conversation appears twice in one walk, and deleting or adding conversations shifts
 nothing. See docs/api/conversations.md for the guarantee as clients read it. A page of
-messages ends at a message's number, which never changes (ConversationStore.page): new
+messages ends at a message's number, which never changes (Conversations.page): new
 messages and trimmed ones shift nothing either.
 """
 
@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.core.chat import ChatService
+from gateway.core.ports import Conversations, GenerationLogs, UserLimits
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.principal import Principal
 from gateway.protocol.frames import CONVERSATION_ID_RE
-from gateway.store.conversations import ConversationStore, Page, Position, Summary
-from gateway.store.limits import LimitStore
-from gateway.store.logs import GenerationLog, Status
+from gateway.store.messages import Page, Position, Summary
+from gateway.store.records import Status
 
 log = logging.getLogger("gateway.core.conversations")
 
@@ -79,7 +79,7 @@ def decode_cursor(cursor: str) -> Position:
 
 
 def encode_message_cursor(before: int) -> str:
-    """A page of messages ends at a message's number (see ConversationStore.page), which
+    """A page of messages ends at a message's number (see Conversations.page), which
     names that message for good: the next page holds the messages before it."""
     return base64.urlsafe_b64encode(json.dumps([before]).encode()).decode().rstrip("=")
 
@@ -141,9 +141,9 @@ class ConversationService:
     def __init__(
         self,
         chat: ChatService,
-        store: ConversationStore,
-        generation_log: GenerationLog,
-        limits: LimitStore,
+        store: Conversations,
+        generation_log: GenerationLogs,
+        limits: UserLimits,
         stop_timeout: float,
         page_bytes: int,
     ) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from gateway.bounds import AnswerText, GenerationBounds, timed_out
+from gateway.core.ports import GenerationLogs, LogWriting
 from gateway.core.recent import RecentEvents
 from gateway.errors import InternalError, Interrupted, RequestError, UpstreamError
 from gateway.events import (
@@ -39,10 +40,8 @@ from gateway.events import (
 from gateway.obs.logs import bind
 from gateway.obs.metrics import GatewayMetrics
 from gateway.protocol.frames import failed_from
-from gateway.store.client import open_pubsub
-from gateway.store.errors import store_error
-from gateway.store.log_writer import LogWriter, Persisted, Trouble
-from gateway.store.logs import GenerationLog, Status
+from gateway.store.records import Persisted, Status, Trouble
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.core.generations")
 
@@ -134,10 +133,10 @@ class Generation:
         agent: str,
         events: AsyncIterator[AgentEvent],
         on_end: OnEnd,
-        writer: LogWriter,
+        writer: LogWriting,
         metrics: GatewayMetrics,
         bounds: GenerationBounds,
-        generation_log: GenerationLog,
+        generation_log: GenerationLogs,
     ) -> None:
         self.ref = ref
         self.model = model
@@ -424,17 +423,15 @@ class GenerationRegistry:
 
     def __init__(
         self,
-        generation_log: GenerationLog,
-        writer: LogWriter,
+        generation_log: GenerationLogs,
+        writer: LogWriting,
         lease_ttl: float,
-        cancel_channel: str,
         metrics: GatewayMetrics,
     ) -> None:
         self._log = generation_log
         self.metrics = metrics
         self.writer = writer
         self._lease_ttl = lease_ttl
-        self._cancel_channel = cancel_channel
         self._running: dict[str, Generation] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = asyncio.Event()
@@ -522,11 +519,8 @@ class GenerationRegistry:
     async def _hear_cancels(self) -> None:
         while True:
             try:
-                async with await open_pubsub(self._log.redis) as pubsub:
-                    await pubsub.subscribe(self._cancel_channel)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._cancel_local(str(message["data"]))
+                async for generation_id in self._log.cancel_requests():
+                    self._cancel_local(generation_id)
             except Exception:
                 log.warning("the cancel channel dropped; resubscribing")
                 await asyncio.sleep(1)  # back off before reconnecting to Redis

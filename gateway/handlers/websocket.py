@@ -41,6 +41,7 @@ from gateway.handlers import slots
 from gateway.handlers.common import services_of
 from gateway.handlers.expiry import Expiry
 from gateway.handlers.idle import Idle
+from gateway.handlers.runtime import Runtime
 from gateway.obs.logs import bind, log_context
 from gateway.principal import Principal
 from gateway.protocol.frames import (
@@ -62,8 +63,7 @@ from gateway.protocol.frames import (
     resumed_frame,
     token_expiring_frame,
 )
-from gateway.services import Services
-from gateway.store.errors import store_error
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.ws")
 ERROR_WINDOW_SECONDS = 60.0
@@ -124,7 +124,7 @@ class Delivery:
 
 
 class Connection:
-    def __init__(self, ws: WebSocket, services: Services) -> None:
+    def __init__(self, ws: WebSocket, services: Runtime) -> None:
         self.ws = ws
         self.services = services
         self.settings = services.settings

