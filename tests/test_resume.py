@@ -130,16 +130,17 @@ async def test_sse_completion_resumes_with_last_event_id_on_the_other_instance(
 
 
 async def test_a_second_device_attaches_from_zero_and_sees_the_same_stream(
-    pair: tuple[GatewayProcess, GatewayProcess], token: Mint
+    pair: tuple[GatewayProcess, GatewayProcess], token: Mint, fake_upstream: FakeUpstream
 ) -> None:
     a, b = pair
+    held = "fake-i5-n20-hold10"  # runs until released
     phone = await connected(a.url, token())
     await send(
         phone,
         type="completion",
         id="p",
         message="x",
-        model=SLOW,
+        model=held,
         conversation_id=f"two-{uuid.uuid4().hex[:6]}",
     )
     first = await receive(phone)
@@ -152,7 +153,9 @@ async def test_a_second_device_attaches_from_zero_and_sees_the_same_stream(
         ).json()
     assert view["generation"] == {"id": first["generation_id"], "status": "running"}
     assert view["messages"][0]["content"] == "x"
-    _, laptop = await resume_ws(b.url, token(), view["generation"]["id"], 0, "l")
+    laptop_resume = asyncio.create_task(resume_ws(b.url, token(), view["generation"]["id"], 0, "l"))
+    fake_upstream.release(held)
+    _, laptop = await laptop_resume
     phone_frames = [first, *await until_done(phone, "p")]
     strip = [{k: v for k, v in f.items() if k != "id"} for f in phone_frames]
     assert strip == [{k: v for k, v in f.items() if k != "id"} for f in laptop]

@@ -12,6 +12,8 @@ build on this): one module per thing a test needs.
   `raw_ws`, a client written frame by frame.
 - `sse`: the one reader of server-sent events.
 - `polling`: `settle`, the one way to wait for something observed from outside.
-- `gateways`, `bystander`, `log_capture`, `workers`: what the adversarial checks observe (a
-  gateway's tasks and memory, another user's stream, log records, tool worker processes).
+- `exposition`: a parser of the Prometheus text format, apart from the code under test.
+- `gateways`, `bystander`, `log_capture`: what the adversarial checks observe (a gateway's
+  tasks and memory, another user's stream, log records).
+- `workers`: worker processes through /proc (tool workers, `serve --workers N`).
 """

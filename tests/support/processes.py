@@ -15,7 +15,14 @@ from pathlib import Path
 from tests.support.serving import free_port
 from tests.support.tokens import TEST_SECRET
 
-MODELS = ["fake", "fake-i5-n20", "fake-i20-n100", "fake-i20-n200", "fake-err401"]
+MODELS = [
+    "fake",
+    "fake-i5-n20",
+    "fake-i5-n20-hold10",
+    "fake-i20-n100",
+    "fake-i20-n200",
+    "fake-err401",
+]
 
 
 def config_file(folder: Path, upstream_url: str, extra: Iterable[str] = ()) -> Path:
@@ -85,11 +92,11 @@ def start_pair(folder: Path, env: dict[str, str]) -> tuple[GatewayProcess, Gatew
     return start_process(folder, env), start_process(folder, env)
 
 
-def spawn(folder: Path, env: dict[str, str], port: int) -> GatewayProcess:
+def spawn(folder: Path, env: dict[str, str], port: int, workers: int = 1) -> GatewayProcess:
     """`python -m gateway serve` on `port`, with the test secret and upstream key."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
         env={**base, "JWT_SECRET": TEST_SECRET, "FAKE_KEY": "sk-test", **env},
         cwd=folder,
         stdout=subprocess.PIPE,
@@ -99,14 +106,17 @@ def spawn(folder: Path, env: dict[str, str], port: int) -> GatewayProcess:
     return GatewayProcess(process, port)
 
 
-def start_process(folder: Path, env: dict[str, str]) -> GatewayProcess:
-    """Start a gateway and return once it has finished starting up."""
-    gateway = spawn(folder, env, free_port())
+def start_process(folder: Path, env: dict[str, str], workers: int = 1) -> GatewayProcess:
+    """Start a gateway and return once it (every worker of it) has finished starting up."""
+    gateway = spawn(folder, env, free_port(), workers)
     process = gateway.process
     assert process.stdout is not None
+    started = 0
     for line in process.stdout:
         gateway.output.append(line)
-        if "Uvicorn running on" in line:  # listening, not only started up
+        # With workers, the parent listens before they start; each says when it is ready.
+        started += "Application startup complete" in line
+        if "Uvicorn running on" in line if workers == 1 else started == workers:
             break
     else:
         raise RuntimeError("the gateway did not start:\n" + "".join(gateway.output))

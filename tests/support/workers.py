@@ -1,11 +1,15 @@
-"""Tool worker processes as the tests observe them, through /proc: whether one still runs,
-and whether it is computing."""
+"""Worker processes as the tests observe them, through /proc: whether a tool worker still
+runs and whether it is computing; which uvicorn workers `serve --workers N` runs, and what
+each of them has counted in the metrics folder they share."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+
+from prometheus_client.mmap_dict import MmapedDict
 
 from tests.support.polling import settle
 
@@ -54,3 +58,45 @@ def workers_of_this_process() -> list[int]:
             if b"gateway.tools.worker" in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
     return found
+
+
+def serving_workers(parent: int) -> list[int]:
+    """The live uvicorn workers of the `serve` process `parent`."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and (fields := stat(int(entry.name))) is not None
+        and fields[0] != "Z"
+        and int(fields[1]) == parent
+        and b"spawn_main" in _read(entry / "cmdline")
+    ]
+
+
+def metrics_folder(worker: int) -> Path:
+    """The multiprocess metrics folder a worker was started with."""
+    variables = dict(
+        item.split(b"=", 1) for item in _read(Path(f"/proc/{worker}/environ")).split(b"\0") if item
+    )
+    return Path(variables[b"PROMETHEUS_MULTIPROC_DIR"].decode())
+
+
+def counted_by_worker(folder: Path, sample: str, **labels: str) -> dict[int, float]:
+    """A sample's value in each worker's own file, read with prometheus-client's reader (what
+    a scrape adds up), summed over the series whose labels include `labels`: for histogram
+    buckets, stored one by one rather than cumulative, that is how many it observed."""
+    found: dict[int, float] = {}
+    for path in folder.glob("*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
+            _, name, key_labels, _ = json.loads(key)
+            if name == sample and labels.items() <= key_labels.items():
+                found[pid] = found.get(pid, 0.0) + value
+    return found
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        return b""
