@@ -1,6 +1,7 @@
-"""The core without HTTP: turns started, followed from another instance's log, cancelled, and
-the conversations they leave, on the session's Redis with the echo model. Each instance is
-opened by `open_services`, as the app opens it; nothing of ours is replaced."""
+"""The core without HTTP: turns started, followed from memory or from another instance's log,
+retried with an idempotency key, cancelled, and the conversations they leave, on the
+session's Redis with the echo model. Each instance is opened by `open_services`, as the app
+opens it; nothing of ours is replaced."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.core.generations import RemoteFollow
+from gateway.core.generations import LocalFollow, RemoteFollow
 from gateway.errors import NotFound
 from gateway.events import Chunk, Done, Event, GenerationRef, Start, is_final
 from gateway.principal import Principal
@@ -118,6 +119,30 @@ async def test_another_instance_follows_a_running_generation_from_its_log(
     assert await follower.until_ended() == events
     assert await late.until_ended() == events[5:]
     assert follower.text == words(60)
+
+
+async def test_a_resume_on_the_running_instance_replays_from_memory(core: Services) -> None:
+    owner = Collector()
+    follow = await core.chat.start(principal(), turn(words(60)), owner)
+    await asyncio.wait_for(owner.first_chunk.wait(), WITHIN)
+    meta = await core.chat.locate(principal(), follow.generation_id)
+    resumed = Collector()
+    assert isinstance(core.chat.attach(meta, 2, resumed), LocalFollow)
+    events = await owner.until_ended()
+    assert await resumed.until_ended() == events[2:]
+
+
+async def test_a_repeated_idempotency_key_attaches_to_the_generation_it_started(
+    core: Services, other: Services
+) -> None:
+    first, again = Collector(), Collector()
+    request = turn("only once", "c-idem", idempotency_key=f"k-{uuid.uuid4().hex}")
+    started = await core.chat.start(principal(), request, first)
+    retried = await other.chat.start(principal(), request, again)
+    assert retried.generation_id == started.generation_id
+    assert await again.until_ended() == await first.until_ended()
+    stored = await core.conversations.view(principal(), "c-idem", 10, None)
+    assert [m["content"] for m in stored["messages"]] == ["only once", "only once"]
 
 
 async def test_a_cancel_from_another_instance_stops_the_generation_where_it_runs(
