@@ -1,6 +1,8 @@
 """Private redis-server processes for the tests, started as the gateway starts its embedded
 one (the same binary lookup, start-up check and stop), listening on a loopback port too, with
-nothing kept on disk. Each dies with the test process, even one killed by SIGKILL."""
+nothing kept on disk. Each dies with the test process, even one killed by SIGKILL; Linux ties
+that to the thread that started it, so start one from the test's own thread, never from a
+thread that ends before it should."""
 
 from __future__ import annotations
 
