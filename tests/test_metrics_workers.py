@@ -14,13 +14,13 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.adversarial.conftest import settle
-from tests.client import connected
-from tests.conftest import RedisServer
-from tests.exposition import Exposition, parse
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_process
-from tests.upstream import FakeUpstream
-from tests.workers import counted_by_worker, metrics_folder, serving_workers
+from tests.support.exposition import Exposition, parse
+from tests.support.polling import settle
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_process
+from tests.support.redis import RedisServer
+from tests.support.upstream import FakeUpstream
+from tests.support.workers import counted_by_worker, metrics_folder, serving_workers
+from tests.support.ws import connected
 
 Mint = Callable[..., str]
 WORKERS = 2

@@ -15,16 +15,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer
-from tests.processes import (
-    GatewayProcess,
-    config_file,
-    gateway_environment,
-    start_pair,
-)
-from tests.test_http import sse_events
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, through_seq, until_done
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done
@@ -53,12 +48,7 @@ def pair(
 
 async def read_through(ws: ClientConnection, request_id: str, seq: int) -> list[dict[str, Any]]:
     """Frames for `request_id` up to the one with `seq` (or the final one)."""
-    frames: list[dict[str, Any]] = []
-    while not frames or (frames[-1]["seq"] < seq and not frames[-1]["done"]):
-        frame = await receive(ws)
-        if frame.get("id") == request_id:
-            frames.append(frame)
-    return frames
+    return await until_done(ws, request_id, through_seq(seq))
 
 
 async def resume_ws(

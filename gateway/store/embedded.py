@@ -58,15 +58,24 @@ def describe(binary: str) -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path) -> None:
+    """`port` also listens on 127.0.0.1 (the tests' servers); `append_only=False` keeps
+    nothing on disk."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, append_only: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.socket_path = self.data_dir / "redis.sock"
+        self.port = port
+        self.append_only = append_only
         self._process: subprocess.Popen[bytes] | None = None
         self.description = ""  # which redis-server runs, once started
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._process
 
     def start(self, timeout: float = 10.0) -> str:
         """Start the server and return its URL.
@@ -113,9 +122,11 @@ class EmbeddedRedis:
         self._process = None
 
     def _arguments(self) -> list[str]:
+        listen = ["--port", str(self.port)]
+        if self.port:
+            listen += ["--bind", "127.0.0.1"]
         return [
-            "--port",
-            "0",
+            *listen,
             "--unixsocket",
             str(self.socket_path),
             "--unixsocketperm",
@@ -123,7 +134,7 @@ class EmbeddedRedis:
             "--dir",
             str(self.data_dir),
             "--appendonly",
-            "yes",
+            "yes" if self.append_only else "no",
             "--save",
             "",
             "--logfile",

@@ -19,9 +19,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tests.browser.conftest import Mint, unique, upstream_request
-from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_process
-from tests.upstream import FakeUpstream, serve_in_thread
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_process
+from tests.support.redis import RedisServer
+from tests.support.serving import serve_in_thread
+from tests.support.upstream import FakeUpstream
 
 OPENAI_PACKAGE = Path(__file__).resolve().parents[1] / "js" / "node_modules" / "openai"
 # The page only loads the SDK; each test says in page.evaluate what it asks.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.adversarial.conftest import settle
+from tests.support.polling import settle
 
 
 def stat(pid: int) -> list[str] | None:
