@@ -153,7 +153,8 @@ class SocketSession:
 
     def admit(self, refused: RateLimited | None) -> None:
         """Over the user's connection limit (`refused`, from counting the socket in) the
-        client gets an error frame with retry_after, then close 4429."""
+        client gets an error frame with retry_after, then close 4429. The handler counts
+        (`slots.py`, shared with the HTTP streams, is not free of Starlette)."""
         if refused is not None:
             self.outbox.put(error_frame(None, refused, done=False))
             raise Disconnect(CLOSE_RATE_LIMITED, "Too many connections for this user.")
