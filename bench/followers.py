@@ -40,8 +40,10 @@ from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.store.records import GenerationMeta
-from tests.conftest import TEST_SECRET, free_port, start_redis
-from tests.processes import GatewayProcess, start_process
+from tests.support.processes import GatewayProcess, start_process
+from tests.support.redis import start_redis
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
 
 OWNER = "bench-follower"
 CHUNK_EVERY_S = 0.02

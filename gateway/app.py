@@ -99,15 +99,18 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=[
-                    "Authorization",
-                    "Content-Type",
-                    "Last-Event-ID",
-                    "Idempotency-Key",
+                # Reflect whatever an allowed origin's preflight asks for: the official SDKs
+                # send headers of their own (the OpenAI SDK's x-stainless-* family grows with
+                # its versions), and a list of ours would refuse the next one.
+                allow_headers=["*"],
+                # What the SDKs and our clients read from a response; browsers hide the rest.
+                expose_headers=[
                     "X-Conversation-Id",
-                    "X-Agent",
+                    "X-Generation-Id",
+                    "X-Gateway-Overhead-Ms",
+                    "Retry-After",
+                    "X-Should-Retry",
                 ],
-                expose_headers=["X-Conversation-Id", "X-Generation-Id", "X-Gateway-Overhead-Ms"],
                 max_age=600,
             )
         )

@@ -15,29 +15,6 @@ from gateway_client.http import HttpApi, refusal_detail
 from gateway_client.run import Run
 
 
-class SseParser:
-    """Server-Sent Events, one line at a time. The `id:` lines repeat each event's seq and
-    `:` lines are keep-alives, so only `data:` matters; a `notice` carries its own type."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> dict[str, Any] | None:
-        """The JSON object an event ends with at this (blank) line, else None."""
-        if line == "":
-            data, self._data = self._data, []
-            if not data:
-                return None
-            try:
-                frame = json.loads("\n".join(data))
-            except ValueError:
-                return None
-            return frame if isinstance(frame, dict) else None
-        if line.startswith("data:"):
-            self._data.append(line[6:] if line.startswith("data: ") else line[5:])
-        return None
-
-
 async def follow(
     api: HttpApi,
     run: Run,
@@ -82,10 +59,15 @@ def _open(api: HttpApi, run: Run) -> Any:
 
 
 async def _items(response: httpx2.Response, run_id: str) -> Any:
-    parser = SseParser()
-    async for line in response.aiter_lines():
-        frame = parser.feed(line)
-        if frame is None:
+    """The run's items out of an event stream, parsed by httpx2's `EventSource` (an event is
+    bounded at 1 MiB). `id:` fields repeat each event's seq and comments are keep-alives, so
+    only the data matters; a `notice` carries its own type."""
+    async for event in httpx2.EventSource(response):
+        try:
+            frame = json.loads(event.data)
+        except ValueError:
+            continue
+        if not isinstance(frame, dict):
             continue
         frame["id"] = run_id  # as over the socket (a resume here carries the starter's id)
         item = parse_frame(frame)

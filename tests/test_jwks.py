@@ -20,10 +20,10 @@ from gateway.auth.jwks import JwksKeys, parse_key_set
 from gateway.auth.tokens import TokenVerifier, mint_token
 from gateway.config import Secret, Settings
 from gateway.errors import Unauthorized
-from tests.client import connected
 from tests.conftest import GatewayFactory
-from tests.jwks_server import KeyServer, Mode, ec_key, good_claims, rsa_key, rsa_private
-from tests.upstream import serve_in_thread
+from tests.support.jwks_server import KeyServer, Mode, ec_key, good_claims, rsa_key, rsa_private
+from tests.support.serving import serve_in_thread
+from tests.support.ws import connected
 
 CACHE_SECONDS = 300.0
 COOLDOWN = 30.0

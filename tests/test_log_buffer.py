@@ -15,7 +15,7 @@ from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.store.records import GenerationMeta, Trouble
-from tests.conftest import RedisServer
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture

@@ -34,10 +34,12 @@ from gateway.obs.logs import (
     unbind,
     uvicorn_log_options,
 )
-from tests.client import connected, send, until_done
-from tests.conftest import TEST_SECRET, RedisServer, free_port
-from tests.processes import GatewayProcess, config_file, spawn
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, spawn
+from tests.support.redis import RedisServer
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, send, until_done
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
 

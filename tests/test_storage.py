@@ -18,8 +18,7 @@ from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitStore
 from gateway.store.messages import StoredMessage, stored_size
-
-from .conftest import RedisServer
+from tests.support.redis import RedisServer
 
 TTL = 600
 

@@ -19,8 +19,7 @@ from gateway.store.keys import Keys, tag
 from gateway.store.logs import GenerationLog
 from gateway.store.messages import StoredMessage, title_of
 from gateway.store.records import GenerationMeta
-
-from .conftest import RedisServer
+from tests.support.redis import RedisServer
 
 
 def message(role: str, content: str, at: int = 1) -> StoredMessage:

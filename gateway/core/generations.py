@@ -445,7 +445,6 @@ class GenerationRegistry:
         writer.on_trouble = self._trouble
         writer.on_written = self._written
         self._renew_failing = False
-        metrics.generations_running.set_function(lambda: len(self._running))
 
     def start(self) -> None:
         self._tasks = [
@@ -473,7 +472,13 @@ class GenerationRegistry:
         task = asyncio.create_task(work, name=f"generation-{generation.id}")
         generation.task = task
         self._running[generation.id] = generation
-        task.add_done_callback(lambda _: self._running.pop(generation.id, None))
+        self.metrics.generations_running.set(len(self._running))
+        task.add_done_callback(lambda _: self._forget(generation.id))
+
+    def _forget(self, generation_id: str) -> None:
+        self._running.pop(generation_id, None)
+        # Set, not moved, so it cannot drift; a live gauge, so workers add up.
+        self.metrics.generations_running.set(len(self._running))
 
     def get(self, generation_id: str) -> Generation | None:
         return self._running.get(generation_id)

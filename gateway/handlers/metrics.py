@@ -1,4 +1,5 @@
-"""`GET /metrics`: this process's metrics for Prometheus.
+"""`GET /metrics`: the gateway's metrics for Prometheus; under `serve --workers N` whichever
+worker answers reads every worker's (see gateway/obs/metrics.py).
 
 Open when METRICS_TOKEN is unset (keep the port on an internal network then); with it set,
 a scrape must send `Authorization: Bearer <METRICS_TOKEN>`. Not user traffic: no user token,

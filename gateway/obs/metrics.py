@@ -1,303 +1,45 @@
-"""Prometheus metrics: counters, gauges and histograms, rendered in the text exposition
-format 0.0.4, with no dependency beyond the standard library.
+"""The gateway's Prometheus metrics, on prometheus-client.
 
-    registry = Registry()
-    sent = registry.counter("frames_sent_total", "Frames sent.", ["transport"])
-    ws_sent = sent.labels("ws")      # bind a child once where a hot path needs it
-    ws_sent.inc()
-    registry.expose()                # the text served at GET /metrics
+One process: a registry of its own per `GatewayMetrics`, with the standard process_* metrics.
+Under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set by the serving process, see
+`gateway.obs.multiprocess`): every worker writes its samples to files in that folder and a
+scrape, whichever worker answers it, reads them all: counters summed, histograms merged,
+gauges summed over the live workers only, and no `pid` label.
 
 Label values must come from a bounded set the gateway knows (transports, error codes,
 configured model names), never from what a client sends: every value is a series kept for
 the life of the process.
-
-A registry belongs to one process and is used from its event loop only: updates are plain
-attribute arithmetic, with no lock. Under `serve --workers N` each worker has its own
-registry and a scrape through a load balancer reads one worker at random; see
-docs/observability.md.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import pairwise
-from typing import ClassVar, Generic, TypeVar
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-LabelValues = tuple[str, ...]
-
-
-def format_value(value: float) -> str:
-    """A sample value as Prometheus parses it (Go's ParseFloat): `+Inf`, `-Inf`, `NaN`."""
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def label_text(names: Sequence[str], values: Sequence[str]) -> str:
-    """`{a="1",b="2"}`, or "" without labels."""
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
-
-
-class CounterChild:
-    """One series of a counter."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: float = 0
-
-    def inc(self, amount: float = 1) -> None:
-        """Add `amount` (1 by default); a counter only goes up."""
-        if amount < 0:
-            raise ValueError("A counter cannot decrease.")
-        self.value += amount
-
-
-class GaugeChild:
-    """One series of a gauge: set it, move it, or let a function give it at scrape time."""
-
-    __slots__ = ("_function", "_value")
-
-    def __init__(self) -> None:
-        self._value: float = 0
-        self._function: Callable[[], float] | None = None
-
-    def set(self, value: float) -> None:
-        self._value = value
-
-    def inc(self, amount: float = 1) -> None:
-        self._value += amount
-
-    def dec(self, amount: float = 1) -> None:
-        self._value -= amount
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        """Read the value from `function` at every scrape (e.g. `len(running)`): nothing to
-        keep in step, nothing to leak when an exception skips a `dec()`."""
-        self._function = function
-
-    @property
-    def value(self) -> float:
-        return self._value if self._function is None else self._function()
-
-
-class HistogramChild:
-    """One series of a histogram. `observe` is a bisect over the bucket bounds and two
-    additions: no allocation beyond the float sum itself."""
-
-    __slots__ = ("_bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        # Per-bucket (not cumulative) counts; the last slot is the +Inf bucket.
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum: float = 0.0
-
-    def observe(self, value: float) -> None:
-        # bisect_left finds the first bound >= value: Prometheus buckets are `le` (<=).
-        self.counts[bisect_left(self._bounds, value)] += 1
-        self.sum += value
-
-
-Child = TypeVar("Child", CounterChild, GaugeChild, HistogramChild)
-
-
-class Metric(Generic[Child]):
-    """A metric family: a name, a help text, label names, and one child per label values."""
-
-    kind: ClassVar[str]
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        if not _NAME_RE.match(name):
-            raise ValueError(f"Invalid metric name '{name}'.")
-        for label in labels:
-            if not _LABEL_RE.match(label) or label.startswith("__") or label == "le":
-                raise ValueError(f"Invalid label name '{label}' on '{name}'.")
-        self.name = name
-        self.help = help
-        self.label_names = tuple(labels)
-        self._children: dict[LabelValues, Child] = {}
-        self._labels_text: dict[LabelValues, str] = {}
-        if not labels:
-            self._only: Child | None = self.labels()
-        else:
-            self._only = None
-
-    def labels(self, *values: str) -> Child:
-        """The child for these label values, in the order of the label names; a dict lookup
-        after the first call. Keep the child where a hot path can reach it."""
-        child = self._children.get(values)
-        if child is None:
-            child = self._add(values)
-        return child
-
-    def _add(self, values: LabelValues) -> Child:
-        if len(values) != len(self.label_names):
-            raise ValueError(f"'{self.name}' takes labels {self.label_names}, got {values}.")
-        if not all(isinstance(v, str) for v in values):
-            raise TypeError(f"Label values of '{self.name}' must be strings.")
-        child = self._new_child()
-        self._children[values] = child
-        self._labels_text[values] = label_text(self.label_names, values)
-        return child
-
-    def _single(self) -> Child:
-        if self._only is None:
-            raise ValueError(f"'{self.name}' has labels {self.label_names}: call .labels() first.")
-        return self._only
-
-    def _new_child(self) -> Child:
-        raise NotImplementedError
-
-    def samples(self) -> Iterator[str]:
-        """The sample lines, without HELP and TYPE."""
-        raise NotImplementedError
-
-    def expose(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {escape_help(self.help)}"
-        yield f"# TYPE {self.name} {self.kind}"
-        yield from self.samples()
-
-
-class Counter(Metric[CounterChild]):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        if not name.endswith("_total"):
-            raise ValueError(f"Counter '{name}' must end in _total.")
-        super().__init__(name, help, labels)
-
-    def _new_child(self) -> CounterChild:
-        return CounterChild()
-
-    def inc(self, amount: float = 1) -> None:
-        """For a counter without labels."""
-        self._single().inc(amount)
-
-    def samples(self) -> Iterator[str]:
-        for values, child in list(self._children.items()):
-            yield f"{self.name}{self._labels_text[values]} {format_value(child.value)}"
-
-
-class Gauge(Metric[GaugeChild]):
-    kind = "gauge"
-
-    def _new_child(self) -> GaugeChild:
-        return GaugeChild()
-
-    def set(self, value: float) -> None:
-        self._single().set(value)
-
-    def inc(self, amount: float = 1) -> None:
-        self._single().inc(amount)
-
-    def dec(self, amount: float = 1) -> None:
-        self._single().dec(amount)
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        """For a gauge without labels: see `GaugeChild.set_function`."""
-        self._single().set_function(function)
-
-    def samples(self) -> Iterator[str]:
-        for values, child in list(self._children.items()):
-            try:
-                value = child.value
-            except Exception:  # a failing callback loses its sample, not the whole scrape
-                continue
-            yield f"{self.name}{self._labels_text[values]} {format_value(value)}"
-
-
-class Histogram(Metric[HistogramChild]):
-    kind = "histogram"
-
-    def __init__(
-        self, name: str, help: str, buckets: Iterable[float], labels: Sequence[str] = ()
-    ) -> None:
-        bounds = tuple(float(b) for b in buckets if not math.isinf(b))
-        if not bounds or any(a >= b for a, b in pairwise(bounds)):
-            raise ValueError(f"Histogram '{name}' needs increasing bucket bounds.")
-        self.bounds = bounds
-        self._le = [format_value(b) for b in bounds] + ["+Inf"]
-        super().__init__(name, help, labels)
-
-    def _new_child(self) -> HistogramChild:
-        return HistogramChild(self.bounds)
-
-    def observe(self, value: float) -> None:
-        """For a histogram without labels."""
-        self._single().observe(value)
-
-    def samples(self) -> Iterator[str]:
-        for values, child in list(self._children.items()):
-            yield from self._child_samples(values, child)
-
-    def _child_samples(self, values: LabelValues, child: HistogramChild) -> Iterator[str]:
-        pairs = self._labels_text[values][1:-1]  # without braces, to add `le`
-        prefix = pairs + "," if pairs else ""
-        counts, total_sum = list(child.counts), child.sum  # one consistent reading
-        cumulative = 0
-        for le, count in zip(self._le, counts, strict=True):
-            cumulative += count
-            yield f'{self.name}_bucket{{{prefix}le="{le}"}} {cumulative}'
-        braces = self._labels_text[values]
-        yield f"{self.name}_sum{braces} {format_value(total_sum)}"
-        yield f"{self.name}_count{braces} {cumulative}"
-
-
-_AnyMetric = TypeVar("_AnyMetric", Counter, Gauge, Histogram)
-
-
-class Registry:
-    """The metrics one process exposes, in the order they were made."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
-
-    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
-        return self._register(Counter(name, help, labels))
-
-    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
-        return self._register(Gauge(name, help, labels))
-
-    def histogram(
-        self, name: str, help: str, buckets: Iterable[float], labels: Sequence[str] = ()
-    ) -> Histogram:
-        return self._register(Histogram(name, help, buckets, labels))
-
-    def _register(self, metric: _AnyMetric) -> _AnyMetric:
-        if metric.name in self._metrics:
-            raise ValueError(f"Metric '{metric.name}' is already registered.")
-        self._metrics[metric.name] = metric
-        return metric
-
-    def expose(self) -> str:
-        """Every metric in the text exposition format 0.0.4."""
-        lines = [line for metric in self._metrics.values() for line in metric.expose()]
-        return "\n".join(lines) + "\n"
-
+import atexit
+import contextlib
+import functools
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from gateway.obs.multiprocess import MULTIPROC_ENV
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# Read once, as prometheus-client itself does on import: the values it stores follow it.
+_FOLDER = os.environ.get(MULTIPROC_ENV) or None
+
+# `*_created` series were never part of our exposition, and multiprocess mode has none.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Seconds. Time to first token spans a cached 1 ms answer to a 30 s cold start.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -318,86 +60,110 @@ class GatewayMetrics:
 
         metrics.errors.labels("rate_limited").inc()
         metrics.time_to_first_token.labels(model).observe(seconds)
-        metrics.generations_running.set_function(lambda: len(running))
+        metrics.generations_running.set(len(running))
         frames = metrics.frames_sent.labels("ws")   # bind once per connection, then
         frames.inc()                                 # a plain method call per frame
 
-    Times are in seconds (`time.perf_counter()` differences).
+    Gauges are set, moved or summed as live values: a gauge read from a function at scrape
+    time (`set_function`) only works in one process, since a scrape in multiprocess mode reads
+    files, not other workers' functions. Times are in seconds (`time.perf_counter()`
+    differences).
     """
 
     def __init__(self) -> None:
-        r = self.registry = Registry()
+        r = self.registry = CollectorRegistry()
+        self.multiprocess_folder = _FOLDER
         # Connections. transport: ws (WebSockets), sse (event-stream responses), http (other
         # requests in progress).
-        self.connections = r.gauge(
-            "gateway_connections", "Open client connections, by transport.", ["transport"]
+        self.connections = _gauge(
+            r, "gateway_connections", "Open client connections, by transport.", ["transport"]
         )
-        self.connections_total = r.counter(
-            "gateway_connections_total", "Client connections ended, by transport.", ["transport"]
+        # Named gateway_connections_total before prometheus-client, which reserves a
+        # counter's name without `_total` and so refuses it beside the gauge above.
+        self.connections_total = Counter(
+            "gateway_connections_closed_total",
+            "Client connections ended, by transport.",
+            ["transport"],
+            registry=r,
         )
-        self.frames_sent = r.counter(
+        self.frames_sent = Counter(
             "gateway_frames_sent_total",
             "Frames (WebSocket messages, SSE events) sent to clients, by transport.",
             ["transport"],
+            registry=r,
         )
-        self.frames_received = r.counter(
+        self.frames_received = Counter(
             "gateway_frames_received_total",
             "Frames received from clients, by transport.",
             ["transport"],
+            registry=r,
         )
         # Generations. outcome: done, cancelled, failed, interrupted.
-        self.generations_running = r.gauge(
-            "gateway_generations_running", "Generations running in this process."
+        self.generations_running = _gauge(
+            r, "gateway_generations_running", "Generations running in the gateway's processes."
         )
-        self.generations_total = r.counter(
-            "gateway_generations_total", "Generations ended, by outcome.", ["outcome"]
+        self.generations_total = Counter(
+            "gateway_generations_total", "Generations ended, by outcome.", ["outcome"], registry=r
         )
-        self.time_to_first_token = r.histogram(
+        self.time_to_first_token = Histogram(
             "gateway_time_to_first_token_seconds",
             "From accepting a completion to publishing its first content chunk, by model.",
-            LATENCY_BUCKETS,
             ["model"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
         )
-        self.chunk_gap = r.histogram(
+        self.chunk_gap = Histogram(
             "gateway_chunk_gap_seconds",
             "Time between two consecutive content chunks of a generation.",
-            GAP_BUCKETS,
+            registry=r,
+            buckets=GAP_BUCKETS,
         )
-        self.overhead = r.histogram(
+        self.overhead = Histogram(
             "gateway_overhead_seconds",
             "From an event reaching its generation to its frames being queued for every "
             "subscriber (numbering, logging, encoding, fan-out).",
-            OVERHEAD_BUCKETS,
+            registry=r,
+            buckets=OVERHEAD_BUCKETS,
         )
-        self.cancel_latency = r.histogram(
+        self.cancel_latency = Histogram(
             "gateway_cancel_seconds",
             "From a cancel request to the upstream request being closed.",
-            LATENCY_BUCKETS,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
         )
         # Failures and refusals. code: the error codes of docs/protocol.md.
-        self.errors = r.counter(
-            "gateway_errors_total", "Errors sent to clients, by code.", ["code"]
+        self.errors = Counter(
+            "gateway_errors_total", "Errors sent to clients, by code.", ["code"], registry=r
         )
-        self.rate_limited = r.counter(
-            "gateway_rate_limited_total", "Requests refused by a limit, by limit name.", ["limit"]
+        self.rate_limited = Counter(
+            "gateway_rate_limited_total",
+            "Requests refused by a limit, by limit name.",
+            ["limit"],
+            registry=r,
         )
         # Upstream (the model servers) and Redis.
-        self.upstream_latency = r.histogram(
+        self.upstream_latency = Histogram(
             "gateway_upstream_request_seconds",
             "From sending an upstream request to its response headers, by model.",
-            LATENCY_BUCKETS,
             ["model"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
         )
-        self.upstream_errors = r.counter(
-            "gateway_upstream_errors_total", "Failed upstream requests, by error code.", ["code"]
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total",
+            "Failed upstream requests, by error code.",
+            ["code"],
+            registry=r,
         )
-        self.redis_errors = r.counter(
-            "gateway_redis_errors_total", "Redis commands that failed or timed out."
+        self.redis_errors = Counter(
+            "gateway_redis_errors_total", "Redis commands that failed or timed out.", registry=r
         )
         # Resume.
-        self.resumes = r.counter("gateway_resumes_total", "Generations resumed by a client.")
-        self.replayed_events = r.counter(
-            "gateway_replayed_events_total", "Events replayed to resuming clients."
+        self.resumes = Counter(
+            "gateway_resumes_total", "Generations resumed by a client.", registry=r
+        )
+        self.replayed_events = Counter(
+            "gateway_replayed_events_total", "Events replayed to resuming clients.", registry=r
         )
         # Series that exist from the start, so a rate() sees their first increase.
         for transport in TRANSPORTS:
@@ -406,6 +172,55 @@ class GatewayMetrics:
         for transport in ("ws", "sse"):
             self.frames_sent.labels(transport)
         self.frames_received.labels("ws")
+        self._scraped = self._scrape_registry()
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        if self.multiprocess_folder is None:
+            ProcessCollector(registry=self.registry)
+            return self.registry
+        _forget_this_worker_at_exit()
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, self.multiprocess_folder)  # type: ignore[no-untyped-call]
+        return merged
 
     def expose(self) -> str:
-        return self.registry.expose()
+        """Every metric in the Prometheus text format 0.0.4."""
+        if self.multiprocess_folder is not None:
+            forget_dead_workers(Path(self.multiprocess_folder))
+        return generate_latest(self._scraped).decode()
+
+
+def _gauge(
+    registry: CollectorRegistry, name: str, help: str, labels: list[str] | None = None
+) -> Gauge:
+    # livesum: one scrape shows the sum over the workers running now; a worker's share goes
+    # when it is marked dead. Without a folder the mode is ignored.
+    return Gauge(name, help, labels or [], registry=registry, multiprocess_mode="livesum")
+
+
+@functools.cache
+def _forget_this_worker_at_exit() -> None:
+    """Drop this worker's live gauges when it exits, so a scrape stops counting its
+    connections and generations; its counters stay, as counters never go down."""
+    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid(), _FOLDER))  # type: ignore[no-untyped-call]
+
+
+def forget_dead_workers(folder: Path) -> None:
+    """Drop the live gauges of workers that ended without running their exit hook (killed),
+    so that their sockets and generations stop counting; uvicorn starts a new worker in
+    their place, which counts from zero."""
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not _running(pid):
+            with contextlib.suppress(FileNotFoundError):  # another worker got there first
+                multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, hence alive
+        return True
+    return True

@@ -19,8 +19,8 @@ import httpx2
 
 from gateway.server.transport import MAX_HEAD_BYTES
 from tests.adversarial.conftest import Survives
-from tests.client import connected, receive, send
 from tests.conftest import GatewayFactory
+from tests.support.ws import connected, receive, send
 
 Mint = Callable[..., str]
 
