@@ -20,13 +20,13 @@ import httpx2
 import pytest
 
 from gateway.obs.tracing import wanted
-from tests.client import connected, send, until_done
-from tests.conftest import TEST_SECRET, RedisServer
 from tests.otlp_receiver import Receiver, Span, otlp_receiver
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.test_http import sse_events
-from tests.test_resume import read_through
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events
+from tests.support.tokens import TEST_SECRET
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import Frames, connected, send, through_seq, until_done
 
 Mint = Callable[..., str]
 REPO = Path(__file__).resolve().parent.parent
@@ -125,6 +125,17 @@ def check_answer(
     return server
 
 
+async def ws_traced(
+    url: str, token: str, caller: Caller, receiver: Receiver, **frame: Any
+) -> tuple[Frames, list[Span]]:
+    """A completion over a socket as the caller (its frame's traceparent); its frames, and the
+    spans of its trace once they arrived."""
+    ws = await connected(url, token)
+    await send(ws, type="completion", id="traced", traceparent=caller.traceparent, **frame)
+    frames = await until_done(ws, "traced")
+    return frames, await asyncio.to_thread(receiver.wait_for, answer_spans(caller.trace_id))
+
+
 async def test_a_websocket_answer_is_traced_in_the_callers_trace(
     pair: tuple[GatewayProcess, GatewayProcess],
     receiver: tuple[Receiver, str],
@@ -132,15 +143,12 @@ async def test_a_websocket_answer_is_traced_in_the_callers_trace(
     token: Mint,
 ) -> None:
     caller, message = Caller(), f"ws-{uuid.uuid4().hex}"
-    ws = await connected(pair[0].url, token())
-    await send(ws, type="completion", id="w", message=message, traceparent=caller.traceparent)
-    frames = await until_done(ws, "w")
+    frames, spans = await ws_traced(pair[0].url, token(), caller, receiver[0], message=message)
     assert frames[-1]["type"] == "done"
-    spans = await asyncio.to_thread(receiver[0].wait_for, answer_spans(caller.trace_id))
     server = check_answer(spans, caller, frames[0]["generation_id"], fake_upstream, message)
     # One span per completion frame, not per connection.
     assert server.name == "websocket completion"
-    assert server.attributes["gateway.request.id"] == "w"
+    assert server.attributes["gateway.request.id"] == "traced"
 
 
 async def post_traced(
@@ -198,7 +206,7 @@ async def test_a_resume_on_another_instance_links_to_the_generation(
     await send(
         ws, type="completion", id="s", message="x", model=SLOW, traceparent=first.traceparent
     )
-    seen = await read_through(ws, "s", 3)
+    seen = await until_done(ws, "s", through_seq(3))
     generation_id = seen[0]["generation_id"]
     async with httpx2.AsyncClient(timeout=30) as client:
         response = await client.get(
@@ -230,12 +238,11 @@ async def test_a_failed_model_call_is_an_error_by_its_code_alone(
     pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
 ) -> None:
     caller = Caller()
-    ws = await connected(pair[0].url, token())
-    frame = {"message": "x", "model": "fake-err401", "traceparent": caller.traceparent}
-    await send(ws, type="completion", id="e", **frame)
-    failed = (await until_done(ws, "e"))[-1]
+    frames, spans = await ws_traced(
+        pair[0].url, token(), caller, receiver[0], message="x", model="fake-err401"
+    )
+    failed = frames[-1]
     assert failed["type"] == "error"
-    spans = await asyncio.to_thread(receiver[0].wait_for, answer_spans(caller.trace_id))
     call = one(spans, lambda s: s.kind == "CLIENT")
     generation = one(spans, lambda s: s.name.startswith("invoke_agent"))
     assert call.error and call.attributes["error.type"] == failed["code"]
@@ -263,8 +270,8 @@ import asyncio, json, os, sys
 import httpx2
 from gateway.app import create_app
 from gateway.config import Settings
-from tests.client import connected, send, until_done
-from tests.upstream import serve_in_thread
+from tests.support.serving import serve_in_thread
+from tests.support.ws import connected, send, until_done
 
 async def answer(url: str, token: str) -> None:
     ws = await connected(url, token)
