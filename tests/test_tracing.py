@@ -172,9 +172,17 @@ async def test_an_sse_answer_is_traced_in_the_callers_trace(
     token: Mint,
 ) -> None:
     caller, message = Caller(), f"sse-{uuid.uuid4().hex}"
+    probe = Caller()
+    async with httpx2.AsyncClient(timeout=20) as client:
+        health = await client.get(
+            f"{pair[0].url}/healthz", headers={"traceparent": probe.traceparent}
+        )
+    assert health.status_code == 200
     body = {"message": message, "stream": True}
     url = f"{pair[0].url}/completion"
     response, spans = await post_traced(url, body, token(), caller, receiver[0])
+    # Spans are exported in the order they end: had the probe one, it would be here by now.
+    assert not [s for s in receiver[0].spans if s.trace_id == probe.trace_id]
     generation_id = sse_events(response.text)[0][1]["generation_id"]
     server = check_answer(spans, caller, generation_id, fake_upstream, message)
     assert server.name == "POST /completion"

@@ -118,6 +118,7 @@ class OtelTracing:
     enabled = True
 
     def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
         protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
             "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
         )
@@ -219,9 +220,11 @@ class OtelTracing:
 
     def asgi(self, app: ASGIApp, routes: list[Any]) -> ASGIApp:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.util.http import parse_excluded_urls
 
         traced = OpenTelemetryMiddleware(
             app,
+            excluded_urls=parse_excluded_urls(_excluded(self._environ)),
             tracer_provider=self._provider,
             # No span per message sent or received: one per request.
             exclude_spans=["receive", "send"],
@@ -239,6 +242,18 @@ class OtelTracing:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+# Probes and scrapes, every few seconds, are no story worth a trace unless asked for.
+UNTRACED_PATHS = r"/healthz$,/readyz$,/metrics$"
+
+
+def _excluded(environ: Mapping[str, str]) -> str:
+    """The paths with no server span: the standard variables' list, else `UNTRACED_PATHS`."""
+    for name in ("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"):
+        if name in environ:
+            return environ[name]
+    return UNTRACED_PATHS
 
 
 def _request(info: CallInfo) -> dict[str, Any]:
