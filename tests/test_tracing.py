@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from gateway.obs.tracing import wanted
 from tests.otlp_receiver import Receiver, Span, otlp_receiver
@@ -26,7 +28,16 @@ from tests.support.redis import RedisServer
 from tests.support.sse import sse_events
 from tests.support.tokens import TEST_SECRET
 from tests.support.upstream import FakeUpstream
-from tests.support.ws import Frames, connected, send, through_seq, until_done
+from tests.support.ws import (
+    OPEN,
+    Frames,
+    connected,
+    receive,
+    send,
+    through_seq,
+    until_done,
+    ws_url,
+)
 
 Mint = Callable[..., str]
 REPO = Path(__file__).resolve().parent.parent
@@ -149,6 +160,25 @@ async def test_a_websocket_answer_is_traced_in_the_callers_trace(
     # One span per completion frame, not per connection.
     assert server.name == "websocket completion"
     assert server.attributes["gateway.request.id"] == "traced"
+
+
+async def test_a_frame_without_a_trace_context_joins_the_handshakes(
+    pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
+) -> None:
+    caller = Caller()
+    ws = await connect(
+        ws_url(pair[0].url),
+        subprotocols=[Subprotocol("chat-gateway.v1"), Subprotocol(f"bearer.{token()}")],
+        additional_headers={"traceparent": caller.traceparent},
+        open_timeout=10,
+    )
+    OPEN.append(ws)  # closed after the test
+    assert (await receive(ws))["type"] == "ready"
+    await send(ws, type="completion", id="h", message="x")
+    assert (await until_done(ws, "h"))[-1]["type"] == "done"
+    spans = await asyncio.to_thread(receiver[0].wait_for, answer_spans(caller.trace_id))
+    server = one(spans, lambda s: s.kind == "SERVER")
+    assert server.name == "websocket completion" and server.parent_id == caller.span_id
 
 
 async def post_traced(
