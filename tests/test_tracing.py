@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,27 @@ def pair(
     yield a, b
     a.stop()
     b.stop()
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What a test of traced answers works with."""
+
+    a: GatewayProcess
+    b: GatewayProcess
+    receiver: Receiver
+    fake: FakeUpstream
+    token: Mint
+
+
+@pytest.fixture
+def traced(
+    pair: tuple[GatewayProcess, GatewayProcess],
+    receiver: tuple[Receiver, str],
+    fake_upstream: FakeUpstream,
+    token: Mint,
+) -> Traced:
+    return Traced(pair[0], pair[1], receiver[0], fake_upstream, token)
 
 
 class Caller:
@@ -136,39 +158,31 @@ def check_answer(
     return server
 
 
-async def ws_traced(
-    url: str, token: str, caller: Caller, receiver: Receiver, **frame: Any
-) -> tuple[Frames, list[Span]]:
+async def ws_traced(traced: Traced, caller: Caller, **frame: Any) -> tuple[Frames, list[Span]]:
     """A completion over a socket as the caller (its frame's traceparent); its frames, and the
     spans of its trace once they arrived."""
-    ws = await connected(url, token)
+    ws = await connected(traced.a.url, traced.token())
     await send(ws, type="completion", id="traced", traceparent=caller.traceparent, **frame)
     frames = await until_done(ws, "traced")
-    return frames, await asyncio.to_thread(receiver.wait_for, answer_spans(caller.trace_id))
+    spans = await asyncio.to_thread(traced.receiver.wait_for, answer_spans(caller.trace_id))
+    return frames, spans
 
 
-async def test_a_websocket_answer_is_traced_in_the_callers_trace(
-    pair: tuple[GatewayProcess, GatewayProcess],
-    receiver: tuple[Receiver, str],
-    fake_upstream: FakeUpstream,
-    token: Mint,
-) -> None:
+async def test_a_websocket_answer_is_traced_in_the_callers_trace(traced: Traced) -> None:
     caller, message = Caller(), f"ws-{uuid.uuid4().hex}"
-    frames, spans = await ws_traced(pair[0].url, token(), caller, receiver[0], message=message)
+    frames, spans = await ws_traced(traced, caller, message=message)
     assert frames[-1]["type"] == "done"
-    server = check_answer(spans, caller, frames[0]["generation_id"], fake_upstream, message)
+    server = check_answer(spans, caller, frames[0]["generation_id"], traced.fake, message)
     # One span per completion frame, not per connection.
     assert server.name == "websocket completion"
     assert server.attributes["gateway.request.id"] == "traced"
 
 
-async def test_a_frame_without_a_trace_context_joins_the_handshakes(
-    pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
-) -> None:
+async def test_a_frame_without_a_trace_context_joins_the_handshakes(traced: Traced) -> None:
     caller = Caller()
     ws = await connect(
-        ws_url(pair[0].url),
-        subprotocols=[Subprotocol("chat-gateway.v1"), Subprotocol(f"bearer.{token()}")],
+        ws_url(traced.a.url),
+        subprotocols=[Subprotocol("chat-gateway.v1"), Subprotocol(f"bearer.{traced.token()}")],
         additional_headers={"traceparent": caller.traceparent},
         open_timeout=10,
     )
@@ -176,71 +190,61 @@ async def test_a_frame_without_a_trace_context_joins_the_handshakes(
     assert (await receive(ws))["type"] == "ready"
     await send(ws, type="completion", id="h", message="x")
     assert (await until_done(ws, "h"))[-1]["type"] == "done"
-    spans = await asyncio.to_thread(receiver[0].wait_for, answer_spans(caller.trace_id))
+    spans = await asyncio.to_thread(traced.receiver.wait_for, answer_spans(caller.trace_id))
     server = one(spans, lambda s: s.kind == "SERVER")
     assert server.name == "websocket completion" and server.parent_id == caller.span_id
 
 
 async def post_traced(
-    url: str, body: dict[str, Any], token: str, caller: Caller, receiver: Receiver
+    traced: Traced, path: str, body: dict[str, Any], caller: Caller
 ) -> tuple[httpx2.Response, list[Span]]:
     """POST as the caller; the response, and the spans of its trace once they arrived."""
     async with httpx2.AsyncClient(timeout=20) as client:
         response = await client.post(
-            url,
+            traced.a.url + path,
             json=body,
-            headers={"Authorization": f"Bearer {token}", "traceparent": caller.traceparent},
+            headers={
+                "Authorization": f"Bearer {traced.token()}",
+                "traceparent": caller.traceparent,
+            },
         )
     assert response.status_code == 200, response.text
-    return response, await asyncio.to_thread(receiver.wait_for, answer_spans(caller.trace_id))
+    spans = await asyncio.to_thread(traced.receiver.wait_for, answer_spans(caller.trace_id))
+    return response, spans
 
 
-async def test_an_sse_answer_is_traced_in_the_callers_trace(
-    pair: tuple[GatewayProcess, GatewayProcess],
-    receiver: tuple[Receiver, str],
-    fake_upstream: FakeUpstream,
-    token: Mint,
-) -> None:
+async def test_an_sse_answer_is_traced_in_the_callers_trace(traced: Traced) -> None:
     caller, message = Caller(), f"sse-{uuid.uuid4().hex}"
     probe = Caller()
     async with httpx2.AsyncClient(timeout=20) as client:
         health = await client.get(
-            f"{pair[0].url}/healthz", headers={"traceparent": probe.traceparent}
+            f"{traced.a.url}/healthz", headers={"traceparent": probe.traceparent}
         )
     assert health.status_code == 200
     body = {"message": message, "stream": True}
-    url = f"{pair[0].url}/completion"
-    response, spans = await post_traced(url, body, token(), caller, receiver[0])
+    response, spans = await post_traced(traced, "/completion", body, caller)
     # Spans are exported in the order they end: had the probe one, it would be here by now.
-    assert not [s for s in receiver[0].spans if s.trace_id == probe.trace_id]
+    assert not [s for s in traced.receiver.spans if s.trace_id == probe.trace_id]
     generation_id = sse_events(response.text)[0][1]["generation_id"]
-    server = check_answer(spans, caller, generation_id, fake_upstream, message)
+    server = check_answer(spans, caller, generation_id, traced.fake, message)
     assert server.name == "POST /completion"
     assert server.attributes["http.route"] == "/completion"
 
 
-async def test_an_openai_compatible_answer_is_traced_in_the_callers_trace(
-    pair: tuple[GatewayProcess, GatewayProcess],
-    receiver: tuple[Receiver, str],
-    fake_upstream: FakeUpstream,
-    token: Mint,
-) -> None:
+async def test_an_openai_compatible_answer_is_traced_in_the_callers_trace(traced: Traced) -> None:
     caller, message = Caller(), f"oai-{uuid.uuid4().hex}"
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": message}]}
-    url = f"{pair[0].url}/v1/chat/completions"
-    _, spans = await post_traced(url, body, token(), caller, receiver[0])
+    _, spans = await post_traced(traced, "/v1/chat/completions", body, caller)
     generation = one(spans, lambda s: "gateway.generation.id" in s.attributes)
     generation_id = generation.attributes["gateway.generation.id"]
-    server = check_answer(spans, caller, generation_id, fake_upstream, message)
+    server = check_answer(spans, caller, generation_id, traced.fake, message)
     assert server.name == "POST /v1/chat/completions"
 
 
-async def test_a_resume_on_another_instance_links_to_the_generation(
-    pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
-) -> None:
-    a, b = pair
+async def test_a_resume_on_another_instance_links_to_the_generation(traced: Traced) -> None:
+    a, b = traced.a, traced.b
     first, second = Caller(), Caller()
-    ws = await connected(a.url, token())
+    ws = await connected(a.url, traced.token())
     await send(
         ws, type="completion", id="s", message="x", model=SLOW, traceparent=first.traceparent
     )
@@ -250,7 +254,7 @@ async def test_a_resume_on_another_instance_links_to_the_generation(
         response = await client.get(
             f"{b.url}/generations/{generation_id}/events",
             headers={
-                "Authorization": f"Bearer {token()}",
+                "Authorization": f"Bearer {traced.token()}",
                 "Last-Event-ID": str(seen[-1]["seq"]),
                 "traceparent": second.traceparent,
             },
@@ -263,7 +267,7 @@ async def test_a_resume_on_another_instance_links_to_the_generation(
         mine = [s for s in follows + generations if s.trace_id in (first.trace_id, second.trace_id)]
         return mine if len(mine) == 2 else []
 
-    spans = await asyncio.to_thread(receiver[0].wait_for, follow_and_generation)
+    spans = await asyncio.to_thread(traced.receiver.wait_for, follow_and_generation)
     follow = one(spans, lambda s: s.name == "follow generation")
     generation = one(spans, lambda s: s.name.startswith("invoke_agent"))
     assert generation.trace_id == first.trace_id
@@ -272,13 +276,9 @@ async def test_a_resume_on_another_instance_links_to_the_generation(
     assert follow.attributes["gateway.generation.id"] == generation_id
 
 
-async def test_a_failed_model_call_is_an_error_by_its_code_alone(
-    pair: tuple[GatewayProcess, GatewayProcess], receiver: tuple[Receiver, str], token: Mint
-) -> None:
+async def test_a_failed_model_call_is_an_error_by_its_code_alone(traced: Traced) -> None:
     caller = Caller()
-    frames, spans = await ws_traced(
-        pair[0].url, token(), caller, receiver[0], message="x", model="fake-err401"
-    )
+    frames, spans = await ws_traced(traced, caller, message="x", model="fake-err401")
     failed = frames[-1]
     assert failed["type"] == "error"
     call = one(spans, lambda s: s.kind == "CLIENT")
