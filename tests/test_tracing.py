@@ -12,9 +12,10 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import AsyncGeneratorType
 from typing import Any
 
 import httpx2
@@ -22,7 +23,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from gateway.obs.tracing import wanted
+from gateway.config import ModelConfig, Settings
+from gateway.events import Message
+from gateway.llm.base import ModelParams
+from gateway.llm.registry import ModelRegistry
+from gateway.obs import tracing
+from gateway.obs.metrics import GatewayMetrics
+from gateway.obs.tracing import NO_CALL, wanted
 from tests.otlp_receiver import Receiver, Span, otlp_receiver
 from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.support.redis import RedisServer
@@ -298,6 +305,37 @@ def test_tracing_is_on_only_with_an_endpoint() -> None:
     assert wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
     assert not wanted({**endpoint, "OTEL_SDK_DISABLED": "true"})
     assert not wanted({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
+
+
+POLICIES = (("whole", "_whole"), ("streamed", "_stream"))
+
+
+async def test_off_a_model_call_is_the_policy_itself_with_no_layer_per_chunk() -> None:
+    assert not tracing.active.enabled  # no endpoint in the suite's environment
+    upstream = {
+        name: ModelConfig(name, "openai", "http://127.0.0.1:1/v1", streaming=policy == "_stream")
+        for name, policy in POLICIES
+    }
+    registry = ModelRegistry(
+        Settings(models={"echo": ModelConfig("echo", "echo"), **upstream}), GatewayMetrics()
+    )
+    try:
+        for name, policy in POLICIES:
+            model = registry.get(name)
+            assert model is not None
+            answer = model.stream([Message("user", "x")], ModelParams())
+            assert isinstance(answer, AsyncGeneratorType)
+            assert answer.ag_code.co_name == policy  # not a wrapper around it
+            await answer.aclose()
+    finally:
+        await registry.aclose()
+    pieces = one_piece()
+    assert NO_CALL.body(pieces) is pieces and NO_CALL.headers == {}
+    await pieces.aclose()
+
+
+async def one_piece() -> AsyncGenerator[bytes]:
+    yield b"x"
 
 
 # A gateway in a process of its own answers over a socket and SSE; then it says which modules
