@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.config import Settings
 from gateway.errors import RequestError
 from gateway.handlers import ai_sdk, openai_compat
+from gateway.handlers.activity import activity_events, running_generations
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
 from gateway.handlers.health import healthz, readyz
 from gateway.handlers.metrics import metrics
@@ -68,6 +69,8 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/completion", completion, methods=["POST"]),
+        Route("/generations", running_generations),
+        Route("/activity", activity_events),
         Route("/generations/{generation_id}/events", generation_events),
         Route("/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
         Route(

@@ -23,11 +23,15 @@ from redis.backoff import ExponentialWithJitterBackoff
 from gateway.agents.registry import build_agents
 from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
+from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
 from gateway.core.generations import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
+from gateway.store.activity import ActivityLog
+from gateway.store.activity_hub import ActivityHub, ActivityReads
+from gateway.store.activity_reads import BlockingActivityReads, PolledActivityReads
 from gateway.store.client import StoreClient, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
@@ -56,6 +60,7 @@ class Services:
     conversations: ConversationService
     limits: LimitStore
     metrics: GatewayMetrics
+    activity: ActivityService
 
     async def store_ready(self) -> bool:
         return await ping(self.redis)
@@ -102,6 +107,10 @@ async def open_services(
         storage_ttl=settings.conversation_ttl,
     )
     hub = LogHub(log_reads(settings, redis_url, redis, keys, instance))
+    activity = ActivityService(
+        ActivityLog(redis, keys, settings.activity_ttl),
+        ActivityHub(activity_reads(settings, redis_url, redis, keys, instance)),
+    )
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(
@@ -113,6 +122,7 @@ async def open_services(
         generations,
         limits,
         hub,
+        activity,
     )
     # A delete waits this long for a cancelled generation to end: at once, or once its lease
     # lapses if its process died.
@@ -128,6 +138,7 @@ async def open_services(
     writer.start()
     generations.start()
     hub.start()
+    activity.hub.start()
     verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client
     restore_signals = _drain_on_signal(generations.begin_drain)
     try:
@@ -140,6 +151,7 @@ async def open_services(
             conversation_service,
             limits,
             metrics,
+            activity,
         )
     finally:
         restore_signals()
@@ -154,6 +166,7 @@ async def open_services(
                 await writer.close(within=settings.shutdown_store_seconds)
                 await generations.stop()
                 await hub.close()
+                await activity.hub.close()
                 await limits.close()
                 await models.aclose()
                 await redis.aclose()
@@ -197,10 +210,28 @@ def log_reads(
     cluster client (see `gateway/store/log_reads.py`)."""
     if isinstance(redis, RedisCluster):
         return PolledReads(redis, keys, settings.log_flush_ms / 1000)
+    return BlockingReads(_own_connection(settings, redis_url), redis, keys, keys.log_wake(instance))
+
+
+def activity_reads(
+    settings: Settings, redis_url: str, redis: StoreClient, keys: Keys, instance: str
+) -> ActivityReads:
+    """How the process reads its users' activity: as it reads the generation logs, with a
+    blocked read of its own on one server, by polling on a Redis Cluster."""
+    if isinstance(redis, RedisCluster):
+        return PolledActivityReads(redis, keys)
+    return BlockingActivityReads(
+        _own_connection(settings, redis_url), redis, keys, keys.activity_wake(instance)
+    )
+
+
+def _own_connection(settings: Settings, redis_url: str) -> Redis:
+    """A connection outside the pool for a reader that blocks (XREAD BLOCK)."""
     options = redis_options(settings, redis_url)
     options["socket_timeout"] = settings.redis_socket_timeout + BLOCK_MS / 1000  # it blocks
-    own = Redis.from_url(redis_url, decode_responses=True, single_connection_client=True, **options)
-    return BlockingReads(own, redis, keys, keys.log_wake(instance))
+    return Redis.from_url(
+        redis_url, decode_responses=True, single_connection_client=True, **options
+    )
 
 
 def redis_options(settings: Settings, redis_url: str) -> dict[str, Any]:

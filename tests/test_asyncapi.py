@@ -31,8 +31,8 @@ from gateway.events import (
     ToolReturned,
     Usage,
 )
+from gateway.protocol import activity, server_models, views
 from gateway.protocol import frames as protocol
-from gateway.protocol import server_models, views
 from gateway.store.messages import MessageStatus
 from gateway.store.records import Status
 from tests.client import close_code, connected, receive, send
@@ -122,6 +122,13 @@ def server_frames() -> list[Json]:
     frames = [protocol.event_object(e, ref, "req-1") for e in events]
     texts = [
         protocol.ready_frame("alice", "conn_q3Jm8YtR0aZk", 1767225600),
+        protocol.ready_frame(
+            "alice",
+            "conn_q3Jm8YtR0aZk",
+            None,
+            [{"conversation_id": "c", "generation_id": ref.generation_id, "last_seq": 3}],
+            "1767225600000-0",
+        ),
         protocol.authenticated_frame("alice", 1767225600),
         protocol.token_expiring_frame(58),
         protocol.resumed_frame("req-1", ref.generation_id, 2, "running", None),
@@ -129,7 +136,26 @@ def server_frames() -> list[Json]:
         protocol.PONG_FRAME,
     ]
     notice = protocol.notice_object("req-1", ref, schemas.NOTICE_CODES[0], "Degraded.")
-    return [*frames, *(json.loads(t) for t in texts), notice]
+    return [*frames, *(json.loads(t) for t in texts), notice, *activity_frames(ref)]
+
+
+def activity_frames(ref: GenerationRef) -> list[Json]:
+    """One frame of every activity event, as the gateway renders them."""
+    published = [
+        activity.generation_started(ref.conversation_id, ref.generation_id, "echo", "chat", "Hi"),
+        activity.generation_ended(ref.conversation_id, ref.generation_id, "complete", "stop"),
+        activity.generation_ended(
+            ref.conversation_id, ref.generation_id, "failed", None, "upstream_error"
+        ),
+        activity.conversation_updated(ref.conversation_id, "Hi", 1767225600000),
+        activity.conversation_deleted(ref.conversation_id),
+    ]
+    assert {e.name for e in published} == set(activity.NAMES)
+    entries = [
+        activity.ActivityEntry(f"1767225600000-{i}", e.name, e.stored())
+        for i, e in enumerate(published)
+    ]
+    return [json.loads(entry.frame()) for entry in entries]
 
 
 def test_server_frames_are_the_renderers_frames() -> None:
@@ -167,6 +193,7 @@ def test_every_rendered_frame_is_its_wire_type() -> None:
         "token_expiring": "TokenExpiringFrame",
         "resumed": "ResumedFrame",
         "pong": "PongFrame",
+        "activity": "ActivityFrame",
     }
     for frame in server_frames():
         name = by_type.get(frame["type"]) or ("ErrorEvent" if "seq" in frame else "ErrorFrame")

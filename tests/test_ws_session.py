@@ -52,10 +52,11 @@ PROTOCOL_MD = ROOT / "docs" / "protocol.md"
 class Peer:
     """The socket's side of a session, as a test plays it."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, activity: bool = False) -> None:
         self.closes: list[Disconnect] = []
         self.closed = asyncio.Event()
-        self.session = SocketSession(services, close=self._close)
+        # Activity has tests of its own (test_activity.py); here it would interleave.
+        self.session = SocketSession(services, self._close, activity)
 
     async def _close(self, decision: Disconnect) -> None:
         self.closes.append(decision)
@@ -111,7 +112,7 @@ def services_with(settings: Settings) -> OpenServices:
 async def serving(services: Services, token: str) -> Peer:
     """A session past its authentication, its `ready` frame read."""
     peer = Peer(services)
-    peer.session.begin(await peer.session.authenticate(token))
+    await peer.session.begin(await peer.session.authenticate(token))
     ready = await peer.frame()
     assert ready["type"] == "ready" and ready["connection_id"] == peer.session.id
     return peer
@@ -360,7 +361,7 @@ async def test_an_expiring_token_is_warned_of(
 async def test_an_expired_token_closes_4401(services_with: OpenServices) -> None:
     async with services_with(token_expiry_grace=0) as services:
         peer = Peer(services)
-        peer.session.begin(Principal("alice", int(time.time()) - 1, {}))
+        await peer.session.begin(Principal("alice", int(time.time()) - 1, {}))
         decision = await peer.close_decision()
         assert (decision.close_code, decision.reason) == (CLOSE_UNAUTHORIZED, "The token expired.")
         await peer.session.end()

@@ -83,6 +83,10 @@ SERVER: dict[str, Message] = {
                 "user": "alice",
                 "connection_id": "conn_q3Jm8YtR0aZk",
                 "expires_at": 1767225600,
+                "running": [
+                    {"conversation_id": "trip-planning", "generation_id": GENERATION, "last_seq": 7}
+                ],
+                "activity_id": "1767225600000-0",
             },
         ),
     ),
@@ -124,6 +128,25 @@ SERVER: dict[str, Message] = {
         "Not an event - no seq, not stored, not replayed; at most once per code per generation.",
     ),
     "pong": Message("The answer to `ping`", ("PongFrame",)),
+    "activity": Message(
+        "The user's activity",
+        ("ActivityFrame",),
+        "A generation of the user's started or ended, a conversation changed or was deleted, "
+        "on any socket, device or instance (docs/activity.md); from `ready` on, unless the "
+        "socket was opened with `?activity=0`.",
+        (
+            {
+                "type": "activity",
+                "event": "generation.started",
+                "activity_id": "1767225600000-0",
+                "conversation_id": "trip-planning",
+                "generation_id": GENERATION,
+                "model": "gpt-4o-mini",
+                "agent": "chat",
+                "message": {"content": "What is the capital of France?", "truncated": False},
+            },
+        ),
+    ),
 }
 
 DESCRIPTION = f"""\

@@ -26,6 +26,43 @@ from gateway.apidocs.parts import (
 from gateway.apidocs.schemas import CONVERSATION_ID, ID, ref
 from gateway.core import conversations
 from gateway.handlers import openai_compat
+from gateway.protocol import activity
+
+ACTIVITY_ID = "^[0-9]+-[0-9]+$"
+RUNNING_PAGE = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "conversation_id": {"type": "string"},
+                    "generation_id": {"type": "string"},
+                    "last_seq": {"type": "integer", "minimum": 0},
+                },
+                "required": ["conversation_id", "generation_id", "last_seq"],
+            },
+        }
+    },
+    "required": ["data"],
+}
+ACTIVITY_STREAM = {
+    "description": "The activity as SSE, a `: keep-alive` comment every 15 s of silence.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "event": {"enum": list(activity.NAMES)},
+                    "id": {"type": "string", "pattern": ACTIVITY_ID},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+                "required": ["event", "id", "data"],
+            }
+        }
+    },
+}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation(
@@ -169,6 +206,37 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             query("after", {"type": "string", "pattern": "^[0-9]+$"}, "The last seq seen."),
             query("token", {"type": "string"}, "The JWT, for an EventSource."),
         ],
+    ),
+    ("GET", "/generations"): Operation(
+        "List running generations",
+        "The caller's generations still running on any instance (at most 64, oldest first): "
+        "`resume` one with `after: 0`, or follow `/generations/{id}/events`, to show it. "
+        "`status=running` is required; ended generations are not listed.",
+        "Completions",
+        {200: json_body(RUNNING_PAGE, "The running generations.")},
+        parameters=[query("status", {"const": "running"}, "Must be `running`.")],
+        errors=(400, 401, 500, 503),
+    ),
+    ("GET", "/activity"): Operation(
+        "Follow the user's activity",
+        "The caller's activity from every socket, device and instance as server-sent events "
+        "(docs/activity.md): `event:` its name, `id:` its activity_id, `data:` its fields. "
+        "From now on, or, with `Last-Event-ID` (else `?after=`), everything after that id "
+        "still kept (ACTIVITY_TTL), then live events. The token may come as `?token=`. An "
+        "open stream holds one of the user's LIMIT_CONNECTIONS slots: 429 with Retry-After "
+        "when none is free.",
+        "Completions",
+        {200: ACTIVITY_STREAM},
+        parameters=[
+            header(
+                "Last-Event-ID",
+                {"type": "string", "pattern": ACTIVITY_ID},
+                "The last activity_id seen.",
+            ),
+            query("after", {"type": "string", "pattern": ACTIVITY_ID}, "The last id seen."),
+            query("token", {"type": "string"}, "The JWT, for an EventSource."),
+        ],
+        errors=(400, 401, 429, 500, 503),
     ),
     ("POST", "/generations/{generation_id}/cancel"): Operation(
         "Cancel a generation",

@@ -223,6 +223,9 @@ class Settings:
     idempotency_ttl: int = setting(
         "IDEMPOTENCY_TTL", 3600, "Seconds an Idempotency-Key is kept", gt=0
     )
+    activity_ttl: int = setting(
+        "ACTIVITY_TTL", 600, "Seconds a user's activity is kept for resumes", gt=0
+    )
     # WebSocket transport
     ws_ping_interval: float = setting("WS_PING_INTERVAL", 20.0, "Seconds between pings; 0: off")
     ws_ping_timeout: float = setting("WS_PING_TIMEOUT", 20.0, "Seconds to wait for a pong")

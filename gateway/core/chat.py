@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from gateway.agents.base import Agent, AgentInput
 from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
+from gateway.core.activity import ActivityService
 from gateway.core.generations import (
     NOTICES,
     STORE_UNREACHABLE,
@@ -27,12 +28,13 @@ from gateway.core.generations import (
 )
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
 from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
+from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.obs import tracing
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
+from gateway.protocol import activity as activity_events
 from gateway.protocol.frames import CompletionRequest
 from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.messages import StoredMessage, stored_size
@@ -100,6 +102,7 @@ class ChatService:
         generations: GenerationRegistry,
         limits: UserLimits,
         hub: LogHub,
+        activity: ActivityService,
     ) -> None:
         self._settings = settings
         self._limits = limits
@@ -109,6 +112,7 @@ class ChatService:
         self._log = generation_log
         self.generations = generations
         self._hub = hub  # reads the logs of generations followed from here
+        self.activity = activity
         self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
         self._bounds = GenerationBounds.of(settings)
 
@@ -197,6 +201,18 @@ class ChatService:
             await self._log.discard(generation_id, principal.sub, key)
             await self._limits.release(admission)
             raise
+        # Before the generation runs, so that its start is published before its end.
+        await self.activity.publish(
+            principal.sub,
+            [
+                activity_events.generation_started(
+                    conversation_id, generation_id, model.name, agent.name, request.message
+                ),
+                activity_events.conversation_updated(
+                    conversation_id, opened.title, opened.updated_at
+                ),
+            ],
+        )
         given = AgentInput(
             message=request.message or "",
             continuation=request.message is None,
@@ -411,6 +427,10 @@ class ChatService:
             usage,
         )
         await self._conversations.append_answer(meta.owner, meta.conversation_id, answer)
+        ended = activity_events.generation_ended(
+            meta.conversation_id, meta.generation_id, "interrupted", None, "interrupted"
+        )
+        await self.activity.publish(meta.owner, [ended])
         return True
 
     def _history(self, request: CompletionRequest, stored: list[StoredMessage]) -> list[Message]:
@@ -452,11 +472,20 @@ class ChatService:
             usage=result.usage,
         )
         conversation_id = generation.ref.conversation_id
+        finish = result.finish
+        ended = activity_events.generation_ended(
+            conversation_id,
+            generation.id,
+            result.status,
+            finish.finish_reason if isinstance(finish, Done) else None,
+            finish.code if isinstance(finish, Failed) else None,
+        )
 
         def store_answer_and_release(pipe: Pipeline) -> None:
             size = self._conversations.queue_answer(pipe, owner, conversation_id, answer)
             self._limits.queue_release(pipe, admission, result.usage.total_tokens)
             self._limits.queue_stored(pipe, owner, conversation_id, opened_bytes + size)
+            self.activity.queue(pipe, owner, [ended])
 
         return await self.generations.writer.finish(
             generation.id, result.finish, result.status, store_answer_and_release

@@ -27,6 +27,7 @@ from gateway.core.ports import Conversations, GenerationLogs, UserLimits
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.principal import Principal
+from gateway.protocol import activity as activity_events
 from gateway.protocol.frames import CONVERSATION_ID_RE
 from gateway.store.messages import Page, Position, Summary
 from gateway.store.records import Status
@@ -226,6 +227,10 @@ class ConversationService:
         self, principal: Principal, conversation_id: str, title: str
     ) -> dict[str, Any]:
         summary = await self._store.rename(principal.sub, conversation_id, title)
+        updated = activity_events.conversation_updated(
+            conversation_id, summary.title, summary.updated_at
+        )
+        await self._chat.activity.publish(principal.sub, [updated])
         (generation,) = await self._generations(principal, [summary.generation_id])
         return summary_object(summary, generation)
 
@@ -246,6 +251,9 @@ class ConversationService:
         running = [
             g for g, status in zip(generation_ids, statuses, strict=True) if status == "running"
         ]
+        await self._chat.activity.publish(
+            sub, [activity_events.conversation_deleted(conversation_id)]
+        )
         await asyncio.gather(*(self._stop(principal, g) for g in running))
         await self._log.delete(generation_ids)
 

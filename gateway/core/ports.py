@@ -15,6 +15,7 @@ from gateway.config import Limits
 from gateway.events import Event
 from gateway.limits import Admission, Refusal, Turn
 from gateway.llm.base import ChatModel
+from gateway.protocol.activity import ActivityEntry, ActivityEvent
 from gateway.store.messages import OpenedTurn, Page, Position, StoredMessage, Summary
 from gateway.store.records import GenerationMeta, Persisted, Status, Trouble
 
@@ -110,3 +111,12 @@ class LogWriting(Protocol):
         self, generation_id: str, final: Event, status: Status, extra: ExtraCommands | None = None
     ) -> Persisted: ...
     def unstored_ends(self) -> set[str]: ...
+
+
+class ActivityStore(Protocol):
+    """Each user's activity stream, and what the user runs."""
+
+    def queue_publish(self, pipe: Pipeline, sub: str, events: Sequence[ActivityEvent]) -> None: ...
+    async def publish(self, sub: str, events: Sequence[ActivityEvent]) -> None: ...
+    async def after(self, sub: str, after: str) -> list[ActivityEntry]: ...
+    async def snapshot(self, sub: str) -> tuple[str, list[tuple[str, str, int]]]: ...

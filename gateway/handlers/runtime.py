@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.config import Settings
+from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
 from gateway.core.generations import GenerationRegistry
@@ -43,6 +44,8 @@ class Runtime(Protocol):
     def limits(self) -> ConnectionSlots: ...
     @property
     def metrics(self) -> GatewayMetrics: ...
+    @property
+    def activity(self) -> ActivityService: ...
 
     async def store_ready(self) -> bool:
         """True when the store answers (on a Redis Cluster, every primary)."""

@@ -28,7 +28,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     offered = list(ws.scope.get("subprotocols", []))
     await ws.accept(subprotocol=choose_subprotocol(offered))
     services = services_of(ws)
-    session = SocketSession(services, close=lambda decision: _close(ws, decision))
+    activity = ws.query_params.get("activity") != "0"
+    session = SocketSession(services, lambda decision: _close(ws, decision), activity)
     session.handshake = ws.headers  # the parent of frames that carry no trace context
     bind(connection_id=session.id)  # on every log line of this socket and its generations
     try:
@@ -83,7 +84,7 @@ async def _count_out(services: Runtime, principal: Principal, connection_id: str
 
 
 async def _serve(ws: WebSocket, session: SocketSession, principal: Principal) -> None:
-    session.begin(principal)
+    await session.begin(principal)
     writer = asyncio.create_task(_write(ws, session), name=f"writer-{session.id}")
     try:
         while (text := await _receive_text(ws, session)) is not None:

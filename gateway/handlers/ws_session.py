@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, NoReturn
 
+from gateway.core.activity import Snapshot
 from gateway.core.outbox import Outbox
 from gateway.errors import (
     CLOSE_AUTH_TIMEOUT,
@@ -47,6 +48,7 @@ from gateway.obs import tracing
 from gateway.obs.logs import log_context
 from gateway.obs.tracing import NO_HEADERS
 from gateway.principal import Principal
+from gateway.protocol.activity import ActivityEntry
 from gateway.protocol.frames import (
     PONG_FRAME,
     Auth,
@@ -109,7 +111,7 @@ class SocketSession:
     `first_frame_token`, `authenticate`, `admit`), then `begin`, a `receive` per text frame
     (each checked by `check_frame` first), and `end`. Frames to send wait in `outbox`."""
 
-    def __init__(self, services: Runtime, close: CloseHook) -> None:
+    def __init__(self, services: Runtime, close: CloseHook, activity: bool = True) -> None:
         self.services = services
         self.settings = services.settings
         self.id = f"conn_{secrets.token_urlsafe(9)}"
@@ -123,6 +125,8 @@ class SocketSession:
         self._close = close
         # The handshake's headers: a frame without a traceparent of its own joins its trace.
         self.handshake: Mapping[str, str] = NO_HEADERS
+        self.activity = activity  # the user's activity frames (`?activity=0` turns them off)
+        self._listening: str | None = None  # the user whose activity reaches this socket
 
     # Before the first frame is served.
 
@@ -165,11 +169,12 @@ class SocketSession:
 
     # Serving frames.
 
-    def begin(self, principal: Principal) -> None:
-        """`ready` first, then the token's expiry and the socket's idleness are watched: timer
-        handles, not tasks, as sockets are many and mostly quiet."""
+    async def begin(self, principal: Principal) -> None:
+        """`ready` first (with the user's running generations), activity from then on, then
+        the token's expiry and the socket's idleness are watched: timer handles, not tasks,
+        as sockets are many and mostly quiet."""
         self.principal = principal
-        self.outbox.put(ready_frame(principal.sub, self.id, principal.expires_at))
+        await self._ready(principal)
         self.expiry = Expiry(
             principal.expires_at,
             self.settings.token_expiry_warning,
@@ -243,6 +248,9 @@ class SocketSession:
 
     async def end(self) -> None:
         """The socket is done: stop the timers and the outbox, and leave every generation."""
+        if self._listening is not None:
+            self.services.activity.unlisten(self._listening, self._on_activity)
+            self._listening = None
         self.expiry.stop()
         self.idle.stop()
         self.outbox.close()
@@ -260,6 +268,34 @@ class SocketSession:
             for generation_id in self.started & {f.generation_id for f in follows}:
                 with contextlib.suppress(Exception):
                     await self.services.chat.cancel(self.principal, generation_id)
+
+    async def _ready(self, principal: Principal) -> None:
+        """The `ready` frame, then the user's activity with no await in between, so none is
+        lost or sent before it. Without the store the socket opens all the same: `running`
+        is null and activity is read from now on."""
+        if not self.activity:
+            self.outbox.put(ready_frame(principal.sub, self.id, principal.expires_at))
+            return
+        activity = self.services.activity
+        try:
+            snapshot = await activity.snapshot(principal.sub)
+        except Exception as exc:
+            if store_error(exc) is None:
+                raise
+            self.services.metrics.redis_errors.inc()
+            snapshot = Snapshot(f"{int(time.time() * 1000)}-0", None)
+        self.outbox.put(
+            ready_frame(
+                principal.sub, self.id, principal.expires_at, snapshot.running, snapshot.last_id
+            )
+        )
+        activity.listen(principal.sub, self._on_activity, snapshot.last_id)
+        self._listening = principal.sub
+
+    def _on_activity(self, entry: ActivityEntry) -> None:
+        # The frame is rendered once per instance, whatever the sockets; a socket that falls
+        # MAX_QUEUED_FRAMES behind is closed (4008) as for any frame.
+        self.outbox.put(entry.frame())
 
     # The frames.
 

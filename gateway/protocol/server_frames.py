@@ -161,7 +161,13 @@ def resumed_frame(
     )
 
 
-def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:
+def ready_frame(
+    user: str,
+    connection_id: str,
+    expires_at: int | None,
+    running: list[dict[str, Any]] | None = None,
+    activity_id: str | None = None,
+) -> str:
     return dumps(
         {
             "type": "ready",
@@ -169,6 +175,8 @@ def ready_frame(user: str, connection_id: str, expires_at: int | None) -> str:
             "user": user,
             "connection_id": connection_id,
             "expires_at": expires_at,
+            "running": running,
+            "activity_id": activity_id,
         }
     )
 

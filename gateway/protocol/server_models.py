@@ -139,6 +139,26 @@ class ErrorFrame(TypedDict):
     retry_after: NotRequired[RetryAfter]
 
 
+class RunningGeneration(TypedDict):
+    """A generation of the user's still running on some instance: `resume` it with
+    `after: 0` to show it from its start."""
+
+    __pydantic_config__ = SENT  # type: ignore[misc]
+    conversation_id: str
+    generation_id: GenerationId
+    last_seq: Annotated[Count, Field(description="The last seq its log holds (0: none yet).")]
+
+
+ActivityId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]+-[0-9]+$",
+        description="Opaque and increasing: give the last one seen as Last-Event-ID to "
+        "`GET /activity` to get what followed it.",
+    ),
+]
+
+
 class ReadyFrame(TypedDict):
     __pydantic_config__ = SENT  # type: ignore[misc]
     type: Literal["ready"]
@@ -146,6 +166,42 @@ class ReadyFrame(TypedDict):
     user: Annotated[str, Field(description="The token's `sub`.")]
     connection_id: Annotated[str, Field(pattern="^conn_")]
     expires_at: Annotated[int | None, Field(description="The token's `exp` (Unix seconds).")]
+    running: Annotated[
+        list[RunningGeneration] | None,
+        Field(description="The user's running generations; null when activity is off."),
+    ]
+    activity_id: Annotated[
+        ActivityId | None,
+        Field(description="The user's latest activity when the socket opened; null when off."),
+    ]
+
+
+class ActivityMessage(TypedDict):
+    __pydantic_config__ = SENT  # type: ignore[misc]
+    content: Annotated[str, Field(description="The user's message, its first 2,000 characters.")]
+    truncated: bool
+
+
+class ActivityFrame(TypedDict):
+    """One event of the user's activity, from any socket, device or instance
+    (docs/activity.md). Which fields come depends on `event`."""
+
+    __pydantic_config__ = SENT  # type: ignore[misc]
+    type: Literal["activity"]
+    event: Literal[
+        "generation.started", "generation.ended", "conversation.updated", "conversation.deleted"
+    ]
+    activity_id: ActivityId
+    conversation_id: str
+    generation_id: NotRequired[GenerationId]
+    model: NotRequired[str]
+    agent: NotRequired[str]
+    message: NotRequired[ActivityMessage | None]
+    status: NotRequired[GenerationStatus]
+    finish_reason: NotRequired[FinishReason | None]
+    error: NotRequired[ErrorCode | Literal["interrupted"] | None]
+    title: NotRequired[str]
+    updated_at: NotRequired[int]
 
 
 class AuthenticatedFrame(TypedDict):
@@ -186,4 +242,5 @@ SOCKET_FRAMES: dict[str, type] = {
     "ResumedFrame": ResumedFrame,
     "PongFrame": PongFrame,
     "ErrorFrame": ErrorFrame,
+    "ActivityFrame": ActivityFrame,
 }

@@ -59,11 +59,12 @@ end
 # ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
 #       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all),
 #       max_messages, history_bytes.
-# Returns {0} when another user owns the conversation, else {1, <bytes stored>, <json
-# message>...}: the history, its last history_messages messages and at most history_bytes of
-# them (the newest one at least). Leaves room for the answer: at most max_messages - 1
-# messages stay, so storing the answer trims nothing unless turns of the conversation overlap,
-# and the bytes returned plus the answer's are what the conversation will hold.
+# Returns {0} when another user owns the conversation, else {1, <bytes stored>, <title>,
+# <updated_at>, <json message>...}: the history, its last history_messages messages and at
+# most history_bytes of them (the newest one at least). Leaves room for the answer: at most
+# max_messages - 1 messages stay, so storing the answer trims nothing unless turns of the
+# conversation overlap, and the bytes returned plus the answer's are what the conversation
+# will hold.
 OPEN_TURN = (
     _NEWEST
     + _COUNTING
@@ -94,7 +95,7 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, bytes, unpack(history)}
+return {1, bytes, redis.call('HGET', KEYS[1], 'title') or '', tonumber(updated), unpack(history)}
 """
 )
 

@@ -113,7 +113,12 @@ class ConversationStore:
             # pipeline added for an id this user does not own.
             await self._redis.zrem(index, conversation_id)
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return OpenedTurn([StoredMessage.from_json(raw) for raw in result[2:]], int(result[1]))
+        return OpenedTurn(
+            [StoredMessage.from_json(raw) for raw in result[4:]],
+            int(result[1]),
+            str(result[2]),
+            int(result[3]),
+        )
 
     async def append_answer(self, owner: str, conversation_id: str, answer: StoredMessage) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

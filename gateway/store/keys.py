@@ -57,6 +57,17 @@ class Keys:
         """String with a TTL, renewed by the process running the generation."""
         return f"{self.prefix}gen:{{{generation_id}}}:lease"
 
+    def user_activity(self, sub: str) -> str:
+        """Stream: the user's activity (generations started and ended, conversations changed),
+        entry id = the event's `activity_id`, field `a` = its JSON; capped in length and
+        trimmed to ACTIVITY_TTL."""
+        return f"{self.prefix}user:{{{tag(sub)}}}:activity"
+
+    def activity_wake(self, instance: str) -> str:
+        """Stream of at most one entry: added to, it ends the process's blocked read of its
+        users' activity, so that the next read covers a user who just connected."""
+        return f"{self.prefix}wake:{{{instance}}}:activity"
+
     def log_wake(self, instance: str) -> str:
         """Stream of at most one entry: added to, it ends the process's blocked read of the
         followed generation logs (`BlockingReads`), so that the next read covers a new one."""

@@ -7,9 +7,10 @@ from Redis (`TIME`), so instances with skewed clocks agree.
 - requests per minute: GCRA (one key holding the theoretical arrival time); a burst of up to
   the whole minute's allowance is let through, then one request per interval.
 - concurrent generations and open connections: sorted sets of ids scored by when the entry
-  lapses. A generation's entry is removed in the same round trip that stores its answer; an
-  entry whose process died is swept when the user reaches the limit. Connections are
-  refreshed by their process and lapse within CONNECTION_SLOT_TTL of a crash.
+  lapses (the generations' set is kept with no limit too: it lists what the user runs). A
+  generation's entry is removed in the same round trip that stores its answer; an entry whose
+  process died is swept when the user reaches the limit. Connections are refreshed by their
+  process and lapse within CONNECTION_SLOT_TTL of a crash.
 - tokens per day: a counter per UTC day; a turn reserves its prompt plus its answer's cap
   (at most what remains), corrected from the upstream's usage when it ends.
 - stored bytes: a count per conversation and their total. A turn counts its message when it
@@ -84,9 +85,9 @@ if rpm > 0 then
   tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now) + interval
   if tat - now > 60000 then return {'requests_per_minute', math.ceil(tat - now - 60000)} end
 end
-if max_gens > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= max_gens then return {'concurrent_generations', 1000} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if max_gens > 0 and redis.call('ZCARD', KEYS[2]) >= max_gens then
+  return {'concurrent_generations', 1000}
 end
 local reserve = 0
 if budget > 0 then
@@ -103,10 +104,9 @@ if quota > 0 then
   if stored + need > quota then return {'storage_bytes', stored} end
 end
 if rpm > 0 then redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now)) end
-if max_gens > 0 then
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-end
+-- Kept without a limit too: it lists the user's running generations (activity).
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if reserve > 0 then
   redis.call('INCRBY', KEYS[3], reserve)
   redis.call('EXPIRE', KEYS[3], 172800)

@@ -128,6 +128,8 @@ class OpenedTurn:
     # What the conversation's messages take once the user's message is stored (and room was
     # made for the answer): with the answer's size, what it will hold when the turn ends.
     stored_bytes: int
+    title: str = ""  # the conversation's, as the turn opened
+    updated_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ class SseEvent:
     data: str
     id: int | None = None
     event: str | None = None
+    raw_id: str | None = None  # `id:` as sent (an activity id is no number)
 
     def json(self) -> Any:
         return json.loads(self.data)
@@ -39,7 +40,8 @@ class SseParser:
         if "data" not in fields:
             return None
         seq = fields.get("id")
-        return SseEvent(fields["data"], int(seq) if seq else None, fields.get("event"))
+        number = int(seq) if seq and seq.isdigit() else None
+        return SseEvent(fields["data"], number, fields.get("event"), seq)
 
 
 def events_of(body: str) -> list[SseEvent]:

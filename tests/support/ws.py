@@ -20,17 +20,23 @@ def ws_url(base: str) -> str:
 
 
 async def open_socket(
-    base: str, token: str | None = None, *, carrier: str = "subprotocol", **options: Any
+    base: str,
+    token: str | None = None,
+    *,
+    carrier: str = "subprotocol",
+    activity: bool = True,
+    **options: Any,
 ) -> ClientConnection:
-    """Connect with the token in the given carrier: subprotocol, header, query, frame or none."""
-    url, headers = ws_url(base), None
+    """Connect with the token in the given carrier: subprotocol, header, query, frame or none;
+    `activity=False` opens the socket with `?activity=0`."""
+    url, headers = ws_url(base) + ("" if activity else "?activity=0"), None
     protocols = [Subprotocol("chat-gateway.v1")]
     if carrier == "subprotocol" and token:
         protocols = [Subprotocol("chat-gateway.v1"), Subprotocol(f"bearer.{token}")]
     elif carrier == "header" and token:
         headers = {"Authorization": f"Bearer {token}"}
     elif carrier == "query" and token:
-        url += f"?token={token}"
+        url += f"{'&' if '?' in url else '?'}token={token}"
     ws = await connect(
         url,
         subprotocols=protocols,
@@ -54,17 +60,42 @@ async def send(ws: ClientConnection, **frame: Any) -> None:
     await ws.send(json.dumps(frame))
 
 
-async def receive(ws: ClientConnection) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await ws.recv())
-    return frame
+async def receive(ws: ClientConnection, *, activity: bool = False) -> dict[str, Any]:
+    """The next frame. `activity` frames, which every socket gets for its user's doings on
+    any socket, are passed over unless `activity` is true."""
+    while True:
+        frame: dict[str, Any] = json.loads(await ws.recv())
+        if activity or frame.get("type") != "activity":
+            return frame
 
 
 async def connected(base: str, token: str, **options: Any) -> ClientConnection:
     """An authenticated socket whose `ready` frame has been read."""
+    ws, _ = await connected_ready(base, token, **options)
+    return ws
+
+
+async def connected_ready(
+    base: str, token: str, **options: Any
+) -> tuple[ClientConnection, dict[str, Any]]:
+    """An authenticated socket and its `ready` frame."""
     ws = await open_socket(base, token, **options)
     ready = await receive(ws)
     assert ready["type"] == "ready", ready
-    return ws
+    return ws, ready
+
+
+async def next_activity(
+    ws: ClientConnection, event: str, within: float = 10.0, **fields: Any
+) -> dict[str, Any]:
+    """The next `activity` frame of `event` whose fields include `fields`; other frames are
+    passed over."""
+    async with asyncio.timeout(within):
+        while True:
+            frame = await receive(ws, activity=True)
+            wanted = frame["type"] == "activity" and frame["event"] == event
+            if wanted and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
 
 
 Frames = list[dict[str, Any]]

@@ -1,0 +1,94 @@
+"""Each user's activity in Redis: a capped stream on the user's keys (`user:{sub}:activity`).
+
+An event is appended with XADD (its entry id is its `activity_id`), capped at
+`MAX_STORED_EVENTS` and trimmed to ACTIVITY_TTL by entry time in the same round trip; the key
+expires ACTIVITY_TTL after the user's last event. Reads are by entry id, so a client that
+gives the last id it saw gets what followed it, from any instance.
+
+The user's running generations are read from the running set the limits keep
+(`user:{sub}:running`) and checked against each generation's record and log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from gateway.protocol.activity import MAX_RUNNING, ActivityEntry, ActivityEvent
+from gateway.store.client import StoreClient, StorePipeline
+from gateway.store.keys import Keys
+
+# Each user's stream holds at most this many events (approximately: trimming is by whole
+# nodes), whatever ACTIVITY_TTL: a user's burst cannot grow it without bound.
+MAX_STORED_EVENTS = 1000
+READ_COUNT = 200  # entries per read of one user's stream
+
+
+def entries(rows: Any) -> list[ActivityEntry]:
+    """Stream entries (id, {"e": name, "a": json}) as activity entries."""
+    return [ActivityEntry(entry_id, fields["e"], fields["a"]) for entry_id, fields in rows]
+
+
+class ActivityLog:
+    def __init__(self, redis: StoreClient, keys: Keys, ttl: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_ms = ttl * 1000
+
+    def queue_publish(self, pipe: StorePipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
+        """Append `events` to the user's stream in `pipe`, and trim it."""
+        key = self._keys.user_activity(sub)
+        for event in events:
+            pipe.xadd(key, {"e": event.name, "a": event.stored()}, maxlen=MAX_STORED_EVENTS)
+        # The instance's clock, not Redis's: a skew only moves where trimming cuts.
+        oldest = int(time.time() * 1000) - self._ttl_ms
+        pipe.xtrim(key, minid=f"{max(oldest, 0)}-0", approximate=True)
+        pipe.pexpire(key, self._ttl_ms)
+
+    async def publish(self, sub: str, events: Sequence[ActivityEvent]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_publish(pipe, sub, events)
+            await pipe.execute()
+
+    async def after(self, sub: str, after: str) -> list[ActivityEntry]:
+        """The user's events kept after the id `after`, oldest first (at most about
+        MAX_STORED_EVENTS), read a page at a time."""
+        key = self._keys.user_activity(sub)
+        found: list[ActivityEntry] = []
+        while True:
+            page = entries(
+                await self._redis.xrange(key, min=f"({after}", max="+", count=READ_COUNT)
+            )
+            found += page
+            if len(page) < READ_COUNT or len(found) >= 2 * MAX_STORED_EVENTS:
+                return found
+            after = page[-1].id
+
+    async def snapshot(self, sub: str) -> tuple[str, list[tuple[str, str, int]]]:
+        """The id of the user's latest event kept (`0-0` when none is), and the user's
+        generations still running on any instance, each as (conversation_id, generation_id,
+        last seq in its log), oldest first, at most MAX_RUNNING."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(self._keys.user_activity(sub), count=1)
+            pipe.zrange(self._keys.user_generations(sub), 0, MAX_RUNNING - 1)
+            latest, members = await pipe.execute()
+        last_id = str(latest[0][0]) if latest else "0-0"
+        return last_id, await self._running([str(member) for member in members])
+
+    async def _running(self, generation_ids: list[str]) -> list[tuple[str, str, int]]:
+        if not generation_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for generation_id in generation_ids:
+                pipe.hmget(self._keys.generation(generation_id), "status", "conversation_id")
+                pipe.xrevrange(self._keys.events(generation_id), count=1)
+            replies = await pipe.execute()
+        found = []
+        for i, generation_id in enumerate(generation_ids):
+            status, conversation_id = cast(list[str | None], replies[2 * i])
+            last = cast(list[tuple[str, Any]], replies[2 * i + 1])
+            if status == "running" and conversation_id is not None:
+                last_seq = int(last[0][0].split("-")[0]) if last else 0
+                found.append((conversation_id, generation_id, last_seq))
+        return found
