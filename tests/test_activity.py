@@ -25,6 +25,7 @@ from tests.support.ws import (
     through_seq,
     until_done,
 )
+from tests.test_cluster import Cluster, cluster  # noqa: F401  (the cluster fixture)
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done
@@ -32,14 +33,22 @@ SLOW_TEXT = "".join(f" t{i}" for i in range(20))
 HELD = "fake-i5-n20-hold10"  # ten chunks, then waits for `release`
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["server", "cluster"])
 def pair(
+    request: pytest.FixtureRequest,
     redis_server: RedisServer,
     upstream: tuple[FakeUpstream, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two instances on one Redis server, then on a Redis Cluster of three primaries (where
+    each user's activity is polled, not read by a blocked XREAD)."""
     folder = tmp_path_factory.mktemp("activity")
-    environment = gateway_environment(redis_server.url, config_file(folder, upstream[1]))
+    config = config_file(folder, upstream[1])
+    if request.param == "server":
+        environment = gateway_environment(redis_server.url, config)
+    else:
+        cluster: Cluster = request.getfixturevalue("cluster")
+        environment = gateway_environment(cluster.url, config, REDIS_CLUSTER="1")
     a, b = start_pair(folder, environment)
     yield a, b
     a.stop()
