@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import httpx2
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -23,10 +24,12 @@ from redis.backoff import ExponentialWithJitterBackoff
 from gateway.agents.registry import build_agents
 from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
+from gateway.config.rules import webhook_key
 from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
 from gateway.core.generations import GenerationRegistry
+from gateway.core.webhooks import Webhooks
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.activity import ActivityLog
@@ -41,6 +44,7 @@ from gateway.store.log_hub import LogHub, LogReads
 from gateway.store.log_reads import BLOCK_MS, BlockingReads, PolledReads
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
+from gateway.store.webhooks import WebhookQueue
 from gateway.tools.pool import WorkerPool
 
 log = logging.getLogger("gateway")
@@ -107,9 +111,11 @@ async def open_services(
         storage_ttl=settings.conversation_ttl,
     )
     hub = LogHub(log_reads(settings, redis_url, redis, keys, instance))
+    webhook_client, webhooks = open_webhooks(settings, redis, keys, metrics)
     activity = ActivityService(
         ActivityLog(redis, keys, settings.activity_ttl),
         ActivityHub(activity_reads(settings, redis_url, redis, keys, instance)),
+        webhooks,
     )
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
@@ -139,6 +145,8 @@ async def open_services(
     generations.start()
     hub.start()
     activity.hub.start()
+    if webhooks is not None:
+        webhooks.start()
     verifier = TokenVerifier(settings)  # with JWT_JWKS_URL, it owns an HTTP client
     restore_signals = _drain_on_signal(generations.begin_drain)
     try:
@@ -167,6 +175,10 @@ async def open_services(
                 await generations.stop()
                 await hub.close()
                 await activity.hub.close()
+                if webhooks is not None:
+                    await webhooks.close()
+                if webhook_client is not None:
+                    await webhook_client.aclose()
                 await limits.close()
                 await models.aclose()
                 await redis.aclose()
@@ -211,6 +223,33 @@ def log_reads(
     if isinstance(redis, RedisCluster):
         return PolledReads(redis, keys, settings.log_flush_ms / 1000)
     return BlockingReads(_own_connection(settings, redis_url), redis, keys, keys.log_wake(instance))
+
+
+def open_webhooks(
+    settings: Settings, redis: StoreClient, keys: Keys, metrics: GatewayMetrics
+) -> tuple[httpx2.AsyncClient | None, Webhooks | None]:
+    """With WEBHOOK_URL, the sender of webhooks and its HTTP client (no redirects followed, a
+    bounded time per attempt)."""
+    url, secret = settings.webhook_url, settings.webhook_secret
+    if url is None or secret is None:
+        return None, None
+    client = httpx2.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False)
+
+    async def post(body: str, headers: dict[str, str]) -> int:
+        response = await client.post(url, content=body.encode(), headers=headers)
+        return response.status_code
+
+    queue = WebhookQueue(redis, keys, watch_ttl=settings.generation_timeout + settings.lease_ttl)
+    sender = Webhooks(
+        queue,
+        post,
+        webhook_key(secret.reveal()),
+        settings.webhook_when,
+        settings.webhook_include_text,
+        settings.webhook_timeout,
+        metrics,
+    )
+    return client, sender
 
 
 def activity_reads(

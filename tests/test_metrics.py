@@ -103,6 +103,7 @@ def test_gateway_metrics_expose_every_family() -> None:
         "gateway_redis_errors_total": "counter",
         "gateway_resumes_total": "counter",
         "gateway_replayed_events_total": "counter",
+        "gateway_webhook_deliveries_total": "counter",
     }
     assert all(found.helps[name] for name in gateway_types)
     assert found.value("gateway_connections", transport="sse") == 0

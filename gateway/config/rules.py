@@ -4,6 +4,8 @@ cluster's URL, the models agents name, how long keys outlive logs)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -41,9 +43,34 @@ def check(s: Settings) -> None:
         raise ConfigError("IDEMPOTENCY_TTL may not be longer than GENERATION_TTL.")
     fields.check(s)
     _check_jwks(s)
+    _check_webhooks(s)
     for configured in s.models.values():
         if configured.max_concurrent is not None and configured.max_concurrent <= 0:
             raise ConfigError(f"Model '{configured.name}': max_concurrent must be above zero.")
+
+
+def _check_webhooks(s: Settings) -> None:
+    if s.webhook_url is None:
+        return
+    if s.webhook_secret is None:
+        raise ConfigError("WEBHOOK_URL needs WEBHOOK_SECRET (Standard Webhooks: whsec_ + base64).")
+    if urlsplit(s.webhook_url).scheme not in ("http", "https"):
+        raise ConfigError("WEBHOOK_URL must be an http or https URL.")
+    webhook_key(s.webhook_secret.reveal())
+
+
+def webhook_key(secret: str) -> bytes:
+    """The key a Standard Webhooks secret (`whsec_` + base64) stands for."""
+    bad = "WEBHOOK_SECRET must be 'whsec_' followed by base64 of at least 24 bytes."
+    if not secret.startswith("whsec_"):
+        raise ConfigError(bad)
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(bad) from None
+    if len(key) < 24:
+        raise ConfigError(bad)
+    return key
 
 
 def _check_names(s: Settings) -> None:

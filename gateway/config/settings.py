@@ -226,6 +226,20 @@ class Settings:
     activity_ttl: int = setting(
         "ACTIVITY_TTL", 600, "Seconds a user's activity is kept for resumes", gt=0
     )
+    # Webhooks when nobody is watching (docs/activity.md#webhooks)
+    webhook_url: str | None = setting("WEBHOOK_URL", None, "Where ends nobody watched are POSTed")
+    webhook_secret: Secret | None = setting(  # noqa: RUF009
+        "WEBHOOK_SECRET", None, "Standard Webhooks signing secret, `whsec_` + base64"
+    )
+    webhook_when: Literal["unwatched", "always"] = setting(
+        "WEBHOOK_WHEN", "unwatched", "Ends nobody followed, or every end"
+    )
+    webhook_include_text: bool = setting(
+        "WEBHOOK_INCLUDE_TEXT", False, "The answer's text in the webhook"
+    )
+    webhook_timeout: float = setting(
+        "WEBHOOK_TIMEOUT", 10.0, "Seconds one delivery attempt may take", gt=0
+    )
     # WebSocket transport
     ws_ping_interval: float = setting("WS_PING_INTERVAL", 20.0, "Seconds between pings; 0: off")
     ws_ping_timeout: float = setting("WS_PING_TIMEOUT", 20.0, "Seconds to wait for a pong")

@@ -10,11 +10,12 @@ Publishing never fails the work it describes: a store error is logged and the ev
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.ports import ActivityStore, Pipeline
+from gateway.core.webhooks import Webhooks
 from gateway.protocol.activity import ActivityEntry, ActivityEvent, running_object
 from gateway.store.activity_hub import ActivityHub, Listener
 
@@ -30,17 +31,25 @@ class Snapshot:
 
 
 class ActivityService:
-    def __init__(self, store: ActivityStore, hub: ActivityHub) -> None:
+    def __init__(
+        self, store: ActivityStore, hub: ActivityHub, webhooks: Webhooks | None = None
+    ) -> None:
         self._store = store
         self.hub = hub
+        self.webhooks = webhooks  # with WEBHOOK_URL
 
     def queue(self, pipe: Pipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
         """Publish in a round trip the caller makes anyway (a turn's end)."""
         self._store.queue_publish(pipe, sub, events)
 
-    async def publish(self, sub: str, events: Sequence[ActivityEvent]) -> None:
+    async def publish(
+        self,
+        sub: str,
+        events: Sequence[ActivityEvent],
+        also: Callable[[Pipeline], None] | None = None,
+    ) -> None:
         try:
-            await self._store.publish(sub, events)
+            await self._store.publish(sub, events, also)
         except Exception as exc:
             log.warning(
                 "activity of a user lost (%s): %s",

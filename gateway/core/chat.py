@@ -344,6 +344,9 @@ class ChatService:
         last = after
         outage = StoreOutage(meta.generation_id, ref, sink, self.generations.metrics)
         subscription = self._hub.subscribe(meta.generation_id)
+        webhooks, follow_id, saw_end = self.activity.webhooks, new_id("follow"), False
+        if webhooks is not None:  # its end is watched from here: no webhook for it
+            await webhooks.watch(meta.generation_id, follow_id)
         try:
             while True:
                 try:
@@ -364,9 +367,12 @@ class ChatService:
                     sink(ref, event)
                     last = event.seq
                     if is_final(event):
+                        saw_end = True
                         return
         finally:
             subscription.close()
+            if webhooks is not None and not saw_end:
+                await asyncio.shield(webhooks.unwatch(meta.generation_id, follow_id))
 
     async def _next_from_log(
         self, meta: GenerationMeta, last: int, subscription: Subscription
@@ -430,7 +436,14 @@ class ChatService:
         ended = activity_events.generation_ended(
             meta.conversation_id, meta.generation_id, "interrupted", None, "interrupted"
         )
-        await self.activity.publish(meta.owner, [ended])
+        webhooks = self.activity.webhooks
+        ids = (meta.conversation_id, meta.generation_id)
+
+        def unwatched_end(pipe: Pipeline) -> None:
+            if webhooks is not None:  # its process died: whoever follows it is elsewhere
+                webhooks.queue_end(pipe, meta.owner, ids, "interrupted", None, usage, text, False)
+
+        await self.activity.publish(meta.owner, [ended], unwatched_end)
         return True
 
     def _history(self, request: CompletionRequest, stored: list[StoredMessage]) -> list[Message]:
@@ -481,11 +494,26 @@ class ChatService:
             finish.code if isinstance(finish, Failed) else None,
         )
 
+        webhooks = self.activity.webhooks
+        followed = generation.followed  # before the final event: subscribers still attached
+
         def store_answer_and_release(pipe: Pipeline) -> None:
             size = self._conversations.queue_answer(pipe, owner, conversation_id, answer)
             self._limits.queue_release(pipe, admission, result.usage.total_tokens)
             self._limits.queue_stored(pipe, owner, conversation_id, opened_bytes + size)
             self.activity.queue(pipe, owner, [ended])
+            if webhooks is not None:
+                fields = ended.fields
+                webhooks.queue_end(
+                    pipe,
+                    owner,
+                    (conversation_id, generation.id),
+                    result.status,
+                    fields["finish_reason"],
+                    result.usage,
+                    result.text,
+                    followed,
+                )
 
         return await self.generations.writer.finish(
             generation.id, result.finish, result.status, store_answer_and_release

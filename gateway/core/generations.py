@@ -175,6 +175,11 @@ class Generation:
         """The seq of the last event published."""
         return self.recent.last_seq
 
+    @property
+    def followed(self) -> bool:
+        """Whether a client here follows it (for webhooks when nobody is watching)."""
+        return bool(self._subscribers)
+
     def attach(self, subscriber: Subscriber) -> None:
         """Deliver every event published from now on to `subscriber`."""
         if not self.ended:

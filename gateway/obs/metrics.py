@@ -158,6 +158,13 @@ class GatewayMetrics:
         self.redis_errors = Counter(
             "gateway_redis_errors_total", "Redis commands that failed or timed out.", registry=r
         )
+        self.webhook_deliveries = Counter(
+            "gateway_webhook_deliveries_total",
+            "Webhook deliveries by outcome: delivered, retried (an attempt failed), failed "
+            "(given up), watched (not sent: a client followed the end).",
+            ["outcome"],
+            registry=r,
+        )
         # Resume.
         self.resumes = Counter(
             "gateway_resumes_total", "Generations resumed by a client.", registry=r
@@ -172,6 +179,8 @@ class GatewayMetrics:
         for transport in ("ws", "sse"):
             self.frames_sent.labels(transport)
         self.frames_received.labels("ws")
+        for outcome in ("delivered", "retried", "failed", "watched"):
+            self.webhook_deliveries.labels(outcome)
         self._scraped = self._scrape_registry()
 
     def _scrape_registry(self) -> CollectorRegistry:

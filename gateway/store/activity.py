@@ -12,7 +12,7 @@ The user's running generations are read from the running set the limits keep
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from gateway.protocol.activity import MAX_RUNNING, ActivityEntry, ActivityEvent
@@ -46,9 +46,17 @@ class ActivityLog:
         pipe.xtrim(key, minid=f"{max(oldest, 0)}-0", approximate=True)
         pipe.pexpire(key, self._ttl_ms)
 
-    async def publish(self, sub: str, events: Sequence[ActivityEvent]) -> None:
+    async def publish(
+        self,
+        sub: str,
+        events: Sequence[ActivityEvent],
+        also: Callable[[StorePipeline], None] | None = None,
+    ) -> None:
+        """Publish in a round trip of its own; `also` queues more commands into it."""
         async with self._redis.pipeline(transaction=False) as pipe:
             self.queue_publish(pipe, sub, events)
+            if also is not None:
+                also(pipe)
             await pipe.execute()
 
     async def after(self, sub: str, after: str) -> list[ActivityEntry]:

@@ -68,6 +68,20 @@ class Keys:
         users' activity, so that the next read covers a user who just connected."""
         return f"{self.prefix}wake:{{{instance}}}:activity"
 
+    def generation_watchers(self, generation_id: str) -> str:
+        """Sorted set of the follows of the generation from other instances (kept only with
+        WEBHOOK_URL): one that saw the end stays, so the end's webhook knows it was watched."""
+        return f"{self.prefix}gen:{{{generation_id}}}:watchers"
+
+    def webhooks_due(self) -> str:
+        """Sorted set of webhook deliveries by when they are due (ms); one being sent is due
+        again after its lease, so another instance takes it over if its sender died."""
+        return f"{self.prefix}webhooks:{{q}}:due"
+
+    def webhooks(self) -> str:
+        """Hash: each pending webhook delivery's record (JSON), by its `webhook-id`."""
+        return f"{self.prefix}webhooks:{{q}}:records"
+
     def log_wake(self, instance: str) -> str:
         """Stream of at most one entry: added to, it ends the process's blocked read of the
         followed generation logs (`BlockingReads`), so that the next read covers a new one."""
