@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import ConfigError, Settings
+from gateway.config.rules import webhook_key
+from gateway.protocol.webhooks import RETRY_SCHEDULE, ended_type, retry_after, signature
 from tests.support.polling import settle
 from tests.support.processes import (
     GatewayProcess,
@@ -143,3 +146,39 @@ async def test_a_delivery_survives_a_failing_receiver_and_a_restart_with_one_id(
         assert len(ids) > count and len(set(ids)) == 1  # retried, always under one webhook-id
     finally:
         fresh.stop()
+
+
+# Pure parts.
+
+
+def test_the_signature_is_the_standard_webhooks_reference_one() -> None:
+    # The example of the Standard Webhooks specification.
+    key = webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    found = signature(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, '{"test": 2432232314}')
+    assert found == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_retries_start_within_a_minute_and_end() -> None:
+    waits = [retry_after(n) for n in range(1, len(RETRY_SCHEDULE) + 2)]
+    assert waits[0] is not None and waits[0] <= 60
+    assert waits[-1] is None and all(w is not None for w in waits[:-1])
+    assert ended_type("cancelled") is None
+    assert (ended_type("complete"), ended_type("interrupted")) == (
+        "generation.completed",
+        "generation.failed",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"WEBHOOK_URL": "https://example.com/hook"}, "needs WEBHOOK_SECRET"),
+        ({"WEBHOOK_URL": "https://example.com/hook", "WEBHOOK_SECRET": "plain"}, "whsec_"),
+        ({"WEBHOOK_URL": "https://example.com/hook", "WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "24"),
+        ({"WEBHOOK_URL": "ftp://example.com/hook", "WEBHOOK_SECRET": SECRET}, "http"),
+        ({"WEBHOOK_URL": "https://example.com/hook", "WEBHOOK_WHEN": "never"}, "WEBHOOK_WHEN"),
+    ],
+)
+def test_bad_webhook_settings_are_refused(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_env({"JWT_SECRET": "x" * 32, **env})
