@@ -62,6 +62,7 @@ class GatewayClient:
         open_timeout: float = 10.0,
         max_frame_bytes: int = 1_048_576,
         on_state: Callable[[ConnectionState], None] | None = None,
+        on_activity: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         base = url.rstrip("/")
         self.url = base
@@ -69,6 +70,10 @@ class GatewayClient:
         self.transport = transport
         self.user: str | None = None  # the token's sub, from the gateway's `ready` frame
         self.connection_id: str | None = None
+        # The user's generations running on any instance when the socket last opened
+        # (`ready.running`): `attach` to each to show it.
+        self.running: list[dict[str, Any]] = []
+        self._on_activity = on_activity  # each `activity` frame: the user's doings elsewhere
         self.state: State = "closed"
         self._tokens = Tokens(token, token_refresh)
         self.http = HttpApi(base, self._tokens)
@@ -352,6 +357,9 @@ class GatewayClient:
                     refusal = item if isinstance(item, ErrorEvent) else refusal
                 elif kind == "resumed":
                     self._on_resumed(frame)
+                elif kind == "activity":
+                    if self._on_activity is not None:
+                        self._on_activity(frame)
                 else:
                     self._route(ws, frame)
         except ConnectionClosed:
@@ -371,6 +379,10 @@ class GatewayClient:
         self._ready_seen = True
         self.user = str(frame.get("user", ""))
         self.connection_id = str(frame.get("connection_id", ""))
+        running = frame.get("running")
+        self.running = (
+            [r for r in running if isinstance(r, dict)] if isinstance(running, list) else []
+        )
         self._tokens.accepted(number(frame.get("expires_at")))
         self._ws = ws
         self._outbox = asyncio.Queue()

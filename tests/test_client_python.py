@@ -29,6 +29,7 @@ from gateway_client import (
     Start,
 )
 from tests.conftest import GatewayFactory
+from tests.support.polling import settle
 from tests.support.processes import GatewayProcess, spawn
 from tests.support.redis import RedisServer
 from tests.support.refusing_proxy import refusing_proxy
@@ -535,3 +536,23 @@ async def test_a_refusal_over_the_socket_is_a_typed_error_event(
     assert isinstance(error, ErrorEvent) and error.code == "rate_limited" and error.retryable
     assert error.retry_after is not None and error.retry_after > 0
     assert error.generation_id is None and error.seq is None
+
+
+async def test_a_second_client_of_the_user_hears_the_activity_and_attaches(
+    gateway: str, token: Mint
+) -> None:
+    user = f"py-{uuid.uuid4().hex[:8]}"
+    heard: list[dict[str, Any]] = []
+    async with (
+        GatewayClient(gateway, token=token(user)) as phone,
+        GatewayClient(gateway, token=token(user), on_activity=heard.append) as laptop,
+    ):
+        await laptop.connect()
+        assert laptop.running == []
+        run = phone.complete("hi", model=SLOW)
+        assert await settle(lambda: any(f["event"] == "generation.started" for f in heard))
+        started = next(f for f in heard if f["event"] == "generation.started")
+        assert started["message"]["content"] == "hi"
+        shown = await laptop.attach(started["generation_id"]).collect()
+        assert text(shown) == SLOW_TEXT == text(await run.collect())
+        assert await settle(lambda: any(f["event"] == "generation.ended" for f in heard))
