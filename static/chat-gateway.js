@@ -247,8 +247,11 @@ export class Run {
 /**
  * The connection to one gateway, shared by every run. Dispatches `statechange` events whose
  * `detail` is `{state, previous, delay?, error?}` (`delay`: ms until the next attempt;
- * `error`: why it closed, or why a reconnect waits), and `notice` events whose `detail` is
- * `{run, notice}` for each notice a run receives.
+ * `error`: why it closed, or why a reconnect waits), `notice` events whose `detail` is
+ * `{run, notice}` for each notice a run receives, and `activity` events whose `detail` is an
+ * `activity` frame: the user's generations started and ended and conversations changed, on
+ * any device or instance (docs/activity.md). `running` lists the user's generations running
+ * when the socket last opened (`ready.running`): `attach` to one to show it.
  */
 export class ChatGatewayClient extends EventTarget {
   /** @param {ChatGatewayOptions} options */
@@ -279,6 +282,8 @@ export class ChatGatewayClient extends EventTarget {
     this._state = "closed";
     /** @type {string | null} The token's `sub`, from the gateway's ready frame. */
     this.user = null;
+    /** @type {{conversation_id: string, generation_id: string, last_seq: number}[]} */
+    this.running = [];
     /** @type {Map<string, Run>} every unfinished run, by id */
     this._runs = new Map();
     this._counter = 0;
@@ -490,6 +495,10 @@ export class ChatGatewayClient extends EventTarget {
       return;
     }
     if (frame.type === "ready") return this._onReady(frame);
+    if (frame.type === "activity") {
+      this.dispatchEvent(new CustomEvent("activity", { detail: frame }));
+      return;
+    }
     if (frame.type === "pong" || frame.type === "token_expiring") return; // renewal is scheduled
     if (frame.type === "authenticated") {
       this._expiresAt = frame.expires_at ? frame.expires_at * 1000 : null;
@@ -512,7 +521,7 @@ export class ChatGatewayClient extends EventTarget {
     this._deliver(run, frame);
   }
 
-  /** @param {{user: string, expires_at: number | null}} frame */
+  /** @param {{user: string, expires_at: number | null, running?: unknown}} frame */
   _onReady(frame) {
     // A socket got through (maybe a probe while on HTTP): new runs use it; runs already on
     // HTTP end there, so none is sent twice.
@@ -522,6 +531,7 @@ export class ChatGatewayClient extends EventTarget {
     this._unopened = 0;
     this._renewals = 0;
     this.user = frame.user;
+    this.running = Array.isArray(frame.running) ? frame.running : [];
     this._retiring?.close(1000);
     this._retiring = null;
     this._expiresAt = frame.expires_at ? frame.expires_at * 1000 : null;

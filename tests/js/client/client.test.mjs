@@ -440,3 +440,23 @@ test("over HTTP a refused token is renewed and the request sent again", async (t
     ["/completion", "/completion"],
   );
 });
+
+test("a second client of the user hears the activity and attaches to the answer", async (t) => {
+  const phone = open(t);
+  const laptop = open(t);
+  await laptop.connect();
+  assert.ok(Array.isArray(laptop.running));
+  const started = new Promise((resolve) => {
+    laptop.addEventListener("activity", ({ detail }) => {
+      const mine = detail.message?.content === "from the phone"; // the user's other tests too
+      if (detail.event === "generation.started" && mine) resolve(detail);
+    });
+  });
+  const run = phone.complete({ message: "from the phone", model: SLOW });
+  const seen = await started;
+  assert.equal(seen.type, "activity");
+  assert.equal(seen.message.content, "from the phone");
+  const [all, shown] = await Promise.all([collect(run), collect(laptop.attach(seen.generation_id))]);
+  const withoutId = (events) => events.map(({ id, ...rest }) => rest);
+  assert.deepEqual(withoutId(shown), withoutId(all));
+});
