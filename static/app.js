@@ -136,6 +136,19 @@ client.addEventListener("notice", ({ detail }) => {
   if (active?.run === detail.run) active.answer.addNote(detail.notice.message);
 });
 
+// Another tab or device of the user, on any instance: the list follows at once.
+client.addEventListener("activity", ({ detail }) => {
+  conversations.refresh();
+  const here = detail.conversation_id === conversationId;
+  if (detail.event === "conversation.deleted" && here) newChat();
+  // A question asked elsewhere in the open conversation (this tab's own answer is `active`
+  // from the moment it is sent): show it, then its answer as it streams.
+  if (detail.event === "generation.started" && here && !active) {
+    thread.addQuestion(detail.message?.content ?? "");
+    follow(client.attach(detail.generation_id, { after: 0 }), thread.addAnswer("…"));
+  }
+});
+
 /**
  * Draws a run's events into an answer until its final event. Leaving the conversation stops
  * following the run (see leave) but not the answer: the gateway finishes and stores it.
