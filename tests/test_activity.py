@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx2
 import pytest
 
+from gateway.config import Settings
+from tests.conftest import GatewayFactory
+from tests.support.bystander import fresh_request_seconds
+from tests.support.polling import settle
 from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.support.redis import RedisServer
 from tests.support.sse import SseEvent, stream_events
@@ -263,3 +268,36 @@ async def test_a_bad_last_event_id_and_a_bad_status_are_refused(
         bad_status = await client.get("/generations", params={"status": "complete"})
         assert bad_status.status_code == 400
         assert (await client.get("/activity", headers={"Authorization": ""})).status_code == 401
+
+
+async def test_an_activity_stream_holds_a_connection_slot(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    alice = user()
+    with start_gateway(limits=replace(settings.limits, connections=1)) as url:
+        headers = {"Authorization": f"Bearer {token(alice)}"}
+        async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+            async with client.stream("GET", "/activity") as first:
+                assert first.status_code == 200
+                refused = await client.get("/activity")
+                assert refused.status_code == 429 and "retry-after" in refused.headers
+                # Another user is served meanwhile.
+                assert await fresh_request_seconds(url, token(user())) < 1.0
+            # Given back when the stream ends: a socket gets in.
+            ws = await settle_connected(url, token(alice))
+            await ws.close()
+
+
+async def settle_connected(url: str, token: str) -> Any:
+    """A socket, once the stream's slot is given back (its release follows the response)."""
+    opened: list[Any] = []
+
+    async def admitted() -> bool:
+        try:
+            opened.append(await connected(url, token))
+        except AssertionError:  # refused (4429): the slot is not back yet
+            return False
+        return True
+
+    assert await settle(admitted), "the stream's slot was not given back"
+    return opened[0]

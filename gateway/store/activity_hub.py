@@ -60,7 +60,6 @@ class ActivityHub:
         self._woken = -1  # the read a wake was last sent for
         self._failing = False
         self._task: asyncio.Task[None] | None = None
-        self.dispatched = 0  # entries handed to listeners (one per entry per listener)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="activity-hub")
@@ -132,7 +131,6 @@ class ActivityHub:
             for entry in fresh:
                 for listener in tuple(followed.listeners):
                     listener(entry)
-                self.dispatched += len(followed.listeners)
 
     async def _wake(self) -> None:
         """End the read in flight if it lacks a user who joined (once per read, however many

@@ -116,9 +116,11 @@ class RawSocket:
         *,
         extensions: str | None = None,
         receive_buffer: int | None = None,
+        activity: bool = True,
     ) -> RawSocket:
         """Open `/ws` with the token in the subprotocol list; `receive_buffer` shrinks
-        SO_RCVBUF (before connecting, so the window is small from the start)."""
+        SO_RCVBUF (before connecting, so the window is small from the start);
+        `activity=False` opens `/ws?activity=0`."""
         host, port = base.removeprefix("http://").split(":")
         if receive_buffer is not None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -131,7 +133,7 @@ class RawSocket:
         protocols = "chat-gateway.v1" + (f", bearer.{token}" if token else "")
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
-            "GET /ws HTTP/1.1",
+            "GET /ws HTTP/1.1" if activity else "GET /ws?activity=0 HTTP/1.1",
             f"Host: {host}:{port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
