@@ -34,7 +34,9 @@ async def test_activity_a_socket_does_not_read_closes_it_4008_and_slows_no_one(
     long = "x" * (CONTENT_CHARS + 500)  # cut to CONTENT_CHARS in the event
     with start_gateway(max_queued_frames=QUEUED) as url:
         async with survives(url):
-            stalled = await RawSocket.connect(url, token(flooded), receive_buffer=4096)
+            stalled = await RawSocket.connect(
+                url, token(flooded), receive_buffer=4096, activity=True
+            )
             await stalled.ready()
             for batch in range(0, EVENTS, BATCH):
                 await store.publish(

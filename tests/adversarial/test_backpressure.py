@@ -40,8 +40,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_its_answer_survives(
     ) as url:
         async with survives(url, memory_slack=96 * 1024 * 1024):
             # A tiny receive buffer, and then no reads at all until the answer has ended.
-            # Activity off: its frames would come between the answer's.
-            stalled = await RawSocket.connect(url, token(), receive_buffer=4096, activity=False)
+            stalled = await RawSocket.connect(url, token(), receive_buffer=4096)
             await stalled.ready()
             await stalled.send_json(type="completion", id="a", message=message, model="echo")
             start = await stalled.read_json()

@@ -88,8 +88,9 @@ async def pair_on(
 
 async def start_held(url: str, token: str, model: str, count: int) -> list[dict[str, Any]]:
     """Start `count` held generations over one socket; their `start` frames, once each has
-    streamed the tokens before its hold (and so has them in its log)."""
-    ws = await connected(url, token)
+    streamed the tokens before its hold (and so has them in its log). Activity is off: its
+    reader would be one more blocked read on each instance."""
+    ws = await connected(url, token, activity=False)
     for n in range(count):
         await send(ws, type="completion", id=f"g{n}", message="x", model=model)
     seen: dict[str, list[dict[str, Any]]] = {f"g{n}": [] for n in range(count)}
@@ -133,7 +134,7 @@ async def sse_follower(
 async def ws_follower(
     url: str, token: str, generation_ids: list[str], arrivals: Arrivals
 ) -> list[list[dict[str, Any]]]:
-    ws = await connected(url, token)
+    ws = await connected(url, token, activity=False)  # see start_held
     for n, generation_id in enumerate(generation_ids):
         await send(ws, type="resume", generation_id=generation_id, after=0, id=f"f{n}")
     followed: dict[str, list[dict[str, Any]]] = {f"f{n}": [] for n in range(len(generation_ids))}

@@ -116,11 +116,11 @@ class RawSocket:
         *,
         extensions: str | None = None,
         receive_buffer: int | None = None,
-        activity: bool = True,
+        activity: bool = False,
     ) -> RawSocket:
         """Open `/ws` with the token in the subprotocol list; `receive_buffer` shrinks
-        SO_RCVBUF (before connecting, so the window is small from the start);
-        `activity=False` opens `/ws?activity=0`."""
+        SO_RCVBUF (before connecting, so the window is small from the start). Activity is
+        off (`/ws?activity=0`) unless `activity`: these tests read frames one by one."""
         host, port = base.removeprefix("http://").split(":")
         if receive_buffer is not None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
