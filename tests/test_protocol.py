@@ -303,6 +303,8 @@ def test_error_and_ready_frames() -> None:
         "user": "alice",
         "connection_id": "conn_1",
         "expires_at": 99,
+        "running": None,
+        "activity_id": None,
     }
 
 
