@@ -30,17 +30,15 @@ from gateway.events import (
     ToolSpec,
     Usage,
 )
-from gateway.handlers.openai_compat import (
+from gateway.protocol.openai import InvalidParameter, ModelNotFound, chat_call
+from gateway.protocol.openai_response import (
     ChunkTranslator,
-    InvalidParameter,
-    ModelNotFound,
-    chat_call,
     completion_object,
     error_of,
     failure_of,
     model_list,
-    sse_data,
 )
+from gateway.protocol.sse import sse_data
 from gateway.store.conversations import ConversationStore
 from tests.upstream import FakeUpstream
 
