@@ -3,8 +3,8 @@ shares, and the gateway's own event stream (`POST /completion` with `stream: tru
 `GET /generations/{id}/events`), whose events are `id: <seq>` and `data: <event>`.
 
 An event ends with a blank line and its `data:` is JSON, which never holds a raw newline,
-so the events in a piece of stream text are its blank lines (`event_count`); a comment
-(the keep-alive) is not an event and is not counted.
+so the events in a piece of stream text are its blank lines (`event_count`). A comment (the
+keep-alive) is not an event: it is written on its own and not counted.
 """
 
 from __future__ import annotations
