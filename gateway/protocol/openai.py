@@ -77,6 +77,7 @@ HANDLED_PARAMETERS = frozenset(
 KNOWN_PARAMETERS = HANDLED_PARAMETERS | IGNORED_PARAMETERS | UNSUPPORTED_PARAMETERS.keys()
 
 NOT_LAST_USER = "The last message must be a user message or a tool result."
+# Our finish reasons in OpenAI's terms, for the answer's side and the API documents.
 FINISH_REASONS: dict[FinishReason, str] = {
     "stop": "stop",
     "length": "length",
