@@ -25,7 +25,8 @@ from gateway.handlers.stream import (
     stream_response,
 )
 from gateway.protocol.ai_sdk import BAD_CHAT_ID, UI_STREAM_HEADERS, UiParts, chat_request
-from gateway.protocol.frames import CONVERSATION_ID_RE, parse_json_object
+from gateway.protocol.requests import parse_json_object
+from gateway.protocol.wire import CONVERSATION_ID_RE
 
 
 async def chat(request: Request) -> Response:

@@ -38,7 +38,6 @@ from gateway.handlers.stream import (
     on_leave,
     stream_response,
 )
-from gateway.protocol.frames import parse_json_object
 from gateway.protocol.openai import Body, ModelNotFound, chat_call
 from gateway.protocol.openai_response import (
     ChunkTranslator,
@@ -49,6 +48,7 @@ from gateway.protocol.openai_response import (
     model_list,
     model_object,
 )
+from gateway.protocol.requests import parse_json_object
 from gateway.protocol.sse import SSE_HEADERS
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

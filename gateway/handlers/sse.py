@@ -22,7 +22,7 @@ from gateway.handlers.stream import (
     on_leave,
     stream_response,
 )
-from gateway.protocol.frames import parse_after, parse_completion, parse_json_object
+from gateway.protocol.requests import parse_after, parse_completion, parse_json_object
 from gateway.protocol.sse import SSE_HEADERS, NativeEvents
 
 

@@ -23,13 +23,10 @@ from gateway.events import (
     ToolReturned,
     is_final,
 )
-from gateway.protocol.frames import (
-    CONVERSATION_ID_RE,
-    CompletionRequest,
-    json_string,
-    parse_completion,
-)
+from gateway.protocol.requests import CompletionRequest, parse_completion
+from gateway.protocol.server_frames import json_string
 from gateway.protocol.sse import DONE_LINE, FELL_BEHIND, KEEP_ALIVE, SSE_HEADERS, sse_data
+from gateway.protocol.wire import CONVERSATION_ID_RE
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 # Fields of the transport's `body` option that mean the same as in `POST /completion`.

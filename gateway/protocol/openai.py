@@ -12,15 +12,13 @@ from typing import Any
 
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import FinishReason, Message, ToolCall
-from gateway.protocol.frames import (
-    CONVERSATION_ID_RE,
-    MAX_HISTORY_MESSAGES,
-    MAX_ID_CHARS,
+from gateway.protocol.requests import (
     CompletionRequest,
     parse_stop,
     parse_tool_choice,
     parse_tools,
 )
+from gateway.protocol.wire import CONVERSATION_ID_RE, MAX_HISTORY_MESSAGES, MAX_ID_CHARS
 
 OWNED_BY = "chat-gateway"
 

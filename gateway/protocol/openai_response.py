@@ -20,7 +20,6 @@ from gateway.events import (
     ToolCalled,
     ToolReturned,
 )
-from gateway.protocol.frames import json_string
 from gateway.protocol.openai import (
     FINISH_REASONS,
     OWNED_BY,
@@ -28,6 +27,7 @@ from gateway.protocol.openai import (
     InvalidParameter,
     ModelNotFound,
 )
+from gateway.protocol.server_frames import json_string
 from gateway.protocol.sse import DONE_LINE, FELL_BEHIND, KEEP_ALIVE, sse_data
 
 # OpenAI's error `type` and `code` for each of the gateway's codes (the HTTP status comes

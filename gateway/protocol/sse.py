@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.events import Event, GenerationRef
-from gateway.protocol.frames import dumps, encode_event, notice_object
+from gateway.protocol.server_frames import dumps, encode_event, notice_object
 
 # Proxies buffer or drop what they think is an idle response unless told otherwise.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
