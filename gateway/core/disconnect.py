@@ -3,7 +3,8 @@
 A generation is not a connection: by default (`ON_DISCONNECT=continue`) it runs on and its
 answer is stored. With `ON_DISCONNECT=cancel` the generations a client started are cancelled
 when it leaves early, except while the process drains: those clients were told to go and
-resume elsewhere, so their generations must run on. Every transport asks this one policy.
+resume elsewhere, so their generations must run on. The policy is the core's, not a
+transport's: `left` takes every generation a client started, one or many.
 """
 
 from __future__ import annotations
