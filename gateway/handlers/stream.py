@@ -29,6 +29,9 @@ from gateway.principal import Principal
 from gateway.protocol.sse import event_count
 
 HEARTBEAT_SECONDS = 15.0
+# A metric update costs more than writing a token's event: the count goes to the metric
+# every this many events, and when the stream ends.
+COUNT_EVERY = 64
 
 Item = tuple[GenerationRef, Event]
 Heartbeat = Literal["heartbeat"]
@@ -118,6 +121,7 @@ class EventStream:
         self.ended = False
 
     async def body(self) -> AsyncIterator[str]:
+        sent = 0  # events written and not yet counted in the metric
         try:
             while True:
                 item = self.opening.popleft() if self.opening else await self.listener.next()
@@ -127,10 +131,15 @@ class EventStream:
                 text = self._batch(item) if item is not None else self.renderer.closed()
                 if text:
                     yield text
-                    self.frames.inc(event_count(text))
+                    sent += event_count(text)
+                    if sent >= COUNT_EVERY:
+                        self.frames.inc(sent)
+                        sent = 0
                 if item is None or self.ended:
                     return
         finally:
+            if sent:
+                self.frames.inc(sent)
             self.stop()
             if self.left is not None and not self.ended:
                 await asyncio.shield(self.left())
