@@ -13,19 +13,10 @@ from collections.abc import Mapping
 from gateway.agents.base import Agent, AgentInput
 from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
-from gateway.core.generations import (
-    NOTICES,
-    STORE_UNREACHABLE,
-    Follow,
-    Generation,
-    GenerationRegistry,
-    LocalFollow,
-    NoticeSink,
-    RemoteFollow,
-    Result,
-    Sink,
-)
+from gateway.core.generations import Follow, Generation, LocalFollow, RemoteFollow, Result
+from gateway.core.notices import NOTICES, STORE_UNREACHABLE, NoticeSink, Sink
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
+from gateway.core.running import GenerationRegistry
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
