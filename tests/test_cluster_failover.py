@@ -1,0 +1,235 @@
+"""The gateway through a Redis Cluster failover: three primaries with a replica each, a short
+cluster-node-timeout so a replica takes over within seconds, two gateway processes, and a
+primary killed (SIGKILL) while generations run on one instance and are followed from the
+other. Followers, writers and cancels go on once the cluster is whole again, and a failover
+longer than LEASE_TTL ends no healthy generation `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import pytest
+from redis.crc import key_slot
+from websockets.asyncio.client import ClientConnection
+
+from gateway.store.keys import Keys
+from tests.client import connected, receive, send, text_of, until_done
+from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.redis_cluster import Cluster, poll, running_cluster
+from tests.upstream import FakeUpstream
+
+Mint = Callable[..., str]
+NODE_TIMEOUT_MS = 1000  # cluster-node-timeout: a replica takes over 1-3 s after its primary dies
+TOKENS = 20
+HELD = 3  # chunks sent before a held generation waits for the test
+FOLLOWED = f"fake-n{TOKENS}-hold{HELD}-followed"
+CANCELLED = f"fake-n{TOKENS}-hold{HELD}-cancelled"
+TEXT = "".join(f" t{i}" for i in range(TOKENS))
+RECOVERY = 10.0  # seconds after the cluster is whole by which everything must have gone on
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("failover")
+    with running_cluster(folder, 3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def env(
+    cluster: Cluster, upstream: tuple[FakeUpstream, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("failover-gateways")
+    # LEASE_TTL stays 1 s (the tests' setting): a failover takes longer than that.
+    return gateway_environment(
+        cluster.url, config_file(folder, upstream[1], (FOLLOWED, CANCELLED)), REDIS_CLUSTER="1"
+    )
+
+
+@pytest.fixture(scope="module")
+def pair(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    a, b = start_pair(tmp_path_factory.mktemp("failover-pair"), env)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@dataclass
+class Running:
+    """A held generation on instance A: its socket there, and what it sent so far."""
+
+    sub: str
+    ws: ClientConnection
+    frames: list[dict[str, Any]]
+
+    @property
+    def generation_id(self) -> str:
+        return str(self.frames[0]["generation_id"])
+
+
+def user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+async def start_held(url: str, token: Mint, model: str) -> Running:
+    sub = user()
+    ws = await connected(url, token(sub))
+    await send(ws, type="completion", id="r", message="x", model=model)
+    frames: list[dict[str, Any]] = []
+    held = TEXT[: len("".join(f" t{i}" for i in range(HELD)))]
+    while text_of(frames) != held:  # tokens sent together may arrive as one chunk
+        frames.append(await receive(ws))
+        assert not frames[-1]["done"], frames[-1]
+    return Running(sub, ws, frames)
+
+
+async def held_on(
+    cluster: Cluster, keys: Keys, url: str, token: Mint, port: int, model: str = FOLLOWED
+) -> list[Running]:
+    """Held generations on instance `url` until one has its keys on the primary at `port`
+    (ids are the gateway's, so this takes a few tries); all of them are returned."""
+    started: list[Running] = []
+    for _ in range(30):
+        started.append(await start_held(url, token, model))
+        if owner(cluster, keys.generation(started[-1].generation_id)) == port:
+            return started
+    raise AssertionError("no generation landed on the node")
+
+
+def owner(cluster: Cluster, key: str) -> int:
+    return cluster.owner(key_slot(key.encode()))
+
+
+async def fail_over(cluster: Cluster, port: int) -> float:
+    """Kill the primary at `port` and wait until a replica serves its slots and every node
+    says the cluster is ok; returns when that was (time.monotonic)."""
+    slots = [first for first, primary in cluster.slot_owners().items() if primary == port]
+    assert slots
+    victim = cluster.node(port)
+    victim.kill()
+
+    def taken_over() -> bool:
+        try:
+            return all(cluster.owner(slot) != port for slot in slots) and cluster.ok()
+        except OSError:
+            return False
+
+    await asyncio.to_thread(poll, "failed over", taken_over, 30)
+    return time.monotonic()
+
+
+async def rejoin(cluster: Cluster, port: int) -> None:
+    """Start the killed node again: it rejoins as a replica, and the cluster is whole."""
+    cluster.node(port).start()
+    await asyncio.to_thread(poll, "whole", cluster.whole, 30)
+
+
+async def follow_from(url: str, token: str, generation_id: str, after: int) -> ClientConnection:
+    ws = await connected(url, token)
+    await send(ws, type="resume", generation_id=generation_id, after=after, id="f")
+    resumed = await receive(ws)
+    assert resumed["type"] == "resumed" and resumed["status"] == "running", resumed
+    return ws
+
+
+async def get(url: str, token: str, path: str) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=20) as client:
+        return await client.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_followers_and_writers_go_on_after_the_default_node_fails_over(
+    cluster: Cluster,
+    pair: tuple[GatewayProcess, GatewayProcess],
+    env: dict[str, str],
+    token: Mint,
+    fake_upstream: FakeUpstream,
+) -> None:
+    """The primary every cluster client takes as its default node (the one serving slot 0)
+    dies while generations run on A, one of them with its keys on that node, and clients
+    follow them from B. Once a replica has taken over, A writes the rest of each log and its
+    answer, and B's followers get every event once, in order, ending `done`: no follower
+    hangs and no generation is ended `interrupted`, although the failover outlasts LEASE_TTL."""
+    a, b = pair
+    keys = Keys(env["REDIS_PREFIX"])
+    victim = cluster.owner(0)
+    running = await held_on(cluster, keys, a.url, token, victim)
+    followers = [
+        await follow_from(b.url, token(r.sub), r.generation_id, r.frames[-1]["seq"])
+        for r in running
+    ]
+    whole = await fail_over(cluster, victim)
+    fake_upstream.release(FOLLOWED)
+    try:
+        async with asyncio.timeout(RECOVERY):
+            rest = await asyncio.gather(*(until_done(ws, "f") for ws in followers))
+            owned = await asyncio.gather(*(until_done(r.ws, "r") for r in running))
+        took = time.monotonic() - whole
+    finally:
+        await rejoin(cluster, victim)
+    print(f"followers done {took:.2f} s after the cluster was whole")
+    for generation, followed, own in zip(running, rest, owned, strict=True):
+        frames = generation.frames + [f for f in followed if f["type"] != "notice"]
+        assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+        assert text_of(frames) == TEXT and text_of(generation.frames + own) == TEXT
+        assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "stop", frames[-1]
+        view = (
+            await get(
+                b.url, token(generation.sub), f"/conversations/{frames[0]['conversation_id']}"
+            )
+        ).json()
+        assert view["generation"]["status"] == "complete"
+        assert view["messages"][-1]["content"] == TEXT
+    for ws in (*followers, *(r.ws for r in running)):
+        await ws.close()
+
+
+async def test_a_cancel_from_the_other_instance_lands_after_its_channels_node_fails_over(
+    cluster: Cluster,
+    pair: tuple[GatewayProcess, GatewayProcess],
+    env: dict[str, str],
+    token: Mint,
+) -> None:
+    """The primary serving the cancel channel's slot (where every instance subscribed) and
+    the generation's keys dies. Once a replica has taken over, a cancel sent from B reaches
+    the generation running on A within seconds, or is refused as retryable (503) until it
+    can be sent; the generation ends `cancelled` and its answer is stored."""
+    a, b = pair
+    keys = Keys(env["REDIS_PREFIX"])
+    victim = owner(cluster, keys.cancel_channel())
+    started = await held_on(cluster, keys, a.url, token, victim, CANCELLED)
+    whole = await fail_over(cluster, victim)
+    generation = started[-1]
+    try:
+        async with asyncio.timeout(RECOVERY):
+            while True:
+                async with httpx2.AsyncClient(timeout=RECOVERY) as client:
+                    cancelled = await client.post(
+                        f"{b.url}/generations/{generation.generation_id}/cancel",
+                        headers={"Authorization": f"Bearer {token(generation.sub)}"},
+                    )
+                if cancelled.status_code != 503:
+                    break
+                await asyncio.sleep(0.2)  # a retryable refusal: try again, under the deadline
+            assert cancelled.status_code == 202, cancelled.text
+            frames = generation.frames + await until_done(generation.ws, "r")
+        took = time.monotonic() - whole
+    finally:
+        await rejoin(cluster, victim)
+    print(f"cancel landed {took:.2f} s after the cluster was whole")
+    final = frames[-1]
+    assert final["type"] == "done" and final["finish_reason"] == "cancelled", final
+    view = (
+        await get(b.url, token(generation.sub), f"/conversations/{final['conversation_id']}")
+    ).json()
+    assert view["generation"]["status"] == "cancelled"
+    for other in started:
+        await other.ws.close()
