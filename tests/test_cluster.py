@@ -419,6 +419,23 @@ def test_the_gateways_logged_no_trouble_with_the_cluster(
         assert not [line for line in lines if trouble in line], trouble
 
 
+async def test_no_key_lookup_went_to_a_node_of_its_own(
+    pair: tuple[GatewayProcess, GatewayProcess], cluster: Cluster
+) -> None:
+    """Runs after the scenarios above. redis-py's cluster client finds the keys of a command
+    with no fixed key positions (XREAD, ZUNIONSTORE...) by asking its default node
+    (`COMMAND GETKEYS`), a round trip to a node that may have failed: the gateway sends only
+    commands whose keys sit where the client can read them, so no node was ever asked."""
+    reads = 0
+    for node in cluster.nodes:
+        client = Redis(port=node.port, decode_responses=True)
+        stats = await client.info("commandstats")
+        await client.aclose()
+        assert "cmdstat_command|getkeys" not in stats, node.port
+        reads += stats.get("cmdstat_xrange", {}).get("calls", 0)
+    assert reads > 0  # the statistics are real: followers read logs
+
+
 @pytest.mark.parametrize("stalled", ["conversation", "generation"])
 async def test_an_end_that_reached_only_some_nodes_is_completed_once_they_answer(
     cluster: Cluster, stalled: str
