@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import RedisError
 
-from gateway.store.embedded import find_redis_server
+from gateway.store.embedded import _die_with_parent, find_redis_server
 from tests.conftest import free_port
 
 CLUSTER_BUS_OFFSET = 10_000  # Redis 6 and 7 put a node's cluster bus on its port + 10000
@@ -67,6 +68,7 @@ class ClusterNode:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_die_with_parent,  # a test run cut short leaves no node behind
         )
         self.reader = threading.Thread(target=self.read_log, args=(self.process,), daemon=True)
         self.reader.start()
@@ -172,9 +174,7 @@ class Cluster:
                     if client.cluster("info")["cluster_state"] != "ok":
                         return False
                     replication = client.info("replication")
-            except OSError:
-                return False
-            except Exception:  # a node still loading, or refusing while it rejoins
+            except (OSError, RedisError):  # a node still loading, or rejoining
                 return False
             if replication["role"] == "master":
                 primaries += 1

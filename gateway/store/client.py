@@ -3,6 +3,12 @@
 Every store class takes a `StoreClient`. Their Lua scripts only name keys that share one hash
 tag, and their pipelines are not transactions, so the same code runs on both: redis-py's
 cluster client sends each command of a pipeline to the node that owns its slot.
+
+That holds because every command the store sends names its keys where the client can read
+them (fixed key positions; EVAL and EVALSHA by their key count). For a command whose keys it
+cannot place (XREAD, ZUNIONSTORE, SORT...) the cluster client first asks its default node
+(COMMAND GETKEYS), which is not the key's node and may be one that has failed: don't send
+such commands (see docs/deployment.md, "Key lookups").
 """
 
 from __future__ import annotations
