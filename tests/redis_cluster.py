@@ -30,6 +30,7 @@ class ClusterNode:
     port: int
     workdir: Path
     node_timeout_ms: int | None = None
+    persistent: bool = False  # an append-only file, so a node stopped and started keeps its data
     process: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -59,7 +60,7 @@ class ClusterNode:
                 str(self.workdir / "nodes.conf"),
                 *timeout,
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--save",
                 "",
                 "--dir",
@@ -227,7 +228,11 @@ def poll(condition: str, check: object, timeout: float) -> None:
 
 @contextmanager
 def running_cluster(
-    folder: Path, primaries: int, replicas: int = 0, node_timeout_ms: int | None = None
+    folder: Path,
+    primaries: int,
+    replicas: int = 0,
+    node_timeout_ms: int | None = None,
+    persistent: bool = False,
 ) -> Iterator[Cluster]:
     """A cluster of `primaries` primaries with `replicas` replicas each, stopped on exit.
     A short `node_timeout_ms` (cluster-node-timeout) makes a replica take over within a few
@@ -237,7 +242,7 @@ def running_cluster(
         port = cluster_port()
         workdir = folder / str(port)
         workdir.mkdir()
-        nodes.append(ClusterNode(port, workdir, node_timeout_ms))
+        nodes.append(ClusterNode(port, workdir, node_timeout_ms, persistent))
     cluster = Cluster(nodes)
     try:
         for node in nodes:

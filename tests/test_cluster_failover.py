@@ -33,6 +33,7 @@ TOKENS = 20
 HELD = 3  # chunks sent before a held generation waits for the test
 FOLLOWED = f"fake-n{TOKENS}-hold{HELD}-followed"
 CANCELLED = f"fake-n{TOKENS}-hold{HELD}-cancelled"
+OUTAGE = f"fake-n{TOKENS}-hold{HELD}-outage"
 TEXT = "".join(f" t{i}" for i in range(TOKENS))
 RECOVERY = 10.0  # seconds after the cluster is whole by which everything must have gone on
 
@@ -40,7 +41,9 @@ RECOVERY = 10.0  # seconds after the cluster is whole by which everything must h
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("failover")
-    with running_cluster(folder, 3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS) as cluster:
+    with running_cluster(
+        folder, 3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS, persistent=True
+    ) as cluster:
         yield cluster
 
 
@@ -51,7 +54,9 @@ def env(
     folder = tmp_path_factory.mktemp("failover-gateways")
     # LEASE_TTL stays 1 s (the tests' setting): a failover takes longer than that.
     return gateway_environment(
-        cluster.url, config_file(folder, upstream[1], (FOLLOWED, CANCELLED)), REDIS_CLUSTER="1"
+        cluster.url,
+        config_file(folder, upstream[1], (FOLLOWED, CANCELLED, OUTAGE)),
+        REDIS_CLUSTER="1",
     )
 
 
@@ -245,3 +250,49 @@ async def test_a_cancel_from_the_other_instance_lands_after_its_channels_node_fa
         await until_done(other.ws, "r")
     for other in started:
         await other.ws.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a cluster no node of which answers is an internal error")
+async def test_while_no_node_answers_requests_are_refused_as_retryable_and_followers_wait(
+    cluster: Cluster,
+    pair: tuple[GatewayProcess, GatewayProcess],
+    token: Mint,
+    fake_upstream: FakeUpstream,
+) -> None:
+    """Every node stops at once (the cluster, or the network to it, is gone): the cluster
+    client cannot learn the cluster from any node. Requests get `unavailable` (503,
+    retryable), not an internal error; a follower on the other instance is told the store is
+    unreachable and, once the nodes are back, gets the rest through `done`."""
+    a, b = pair
+    generation = await start_held(a.url, token, OUTAGE)
+    follower = await follow_from(
+        b.url, token(generation.sub), generation.generation_id, generation.frames[-1]["seq"]
+    )
+    path = f"/conversations/{generation.frames[0]['conversation_id']}"
+    for node in cluster.nodes:
+        node.stop()  # SIGTERM: each writes its append-only file and exits
+    try:
+        for url in (a.url, b.url):
+            refused = await get(url, token(generation.sub), path)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "unavailable"
+    finally:
+        for node in cluster.nodes:
+            node.start()
+        await asyncio.to_thread(poll, "whole", cluster.whole, 30)
+    whole = time.monotonic()
+    fake_upstream.release(OUTAGE)
+    async with asyncio.timeout(RECOVERY):
+        followed = await until_done(follower, "f")
+        own = await until_done(generation.ws, "r")
+    print(f"followers done {time.monotonic() - whole:.2f} s after the nodes were back")
+    assert "store_unreachable" in [f.get("code") for f in followed if f["type"] == "notice"]
+    frames = generation.frames + [f for f in followed if f["type"] != "notice"]
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert text_of(frames) == TEXT and text_of(generation.frames + own) == TEXT
+    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "stop", frames[-1]
+    view = (await get(b.url, token(generation.sub), path)).json()
+    assert view["generation"]["status"] == "complete"
+    assert view["messages"][-1]["content"] == TEXT
+    for ws in (follower, generation.ws):
+        await ws.close()
