@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis.exceptions
+from redis.exceptions import RedisClusterException
 
 from gateway.errors import RequestError, Unavailable
 
@@ -20,8 +21,18 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 )
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means Redis cannot be reached right now, which passes once it is back.
+    A Redis Cluster client that cannot learn the cluster from any node (every node down, or
+    the network to them) raises a RedisClusterException caused by the last node's failure;
+    the same exception without such a cause is a command no node can take (a bug), not this."""
+    if isinstance(exc, UNREACHABLE):
+        return True
+    return isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, UNREACHABLE)
+
+
 def store_error(exc: BaseException) -> RequestError | None:
     """Unavailable (503, retryable) when Redis cannot be reached; None for anything else."""
-    if isinstance(exc, UNREACHABLE):
+    if unreachable(exc):
         return Unavailable("The gateway cannot reach its store right now; retry in a moment.")
     return None
