@@ -154,6 +154,15 @@ class Cluster:
                     return int(primary[1])
         raise RuntimeError(f"slot {slot} has no owner")
 
+    def subscribers(self, channel: str) -> int:
+        """Subscribers of `channel` over the running nodes (each node counts its own)."""
+        found = 0
+        for node in self.nodes:
+            if node.running:
+                with Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
+                    found += int(dict(client.pubsub_numsub(channel))[channel])
+        return found
+
     def ok(self) -> bool:
         """Every running node says the cluster is ok (every slot served)."""
         for node in self.nodes:

@@ -118,14 +118,18 @@ def owner(cluster: Cluster, key: str) -> int:
     return cluster.owner(key_slot(key.encode()))
 
 
-async def fail_over(cluster: Cluster, port: int) -> float:
-    """Kill the primary at `port` and wait until a replica serves its slots and every node
-    says the cluster is ok; returns when that was (time.monotonic)."""
+async def fail_over(cluster: Cluster, port: int, freeze: bool = False) -> float:
+    """Kill the primary at `port` (or freeze it: its connections stay open and silent) and
+    wait until a replica serves its slots and every node says the cluster is ok; returns when
+    that was (time.monotonic)."""
     slots = [first for first, primary in cluster.slot_owners().items() if primary == port]
     assert slots
     victim = cluster.node(port)
     killed = time.monotonic()
-    victim.kill()
+    if freeze:
+        victim.freeze()
+    else:
+        victim.kill()
 
     def taken_over() -> bool:
         try:
@@ -140,7 +144,9 @@ async def fail_over(cluster: Cluster, port: int) -> float:
 
 
 async def rejoin(cluster: Cluster, port: int) -> None:
-    """Start the killed node again: it rejoins as a replica, and the cluster is whole."""
+    """Start the killed (or frozen) node again: it rejoins as a replica, and the cluster is
+    whole."""
+    cluster.node(port).kill()
     cluster.node(port).start()
     await asyncio.to_thread(poll, "whole", cluster.whole, 30)
 
@@ -252,6 +258,26 @@ async def test_a_cancel_from_the_other_instance_lands_after_its_channels_node_fa
         await until_done(other.ws, "r")
     for other in started:
         await other.ws.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a listener waits on a frozen node for good")
+async def test_both_instances_listen_for_cancels_again_when_their_channels_node_freezes(
+    cluster: Cluster, pair: tuple[GatewayProcess, GatewayProcess], env: dict[str, str]
+) -> None:
+    """The node every instance listens to for cancels stops answering without closing its
+    connections (a frozen host): each instance notices the silence and subscribes again
+    through the node that serves the channel's slot once a replica has taken over. (Before,
+    each waited on the frozen node for good, and heard a cancel only at its lease renewal.)"""
+    channel = Keys(env["REDIS_PREFIX"]).cancel_channel()
+    victim = owner(cluster, channel)
+    whole = await fail_over(cluster, victim, freeze=True)
+    try:
+        listening = lambda: cluster.subscribers(channel) == len(pair)  # noqa: E731
+        await asyncio.to_thread(poll, "listening again", listening, RECOVERY)
+        took = time.monotonic() - whole
+    finally:
+        await rejoin(cluster, victim)
+    print(f"both instances listened again {took:.2f} s after the cluster was whole")
 
 
 async def test_while_no_node_answers_requests_are_refused_as_retryable_and_followers_wait(
