@@ -98,19 +98,29 @@ class ClusterNode:
 
     def kill(self) -> None:
         """SIGKILL, as a crashed machine: no goodbye to the cluster or the clients."""
-        self._end(signal.SIGKILL)
+        self.send(signal.SIGKILL)
+        self.reap()
 
     def stop(self) -> None:
-        self._end(signal.SIGTERM)
+        self.send(signal.SIGTERM)
+        self.reap()
 
-    def _end(self, sig: int) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
+    def send(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             if self.frozen:
                 self.process.send_signal(signal.SIGCONT)
-        self.process.wait(timeout=10)
+
+    def reap(self) -> None:
+        """Wait for the process to exit: a primary told to stop may wait up to 10 s
+        (shutdown-timeout) for a replica to catch up; one still running after 20 s is killed."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
         if self.reader is not None:
             self.reader.join(timeout=10)
         if self.process.stdout is not None:
@@ -194,9 +204,20 @@ class Cluster:
                 return False
         return primaries > 0
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Start every node again (after `stop`) and wait until each accepts connections."""
         for node in self.nodes:
-            node.stop()
+            node.start()
+        for node in self.nodes:
+            node.wait(node.ready, 20)
+
+    def stop(self) -> None:
+        """SIGTERM to every node at once (each writes its append-only file, if it keeps one),
+        then wait for them all."""
+        for node in self.nodes:
+            node.send(signal.SIGTERM)
+        for node in self.nodes:
+            node.reap()
 
 
 def find_redis_cli() -> str:

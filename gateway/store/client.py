@@ -13,12 +13,22 @@ such commands (see docs/deployment.md, "Key lookups").
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterPipeline
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 StoreClient = Redis | RedisCluster
 StorePipeline = Pipeline | ClusterPipeline
+
+# A listener pings its node after this many seconds without a message: a subscribed
+# connection otherwise waits for good on a node that went silent without closing it.
+LISTEN_CHECK = 1.0
 
 
 async def ping(client: StoreClient) -> bool:
@@ -29,9 +39,68 @@ async def ping(client: StoreClient) -> bool:
     return bool(await client.ping())
 
 
-async def open_pubsub(client: StoreClient) -> PubSub:
-    """A pub/sub connection. A cluster client picks its node by the channel's slot, so it must
-    have learnt the cluster's slots first (it does so lazily, at its first command)."""
+async def open_pubsub(client: StoreClient) -> Listener:
+    """A pub/sub connection that notices when its node goes silent (see `Listener`).
+
+    A cluster client picks the node by the channel's slot from the slots it has learnt, so it
+    learns them first: lazily the first time (at its first command), and again each time
+    after that, since a listener is opened again when its node failed and the slot may have
+    moved to a replica since (the client's other commands, which would refresh the slots
+    when they fail, may not have run)."""
     if isinstance(client, RedisCluster):
-        await client.initialize()
-    return client.pubsub()
+        if client.get_default_node() is None:
+            await client.initialize()
+        else:
+            await client.nodes_manager.initialize()
+    return Listener(client.pubsub(), check=LISTEN_CHECK, deadline=_socket_timeout(client))
+
+
+class Listener:
+    """A subscription whose `listen` raises redis's TimeoutError when the node stops
+    answering: after `check` seconds without a message it pings the node, and a pong that
+    takes longer than `deadline` means the node went silent (a frozen host, a partition),
+    which a subscribed connection, reading with no timeout, would otherwise wait on for
+    good. Every message but pongs is handed on."""
+
+    def __init__(self, pubsub: PubSub, check: float, deadline: float) -> None:
+        self._pubsub = pubsub
+        self._check = check
+        self._deadline = deadline
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    async def subscribe(self, *channels: str) -> None:
+        await self._pubsub.subscribe(*channels)
+
+    async def listen(self) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        pinged: float | None = None
+        while True:
+            message = await self._pubsub.get_message(timeout=self._check)
+            if message is not None:
+                pinged = None  # the node answers
+                if message["type"] != "pong":
+                    yield message
+            elif pinged is None:
+                await self._pubsub.ping()
+                pinged = loop.time()
+            elif loop.time() - pinged > self._deadline:
+                raise RedisTimeoutError("the node of a pub/sub connection stopped answering")
+
+
+def _socket_timeout(client: StoreClient) -> float:
+    """How long the client waits for any reply (REDIS_SOCKET_TIMEOUT)."""
+    if isinstance(client, RedisCluster):
+        kwargs = client.get_connection_kwargs()
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    return float(kwargs.get("socket_timeout") or 5.0)
