@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
-from gateway.store.client import StorePipeline
+from gateway.store.client import StorePipeline, cluster_client
 from gateway.store.conversations import ConversationStore, StoredMessage
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub
@@ -629,3 +629,25 @@ async def test_the_storage_quota_counts_across_the_users_and_the_conversations_s
         await a_turn_over_the_quota_takes_nothing_until_space_is_freed(Account.on(client))
     finally:
         await client.aclose()
+
+
+async def test_the_cluster_client_reads_the_command_table_once(cluster: Cluster) -> None:
+    """redis-py reads the command table (`COMMAND`) from its default node each time it learns
+    the cluster, which fails while that node hangs; the store's client reads it once."""
+
+    async def tables_read() -> int:
+        total = 0
+        for node in cluster.nodes:
+            client = Redis(port=node.port, decode_responses=True)
+            stats = await client.info("commandstats")
+            await client.aclose()
+            total += stats.get("cmdstat_command", {}).get("calls", 0)
+        return total
+
+    before = await tables_read()
+    client = cluster_client(cluster.url, decode_responses=True)
+    for _ in range(3):  # as after a failure: closed, then it learns the cluster again
+        await client.initialize()
+        assert await client.set("k", "v")
+        await client.aclose()
+    assert await tables_read() == before + 1

@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline, PubSub
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 StoreClient = Redis | RedisCluster
@@ -29,6 +30,28 @@ StorePipeline = Pipeline | ClusterPipeline
 # A listener pings its node after this many seconds without a message: a subscribed
 # connection otherwise waits for good on a node that went silent without closing it.
 LISTEN_CHECK = 1.0
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A Redis Cluster client reached through the node at `url`, which asks a node for the
+    command table once (see `CommandTable`)."""
+    client = RedisCluster.from_url(url, **options)
+    client.commands_parser = CommandTable()
+    return client
+
+
+class CommandTable(AsyncCommandsParser):
+    """The commands' key positions, read from a node (`COMMAND`) the first time the client
+    learns the cluster, and kept. redis-py reads them again each time it learns the cluster,
+    from its default node, which after a failure may be the primary that stopped answering:
+    learning the cluster then fails until a replica has taken over, and so does every command
+    of the process, on every node, lease renewals included."""
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if node is not None:
+            self.node = node
+        if not self.commands:
+            await super().initialize()
 
 
 async def ping(client: StoreClient) -> bool:
