@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tests.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 SUBPROTOCOL = "chat-gateway.v1"
 READY = json.dumps(

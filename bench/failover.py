@@ -23,7 +23,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
 from gateway.store.keys import Keys
 from tests.client import until_done

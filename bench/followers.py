@@ -30,16 +30,19 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.procs import CLOCK_TICKS, HOST
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
 from gateway.events import Chunk, Start
 from gateway.services import open_client
 from gateway.store.client import StoreClient
 from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
-from gateway.store.logs import GenerationLog, GenerationMeta
-from tests.conftest import TEST_SECRET, free_port, start_redis
-from tests.processes import GatewayProcess, start_process
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta
+from tests.support.processes import GatewayProcess, start_process
+from tests.support.redis import start_redis
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
 
 OWNER = "bench-follower"
 CHUNK_EVERY_S = 0.02

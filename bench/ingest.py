@@ -27,7 +27,7 @@ from gateway.errors import UpstreamError
 from gateway.events import Message, TextDelta
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.registry import ModelRegistry
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 
 PROMPT = "Count for me, please."
 ANSWER_TIMEOUT_S = 30.0

@@ -25,10 +25,12 @@ from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.services import open_client
 from gateway.store.client import StoreClient
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.logs import GenerationLog
+from gateway.store.messages import StoredMessage
+from gateway.store.records import GenerationMeta
 
 GENERATIONS = 50
 INTERVAL_S = 0.02

@@ -453,7 +453,7 @@ INTRO = """\
 
 `bench/ws_load.py` measures what the gateway adds to a streamed answer and how far it is from
 the stack it runs on. It starts a private redis-server, the fake OpenAI-compatible upstream of
-`tests/upstream.py` and the gateway (`python -m gateway serve`), each as its own process on
+`tests/support/upstream.py` and the gateway (`python -m gateway serve`), each as its own process on
 127.0.0.1, and, for the comparisons, LiteLLM's proxy and a bare uvicorn + Starlette app. Every
 figure is judged against a baseline measured in the same run. The clients are lean asyncio
 protocols that only timestamp bytes as they arrive and parse JSON after a round, so they cost

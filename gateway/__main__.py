@@ -10,11 +10,12 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import chat_cli
-from gateway.auth import mint_token
+import gateway_client.chat as chat_cli
+from gateway.auth.tokens import mint_token
 from gateway.config import ConfigError, Settings
-from gateway.devmode import banner, dev_secret
-from gateway.server import uvicorn_options
+from gateway.obs.multiprocess import worker_metrics_folder
+from gateway.server.devmode import banner, dev_secret
+from gateway.server.options import uvicorn_options
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 
 DEV_TOKEN_TTL = 24 * 3600
@@ -63,20 +64,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Started here, not per worker, so that every worker shares one store.
         embedded = EmbeddedRedis(settings.data_dir)
         os.environ["REDIS_URL"] = embedded.start()
+        print(f"chat-gateway: the store is the embedded {embedded.description}", flush=True)
     try:
         if settings.dev_mode:
             dev = settings.with_secret(dev_secret(settings.data_dir))
             host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
             url = f"http://{host}:{args.port}/#token={mint_token(dev, 'dev', DEV_TOKEN_TTL)}"
             print(banner(url), flush=True)
-        uvicorn.run(
-            "gateway.app:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            **uvicorn_options(settings),
-        )
+        # Set up before the workers start, so that each one's metrics reach every scrape.
+        with worker_metrics_folder(args.workers):
+            uvicorn.run(
+                "gateway.app:app_from_env",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                **uvicorn_options(settings),
+            )
     finally:
         if embedded is not None:
             embedded.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,6 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from gateway.config import Settings
-from gateway.devmode import dev_secret
 from gateway.errors import RequestError
 from gateway.handlers import ai_sdk, openai_compat
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
@@ -24,13 +24,16 @@ from gateway.handlers.health import healthz, readyz
 from gateway.handlers.metrics import metrics
 from gateway.handlers.openapi import docs_page, openapi_json
 from gateway.handlers.rest import agents, conversation_resource, conversations, models
+from gateway.handlers.runtime import Runtime
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
-from gateway.logs import install_logging
-from gateway.metrics import GatewayMetrics
+from gateway.obs.logs import install_logging
+from gateway.obs.metrics import GatewayMetrics
+from gateway.obs.tracing import install as install_tracing
+from gateway.server.devmode import dev_secret
+from gateway.server.timing import OverheadHeader
+from gateway.server.traffic import TrafficCounter
 from gateway.services import open_services
-from gateway.timing import OverheadHeader
-from gateway.traffic import TrafficCounter
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -40,17 +43,21 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         settings = settings.with_secret(dev_secret(settings.data_dir))
 
     counters = GatewayMetrics()  # shared by the services and the connection counter
+    # Chosen once, before the models are made: off, nothing traces (see gateway.obs.tracing).
+    tracing = install_tracing(os.environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_logging(settings)
         async with open_services(settings, upstream_retries, counters) as services:
-            app.state.services = services
+            runtime: Runtime = services  # what the handlers see of it (checked here by mypy)
+            app.state.services = runtime
             # Start-up objects live as long as the process: keep them out of every later full
             # collection, whose pauses show up as chunk-lag outliers under load.
             gc.collect()
             gc.freeze()
             yield
+        tracing.shutdown()  # exports the spans still buffered
 
     async def index(_: object) -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -84,21 +91,26 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         Route("/v1/{path:path}", openai_compat.unknown_path, methods=openai_compat.ALL_METHODS),
     ]
     middleware = [Middleware(OverheadHeader), Middleware(TrafficCounter, metrics=counters)]
+    if tracing.enabled:
+        middleware.insert(0, Middleware(tracing.asgi, routes=routes))
     if settings.allowed_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=[
-                    "Authorization",
-                    "Content-Type",
-                    "Last-Event-ID",
-                    "Idempotency-Key",
+                # Reflect whatever an allowed origin's preflight asks for: the official SDKs
+                # send headers of their own (the OpenAI SDK's x-stainless-* family grows with
+                # its versions), and a list of ours would refuse the next one.
+                allow_headers=["*"],
+                # What the SDKs and our clients read from a response; browsers hide the rest.
+                expose_headers=[
                     "X-Conversation-Id",
-                    "X-Agent",
+                    "X-Generation-Id",
+                    "X-Gateway-Overhead-Ms",
+                    "Retry-After",
+                    "X-Should-Retry",
                 ],
-                expose_headers=["X-Conversation-Id", "X-Generation-Id", "X-Gateway-Overhead-Ms"],
                 max_age=600,
             )
         )
@@ -116,6 +128,4 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
 
 def app_from_env() -> Starlette:
     """uvicorn factory: `uvicorn --factory gateway.app:app_from_env`."""
-    import os
-
     return create_app(Settings.from_env(os.environ))

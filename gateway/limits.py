@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from gateway.auth import Principal
 from gateway.config import Limits, Settings
 from gateway.errors import RateLimited, retry_after_seconds
+from gateway.principal import Principal
 
 LimitName = Literal[
     "requests_per_minute",
@@ -103,3 +103,25 @@ class Refusal:
             f"{size_text(self.needed)} more. Delete conversations you no longer need to free "
             "space, then send it again."
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a turn took: released (and its tokens corrected) when it ends."""
+
+    sub: str
+    generation_id: str
+    day: str
+    reserved_tokens: int
+    conversation_id: str = ""
+    message_bytes: int = 0  # counted against the user's storage, taken back if it never starts
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What a turn asks of the user's limits."""
+
+    generation_id: str
+    conversation_id: str
+    reserve_tokens: int
+    message_bytes: int  # the user's message as it will be stored

@@ -21,14 +21,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from gateway.agents.registry import build_agents
-from gateway.auth import TokenVerifier
-from gateway.chat import ChatService
+from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
-from gateway.conversations import ConversationService
-from gateway.generations import GenerationRegistry
+from gateway.core.chat import ChatService
+from gateway.core.conversations import ConversationService
+from gateway.core.running import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
-from gateway.metrics import GatewayMetrics
-from gateway.store.client import StoreClient, cluster_client
+from gateway.obs.metrics import GatewayMetrics
+from gateway.store.client import StoreClient, cluster_client, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
@@ -57,6 +57,9 @@ class Services:
     limits: LimitStore
     metrics: GatewayMetrics
 
+    async def store_ready(self) -> bool:
+        return await ping(self.redis)
+
 
 @asynccontextmanager
 async def open_services(
@@ -83,9 +86,7 @@ async def open_services(
         instance=instance,
     )
     writer = LogWriter(generation_log, settings.log_flush_ms)
-    generations = GenerationRegistry(
-        generation_log, writer, settings.lease_ttl, keys.cancel_channel(), metrics
-    )
+    generations = GenerationRegistry(generation_log, writer, settings.lease_ttl, metrics)
     conversations = ConversationStore(
         redis,
         keys,

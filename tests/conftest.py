@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,76 +13,24 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.auth import mint_token
 from gateway.config import AgentConfig, ModelConfig, Secret, Settings
-from gateway.server import uvicorn_options
+from gateway.server.options import uvicorn_options
 from gateway.store.conversations import ConversationStore
-from gateway.store.embedded import find_redis_server
 from gateway.store.keys import Keys
-from tests.client import close_all
-from tests.upstream import FakeUpstream, serve_in_thread
+from tests.support.redis import RedisServer, running_redis, start_redis
+from tests.support.serving import free_port, serve_in_thread
+from tests.support.tokens import TEST_SECRET, mint
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import close_all, kinds
 
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!"
-
-
-def kinds(frames: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Frame types, a run of chunks counted once: tokens that reach the gateway together
-    travel as one chunk, so how many chunks carry an answer's text is not fixed."""
-    found: list[str] = []
-    for frame in frames:
-        if not (frame["type"] == "chunk" and found[-1:] == ["chunk"]):
-            found.append(frame["type"])
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def start_redis(port: int, workdir: Path) -> RedisServer:
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:  # the server says when it accepts connections
-        if b"Ready to accept connections" in line:
-            process.stdout.close()
-            return RedisServer(process, port)
-    raise RuntimeError("redis-server did not start")
+# Until every test module imports them from tests.support.
+__all__ = ["TEST_SECRET", "RedisServer", "free_port", "kinds", "start_redis"]
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(free_port(), tmp_path_factory.mktemp("redis"))
-    yield server
-    server.process.terminate()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -177,9 +123,6 @@ def gateway(start_gateway: GatewayFactory) -> Iterator[str]:
 
 @pytest.fixture
 def token() -> Callable[..., str]:
-    def mint(sub: str = "alice", ttl: int = 600) -> str:
-        return mint_token(Settings(jwt_secret=Secret(TEST_SECRET)), sub, ttl)
-
     return mint
 
 

@@ -18,9 +18,9 @@ from gateway.llm.base import ModelParams
 from gateway.tools.builtin import BUILTIN_TOOLS
 from gateway.tools.pool import WorkerPool
 from gateway.tools.runner import ToolRunner
-from tests.client import connected, receive, send, text_of, until_done
-from tests.test_http import sse_events
-from tests.upstream import FakeUpstream
+from tests.support.sse import sse_events
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 

@@ -1,6 +1,7 @@
-"""docs/asyncapi.yaml: a valid AsyncAPI 3.0 document (checked with the official AsyncAPI 3.0.0
-JSON Schema, vendored in tests/schemas/), that names exactly the frames, close codes and error
-codes of the code, and whose message schemas describe what a real gateway sends."""
+"""docs/asyncapi.yaml: the document `gateway.apidocs.asyncapi` builds from the wire types, a
+valid AsyncAPI 3.0 document (checked with the official AsyncAPI 3.0.0 JSON Schema, vendored in
+tests/schemas/), that names exactly the frames, close codes and error codes of the code, and
+whose message schemas describe what a real gateway sends."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any, get_args
 import pytest
 import yaml
 from jsonschema import Draft7Validator
+from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from gateway import errors, protocol, schemas
+from gateway import errors
+from gateway.apidocs import asyncapi, schemas
+from gateway.core import conversations
+from gateway.core.notices import NOTICES
 from gateway.errors import BadRequest, ErrorCode, RateLimited
 from gateway.events import (
     Chunk,
@@ -26,6 +31,10 @@ from gateway.events import (
     ToolReturned,
     Usage,
 )
+from gateway.protocol import frames as protocol
+from gateway.protocol import server_models, views
+from gateway.store.messages import MessageStatus
+from gateway.store.records import Status
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 
@@ -64,6 +73,11 @@ def assert_documented(frame: Json) -> None:
     assert kind in DOC["channels"]["socket"]["messages"], kind
     problems = [e.message for e in payload_validator(kind).iter_errors(frame)]
     assert not problems, f"{kind}: {problems[:3]} in {frame}"
+
+
+def test_the_file_is_the_document_the_wire_types_make() -> None:
+    """Regenerate with `python -m gateway.apidocs.asyncapi > docs/asyncapi.yaml`."""
+    assert json.loads(json.dumps(asyncapi.build())) == DOC
 
 
 def test_the_document_is_valid_asyncapi_3() -> None:
@@ -133,6 +147,39 @@ def test_event_schemas_agree_with_the_openapi_ones() -> None:
         assert set(ours[name]["required"]) == set(schema["required"]), name
     notice = ours["Notice"]["properties"]["code"]["enum"]
     assert notice == list(schemas.NOTICE_CODES)
+
+
+def test_every_rendered_frame_is_its_wire_type() -> None:
+    types = {
+        **{t.__name__: t for t in server_models.EVENTS.values()},
+        **server_models.SOCKET_FRAMES,
+        "Notice": server_models.Notice,
+    }
+    by_type = {
+        "start": "StartEvent",
+        "chunk": "ChunkEvent",
+        "tool_call": "ToolCallEvent",
+        "tool_result": "ToolResultEvent",
+        "done": "DoneEvent",
+        "notice": "Notice",
+        "ready": "ReadyFrame",
+        "authenticated": "AuthenticatedFrame",
+        "token_expiring": "TokenExpiringFrame",
+        "resumed": "ResumedFrame",
+        "pong": "PongFrame",
+    }
+    for frame in server_frames():
+        name = by_type.get(frame["type"]) or ("ErrorEvent" if "seq" in frame else "ErrorFrame")
+        TypeAdapter(types[name]).validate_python(frame)
+    with pytest.raises(ValidationError):  # the wire types do look: no field beyond theirs
+        TypeAdapter(server_models.PongFrame).validate_python({"type": "pong", "extra": 1})
+
+
+def test_the_enumerations_on_the_wire_are_the_stores_and_the_cores() -> None:
+    assert get_args(server_models.GenerationStatus) == get_args(Status)
+    assert get_args(server_models.NoticeCode) == tuple(NOTICES)
+    assert get_args(views.MessageStatus) == get_args(MessageStatus)
+    assert views.MAX_TITLE_CHARS == conversations.MAX_TITLE_CHARS
 
 
 def test_close_codes_are_the_codes_constants() -> None:

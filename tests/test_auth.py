@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth import (
+from gateway.auth.tokens import (
     Header,
     TokenVerifier,
     VerifiedTokens,

@@ -15,8 +15,9 @@ import httpx2
 import jwt
 import pytest
 
-from tests.client import connected, send, text_of, until_done
-from tests.conftest import TEST_SECRET, free_port
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
+from tests.support.ws import connected, send, text_of, until_done
 
 URL_LINE = re.compile(r"^  (http://127\.0\.0\.1:(\d+)/#token=(\S+))$")
 

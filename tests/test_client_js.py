@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SECRET, RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, start_process
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, start_process
+from tests.support.redis import RedisServer, running_redis
+from tests.support.tokens import TEST_SECRET
+from tests.support.upstream import FakeUpstream
 
 NODE_TESTS = Path(__file__).resolve().parent / "js" / "client"
 NODE_MAJOR = 20
@@ -83,11 +83,8 @@ def gateway_process(
 @pytest.fixture(scope="module")
 def strict_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A Redis of the strict gateway's own: the tests stop and continue it."""
-    server = start_redis(free_port(), tmp_path_factory.mktemp("client-js-redis"))
-    yield server
-    server.process.send_signal(signal.SIGCONT)  # a test that failed mid-way may leave it stopped
-    server.process.kill()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path_factory.mktemp("client-js-redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway.client import (
+from gateway.config import Settings
+from gateway_client import (
     Chunk,
     ConnectionState,
     Done,
@@ -27,12 +28,13 @@ from gateway.client import (
     Run,
     Start,
 )
-from gateway.config import Settings
-from tests.client import connected
-from tests.conftest import GatewayFactory, RedisServer, free_port
-from tests.processes import GatewayProcess, spawn
-from tests.refusing_proxy import refusing_proxy
-from tests.upstream import FakeUpstream
+from tests.conftest import GatewayFactory
+from tests.support.processes import GatewayProcess, spawn
+from tests.support.redis import RedisServer
+from tests.support.refusing_proxy import refusing_proxy
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # twenty tokens, 5 ms apart

@@ -23,12 +23,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.store.client import StorePipeline, cluster_client
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub
 from gateway.store.log_reads import PolledReads
 from gateway.store.log_writer import LogWriter
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.logs import GenerationLog
+from gateway.store.messages import StoredMessage
+from gateway.store.records import GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
 from tests.processes import (
     GatewayProcess,

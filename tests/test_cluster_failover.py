@@ -22,8 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.client import ClientConnection
 
-from gateway.store.errors import store_error
 from gateway.store.keys import Keys
+from gateway.store.unreachable import store_error
 from tests.client import connected, receive, send, text_of, until_done
 from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.redis_cluster import Cluster, poll, running_cluster

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Limits, Secret, Settings
+from gateway.config import ConfigError, Limits, Secret, Settings, variables
+from gateway.config.fields import Declared, declared
 
 S = "k" * 32
 
@@ -28,6 +31,33 @@ def test_empty_variables_count_as_unset() -> None:
     settings = Settings.from_env({"JWT_SECRET": "", "REDIS_URL": " ", "MAX_FRAME_BYTES": ""})
     assert settings.dev_mode and settings.redis_url is None
     assert settings.max_frame_bytes == 1024 * 1024
+
+
+def test_each_variable_is_parsed_as_its_field_is_typed() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_CLUSTER": "yes",
+            "REDIS_URL": "redis://127.0.0.1:7000",
+            "GATEWAY_DATA_DIR": "/srv/gw",
+            "ALLOWED_ORIGINS": " https://a.example , ,https://b.example",
+            "MAX_FRAME_BYTES": "2e3",
+            "LOG_FLUSH_MS": "2.5",
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "JSON",
+            "METRICS_TOKEN": "m",
+        }
+    )
+    assert settings.redis_cluster and settings.data_dir == Path("/srv/gw")
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert (settings.max_frame_bytes, settings.log_flush_ms) == (2000, 2.5)
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    assert settings.metrics_token == Secret("m")
+
+
+def test_a_choice_outside_its_literal_is_explained() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ON_DISCONNECT": "Pause"})
+    assert str(caught.value) == "ON_DISCONNECT must be one of continue, cancel, not 'pause'."
 
 
 def test_openai_models_from_env() -> None:
@@ -167,3 +197,92 @@ def test_bad_limits_are_explained(
     path.write_text(toml)
     with pytest.raises(ConfigError, match=fragment):
         Settings.from_env({"GATEWAY_CONFIG": str(path), **env})
+
+
+# The documentation's tables, held to the declarations: a variable added without a row in
+# README's table, a row left after its variable is gone, or a default changed on one side
+# only fails here.
+
+ROOT = Path(__file__).resolve().parent.parent
+DECLARED = {spec.env: spec for spec in variables()}
+NAME = re.compile(r"`([A-Z][A-Z0-9_]+)`")
+UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "KiB": 1024.0, "MiB": 1024.0**2, "GiB": 1024.0**3}
+# A documented quantity after a variable's name, in limits.md's tables: `NAME` (1 MiB…
+QUANTITY = re.compile(
+    r"`([A-Z][A-Z0-9_]+)`(?: \| | \(| )(\d[\d,]*(?:\.\d+)?)(?: (KiB|MiB|GiB|ms|s)\b)?"
+)
+
+
+def shown(default: object) -> str:
+    """A default as README's table writes it."""
+    if default is None or default == ():
+        return "unset"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, Path):
+        return f"`{default}`" if default.is_absolute() else f"`./{default}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
+
+
+def readme_defaults() -> dict[str, str]:
+    """Each variable in README's configuration table, with the default it documents."""
+    section = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1]
+    rows: dict[str, str] = {}
+    for line in section.split("\n## ", 1)[0].splitlines():
+        if not line.startswith("| `"):
+            continue
+        names_cell, default_cell = line.split(" | ")[:2]
+        names = NAME.findall(names_cell)
+        defaults = default_cell.split(", ") if len(names) > 1 else [default_cell]
+        if len(defaults) == 1:  # one default for every variable of the row
+            defaults *= len(names)
+        assert len(defaults) == len(names), line
+        rows.update(zip(names, defaults, strict=True))
+    return rows
+
+
+def test_readme_documents_every_variable_and_no_other() -> None:
+    documented = readme_defaults()
+    assert sorted(set(DECLARED) - set(documented)) == []  # declared, not documented
+    assert sorted(set(documented) - set(DECLARED)) == []  # documented, not declared
+
+
+@pytest.mark.parametrize("env", sorted(DECLARED))
+def test_readme_states_each_default_as_declared(env: str) -> None:
+    documented = readme_defaults().get(env, "(no row)")
+    declared = shown(DECLARED[env].default)
+    assert documented == declared or documented.startswith(f"{declared}:")
+
+
+def in_base_units(env: str, value: float) -> float:
+    """A declared default in bytes or seconds, as its name's suffix says it is counted."""
+    return value * {"_MB": 1024.0**2, "_MS": 0.001}.get(env[-3:], 1.0)
+
+
+def test_limits_md_states_the_declared_defaults() -> None:
+    rows = [line for line in (ROOT / "docs/limits.md").read_text().splitlines() if line[:1] == "|"]
+    found = [m.groups() for line in rows for m in QUANTITY.finditer(line)]
+    assert len(found) >= 25  # the two tables still read as this test expects
+    for env, number, unit in found:
+        assert env in DECLARED, f"docs/limits.md names {env}, which is not declared"
+        documented = float(number.replace(",", "")) * UNITS[unit or ""]
+        declared = in_base_units(env, float(DECLARED[env].default))
+        assert math.isclose(documented, declared), f"docs/limits.md: {env} {number} {unit}"
+
+
+BOUNDED = [d for cls in (Settings, Limits) for d in declared(cls) if d.spec.gt or d.spec.ge == 0]
+
+
+@pytest.mark.parametrize("field", BOUNDED, ids=[d.spec.env for d in BOUNDED])
+def test_each_declared_bound_is_enforced_with_its_message(field: Declared) -> None:
+    spec = field.spec
+    past = spec.gt if spec.gt is not None else -1
+    env = {spec.env: str(past)}
+    if spec.env == "GENERATION_TTL":  # a log kept for less than its keys is refused first
+        env["IDEMPOTENCY_TTL"] = str(past)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value) == spec.refused()
+    assert spec.env in spec.refused()

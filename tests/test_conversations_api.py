@@ -14,10 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.config import Settings
-from gateway.store.conversations import ConversationStore, StoredMessage
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
+from gateway.store.messages import StoredMessage
 from tests.conftest import GatewayFactory
-from tests.upstream import FakeUpstream
+from tests.support.sse import stream_json
+from tests.support.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 SLOW = "fake-i20-n200"  # 200 chunks, 20 ms apart: still running when the test acts
@@ -91,13 +93,7 @@ async def running_turn(
         httpx2.AsyncClient(timeout=30) as client,
         client.stream("POST", f"{base}/completion", json=body, headers=headers) as response,
     ):
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    yield json.loads(line[6:])
-
-        stream = events()
+        stream = stream_json(response.aiter_lines())
         start = await anext(stream)
         assert start["type"] == "start", start
         assert (await anext(stream))["type"] == "chunk"

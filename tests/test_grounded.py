@@ -14,7 +14,7 @@ from gateway.agents.grounded import (
     grounded_prompt,
     select_sources,
 )
-from gateway.protocol import Source
+from gateway.protocol.frames import Source
 
 A = Source("alpha " * 10, title="A", url="https://a.example", id="a")
 B = Source("beta " * 400, title="B", id="b")

@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from gateway.auth import TokenVerifier, mint_token
+from gateway.auth.jwks import JwksKeys, parse_key_set
+from gateway.auth.tokens import TokenVerifier, mint_token
 from gateway.config import Secret, Settings
 from gateway.errors import Unauthorized
-from gateway.jwks import JwksKeys, parse_key_set
-from tests.client import connected
 from tests.conftest import GatewayFactory
-from tests.jwks_server import KeyServer, Mode, ec_key, good_claims, rsa_key, rsa_private
-from tests.upstream import serve_in_thread
+from tests.support.jwks_server import KeyServer, Mode, ec_key, good_claims, rsa_key, rsa_private
+from tests.support.serving import serve_in_thread
+from tests.support.ws import connected
 
 CACHE_SECONDS = 300.0
 COOLDOWN = 30.0
@@ -217,7 +217,7 @@ async def test_known_keys_outlive_a_key_server_answering_nonsense(
     assert (await verifier.verify(rsa_key("a").sign())).sub == "alice"
     assert server.requests == 2
     assert "cannot be reached" in await refusal(verifier, rsa_key("b", index=1).sign())
-    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.jwks"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.auth.jwks"]
     assert (
         len(warnings) == 1
         and logged in warnings[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.auth import Principal
 from gateway.config import Limits, Settings
 from gateway.limits import (
     DEFAULT_ANSWER_RESERVE,
@@ -15,6 +14,7 @@ from gateway.limits import (
     size_text,
     token_reservation,
 )
+from gateway.principal import Principal
 
 PRO = Limits(requests_per_minute=600, concurrent_generations=32, connections=64)
 SETTINGS = Settings(limit_tiers={"pro": PRO})

@@ -18,7 +18,7 @@ from gateway.llm.echo import EchoModel
 from gateway.llm.providers import PROVIDERS, ProviderContext, load_provider
 from gateway.llm.registry import ModelRegistry
 from gateway.llm.upstream import UpstreamModel
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_a_gateway_serving_only_echo_imports_no_sdk() -> None:
         "import sys\n"
         "from gateway.config import Settings\n"
         "from gateway.llm.registry import ModelRegistry\n"
-        "from gateway.metrics import GatewayMetrics\n"
+        "from gateway.obs.metrics import GatewayMetrics\n"
         "ModelRegistry(Settings(), GatewayMetrics())\n"
         "print(sorted(m for m in ('openai', 'aiohttp', 'httpx2') if m in sys.modules))\n"
     )

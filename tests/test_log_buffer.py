@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 
 from gateway.events import Chunk
 from gateway.store.keys import Keys
-from gateway.store.log_writer import LogWriter, Trouble
-from gateway.store.logs import GenerationLog, GenerationMeta
-from tests.conftest import RedisServer
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta, Trouble
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ wakes the read in flight, and a follower that falls behind rereads the log."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,22 +15,21 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.events import Chunk, Event
-from gateway.store.errors import store_error
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub, Subscription
 from gateway.store.log_reads import BlockingReads, PollSchedule
-from gateway.store.logs import GenerationLog, GenerationMeta
-from tests.conftest import RedisServer, free_port, start_redis
+from gateway.store.logs import GenerationLog
+from gateway.store.records import GenerationMeta
+from gateway.store.unreachable import store_error
+from tests.support.polling import settle
+from tests.support.redis import RedisServer, running_redis
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of this test alone, so that its count of blocked clients is the hub's."""
-    server = start_redis(free_port(), tmp_path)
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.process.kill()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 @dataclass
@@ -105,11 +103,11 @@ async def blocked_clients(client: Redis) -> int:
 
 async def settle_at(client: Redis, blocked: int) -> int:
     """The number of blocked clients once it is `blocked`, or after 10 s."""
-    for _ in range(200):
-        found = await blocked_clients(client)
-        if found == blocked:
-            return found
-        await asyncio.sleep(0.05)  # polling a condition under a bound
+
+    async def reached() -> bool:
+        return await blocked_clients(client) == blocked
+
+    await settle(reached)
     return await blocked_clients(client)
 
 
@@ -195,8 +193,7 @@ async def test_a_failed_read_reaches_every_follower_as_a_store_error(
             subscription.stale = False
             assert subscription.take(0) == []
         assert await settle_at(parts.client, 1) == 1
-        own_redis.process.kill()
-        own_redis.process.wait(timeout=10)
+        own_redis.kill()
         for subscription in followers:
             assert await subscription.wait(10.0)
             with pytest.raises(RedisConnectionError) as failed:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from gateway.auth import mint_token
+from gateway.auth.tokens import mint_token
 from gateway.config import Secret, Settings
-from gateway.logs import (
+from gateway.obs.logs import (
     MAX_LOGGED_CHARS,
     JsonFormatter,
     RedactTokens,
@@ -34,10 +34,12 @@ from gateway.logs import (
     unbind,
     uvicorn_log_options,
 )
-from tests.client import connected, send, until_done
-from tests.conftest import TEST_SECRET, RedisServer, free_port
-from tests.processes import GatewayProcess, config_file, spawn
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, spawn
+from tests.support.redis import RedisServer
+from tests.support.serving import free_port
+from tests.support.tokens import TEST_SECRET
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, send, until_done
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
 
@@ -228,7 +230,7 @@ def test_text_format_leaves_uvicorn_logging_alone() -> None:
     assert uvicorn_log_options(Settings()) == {}
     config = uvicorn_log_options(Settings(log_format="json", log_level="debug"))["log_config"]
     assert config["loggers"]["gateway"]["level"] == "DEBUG"
-    assert config["formatters"]["json"]["()"] == "gateway.logs.JsonFormatter"
+    assert config["formatters"]["json"]["()"] == "gateway.obs.logs.JsonFormatter"
 
 
 # --- A real gateway process with LOG_FORMAT=json --------------------------------------------

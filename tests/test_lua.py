@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.store.client import StorePipeline
 from gateway.store.keys import Keys
-from gateway.store.log_writer import LogWriter, Trouble
-from gateway.store.logs import GenerationLog, GenerationMeta
+from gateway.store.log_writer import LogWriter
+from gateway.store.logs import GenerationLog
 from gateway.store.lua import Lua
-
-from .conftest import RedisServer, free_port, start_redis
+from gateway.store.records import GenerationMeta, Trouble
+from tests.support.redis import RedisServer, running_redis
 
 COUNT = "return redis.call('INCR', KEYS[1])"
 
@@ -24,10 +24,8 @@ COUNT = "return redis.call('INCR', KEYS[1])"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A server of these tests' own: they empty its script cache and count its commands."""
-    server = start_redis(free_port(), tmp_path_factory.mktemp("lua"))
-    yield server
-    server.process.terminate()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path_factory.mktemp("lua")) as server:
+        yield server
 
 
 @pytest.fixture

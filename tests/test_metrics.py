@@ -1,220 +1,77 @@
-"""Metrics: the exposition format read back by a small parser, /metrics end to end with and
+"""Metrics: the exposition read back by a small parser of our own, /metrics end to end with and
 without METRICS_TOKEN, and X-Gateway-Overhead-Ms on HTTP responses."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import httpx2
 import pytest
 
 from gateway.app import create_app
 from gateway.config import Limits, Secret, Settings
-from gateway.metrics import (
-    CONTENT_TYPE,
-    OVERHEAD_BUCKETS,
-    GatewayMetrics,
-    Registry,
-)
-from gateway.server import uvicorn_options
+from gateway.obs.metrics import CONTENT_TYPE, OVERHEAD_BUCKETS, GatewayMetrics
+from gateway.server.options import uvicorn_options
 from tests.client import connected, send, until_done
 from tests.conftest import GatewayFactory
+from tests.exposition import parse
 from tests.upstream import serve_in_thread
 
 Mint = Callable[..., str]
 METRICS_TOKEN = "scrape-secret-0123456789"
 
-# --- A parser for the text format, independent of the code under test -----------------------
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
-_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-Labels = frozenset[tuple[str, str]]
-
-
-@dataclass
-class Exposition:
-    types: dict[str, str] = field(default_factory=dict)
-    helps: dict[str, str] = field(default_factory=dict)
-    samples: dict[tuple[str, Labels], float] = field(default_factory=dict)
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.samples[(name, frozenset(labels.items()))]
-
-    def series(self, name: str) -> dict[Labels, float]:
-        return {labels: v for (n, labels), v in self.samples.items() if n == name}
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], text)
-
-
-def _labels(text: str) -> Labels:
-    pairs, position = [], 0
-    while position < len(text):
-        match = _PAIR.match(text, position)
-        assert match is not None, f"bad labels: {text!r}"
-        pairs.append((match.group(1), _unescape(match.group(2))))
-        position = match.end()
-    return frozenset(pairs)
-
-
-def parse(text: str) -> Exposition:
-    assert text.endswith("\n")
-    found = Exposition()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _, help_text = line[7:].partition(" ")
-            found.helps[name] = help_text.replace("\\n", "\n").replace("\\\\", "\\")
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert kind in ("counter", "gauge", "histogram")
-            found.types[name] = kind
-        else:
-            match = _SAMPLE.match(line)
-            assert match is not None, f"bad sample line: {line!r}"
-            key = (match.group(1), _labels(match.group(3) or ""))
-            assert key not in found.samples, f"duplicate series: {line!r}"
-            found.samples[key] = float(match.group(4))
-    return found
-
-
-# --- The registry ---------------------------------------------------------------------------
-
-
-def test_counters_and_gauges_read_back() -> None:
-    registry = Registry()
-    plain = registry.counter("jobs_total", "Jobs.")
-    by_code = registry.counter("errors_total", "Errors.", ["code"])
-    level = registry.gauge("level", "A level.")
-    by_kind = registry.gauge("open", "Open things.", ["kind"])
-    plain.inc()
-    plain.inc(2.5)
-    by_code.labels("a").inc()
-    bound = by_code.labels("b")
-    for _ in range(3):
-        bound.inc()
-    level.set(10)
-    level.inc(5)
-    level.dec(2)
-    by_kind.labels("x").set_function(lambda: 7)
-    found = parse(registry.expose())
-    assert found.types == {
-        "jobs_total": "counter",
-        "errors_total": "counter",
-        "level": "gauge",
-        "open": "gauge",
-    }
-    assert found.value("jobs_total") == 3.5
-    assert found.value("errors_total", code="a") == 1
-    assert found.value("errors_total", code="b") == 3
-    assert found.value("level") == 13
-    assert found.value("open", kind="x") == 7
-
-
-def test_a_gauge_function_is_read_at_each_scrape() -> None:
-    registry = Registry()
-    running: list[int] = []
-    registry.gauge("running", "Running.").set_function(lambda: len(running))
-    assert parse(registry.expose()).value("running") == 0
-    running += [1, 2]
-    assert parse(registry.expose()).value("running") == 2
-
-
-def test_a_failing_gauge_function_loses_only_its_sample() -> None:
-    registry = Registry()
-    registry.gauge("broken", "Broken.").set_function(lambda: 1 / 0)
-    registry.counter("fine_total", "Fine.").inc()
-    found = parse(registry.expose())
-    assert found.series("broken") == {}
-    assert found.value("fine_total") == 1
+# --- The gateway's registry, read back --------------------------------------------------------
 
 
 def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
-    registry = Registry()
-    latency = registry.histogram("latency_seconds", "Latency.", [0.1, 0.5, 1], ["route"])
-    child = latency.labels("a")
-    for value in (0.05, 0.1, 0.3, 0.7, 2.0, 5.0):
+    metrics = GatewayMetrics()
+    child = metrics.time_to_first_token.labels("a")
+    for value in (0.05, 0.1, 0.3, 0.7, 2.0, 50.0):
         child.observe(value)
-    found = parse(registry.expose())
-    assert found.types["latency_seconds"] == "histogram"
+    found = parse(metrics.expose())
     buckets = {
         dict(labels)["le"]: value
-        for labels, value in found.series("latency_seconds_bucket").items()
+        for labels, value in found.series("gateway_time_to_first_token_seconds_bucket").items()
     }
     # `le` is inclusive: 0.1 falls in the 0.1 bucket.
-    assert buckets == {"0.1": 2, "0.5": 3, "1.0": 4, "+Inf": 6}
-    assert all(dict(labels)["route"] == "a" for labels in found.series("latency_seconds_bucket"))
-    assert found.value("latency_seconds_count", route="a") == 6
-    assert found.value("latency_seconds_sum", route="a") == pytest.approx(8.15)
+    assert buckets["0.05"] == 1 and buckets["0.1"] == 2 and buckets["0.25"] == 2
+    assert buckets["0.5"] == 3 and buckets["1.0"] == 4 and buckets["2.5"] == 5
+    assert buckets["30.0"] == 5 and buckets["+Inf"] == 6
+    assert found.value("gateway_time_to_first_token_seconds_count", model="a") == 6
+    assert found.value("gateway_time_to_first_token_seconds_sum", model="a") == pytest.approx(53.15)
 
 
-def test_histogram_without_labels_and_infinite_bound_given() -> None:
-    registry = Registry()
-    plain = registry.histogram("gap_seconds", "Gap.", [1, 2, float("inf")])
-    plain.observe(1.5)
-    found = parse(registry.expose())
-    assert found.value("gap_seconds_bucket", le="1.0") == 0
-    assert found.value("gap_seconds_bucket", le="2.0") == 1
-    assert found.value("gap_seconds_bucket", le="+Inf") == 1
-    assert found.value("gap_seconds_count") == 1
-
-
-def test_label_values_and_help_are_escaped() -> None:
-    registry = Registry()
+def test_label_values_are_escaped() -> None:
+    metrics = GatewayMetrics()
     tricky = 'back\\slash "quoted"\nnew line'
-    registry.counter("odd_total", 'Help with \\ and\na newline "kept".', ["v"]).labels(tricky).inc()
-    text = registry.expose()
-    assert '{v="back\\\\slash \\"quoted\\"\\nnew line"}' in text
-    found = parse(text)
-    assert found.value("odd_total", v=tricky) == 1
-    assert found.helps["odd_total"] == 'Help with \\ and\na newline "kept".'
-    assert len(text.splitlines()) == 3  # no raw newline escaped the quoting
+    metrics.upstream_errors.labels(tricky).inc()
+    text = metrics.expose()
+    assert '{code="back\\\\slash \\"quoted\\"\\nnew line"}' in text
+    assert parse(text).value("gateway_upstream_errors_total", code=tricky) == 1
 
 
-def test_special_values() -> None:
-    registry = Registry()
-    registry.gauge("big", "Big.").set(float("inf"))
-    registry.gauge("nan", "Not a number.").set(float("nan"))
-    text = registry.expose()
-    assert "big +Inf\n" in text
-    assert "nan NaN\n" in text
+def test_a_gauge_moves_and_a_counter_refuses_to_decrease() -> None:
+    metrics = GatewayMetrics()
+    ws = metrics.connections.labels("ws")
+    ws.inc()
+    ws.inc()
+    ws.dec()
+    metrics.replayed_events.inc(2.5)
+    with pytest.raises(ValueError, match="increment"):
+        metrics.resumes.inc(-1)
+    found = parse(metrics.expose())
+    assert found.value("gateway_connections", transport="ws") == 1
+    assert found.value("gateway_replayed_events_total") == 2.5
 
 
-@pytest.mark.parametrize(
-    ("make", "says"),
-    [
-        (lambda r: r.counter("no_suffix", "x"), "must end in _total"),
-        (lambda r: r.counter("bad-name_total", "x"), "Invalid metric name"),
-        (lambda r: r.gauge("g", "x", ["le"]), "Invalid label name"),
-        (lambda r: r.gauge("g", "x", ["__reserved"]), "Invalid label name"),
-        (lambda r: r.histogram("h", "x", [1, 1]), "increasing bucket bounds"),
-        (lambda r: r.histogram("h", "x", []), "increasing bucket bounds"),
-    ],
-)
-def test_invalid_definitions_are_refused(make: Callable[[Registry], object], says: str) -> None:
-    with pytest.raises(ValueError, match=says):
-        make(Registry())
-
-
-def test_misuse_is_refused() -> None:
-    registry = Registry()
-    labelled = registry.counter("c_total", "x", ["a", "b"])
-    with pytest.raises(ValueError, match="takes labels"):
-        labelled.labels("only-one")
-    with pytest.raises(ValueError, match=r"call \.labels\(\)"):
-        labelled.inc()  # a labelled counter needs its labels
-    with pytest.raises(ValueError, match="cannot decrease"):
-        labelled.labels("1", "2").inc(-1)
-    with pytest.raises(ValueError, match="already registered"):
-        registry.gauge("c_total", "again")
-    with pytest.raises(TypeError, match="must be strings"):
-        labelled.labels("1", 2)  # type: ignore[arg-type]
-    assert labelled.labels("1", "2") is labelled.labels("1", "2")
+def test_one_process_has_the_process_metrics() -> None:
+    found = parse(GatewayMetrics().expose())
+    assert found.types["process_cpu_seconds_total"] == "counter"
+    assert found.value("process_resident_memory_bytes") > 0
+    assert found.value("process_open_fds") > 0
+    assert found.value("process_start_time_seconds") > 0
 
 
 def test_gateway_metrics_expose_every_family() -> None:
@@ -227,9 +84,10 @@ def test_gateway_metrics_expose_every_family() -> None:
     metrics.replayed_events.inc(12)
     metrics.generations_running.set_function(lambda: 4)
     found = parse(metrics.expose())
-    assert found.types == {
+    gateway_types = {k: v for k, v in found.types.items() if k.startswith("gateway_")}
+    assert gateway_types == {
         "gateway_connections": "gauge",
-        "gateway_connections_total": "counter",
+        "gateway_connections_closed_total": "counter",  # gateway_connections_total before
         "gateway_frames_sent_total": "counter",
         "gateway_frames_received_total": "counter",
         "gateway_generations_running": "gauge",
@@ -246,7 +104,7 @@ def test_gateway_metrics_expose_every_family() -> None:
         "gateway_resumes_total": "counter",
         "gateway_replayed_events_total": "counter",
     }
-    assert all(found.helps[name] for name in found.types)
+    assert all(found.helps[name] for name in gateway_types)
     assert found.value("gateway_connections", transport="sse") == 0
     assert found.value("gateway_errors_total", code="rate_limited") == 1
     assert found.value("gateway_time_to_first_token_seconds_bucket", model="fake", le="0.25") == 1
@@ -279,6 +137,42 @@ def test_metrics_endpoint_serves_the_live_registry(served: tuple[str, GatewayMet
     found = parse(response.text)
     assert found.value("gateway_errors_total", code="upstream_error") == 3
     assert "gateway_time_to_first_token_seconds" in found.types
+    assert found.value("process_resident_memory_bytes") > 0  # one process: process_* too
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/completion", {"message": "a b c", "model": "fake", "stream": True}),
+        (
+            "/v1/chat/completions",
+            {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "a b c"}]},
+        ),
+        (
+            "/api/chat",
+            {
+                "id": "frames-chat",
+                "model": "fake",
+                "messages": [{"role": "user", "parts": [{"type": "text", "text": "a b c"}]}],
+            },
+        ),
+    ],
+)
+def test_every_event_of_an_http_stream_is_a_frame_sent(
+    served: tuple[str, GatewayMetrics], token: Mint, path: str, body: dict[str, object]
+) -> None:
+    """Each SSE event the three HTTP streams write counts under transport="sse" (keep-alive
+    comments are not events)."""
+    url, metrics = served
+    before = parse(metrics.expose()).value("gateway_frames_sent_total", transport="sse")
+    headers = {"Authorization": f"Bearer {token()}"}
+    response = httpx2.post(f"{url}{path}", json=body, headers=headers, timeout=20)
+    assert response.status_code == 200
+    events = [b for b in response.text.split("\n\n") if b and not b.startswith(":")]
+    assert len(events) >= 3
+    found = parse(metrics.expose())
+    assert found.value("gateway_frames_sent_total", transport="sse") - before == len(events)
+    assert found.value("gateway_frames_sent_total", transport="ws") == 0
 
 
 def test_metrics_token_is_required_when_set(start_gateway: GatewayFactory) -> None:
@@ -413,5 +307,5 @@ async def test_streams_errors_and_limits_are_counted(
     assert found.value("gateway_upstream_request_seconds_count", model="fake-i5-n20") >= 1
     assert found.value("gateway_frames_sent_total", transport="ws") >= 8
     assert found.value("gateway_frames_received_total", transport="ws") == 3
-    assert found.value("gateway_connections_total", transport="sse") == 1
+    assert found.value("gateway_connections_closed_total", transport="sse") == 1
     assert found.value("gateway_generations_running") == 0

@@ -17,11 +17,11 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from starlette.routing import Route
 
-from gateway import openapi
+from gateway.apidocs import openapi
 from gateway.app import create_app
 from gateway.config import Limits, ModelConfig, Secret, Settings
 from gateway.handlers.openapi import render
-from gateway.server import uvicorn_options
+from gateway.server.options import uvicorn_options
 from tests.conftest import TEST_SECRET, RedisServer
 from tests.upstream import serve_in_thread
 
@@ -93,7 +93,8 @@ def test_every_reference_resolves_and_every_schema_is_valid_2020_12() -> None:
 
 
 def test_limits_in_the_schemas_are_the_parsers_constants() -> None:
-    from gateway import conversations, protocol
+    from gateway.core import conversations
+    from gateway.protocol import frames as protocol
 
     schemas = app_document()["components"]["schemas"]
     fields = schemas["CompletionRequest"]["properties"]
@@ -120,7 +121,7 @@ def test_the_parser_draws_each_documented_limit_where_the_schema_does(
     field: str, at_limit: Any, over_limit: Any
 ) -> None:
     from gateway.errors import BadRequest
-    from gateway.protocol import parse_completion
+    from gateway.protocol.frames import parse_completion
 
     validator = validator_for(app_document(), "CompletionRequest")
     good, bad = {"message": "hi", field: at_limit}, {"message": "hi", field: over_limit}
@@ -131,7 +132,7 @@ def test_the_parser_draws_each_documented_limit_where_the_schema_does(
 
 
 def test_the_openai_request_schema_names_exactly_the_parameters_the_code_knows() -> None:
-    from gateway.handlers.openai_compat import KNOWN_PARAMETERS
+    from gateway.protocol.openai import KNOWN_PARAMETERS
 
     schema = app_document()["components"]["schemas"]["ChatCompletionRequest"]
     assert set(schema["properties"]) == set(KNOWN_PARAMETERS)
@@ -303,7 +304,7 @@ def fuzz_gateway(
 
 @pytest.fixture(scope="module")
 def bearer() -> str:
-    from gateway.auth import mint_token
+    from gateway.auth.tokens import mint_token
 
     return mint_token(Settings(jwt_secret=Secret(TEST_SECRET)), "fuzzer", 3600)
 

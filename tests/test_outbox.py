@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.outbox import Outbox
+from gateway.core.outbox import Outbox
 
 
 async def test_items_come_out_in_order_then_none_after_close() -> None:

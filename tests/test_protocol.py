@@ -23,7 +23,7 @@ from gateway.events import (
     Usage,
     UseTool,
 )
-from gateway.protocol import (
+from gateway.protocol.frames import (
     Auth,
     Cancel,
     CompletionRequest,
@@ -36,6 +36,7 @@ from gateway.protocol import (
     event_object,
     parse_after,
     parse_client_frame,
+    parse_frame_object,
     parse_json_object,
     parse_tool_choice,
     parse_tools,
@@ -323,3 +324,67 @@ def test_every_error_code_has_one_http_status_from_the_error_tree() -> None:
     assert statuses["rate_limited"] == 429 and statuses["upstream_unavailable"] == 503
     assert statuses["internal"] == 500 and status_of("no such code") == 500
     assert all(400 <= status < 600 for status in statuses.values())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("message", "\ud800"),
+        ("id", "a\udfff"),
+        ("model", "\ud800"),
+        ("stop", ["\ud800"]),
+        ("sources", ["\ud800"]),
+        ("tools", [{"type": "function", "function": {"name": "\ud800"}}]),
+    ],
+)
+def test_a_lone_surrogate_is_text_like_any_other(field: str, value: Any) -> None:
+    """JSON's escapes can make one; the checks count it as one character, as before."""
+    frame = {"type": "completion", "id": "r", "message": "hi", field: value}
+    assert isinstance(parse_frame_object(frame), CompletionRequest)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (7, "'conversation_id' must be a string of 1-128 characters."),
+        ("x" * 129, "'conversation_id' must be a string of 1-128 characters."),
+        ("a b", "'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -."),
+        ("x" * 65, "'conversation_id' must be 1-64 characters of A-Z, a-z, 0-9, _ or -."),
+    ],
+)
+def test_a_conversation_id_that_is_no_id_at_all_says_so(value: object, message: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_frame_object(
+            {"type": "completion", "id": "r", "message": "x", "conversation_id": value}
+        )
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [  # several problems at once: the first in the order the fields are checked
+        ({"type": "completion", "max_tokens": 0}, "'message' must be a non-empty string."),
+        (
+            {"type": "completion", "message": "x", "model": 1},
+            "'id' must be a string of 1-128 characters.",
+        ),
+        (
+            {"type": "completion", "id": "r", "message": "x", "stop": 1, "agent": 2},
+            "'agent' must be a string of 1-128 characters.",
+        ),
+        (
+            {"type": "resume", "generation_id": "gen_a", "after": -1, "id": 5},
+            "'after' must be a whole number from 0 to 9007199254740991.",
+        ),
+        ({"type": "cancel", "generation_id": "gen_a", "id": 5}, None),
+    ],
+)
+def test_the_first_problem_is_named_whatever_else_is_wrong(
+    frame: dict[str, Any], message: str | None
+) -> None:
+    if message is None:
+        assert parse_frame_object(frame) == Cancel(generation_id="gen_a")
+        return
+    with pytest.raises(BadRequest) as caught:
+        parse_frame_object(frame)
+    assert caught.value.message == message

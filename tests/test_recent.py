@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.core.recent import RecentEvents
 from gateway.events import Chunk, Done, Start, Usage
-from gateway.recent import RecentEvents
 
 
 def filled(size: int, count: int) -> RecentEvents:

@@ -15,16 +15,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer
-from tests.processes import (
-    GatewayProcess,
-    config_file,
-    gateway_environment,
-    start_pair,
-)
-from tests.test_http import sse_events
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, through_seq, until_done
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done
@@ -53,12 +48,7 @@ def pair(
 
 async def read_through(ws: ClientConnection, request_id: str, seq: int) -> list[dict[str, Any]]:
     """Frames for `request_id` up to the one with `seq` (or the final one)."""
-    frames: list[dict[str, Any]] = []
-    while not frames or (frames[-1]["seq"] < seq and not frames[-1]["done"]):
-        frame = await receive(ws)
-        if frame.get("id") == request_id:
-            frames.append(frame)
-    return frames
+    return await until_done(ws, request_id, through_seq(seq))
 
 
 async def resume_ws(
@@ -140,16 +130,17 @@ async def test_sse_completion_resumes_with_last_event_id_on_the_other_instance(
 
 
 async def test_a_second_device_attaches_from_zero_and_sees_the_same_stream(
-    pair: tuple[GatewayProcess, GatewayProcess], token: Mint
+    pair: tuple[GatewayProcess, GatewayProcess], token: Mint, fake_upstream: FakeUpstream
 ) -> None:
     a, b = pair
+    held = "fake-i5-n20-hold10"  # runs until released
     phone = await connected(a.url, token())
     await send(
         phone,
         type="completion",
         id="p",
         message="x",
-        model=SLOW,
+        model=held,
         conversation_id=f"two-{uuid.uuid4().hex[:6]}",
     )
     first = await receive(phone)
@@ -162,7 +153,9 @@ async def test_a_second_device_attaches_from_zero_and_sees_the_same_stream(
         ).json()
     assert view["generation"] == {"id": first["generation_id"], "status": "running"}
     assert view["messages"][0]["content"] == "x"
-    _, laptop = await resume_ws(b.url, token(), view["generation"]["id"], 0, "l")
+    laptop_resume = asyncio.create_task(resume_ws(b.url, token(), view["generation"]["id"], 0, "l"))
+    fake_upstream.release(held)
+    _, laptop = await laptop_resume
     phone_frames = [first, *await until_done(phone, "p")]
     strip = [{k: v for k, v in f.items() if k != "id"} for f in phone_frames]
     assert strip == [{k: v for k, v in f.items() if k != "id"} for f in laptop]

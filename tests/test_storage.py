@@ -12,13 +12,13 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.config import Limits
-from gateway.limits import Refusal
+from gateway.limits import Admission, Refusal, Turn
 from gateway.store.client import StoreClient
-from gateway.store.conversations import ConversationStore, StoredMessage, stored_size
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
-from gateway.store.limits import Admission, LimitStore, Turn
-
-from .conftest import RedisServer
+from gateway.store.limits import LimitStore
+from gateway.store.messages import StoredMessage, stored_size
+from tests.support.redis import RedisServer
 
 TTL = 600
 

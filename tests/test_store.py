@@ -13,12 +13,13 @@ from redis.crc import key_slot
 from gateway.config import Settings
 from gateway.errors import NotFound
 from gateway.events import Chunk, Done, Failed, Start, Usage
-from gateway.store.conversations import ConversationStore, StoredMessage, title_of
+from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.store.keys import Keys, tag
-from gateway.store.logs import GenerationLog, GenerationMeta
-
-from .conftest import RedisServer
+from gateway.store.logs import GenerationLog
+from gateway.store.messages import StoredMessage, title_of
+from gateway.store.records import GenerationMeta
+from tests.support.redis import RedisServer
 
 
 def message(role: str, content: str, at: int = 1) -> StoredMessage:

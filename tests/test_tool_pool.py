@@ -16,7 +16,7 @@ import pytest
 from gateway.tools.base import Tool, ToolError, target_of
 from gateway.tools.pool import CLOSED, MAX_WAITING_PER_WORKER, STOPPED, WorkerPool
 from tests import plugin_tools
-from tests.workers import alive, computing, gone
+from tests.support.workers import alive, computing, gone
 
 PID = target_of(plugin_tools.PID)
 SPIN = target_of(plugin_tools.SPIN)

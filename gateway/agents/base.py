@@ -9,7 +9,7 @@ from typing import Protocol
 from gateway.config import AgentConfig
 from gateway.events import AgentEvent, Message
 from gateway.llm.base import ChatModel, ModelParams
-from gateway.protocol import Source
+from gateway.protocol.frames import Source
 from gateway.tools.runner import ToolRunner
 
 

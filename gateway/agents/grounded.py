@@ -18,7 +18,7 @@ from typing import Any
 from gateway.agents.base import AgentInput, build_messages
 from gateway.config import AgentConfig
 from gateway.events import AgentEvent, Finish, TextDelta
-from gateway.protocol import MAX_SOURCES, Source
+from gateway.protocol.frames import MAX_SOURCES, Source
 from gateway.tools.runner import ToolRunner
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a guard, not a meter

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from datetime import UTC, datetime
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
-from gateway.auth import Principal, bearer_token
+from gateway.auth.tokens import bearer_token
 from gateway.errors import (
     InternalError,
     PayloadTooLarge,
@@ -20,16 +18,18 @@ from gateway.errors import (
     Unauthorized,
     retry_after_seconds,
 )
-from gateway.logs import bind
-from gateway.services import Services
-from gateway.store.errors import store_error
+from gateway.handlers.runtime import Runtime
+from gateway.obs.logs import bind
+from gateway.principal import Principal
+from gateway.protocol.http_errors import error_body
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.http")
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-def services_of(conn: HTTPConnection) -> Services:
-    services: Services = conn.app.state.services
+def services_of(conn: HTTPConnection) -> Runtime:
+    services: Runtime = conn.app.state.services
     return services
 
 
@@ -64,11 +64,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
     return bytes(body)
-
-
-def error_body(code: str, detail: str) -> dict[str, Any]:
-    timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"error": code, "detail": detail, "timestamp": timestamp}
 
 
 def json_error(

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.handlers.common import services_of
-from gateway.store.client import ping
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -20,7 +19,7 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready when Redis answers within a second (on a Redis Cluster, every primary)."""
     try:
         async with asyncio.timeout(1.0):
-            await ping(services_of(request).redis)
+            await services_of(request).store_ready()
     except Exception:
         return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "redis": "ok"})

@@ -1,4 +1,5 @@
-"""`GET /metrics`: this process's metrics for Prometheus.
+"""`GET /metrics`: the gateway's metrics for Prometheus; under `serve --workers N` whichever
+worker answers reads every worker's (see gateway/obs/metrics.py).
 
 Open when METRICS_TOKEN is unset (keep the port on an internal network then); with it set,
 a scrape must send `Authorization: Bearer <METRICS_TOKEN>`. Not user traffic: no user token,
@@ -12,11 +13,11 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth import bearer_token
+from gateway.auth.tokens import bearer_token
 from gateway.config import Secret
 from gateway.errors import Unauthorized
 from gateway.handlers.common import services_of
-from gateway.metrics import CONTENT_TYPE
+from gateway.obs.metrics import CONTENT_TYPE
 
 
 async def metrics(request: Request) -> Response:

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from gateway import openapi
+from gateway.apidocs import openapi
 
 Json = dict[str, Any]
 

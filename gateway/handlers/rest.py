@@ -5,11 +5,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import catalog
-from gateway.conversations import parse_limit, parse_message_limit, parse_title
+from gateway.core import catalog
+from gateway.core.conversations import parse_limit, parse_message_limit, parse_title
 from gateway.errors import NotFound
 from gateway.handlers.common import authenticate, read_body, services_of
-from gateway.protocol import CONVERSATION_ID_RE, parse_json_object
+from gateway.protocol.frames import CONVERSATION_ID_RE, parse_json_object
 
 
 def _conversation_id(request: Request) -> str:

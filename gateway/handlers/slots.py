@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import Principal
 from gateway.errors import RateLimited
+from gateway.handlers.runtime import Runtime
 from gateway.limits import limits_for
-from gateway.services import Services
-from gateway.store.errors import store_error
+from gateway.principal import Principal
+from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.limits")
 
 
 async def count_in(
-    services: Services, principal: Principal, connection_id: str
+    services: Runtime, principal: Principal, connection_id: str
 ) -> RateLimited | None:
     """Count a connection against its user's limit; the error to refuse it with when the user
     is at the limit. While the store is unreachable the connection is let in uncounted: the
@@ -45,7 +45,7 @@ async def count_in(
     return refusal.error(limits)
 
 
-async def count_out(services: Services, principal: Principal, connection_id: str) -> None:
+async def count_out(services: Runtime, principal: Principal, connection_id: str) -> None:
     """Give the slot back; an entry left behind (the store failed) lapses on its own."""
     try:
         await services.limits.disconnect(principal.sub, connection_id)
@@ -57,14 +57,14 @@ async def count_out(services: Services, principal: Principal, connection_id: str
 class Slot:
     """A stream's slot, taken by `take`; `release` gives it back, once."""
 
-    def __init__(self, services: Services, principal: Principal, connection_id: str) -> None:
+    def __init__(self, services: Runtime, principal: Principal, connection_id: str) -> None:
         self._services = services
         self._principal = principal
         self.id = connection_id
         self._held = True
 
     @classmethod
-    async def take(cls, services: Services, principal: Principal) -> Slot:
+    async def take(cls, services: Runtime, principal: Principal) -> Slot:
         """A slot for a following stream; RateLimited (HTTP 429 with Retry-After) when the
         user has LIMIT_CONNECTIONS connections open."""
         slot = cls(services, principal, f"stream_{secrets.token_urlsafe(9)}")

@@ -22,7 +22,7 @@ from gateway.llm.dialect import Dialect
 from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.retry import RetryPolicy
 from gateway.llm.upstream import UpstreamModel
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 
 PROVIDERS: Mapping[ProviderName, str] = {
     "openai": "gateway.llm.openai.dialect:OpenAIProvider",

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from gateway.config import Settings
 from gateway.llm.base import ChatModel
 from gateway.llm.providers import Provider, ProviderContext, load_provider
-from gateway.metrics import GatewayMetrics
+from gateway.obs.metrics import GatewayMetrics
 
 
 class ModelRegistry:

@@ -24,6 +24,9 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Loaded with every client, so that its failures read as an outage (store_error).
+import gateway.store.errors  # noqa: F401
+
 StoreClient = Redis | RedisCluster
 StorePipeline = Pipeline | ClusterPipeline
 

@@ -10,337 +10,31 @@ grow, so a conversation never moves down the list; pages walk it by position (se
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import cast
 
 from gateway.errors import NotFound
-from gateway.events import Message, Usage
 from gateway.store.client import StoreClient, StorePipeline
+from gateway.store.conversation_scripts import (
+    DELETE,
+    OPEN_TURN,
+    PAGE,
+    PRUNE,
+    RENAME,
+    STORE_ANSWER,
+)
 from gateway.store.keys import Keys
 from gateway.store.lua import Lua
-
-MessageStatus = Literal["complete", "incomplete", "cancelled"]
-TITLE_CHARS = 80
-ELLIPSIS = "\u2026"
-
-# Shared by the scripts that read messages (KEYS[2]: the messages): the newest messages from
-# list index `i` down, at most `limit` of them and `room` bytes together but one at least,
-# oldest first, and the index of the next older one (-1: none is left). Each is read on its
-# own, so nothing past them is copied.
-_NEWEST = """
-local function newest(i, limit, room)
-  local taken = {}
-  while i >= 0 and #taken < limit do
-    local raw = redis.call('LINDEX', KEYS[2], i)
-    if #taken > 0 and #raw > room then break end
-    room = room - #raw
-    taken[#taken + 1] = raw
-    i = i - 1
-  end
-  local found = {}
-  for j = #taken, 1, -1 do found[#found + 1] = taken[j] end
-  return found, i
-end
-"""
-
-# Shared by the scripts that store messages (KEYS[1]: the record, KEYS[2]: the messages).
-# `bytes` in the record counts the stored JSON of its messages, for the owner's storage quota;
-# `trimmed` counts the messages ever dropped from the front, which numbers each message for
-# good (see _PAGE).
-_COUNTING = """
-local function stored_bytes()
-  local kept = redis.call('HGET', KEYS[1], 'bytes')
-  if kept then return tonumber(kept) end
-  -- Stored before its bytes were counted: count them once, a few messages at a time.
-  local total, length = 0, redis.call('LLEN', KEYS[2])
-  for first = 0, length - 1, 64 do
-    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, first + 63)) do
-      total = total + #raw
-    end
-  end
-  return total
-end
-local function trim_to(keep, bytes)
-  local excess = redis.call('LLEN', KEYS[2]) - keep
-  if excess <= 0 then return bytes end
-  for first = 0, excess - 1, 64 do
-    for _, raw in ipairs(redis.call('LRANGE', KEYS[2], first, math.min(first + 63, excess - 1))) do
-      bytes = bytes - #raw
-    end
-  end
-  redis.call('LTRIM', KEYS[2], excess, -1)
-  redis.call('HINCRBY', KEYS[1], 'trimmed', excess)
-  return bytes
-end
-"""
-
-# KEYS: conversation, messages, generations.
-# ARGV: owner, now_ms, ttl, history_messages, user_message, title, generation_id, project_id,
-#       forget_before_ms (ids of generations started earlier have no keys left; '' keeps all),
-#       max_messages, history_bytes.
-# Returns {0} when another user owns the conversation, else {1, <bytes stored>, <json
-# message>...}: the history, its last history_messages messages and at most history_bytes of
-# them (the newest one at least). Leaves room for the answer: at most max_messages - 1
-# messages stay, so storing the answer trims nothing unless turns of the conversation overlap,
-# and the bytes returned plus the answer's are what the conversation will hold.
-_OPEN_TURN = (
-    _NEWEST
-    + _COUNTING
-    + """
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return {0} end
-local bytes = 0
-if owner then
-  bytes = stored_bytes()
-else
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[6],
-             'created_at', ARGV[2], 'updated_at', ARGV[2])
-end
-local history = newest(redis.call('LLEN', KEYS[2]) - 1, tonumber(ARGV[4]), tonumber(ARGV[11]))
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
-if ARGV[5] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[5])
-  bytes = bytes + #ARGV[5]
-end
-bytes = trim_to(tonumber(ARGV[10]) - 1, bytes)
-local updated = redis.call('HGET', KEYS[1], 'updated_at')
-if not updated or tonumber(ARGV[2]) > tonumber(updated) then updated = ARGV[2] end
-redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7], 'bytes', bytes)
-if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[7])
-  if ARGV[9] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, bytes, unpack(history)}
-"""
+from gateway.store.messages import (
+    OpenedTurn,
+    Page,
+    Position,
+    StoredMessage,
+    Summary,
+    stored_size,
+    title_of,
 )
-
-# KEYS: conversation, messages, generations.
-# ARGV: owner, answer, max_messages, ttl, created_at, generation_id.
-# Stores nothing (returns 0) when the conversation that started the generation is gone: it
-# was deleted, or deleted and started afresh under the same id, while the answer ran.
-# Conversations older than the generations set accept any answer. An answer already stored
-# last is not stored again (returns 1): a write that reached only some nodes of a Redis
-# Cluster is sent again.
-_STORE_ANSWER = (
-    _COUNTING
-    + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
-   and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
-local last = redis.call('LINDEX', KEYS[2], -1)
-if ARGV[6] ~= '' and last then
-  local stored = cjson.decode(last)
-  if stored.role == 'assistant' and stored.generation_id == ARGV[6] then return 1 end
-end
-local bytes = stored_bytes() + #ARGV[2]
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[1], 'bytes', trim_to(tonumber(ARGV[3]), bytes))
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-local updated = redis.call('HGET', KEYS[1], 'updated_at')
-if not updated or tonumber(ARGV[5]) > tonumber(updated) then
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-return 1
-"""
-)
-
-# KEYS: conversation, messages. ARGV: owner, before ('': from the newest), limit, max_bytes.
-# A message's number counts every message the conversation ever stored: its place in the list
-# plus `trimmed`, the messages dropped from the front. So a number names the same message for
-# good, whatever is appended or trimmed later.
-# Returns {0} unless `owner` owns it; else {1, <record as HGETALL>, <number of the oldest
-# message returned, or -1 when no older one is left>, <json message>...}, oldest first: the
-# newest messages numbered below `before`, at most `limit` of them and `max_bytes` together,
-# but always at least one.
-_PAGE = (
-    _NEWEST
-    + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
-local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or 0)
-local i = redis.call('LLEN', KEYS[2]) - 1
-if ARGV[2] ~= '' then i = math.min(i, tonumber(ARGV[2]) - trimmed - 1) end
-local page, older = newest(i, tonumber(ARGV[3]), tonumber(ARGV[4]))
-local result = {1, redis.call('HGETALL', KEYS[1]), -1}
-if older >= 0 then result[3] = trimmed + older + 1 end
-for _, raw in ipairs(page) do result[#result + 1] = raw end
-return result
-"""
-)
-
-# KEYS: conversation. ARGV: owner, title.
-# Returns the record after the change, or an empty list unless `owner` owns it.
-_RENAME = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {} end
-redis.call('HSET', KEYS[1], 'title', ARGV[2])
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: conversation, messages, generations. ARGV: owner.
-# Returns {0} unless `owner` owns it; else deletes the three keys and returns
-# {1, <latest generation id or ''>, <generation id>...}.
-_DELETE = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return {0} end
-local found = {1, redis.call('HGET', KEYS[1], 'generation') or ''}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do found[#found + 1] = id end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return found
-"""
-
-# KEYS: a user's index. ARGV: member, score, member, score...
-# Removes each member still at that score: one updated (or started afresh) since it was read
-# stays.
-_PRUNE = """
-for i = 1, #ARGV, 2 do
-  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return 0
-"""
-
-
-def title_of(message: str) -> str:
-    """A conversation's first title: its first message on one line, at most TITLE_CHARS
-    characters; a longer one is cut after a word when that keeps most of it, and ends with an
-    ellipsis."""
-    line = " ".join(message.split())
-    if len(line) <= TITLE_CHARS:
-        return line
-    room = TITLE_CHARS - len(ELLIPSIS)
-    space = line.rfind(" ", 0, room + 1)
-    cut = line[:space] if space >= room // 2 else line[:room]
-    return cut.rstrip() + ELLIPSIS
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a conversation sits in its owner's index: last update (ms), then id. The index
-    lists the greatest first; ties in `updated` go by id, greatest first, as Redis orders them."""
-
-    updated: int
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """A conversation without its messages."""
-
-    id: str
-    title: str
-    project_id: str | None
-    created_at: int
-    updated_at: int
-    generation_id: str | None
-
-    @staticmethod
-    def from_record(conversation_id: str, record: dict[str, str]) -> Summary:
-        return Summary(
-            id=conversation_id,
-            title=record.get("title", ""),
-            project_id=record.get("project_id") or None,
-            created_at=int(record["created_at"]),
-            updated_at=int(record["updated_at"]),
-            generation_id=record.get("generation") or None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    role: Literal["user", "assistant"]
-    content: str
-    created_at: int
-    status: MessageStatus = "complete"
-    model: str | None = None
-    agent: str | None = None
-    generation_id: str | None = None
-    usage: Usage | None = None
-
-    def to_json(self) -> str:
-        """The stored record: its own shape, not the API's view (`as_dict`), so that a change
-        to what clients see changes nothing stored. Version 1; the scripts that store answers
-        read `role` and `generation_id` from it."""
-        record: dict[str, Any] = {
-            "role": self.role,
-            "content": self.content,
-            "created_at": self.created_at,
-            "status": self.status,
-        }
-        for name in ("model", "agent", "generation_id"):
-            if getattr(self, name) is not None:
-                record[name] = getattr(self, name)
-        if self.usage is not None:
-            usage = self.usage
-            record["usage"] = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-            }
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The message as the conversations API shows it."""
-        obj: dict[str, Any] = {
-            "role": self.role,
-            "content": self.content,
-            "created_at": self.created_at,
-            "status": self.status,
-        }
-        for name in ("model", "agent", "generation_id"):
-            if getattr(self, name) is not None:
-                obj[name] = getattr(self, name)
-        if self.usage is not None:
-            obj["usage"] = self.usage.as_dict()
-        return obj
-
-    @staticmethod
-    def from_json(raw: str) -> StoredMessage:
-        """A stored record (version 1) read back."""
-        obj = json.loads(raw)
-        usage = obj.get("usage")
-        return StoredMessage(
-            role=obj["role"],
-            content=obj["content"],
-            created_at=obj["created_at"],
-            status=obj.get("status", "complete"),
-            model=obj.get("model"),
-            agent=obj.get("agent"),
-            generation_id=obj.get("generation_id"),
-            usage=None
-            if usage is None
-            else Usage(usage["prompt_tokens"], usage["completion_tokens"]),
-        )
-
-    def as_model_message(self) -> Message:
-        return Message(self.role, self.content)
-
-
-def stored_size(raw: str) -> int:
-    """Bytes a message takes as stored: its JSON in UTF-8, as Redis (and Lua's `#`) counts."""
-    return len(raw.encode("utf-8", "surrogatepass"))
-
-
-@dataclass(frozen=True, slots=True)
-class OpenedTurn:
-    history: list[StoredMessage]
-    # What the conversation's messages take once the user's message is stored (and room was
-    # made for the answer): with the answer's size, what it will hold when the turn ends.
-    stored_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """Some of a conversation's messages, oldest first, with its record."""
-
-    summary: Summary
-    messages: list[StoredMessage]
-    older: int | None  # `before` for the page of older messages; None when none are left
 
 
 class ConversationStore:
@@ -364,12 +58,12 @@ class ConversationStore:
         self._history_bytes = history_bytes
         self._max_messages = 2 * max_stored_turns
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
-        self._open_turn = Lua(redis, _OPEN_TURN)
-        self._store_answer = Lua(redis, _STORE_ANSWER)
-        self._rename = Lua(redis, _RENAME)
-        self._page = Lua(redis, _PAGE)
-        self._delete = Lua(redis, _DELETE)
-        self._prune = Lua(redis, _PRUNE)
+        self._open_turn = Lua(redis, OPEN_TURN)
+        self._store_answer = Lua(redis, STORE_ANSWER)
+        self._rename = Lua(redis, RENAME)
+        self._page = Lua(redis, PAGE)
+        self._delete = Lua(redis, DELETE)
+        self._prune = Lua(redis, PRUNE)
 
     async def open_turn(
         self,

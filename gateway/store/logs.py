@@ -17,17 +17,15 @@ after the store is back to renew its leases and write what it kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, cast
 
 from gateway.events import Event
 from gateway.store import records
-from gateway.store.client import StoreClient, StorePipeline
+from gateway.store.client import StoreClient, StorePipeline, open_pubsub
 from gateway.store.keys import Keys
 from gateway.store.lua import Arg, Lua
-
-Status = Literal["running", "complete", "cancelled", "failed", "interrupted"]
+from gateway.store.records import READ_PAGE, GenerationMeta, Status
 
 # KEYS: meta, events, lease. ARGV: ended_ttl, message, now_ms, grace_ms.
 # Returns the terminal event's seq when this call interrupted the generation, else 0: when it
@@ -112,49 +110,10 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
-# Events one read of a log returns at most; a follower that got this many reads again.
-READ_PAGE = 1000
 INTERRUPTED_MESSAGE = "The gateway running this answer stopped before it finished."
 # A running generation's record outlives GENERATION_TTL by this much, in case its process dies
 # and nobody follows it to notice.
 RUNNING_GRACE = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationMeta:
-    generation_id: str
-    owner: str
-    conversation_id: str
-    request_id: str | None
-    model: str
-    agent: str
-    status: Status = "running"
-    last_seq: int = 0
-
-    def fields(self) -> dict[str, str | int]:
-        return {
-            "owner": self.owner,
-            "conversation_id": self.conversation_id,
-            "request_id": self.request_id or "",
-            "model": self.model,
-            "agent": self.agent,
-            "status": self.status,
-            "last_seq": self.last_seq,
-            "created_at": int(time.time() * 1000),
-        }
-
-    @staticmethod
-    def from_fields(generation_id: str, raw: dict[str, str]) -> GenerationMeta:
-        return GenerationMeta(
-            generation_id=generation_id,
-            owner=raw["owner"],
-            conversation_id=raw["conversation_id"],
-            request_id=raw.get("request_id") or None,
-            model=raw["model"],
-            agent=raw["agent"],
-            status=raw["status"],  # type: ignore[arg-type]
-            last_seq=int(raw.get("last_seq", 0)),
-        )
 
 
 class GenerationLog:
@@ -300,6 +259,15 @@ class GenerationLog:
             keys=[self._keys.generation(generation_id)],
             args=[self._keys.cancel_channel(), generation_id],
         )
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        """The ids of generations whose cancel is asked on any instance, as it is asked. A
+        dropped channel ends the iteration with its error; the caller subscribes again."""
+        async with await open_pubsub(self._redis) as pubsub:
+            await pubsub.subscribe(self._keys.cancel_channel())
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield str(message["data"])
 
     async def interrupt_if_abandoned(self, generation_id: str) -> int:
         """Mark a running generation as interrupted if its lease has stayed lapsed for a

@@ -16,10 +16,12 @@ Pure: JSON in, events out. The Lua script that ends an abandoned generation writ
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from gateway.events import Chunk, Done, Event, Failed, Start, ToolCalled, ToolReturned, Usage
-from gateway.protocol import json_string
+from gateway.protocol.frames import json_string
 
 VERSION = 2
 
@@ -109,3 +111,53 @@ def _event_v1(obj: dict[str, Any]) -> Event:
     if kind == "error":
         return Failed(seq, obj["code"], obj["message"], obj["retryable"], obj.get("retry_after"))
     raise KeyError(kind)
+
+
+Status = Literal["running", "complete", "cancelled", "failed", "interrupted"]
+# What became of a generation's end: stored, waiting in the log writer, or lost.
+Persisted = Literal["stored", "pending", "lost"]
+Trouble = Literal["degraded", "lost"]
+# Events one read of a log returns at most; a follower that got this many reads again.
+READ_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationMeta:
+    generation_id: str
+    owner: str
+    conversation_id: str
+    request_id: str | None
+    model: str
+    agent: str
+    status: Status = "running"
+    last_seq: int = 0
+    # The generation span's W3C context, when tracing is on: a follower anywhere links to it.
+    trace: str = ""
+
+    def fields(self) -> dict[str, str | int]:
+        traced = {"trace": self.trace} if self.trace else {}
+        return {
+            **traced,
+            "owner": self.owner,
+            "conversation_id": self.conversation_id,
+            "request_id": self.request_id or "",
+            "model": self.model,
+            "agent": self.agent,
+            "status": self.status,
+            "last_seq": self.last_seq,
+            "created_at": int(time.time() * 1000),
+        }
+
+    @staticmethod
+    def from_fields(generation_id: str, raw: dict[str, str]) -> GenerationMeta:
+        return GenerationMeta(
+            generation_id=generation_id,
+            owner=raw["owner"],
+            conversation_id=raw["conversation_id"],
+            request_id=raw.get("request_id") or None,
+            model=raw["model"],
+            agent=raw["agent"],
+            status=raw["status"],  # type: ignore[arg-type]
+            last_seq=int(raw.get("last_seq", 0)),
+            trace=raw.get("trace", ""),
+        )

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer, running_redis
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 ANSWER = "fake-i20-n100"  # 102 events over about two seconds
@@ -29,11 +29,8 @@ FAULT_SECONDS = 8.0
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(free_port(), tmp_path)
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.process.kill()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 async def pair_on(

@@ -9,15 +9,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-from tests.adversarial.conftest import (
-    OP_CLOSE,
-    RawSocket,
-    Survives,
-    fresh_request_seconds,
-    rss_bytes,
-)
-from tests.client import connected, send, text_of, until_done
+from tests.adversarial.conftest import Survives
 from tests.conftest import GatewayFactory
+from tests.support.bystander import fresh_request_seconds
+from tests.support.gateways import rss_bytes
+from tests.support.raw_ws import OP_CLOSE, RawSocket
+from tests.support.ws import connected, send, text_of, until_done
 
 Mint = Callable[..., str]
 # Words of 4 KiB: 2000 of them (8 MiB) are more than the loopback socket buffers of both

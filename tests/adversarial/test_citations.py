@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Callable
 
 from tests.adversarial.conftest import Survives
-from tests.client import connected, send, text_of, until_done
 from tests.conftest import GatewayFactory
+from tests.support.ws import connected, send, text_of, until_done
 
 Mint = Callable[..., str]
 

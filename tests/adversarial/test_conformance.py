@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.adversarial.conftest import (
+from tests.conftest import GatewayFactory
+from tests.support.raw_ws import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -25,7 +26,6 @@ from tests.adversarial.conftest import (
     encode_frame,
     raw_socket,
 )
-from tests.conftest import GatewayFactory
 
 Mint = Callable[..., str]
 PING = b'{"type":"ping"}'

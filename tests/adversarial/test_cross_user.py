@@ -16,9 +16,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from gateway.store.conversations import ConversationStore
-from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import GatewayFactory
-from tests.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 WORDS = 2500  # at about 1 ms a word, alice's answer runs while bob tries everything

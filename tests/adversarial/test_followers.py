@@ -13,7 +13,6 @@ buffer while Redis is down.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import threading
@@ -30,22 +29,21 @@ from websockets.asyncio.client import ClientConnection
 from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
-from tests.adversarial.conftest import healthy
 from tests.adversarial.test_redis_faults import (
     GATE_TIMEOUT,
     GATES,
     assert_whole,
-    final,
-    frames_until,
     gated,
     split,
-    through_seq,
-    until,
 )
-from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import GatewayFactory, RedisServer, free_port, start_redis
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.upstream import FakeUpstream
+from tests.conftest import GatewayFactory
+from tests.support.bystander import healthy
+from tests.support.polling import settle
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer, running_redis
+from tests.support.sse import stream_json
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, through_seq, until_done
 
 Mint = Callable[..., str]
 TOKENS = 40  # of each held answer: three, then the hold, then the rest
@@ -59,11 +57,8 @@ SOCKETS = 12  # each resumes every generation: 36 more followers
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test alone: its count of blocked clients is the gateways'."""
-    server = start_redis(free_port(), tmp_path)
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.process.kill()
-    server.process.wait(timeout=10)
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 def held_model() -> str:
@@ -128,11 +123,10 @@ async def sse_follower(
         "GET", f"{url}/generations/{generation_id}/events", headers=headers
     ) as response:
         assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-                if events[-1]["type"] == "chunk" and text_of(events) == HEAD:
-                    arrivals.one()
+        async for event in stream_json(response.aiter_lines()):
+            events.append(event)
+            if event["type"] == "chunk" and text_of(events) == HEAD:
+                arrivals.one()
     return events
 
 
@@ -219,7 +213,9 @@ async def test_hundreds_of_followers_leave_the_redis_pool_to_everyone_else(
             async with asyncio.timeout(30):
                 await arrivals.all.wait()
             # Every follower has read the backlog and waits for the held generations.
-            await until(lambda: _blocked(redis, 1), 10, "one blocked read for all followers")
+            assert await settle(lambda: _blocked(redis, 1), 10), (
+                "timed out waiting for one blocked read for all followers"
+            )
             for _ in range(3):
                 await served_promptly(b.url, token(f"bob-{uuid.uuid4().hex[:6]}"))
             assert await healthy(b.url)
@@ -233,7 +229,9 @@ async def test_hundreds_of_followers_leave_the_redis_pool_to_everyone_else(
             for frames in followed:
                 assert_followed(frames)
         # Nobody follows any more: the reader stops reading.
-        await until(lambda: _blocked(redis, 0), 10, "the reader to stop")
+        assert await settle(lambda: _blocked(redis, 0), 10), (
+            "timed out waiting for the reader to stop"
+        )
     finally:
         await redis.aclose()
 
@@ -289,10 +287,10 @@ async def test_following_streams_take_connection_slots_like_sockets(
             streams.append((response, lines))
             return True
 
-        await until(admitted, 10, "a slot to be given back")
+        assert await settle(admitted, 10), "timed out waiting for a slot to be given back"
         fake_upstream.release(model)
         response, lines = streams[0]
-        events = [json.loads(line[6:]) async for line in lines if line.startswith("data: ")]
+        events = [event async for event in stream_json(lines)]
         assert_followed(events)
         await response.aclose()
         await second.aclose()
@@ -375,7 +373,7 @@ async def test_one_generation_cannot_fill_the_log_buffer_for_another(
     victim_message, victim_gate = gated("5 | 20")
     victim = await connected(url, token("alice"))
     await send(victim, type="completion", id="v", message=victim_message, agent="gated")
-    frames = await frames_until(victim, "v", through_seq(6))
+    frames = await until_done(victim, "v", through_seq(6), within=20)
     key = uuid.uuid4().hex
     GATES[key], FLOODED[key] = threading.Semaphore(0), threading.Event()
     flood = await connected(url, token("mallory"))
@@ -388,7 +386,7 @@ async def test_one_generation_cannot_fill_the_log_buffer_for_another(
             GATES[key].release()
             assert await asyncio.to_thread(FLOODED[key].wait, 30)
             victim_gate.release()
-            frames += await frames_until(victim, "v", final)
+            frames += await until_done(victim, "v", within=20)
     finally:
         own_redis.process.send_signal(signal.SIGCONT)
     events, notices = split(frames)
@@ -406,7 +404,9 @@ async def test_one_generation_cannot_fill_the_log_buffer_for_another(
         await ws.close()
         return bool(resumed.get("status") == "complete")
 
-    await until(victim_stored, 20, "the victim's buffered log to be written")
+    assert await settle(victim_stored, 20), (
+        "timed out waiting for the victim's buffered log to be written"
+    )
     replay = await connected(url, token("alice"))
     await send(replay, type="resume", generation_id=events[0]["generation_id"], after=0, id="r")
     stored = [f for f in await until_done(replay, "r") if f["type"] != "resumed"]

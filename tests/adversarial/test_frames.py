@@ -9,7 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.adversarial.conftest import (
+from tests.adversarial.conftest import Survives
+from tests.conftest import GatewayFactory
+from tests.support.gateways import rss_bytes
+from tests.support.raw_ws import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -17,13 +20,10 @@ from tests.adversarial.conftest import (
     OP_PONG,
     OP_TEXT,
     RawSocket,
-    Survives,
     deflated,
     encode_frame,
     raw_socket,
-    rss_bytes,
 )
-from tests.conftest import GatewayFactory
 
 Mint = Callable[..., str]
 PING = b'{"type":"ping"}'

@@ -1,10 +1,10 @@
 """A hostile or broken model API: compression bombs, endless heads, bodies and lines, a byte a
 second, countless tool calls, 1xx interim responses.
 
-Each test points a model (`probe`) at the hostile upstream (tests/hostile_upstream.py) and asks
-it for an answer while another user streams (`survives`): that user is served whole, the
-gateway stays healthy, a fresh request is served, and its memory comes back; the attacker's
-generation ends with a clear `upstream_error` within a bounded wait, never a hang.
+Each test points a model (`probe`) at the hostile upstream (tests/support/hostile_upstream.py)
+and asks it for an answer while another user streams (`survives`): that user is served whole,
+the gateway stays healthy, a fresh request is served, and its memory comes back; the
+attacker's generation ends with a clear `upstream_error` within a bounded wait, never a hang.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import pytest
 from gateway.config import ModelConfig
 from gateway.llm.bounds import UpstreamBounds
 from gateway.llm.openai.dialect import make_client
-from tests.adversarial.conftest import Recorder, StartProbe, Survives, settle
+from tests.adversarial.conftest import StartProbe, Survives
 from tests.adversarial.test_upstream_faults import text_of
-from tests.client import connected, send, until_done
-from tests.hostile_upstream import HostileUpstream, serve_hostile
+from tests.support.hostile_upstream import HostileUpstream, serve_hostile
+from tests.support.log_capture import Recorder
+from tests.support.polling import settle
+from tests.support.ws import connected, send, until_done
 
 Mint = Callable[..., str]
 

@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.errors import CLOSE_NORMAL
 from gateway.handlers.idle import idle_wait
-from tests.adversarial.conftest import OP_CLOSE, OP_PING, OP_TEXT, Frame, raw_socket
-from tests.client import connected, receive, send, until_done
 from tests.conftest import GatewayFactory
+from tests.support.raw_ws import OP_CLOSE, OP_PING, OP_TEXT, Frame, raw_socket
+from tests.support.ws import connected, receive, send, until_done
 
 Mint = Callable[..., str]
 IDLE = 0.5

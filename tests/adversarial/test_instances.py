@@ -8,7 +8,6 @@ the owner stops, and two followers racing to end a dead owner's generation.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,12 +17,12 @@ import httpx2
 import pytest
 
 from tests.adversarial.conftest import secrets_in
-from tests.client import close_code, connected, receive, send, text_of, until_done
-from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.test_http import sse_events
+from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
+from tests.support.redis import RedisServer
+from tests.support.sse import sse_events, stream_json
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import close_code, connected, receive, send, text_of, until_done
 from tests.test_resume import read_through, resume_sse, resume_ws
-from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 202 events over about four seconds
@@ -68,11 +67,10 @@ async def sse_frames_until_closed(
             headers={"Authorization": f"Bearer {token}"},
         ) as response,
     ):
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-                if len(events) == seen:
-                    stop()
+        async for event in stream_json(response.aiter_lines()):
+            events.append(event)
+            if len(events) == seen:
+                stop()
     return events
 
 

@@ -22,11 +22,14 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.config import Secret
 from tests.adversarial.conftest import MINTED
-from tests.client import connected, open_socket
-from tests.conftest import TEST_SECRET, GatewayFactory, RedisServer
-from tests.jwks_server import KeyServer, good_claims, rsa_key
-from tests.processes import start_process
-from tests.upstream import serve_in_thread
+from tests.conftest import GatewayFactory
+from tests.support.jwks_server import KeyServer, good_claims, rsa_key
+from tests.support.polling import settle
+from tests.support.processes import start_process
+from tests.support.redis import RedisServer
+from tests.support.serving import serve_in_thread
+from tests.support.tokens import TEST_SECRET
+from tests.support.ws import connected, open_socket
 
 AUD = "chat-gateway"
 ISS = "https://idp.example.test"
@@ -127,18 +130,6 @@ SECRET_ATTACKS: dict[str, Callable[[], tuple[str, str]]] = {
         "The token's 'sub' must be a non-empty string.",
     ),
 }
-
-
-async def eventually(condition: Callable[[], bool]) -> bool:
-    """Whether `condition` comes to hold within ten seconds: the process's output is read by
-    a thread, so it is polled."""
-    deadline = time.monotonic() + 10
-    while True:
-        if condition():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
 
 
 async def ws_refusal(url: str, token: str, carrier: str = "subprotocol") -> tuple[int | None, str]:
@@ -288,7 +279,7 @@ async def test_tokens_never_reach_the_process_log(
     gateway = start_process(tmp_path, env)
     try:
         # start_process returns at "startup complete", a moment before the port listens.
-        assert await eventually(lambda: any("Uvicorn running" in ln for ln in gateway.output))
+        assert await settle(lambda: any("Uvicorn running" in ln for ln in gateway.output))
         for carrier in ("query", "header", "subprotocol"):
             ws = await connected(gateway.url, good, carrier=carrier)
             await ws.close()
@@ -302,7 +293,7 @@ async def test_tokens_never_reach_the_process_log(
                 )
                 assert answer.status_code == status
         # The request lines with a token in the query string were logged, redacted.
-        assert await eventually(lambda: sum("token=[redacted]" in ln for ln in gateway.output) >= 4)
+        assert await settle(lambda: sum("token=[redacted]" in ln for ln in gateway.output) >= 4)
     finally:
         gateway.stop()
     output = "".join(gateway.output)

@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 
 from gateway.config import Limits, Settings
 from gateway.store.keys import Keys
-from tests.client import close_code, connected, open_socket, receive, send, until_done
-from tests.conftest import TEST_SECRET, GatewayFactory
+from tests.conftest import GatewayFactory
+from tests.support.tokens import TEST_SECRET
+from tests.support.ws import close_code, connected, open_socket, receive, send, until_done
 
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 200 tokens, 20 ms apart: runs until cancelled

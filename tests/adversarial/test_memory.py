@@ -15,11 +15,13 @@ import httpx2
 
 from gateway.config import Limits, ModelConfig, Secret, Settings
 from gateway.services import Services
-from gateway.store.conversations import ConversationStore, StoredMessage
-from tests.adversarial.conftest import RunningGateway, Survives, rss_bytes
-from tests.client import connected, receive, send, text_of, until_done
+from gateway.store.conversations import ConversationStore
+from gateway.store.messages import StoredMessage
+from tests.adversarial.conftest import Survives
 from tests.conftest import GatewayFactory
-from tests.upstream import FakeUpstream, Recorded
+from tests.support.gateways import RunningGateway, rss_bytes
+from tests.support.upstream import FakeUpstream, Recorded
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 T = TypeVar("T")

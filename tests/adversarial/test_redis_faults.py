@@ -8,28 +8,29 @@ test opens the gate, so every fault lands exactly mid-stream.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from redis.asyncio import Redis
-from websockets.asyncio.client import ClientConnection
 
 from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
 from gateway.store.keys import Keys
-from tests.adversarial.conftest import RawSocket, healthy
-from tests.client import connected, receive, send
-from tests.conftest import GatewayFactory, RedisServer, free_port, start_redis
-from tests.test_http import sse_events
+from tests.conftest import GatewayFactory
+from tests.support.bystander import healthy
+from tests.support.polling import settle
+from tests.support.raw_ws import RawSocket
+from tests.support.redis import RedisServer, start_redis
+from tests.support.serving import free_port
+from tests.support.sse import SseEvent, sse_events, stream_events
+from tests.support.ws import connected, receive, send, through_seq, until_done
 
 Mint = Callable[..., str]
 GATES: dict[str, threading.Semaphore] = {}
@@ -73,10 +74,7 @@ def private_redis(tmp_path: Path) -> Iterator[list[RedisServer]]:
     servers = [start_redis(free_port(), tmp_path)]
     yield servers
     for server in servers:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGCONT)
-            server.process.kill()
-            server.process.wait(timeout=10)
+        server.kill()
 
 
 @pytest.fixture
@@ -94,20 +92,6 @@ def faulty_gateway(
         yield url
 
 
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
-    """Poll `condition` until it holds; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def kill(server: RedisServer) -> None:
-    server.process.kill()
-    server.process.wait(timeout=10)
-
-
 def restart_empty(servers: list[RedisServer], tmp_path: Path) -> None:
     servers.append(start_redis(servers[-1].port, tmp_path))
 
@@ -117,29 +101,8 @@ async def ready_status(url: str) -> int:
         return (await client.get(f"{url}/readyz")).status_code
 
 
-async def frames_until(
-    ws: ClientConnection, request_id: str, done: Callable[[list[dict[str, Any]]], bool]
-) -> list[dict[str, Any]]:
-    """Frames for `request_id` until `done(frames)` holds."""
-    frames: list[dict[str, Any]] = []
-    async with asyncio.timeout(20):
-        while not frames or not done(frames):
-            frame = await receive(ws)
-            if frame.get("id") == request_id:
-                frames.append(frame)
-    return frames
-
-
-def through_seq(seq: int) -> Callable[[list[dict[str, Any]]], bool]:
-    return lambda frames: any(f.get("seq", 0) >= seq for f in frames)
-
-
-def final(frames: list[dict[str, Any]]) -> bool:
-    return bool(frames[-1].get("done"))
-
-
-def noticed(code: str) -> Callable[[list[dict[str, Any]]], bool]:
-    return lambda frames: frames[-1]["type"] == "notice" and frames[-1]["code"] == code
+def noticed(code: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame["type"] == "notice" and frame["code"] == code
 
 
 def split(frames: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -159,7 +122,7 @@ def assert_whole(events: list[dict[str, Any]], chunks: int) -> None:
 async def new_completion_works(url: str, token: str) -> None:
     ws = await connected(url, token)
     await send(ws, type="completion", id="after", message="back again", model="echo")
-    frames = await frames_until(ws, "after", final)
+    frames = await until_done(ws, "after", within=20)
     assert [f["type"] for f in frames] == ["start", "chunk", "chunk", "done"]  # and no notice
 
 
@@ -170,10 +133,10 @@ async def test_redis_killed_mid_stream_the_stream_completes_with_a_notice(
     message, gate = gated("5 | 40")
     ws = await connected(url, token())
     await send(ws, type="completion", id="r", message=message, agent="gated")
-    frames = await frames_until(ws, "r", through_seq(6))
-    kill(private_redis[0])
+    frames = await until_done(ws, "r", through_seq(6), within=20)
+    private_redis[0].kill()
     gate.release()
-    frames += await frames_until(ws, "r", final)
+    frames += await until_done(ws, "r", within=20)
     events, notices = split(frames)
     assert_whole(events, 45)
     assert notices == ["persistence_degraded"]
@@ -199,10 +162,10 @@ async def test_redis_killed_mid_stream_the_stream_completes_with_a_notice(
     assert await healthy(url)
 
     restart_empty(private_redis, tmp_path)
-    await until(lambda: _ready(url), 15, "/readyz to recover")
+    assert await settle(lambda: _ready(url), 15), "timed out waiting for /readyz to recover"
     await new_completion_works(url, token())
     await send(ws, type="completion", id="same-socket", message="still here", model="echo")
-    assert (await frames_until(ws, "same-socket", final))[-1]["type"] == "done"
+    assert (await until_done(ws, "same-socket", within=20))[-1]["type"] == "done"
 
 
 async def _ready(url: str) -> bool:
@@ -218,14 +181,14 @@ async def test_redis_restarted_empty_mid_stream_the_client_still_gets_everything
     message, gate = gated("5 | 20 | 20")
     ws = await connected(url, token())
     await send(ws, type="completion", id="r", message=message, agent="gated")
-    frames = await frames_until(ws, "r", through_seq(6))
-    kill(private_redis[0])
+    frames = await until_done(ws, "r", through_seq(6), within=20)
+    private_redis[0].kill()
     gate.release()
-    frames += await frames_until(ws, "r", noticed("persistence_degraded"))
+    frames += await until_done(ws, "r", noticed("persistence_degraded"), within=20)
     restart_empty(private_redis, tmp_path)
-    frames += await frames_until(ws, "r", noticed("persistence_lost"))
+    frames += await until_done(ws, "r", noticed("persistence_lost"), within=20)
     gate.release()
-    frames += await frames_until(ws, "r", final)
+    frames += await until_done(ws, "r", within=20)
     events, notices = split(frames)
     assert_whole(events, 45)
     assert notices == ["persistence_degraded", "persistence_lost"]
@@ -246,24 +209,26 @@ async def test_redis_stopped_mid_stream_nothing_is_lost_or_repeated(
     message, gate = gated("5 | 20 | 20")
     ws = await connected(url, token())
     await send(ws, type="completion", id="r", message=message, agent="gated")
-    frames = await frames_until(ws, "r", through_seq(6))
+    frames = await until_done(ws, "r", through_seq(6), within=20)
     server.process.send_signal(signal.SIGSTOP)
     try:
         gate.release()
         # Delivery does not wait on the stalled store; its writes time out (REDIS_SOCKET_TIMEOUT).
-        frames += await frames_until(ws, "r", through_seq(26))
-        frames += await frames_until(ws, "r", noticed("persistence_degraded"))
+        frames += await until_done(ws, "r", through_seq(26), within=20)
+        frames += await until_done(ws, "r", noticed("persistence_degraded"), within=20)
         assert await ready_status(url) == 503
     finally:
         server.process.send_signal(signal.SIGCONT)
     gate.release()
-    frames += await frames_until(ws, "r", final)
+    frames += await until_done(ws, "r", within=20)
     events, notices = split(frames)
     assert_whole(events, 45)
     assert notices == ["persistence_degraded"]
 
     generation_id, conversation_id = events[0]["generation_id"], events[0]["conversation_id"]
-    await until(lambda: _stored(url, token(), generation_id), 15, "the buffered end to land")
+    assert await settle(lambda: _stored(url, token(), generation_id), 15), (
+        "timed out waiting for the buffered end to land"
+    )
     stored = await _replay(url, token(), generation_id)
     assert [{**e, "id": "r"} for e in stored] == events
     async with httpx2.AsyncClient(timeout=10) as client:
@@ -301,7 +266,7 @@ async def test_an_sse_stream_gets_the_notice_as_an_event_then_the_end(
 ) -> None:
     url = faulty_gateway
     message, gate = gated("5 | 20")
-    blocks: list[str] = []
+    blocks: list[SseEvent] = []
     async with (
         httpx2.AsyncClient(timeout=20) as client,
         client.stream(
@@ -312,21 +277,16 @@ async def test_an_sse_stream_gets_the_notice_as_an_event_then_the_end(
         ) as response,
     ):
         assert response.status_code == 200
-        block = ""
-        async for line in response.aiter_lines():
-            if line:
-                block += line + "\n"
-                continue
+        async for block in stream_events(response.aiter_lines()):
             blocks.append(block)
-            block = ""
             if len(blocks) == 6:  # start and five chunks
-                kill(private_redis[0])
+                private_redis[0].kill()
                 gate.release()
-    notices = [b for b in blocks if b.startswith("event: notice\n")]
+    notices = [b for b in blocks if b.event == "notice"]
     assert len(notices) == 1
-    notice = json.loads(notices[0].split("data: ", 1)[1])
+    notice = notices[0].json()
     assert notice["type"] == "notice" and notice["code"] == "persistence_degraded"
-    events = [json.loads(b.split("data: ", 1)[1]) for b in blocks if b.startswith("id: ")]
+    events = [b.json() for b in blocks if b.id is not None]
     assert_whole(events, 25)
     assert blocks.index(notices[0]) < len(blocks) - 1  # before the final event
 
@@ -345,19 +305,19 @@ async def test_a_follower_on_another_instance_waits_out_a_stopped_store(
         message, gate = gated("5 | 20 | 20")
         ws = await connected(owner, token())
         await send(ws, type="completion", id="r", message=message, agent="gated")
-        own = await frames_until(ws, "r", through_seq(6))
+        own = await until_done(ws, "r", through_seq(6), within=20)
         follower = await connected(other, token())
         await send(follower, type="resume", generation_id=own[0]["generation_id"], after=0, id="f")
-        followed = await frames_until(follower, "f", through_seq(6))
+        followed = await until_done(follower, "f", through_seq(6), within=20)
         server = private_redis[0]
         server.process.send_signal(signal.SIGSTOP)
         try:
-            followed += await frames_until(follower, "f", noticed("store_unreachable"))
+            followed += await until_done(follower, "f", noticed("store_unreachable"), within=20)
         finally:
             server.process.send_signal(signal.SIGCONT)
         gate.release()
         gate.release()
-        followed += await frames_until(follower, "f", final)
+        followed += await until_done(follower, "f", within=20)
     events, notices = split(f for f in followed if f["type"] != "resumed")
     assert_whole(events, 45)
     assert notices == ["store_unreachable"]
@@ -399,10 +359,12 @@ async def test_a_resume_on_the_running_instance_waits_out_a_stopped_store_for_ol
         ws = await connected(url, token())
         await send(ws, type="completion", id="r", message=message, agent="wide")
         # The owner reads no further: its socket may be closed (4008), the answer runs on.
-        generation_id = (await frames_until(ws, "r", through_seq(1)))[0]["generation_id"]
+        generation_id = (await until_done(ws, "r", through_seq(1), within=20))[0]["generation_id"]
         redis = Redis.from_url(server.url, decode_responses=True)
         events_key = Keys(settings.redis_prefix).events(generation_id)
-        await until(lambda: has_entries(redis, events_key, 601), 10, "the log to hold seq 601")
+        assert await settle(lambda: has_entries(redis, events_key, 601), 10), (
+            "timed out waiting for the log to hold seq 601"
+        )
         await redis.aclose()
 
         # A reader with a tiny receive window: the replay stays a few frames ahead of what

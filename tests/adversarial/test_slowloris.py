@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import httpx2
 
-from gateway.transport import MAX_HEAD_BYTES
+from gateway.server.transport import MAX_HEAD_BYTES
 from tests.adversarial.conftest import Survives
-from tests.client import connected, receive, send
 from tests.conftest import GatewayFactory
+from tests.support.ws import connected, receive, send
 
 Mint = Callable[..., str]
 

@@ -17,17 +17,14 @@ from typing import Any
 import pytest
 
 from gateway.config import ModelConfig, Secret, Settings
-from tests.adversarial.conftest import (
-    RawSocket,
-    Recorder,
-    RunningGateway,
-    Survives,
-    gateway_task_names,
-    settle,
-)
-from tests.client import connected, receive, send, text_of, until_done
+from tests.adversarial.conftest import Survives
 from tests.conftest import GatewayFactory
-from tests.upstream import FakeUpstream
+from tests.support.gateways import RunningGateway, gateway_task_names
+from tests.support.log_capture import Recorder
+from tests.support.polling import settle
+from tests.support.raw_ws import RawSocket
+from tests.support.upstream import FakeUpstream
+from tests.support.ws import connected, receive, send, text_of, until_done
 
 Mint = Callable[..., str]
 SEND_TIMEOUT = 1.0

@@ -15,16 +15,12 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from gateway.config import AgentConfig, Settings
-from tests.adversarial.conftest import (
-    FRESH_REQUEST_SECONDS,
-    Survives,
-    fresh_request_seconds,
-    healthy,
-    settle,
-)
-from tests.client import connected, send, text_of, until_done
+from tests.adversarial.conftest import FRESH_REQUEST_SECONDS, Survives
 from tests.conftest import GatewayFactory
-from tests.workers import alive, computing, gone, workers_of_this_process
+from tests.support.bystander import fresh_request_seconds, healthy
+from tests.support.polling import settle
+from tests.support.workers import alive, computing, gone, workers_of_this_process
+from tests.support.ws import connected, send, text_of, until_done
 
 Mint = Callable[..., str]
 # Below the fake upstream's keep-alive (uvicorn's 5 s): the turn's second request may reuse

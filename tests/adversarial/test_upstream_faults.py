@@ -19,10 +19,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.adversarial.conftest import FAST, StartProbe
-from tests.client import connected, receive, send, until_done
-from tests.conftest import free_port, kinds
-from tests.upstream import FakeUpstream, Recorded
+from tests.adversarial.conftest import StartProbe
+from tests.support.gateways import FAST
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream, Recorded
+from tests.support.ws import connected, kinds, receive, send, until_done
 
 Mint = Callable[..., str]
 Frames = list[dict[str, Any]]
@@ -222,12 +223,8 @@ CAPPED = {"max_concurrent": 1}
 
 async def until_first_chunk(ws: ClientConnection, request_id: str) -> Frames:
     """This request's frames up to its first chunk: its slot is taken, its answer under way."""
-    frames: Frames = []
-    while not frames or frames[-1]["type"] != "chunk":
-        frame = await asyncio.wait_for(receive(ws), 10)
-        if frame.get("id") == request_id:
-            assert frame["type"] in ("start", "chunk"), frame
-            frames.append(frame)
+    frames = await until_done(ws, request_id, lambda frame: frame["type"] == "chunk", within=10)
+    assert all(frame["type"] in ("start", "chunk") for frame in frames), frames
     return frames
 
 

@@ -30,9 +30,9 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.conftest import RedisServer
-from tests.processes import GatewayProcess, config_file, start_process
-from tests.upstream import FakeUpstream, Recorded
+from tests.support.processes import GatewayProcess, config_file, start_process
+from tests.support.redis import RedisServer
+from tests.support.upstream import FakeUpstream, Recorded
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The machine reaches nothing but package registries: Chromium's own background requests
@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def page_config(folder: Path, upstream_url: str) -> Path:
-    """tests/processes.py's gateway.toml, with PAGE_MODEL added and made the default."""
+    """tests/support/processes.py's gateway.toml, with PAGE_MODEL added and made the default."""
     path = config_file(folder, upstream_url)
     text = path.read_text()
     default = 'default_model = "fake"\n'

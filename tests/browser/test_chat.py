@@ -10,8 +10,8 @@ import httpx2
 from playwright.async_api import BrowserContext, expect
 
 from tests.browser.conftest import ChatPage, Mint, unique, upstream_request
-from tests.processes import GatewayProcess
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess
+from tests.support.upstream import FakeUpstream
 
 # Every change to the log's text, as the page makes it, kept in the page for the test to read.
 RECORD_LOG_TEXT = """(log) => {

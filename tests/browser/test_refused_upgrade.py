@@ -1,8 +1,8 @@
-"""Behind a proxy that refuses WebSocket upgrades (tests/refusing_proxy.py: a real `403` to the
-handshake, everything else relayed byte for byte), nothing the person types is lost: a message
-sent while the page still tries its socket is shown at once and answered over HTTP within
-seconds, exactly once; the page moves back to the socket when one gets through; and a message
-that cannot be sent at all is reported, its text kept in the box."""
+"""Behind a proxy that refuses WebSocket upgrades (tests/support/refusing_proxy.py: a real
+`403` to the handshake, everything else relayed byte for byte), nothing the person types is
+lost: a message sent while the page still tries its socket is shown at once and answered over
+HTTP within seconds, exactly once; the page moves back to the socket when one gets through; and
+a message that cannot be sent at all is reported, its text kept in the box."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from tests.browser.conftest import (
     unique,
     upstream_request,
 )
-from tests.processes import GatewayProcess
-from tests.refusing_proxy import refusing_proxy
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess
+from tests.support.refusing_proxy import refusing_proxy
+from tests.support.upstream import FakeUpstream
 
 WORDS = " ".join(f"w{i}" for i in range(1, 31))  # about 1 s of answer
 CONNECTING = re.compile(r"^\s*Connecting…\s*$")

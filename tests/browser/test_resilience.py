@@ -24,9 +24,10 @@ from tests.browser.conftest import (
     the_answer,
     unique,
 )
-from tests.conftest import RedisServer, free_port
-from tests.processes import GatewayProcess, gateway_environment, spawn
-from tests.upstream import FakeUpstream
+from tests.support.processes import GatewayProcess, gateway_environment, spawn
+from tests.support.redis import RedisServer
+from tests.support.serving import free_port
+from tests.support.upstream import FakeUpstream
 
 # Long enough (a word every 30 ms: about 4.5 s) that what the test does in the middle of the
 # answer happens while it is still being written.

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Locator, ViewportSize, expect
 
 from tests.browser.conftest import DESKTOP, PHONE, ChatPage
-from tests.processes import GatewayProcess
+from tests.support.processes import GatewayProcess
 
 Mint = Callable[..., str]
 QUESTIONS = [

@@ -1,0 +1,373 @@
+"""What the OpenAPI document says of each route: `OPERATIONS`, keyed by method and path, with
+its words, its responses and its examples (which tests send to a real gateway).
+
+`openapi.build` describes every route the app serves from here, and refuses a route with no
+entry or an entry with no route.
+"""
+
+from __future__ import annotations
+
+from gateway.apidocs.parts import (
+    CONVERSATION_PARAM,
+    EVENT_STREAM,
+    GENERATION_PARAM,
+    IDEMPOTENCY_KEY,
+    Example,
+    Operation,
+    error,
+    header,
+    json_body,
+    openai_refused,
+    path_param,
+    query,
+    refused,
+    sse,
+)
+from gateway.apidocs.schemas import CONVERSATION_ID, ID, ref
+from gateway.core import conversations
+from gateway.protocol import openai as openai_compat
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/"): Operation(
+        "The bundled chat page",
+        "HTML, `Cache-Control: no-cache`. The page talks to `/ws`.",
+        "Pages",
+        {
+            200: {
+                "description": "The page.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
+        security=None,
+        errors=(),
+    ),
+    ("GET", "/static/{path}"): Operation(
+        "The page's assets",
+        "Files of the bundled page.",
+        "Pages",
+        {200: {"description": "The file.", "content": {"*/*": {"schema": {"type": "string"}}}}},
+        parameters=[path_param("path", {"type": "string"}, "The file's path.")],
+        security=None,
+        errors=(404,),
+    ),
+    ("GET", "/openapi.json"): Operation(
+        "This document",
+        "The OpenAPI 3.1 description of the HTTP API.",
+        "Documentation",
+        {200: json_body({"type": "object"}, "The OpenAPI document.")},
+        security=None,
+        errors=(),
+    ),
+    ("GET", "/docs"): Operation(
+        "The API reference page",
+        "This document as a self-contained HTML page (no scripts, nothing loaded from elsewhere).",
+        "Documentation",
+        {
+            200: {
+                "description": "The page.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
+        security=None,
+        errors=(),
+    ),
+    ("GET", "/healthz"): Operation(
+        "Liveness",
+        "The process is up and serving HTTP. Does not look at Redis.",
+        "Health",
+        {200: json_body(ref("Health"), "Serving.")},
+        security=None,
+        errors=(),
+    ),
+    ("GET", "/readyz"): Operation(
+        "Readiness",
+        "Ready when Redis answers a ping within 1 s (on a Redis Cluster, every primary).",
+        "Health",
+        {
+            200: json_body(ref("Readiness"), "Ready."),
+            503: json_body(ref("Readiness"), "Redis is unreachable."),
+        },
+        security=None,
+        errors=(),
+    ),
+    ("GET", "/metrics"): Operation(
+        "Prometheus metrics",
+        "This process's metrics in the Prometheus text format 0.0.4. Open when METRICS_TOKEN "
+        "is unset; otherwise it needs `Authorization: Bearer <METRICS_TOKEN>` (a user's JWT "
+        "does not open it).",
+        "Health",
+        {
+            200: {
+                "description": "The metrics.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        security="metrics",
+        errors=(401,),
+    ),
+    ("POST", "/completion"): Operation(
+        "Start a completion",
+        "One turn of a conversation. `stream: false` (default): one JSON answer once the "
+        "generation has ended, or the error of its code. `stream: true`: Server-Sent Events. "
+        "The body is at most MAX_FRAME_BYTES (413 beyond).",
+        "Completions",
+        {
+            200: {
+                "description": "The answer (`stream: false`), or its events (`stream: true`).",
+                "content": {
+                    "application/json": {"schema": ref("CompletionAnswer")},
+                    **EVENT_STREAM["content"],
+                },
+            },
+            413: {"$ref": "#/components/responses/413"},
+            502: {"$ref": "#/components/responses/502"},
+        },
+        body={
+            "required": True,
+            "content": {"application/json": {"schema": ref("CompletionRequest")}},
+        },
+        parameters=[IDEMPOTENCY_KEY],
+        examples={
+            "answer": Example(
+                {"message": "What is the capital of France?", "conversation_id": "trip-planning"}
+            ),
+            "stream": Example({"message": "hello there", "stream": True, "id": "r1"}),
+            "emptyMessage": Example(
+                {"message": " "}, 400, refused("'message' must be a non-empty string.")
+            ),
+            "badTemperature": Example(
+                {"message": "hi", "temperature": 3},
+                400,
+                refused("'temperature' must be a number from 0 to 2."),
+            ),
+            "tooManyStops": Example(
+                {"message": "hi", "stop": ["a", "b", "c", "d", "e"]},
+                400,
+                refused("'stop' must be a string or a list of at most 4 strings."),
+            ),
+        },
+    ),
+    ("GET", "/generations/{generation_id}/events"): Operation(
+        "Replay and follow a generation",
+        "Every event after `Last-Event-ID` (else `?after=`, else 0), then live events, on any "
+        "instance. 204 when the generation has ended and nothing is after that seq: an "
+        "EventSource stops reconnecting. The token may come as `?token=` for clients that "
+        "cannot set headers. An open stream holds one of the user's LIMIT_CONNECTIONS slots, "
+        "as a WebSocket does: 429 with Retry-After when none is free.",
+        "Completions",
+        {
+            200: EVENT_STREAM,
+            204: {"description": "The generation has ended; nothing more will come."},
+        },
+        parameters=[
+            GENERATION_PARAM,
+            header(
+                "Last-Event-ID",
+                {"type": "string", "pattern": "^[0-9]*$"},
+                "The last seq seen; an empty value counts as absent.",
+            ),
+            query("after", {"type": "string", "pattern": "^[0-9]+$"}, "The last seq seen."),
+            query("token", {"type": "string"}, "The JWT, for an EventSource."),
+        ],
+    ),
+    ("POST", "/generations/{generation_id}/cancel"): Operation(
+        "Cancel a generation",
+        "Wherever it runs. It ends with `done`, `finish_reason: cancelled`, for every subscriber.",
+        "Completions",
+        {
+            202: json_body(ref("CancelAnswer"), "It was running: the cancel was sent."),
+            200: json_body(ref("CancelAnswer"), "It had already ended; its final status."),
+        },
+        parameters=[GENERATION_PARAM],
+    ),
+    ("GET", "/conversations"): Operation(
+        "List conversations",
+        "The caller's conversations, most recently updated first, a page at a time.",
+        "Conversations",
+        {200: json_body(ref("ConversationPage"), "A page.")},
+        parameters=[
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": conversations.MAX_LIMIT},
+                f"Page size, default {conversations.DEFAULT_LIMIT}.",
+            ),
+            query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+        ],
+    ),
+    ("GET", "/conversations/{conversation_id}"): Operation(
+        "Read a conversation",
+        "Its latest generation and its stored messages, a page at a time from the newest: "
+        "follow `next_cursor` for older ones. A page holds at most `limit` messages and "
+        "CONVERSATION_PAGE_BYTES of them, and always one at least.",
+        "Conversations",
+        {200: json_body(ref("Conversation"), "The conversation, with a page of messages.")},
+        parameters=[
+            CONVERSATION_PARAM,
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": conversations.MAX_MESSAGE_LIMIT},
+                f"Messages per page, default {conversations.DEFAULT_MESSAGE_LIMIT}.",
+            ),
+            query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+        ],
+    ),
+    ("PATCH", "/conversations/{conversation_id}"): Operation(
+        "Rename a conversation",
+        "Only `title` can be changed; `updated_at` does not move.",
+        "Conversations",
+        {200: json_body(ref("ConversationSummary"), "The renamed conversation."), 413: error(413)},
+        body={"required": True, "content": {"application/json": {"schema": ref("Rename")}}},
+        parameters=[CONVERSATION_PARAM],
+        examples={
+            "rename": Example({"title": "Trip to Paris"}),
+            "unknownField": Example(
+                {"title": "Trip", "color": "red"},
+                400,
+                refused("Unknown field 'color'; only 'title' can be changed."),
+            ),
+        },
+    ),
+    ("DELETE", "/conversations/{conversation_id}"): Operation(
+        "Delete a conversation",
+        "With its generations; those still running are cancelled first.",
+        "Conversations",
+        {204: {"description": "Deleted."}},
+        parameters=[CONVERSATION_PARAM],
+    ),
+    ("GET", "/models"): Operation(
+        "Models",
+        "The models a request may name.",
+        "Conversations",
+        {200: json_body(ref("Models"), "The configured models.")},
+    ),
+    ("GET", "/agents"): Operation(
+        "Agents",
+        "The agents a request may name, with the models each allows.",
+        "Conversations",
+        {200: json_body(ref("Agents"), "The configured agents.")},
+    ),
+    ("POST", "/api/chat"): Operation(
+        "A turn as a Vercel AI SDK UI message stream",
+        "For `useChat` with `DefaultChatTransport`. The answer is SSE whose `data:` is one UI "
+        "message stream part, ended by `data: [DONE]`.",
+        "AI SDK",
+        {
+            200: sse(ref("UIMessagePart"), "The UI message stream.", done_line=True),
+            413: error(413),
+        },
+        body={"required": True, "content": {"application/json": {"schema": ref("UIChatRequest")}}},
+        parameters=[IDEMPOTENCY_KEY],
+        examples={
+            "turn": Example(
+                {
+                    "id": "trip-planning",
+                    "messages": [
+                        {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hello"}]}
+                    ],
+                    "trigger": "submit-message",
+                }
+            ),
+            "badChatId": Example(
+                {"id": "no spaces", "messages": []},
+                400,
+                refused("'id' (the chat id) must be 1-64 characters of A-Z, a-z, 0-9, _ or -."),
+            ),
+        },
+    ),
+    ("GET", "/api/chat/{chat_id}/stream"): Operation(
+        "Resume a chat's running answer",
+        "Replays the running generation from its start and follows it; 204 when none runs. "
+        "An open stream holds one of the user's LIMIT_CONNECTIONS slots: 429 with Retry-After "
+        "when none is free.",
+        "AI SDK",
+        {
+            200: sse(ref("UIMessagePart"), "The UI message stream.", done_line=True),
+            204: {"description": "No answer is running in this chat."},
+        },
+        parameters=[path_param("chat_id", {"type": "string"}, "The chat (conversation) id.")],
+    ),
+    ("POST", "/v1/chat/completions"): Operation(
+        "OpenAI-compatible chat completion",
+        "Works with the official OpenAI SDKs: the API key is the JWT. Stateless unless "
+        "`X-Conversation-Id` binds it to a stored conversation. Errors have OpenAI's shape and "
+        "`x-should-retry`.",
+        "OpenAI",
+        {
+            200: {
+                "description": "A `chat.completion`, or a stream of `chat.completion.chunk`.",
+                "content": {
+                    "application/json": {"schema": ref("ChatCompletion")},
+                    **sse(
+                        {"anyOf": [ref("ChatCompletionChunk"), ref("OpenAIError")]},
+                        "",
+                        done_line=True,
+                    )["content"],
+                },
+            },
+            413: error(413, "openai"),
+            502: error(502, "openai"),
+        },
+        body={
+            "required": True,
+            "content": {"application/json": {"schema": ref("ChatCompletionRequest")}},
+        },
+        parameters=[
+            IDEMPOTENCY_KEY,
+            header("X-Conversation-Id", CONVERSATION_ID, "Bind the call to a stored conversation."),
+            header("X-Agent", ID, "The agent to answer with."),
+        ],
+        shape="openai",
+        examples={
+            "chat": Example(
+                {"model": "echo", "messages": [{"role": "user", "content": "Hello there"}]}
+            ),
+            "stream": Example(
+                {
+                    "model": "echo",
+                    "messages": [{"role": "user", "content": "Hello there"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+            ),
+            "unknownParameter": Example(
+                {"model": "echo", "messages": [{"role": "user", "content": "Hi"}], "colour": 1},
+                400,
+                openai_refused("Unknown parameter: 'colour'.", "colour", "unknown_parameter"),
+            ),
+            "lastNotUser": Example(
+                {"model": "echo", "messages": [{"role": "assistant", "content": "Hi"}]},
+                400,
+                openai_refused(openai_compat.NOT_LAST_USER, "messages", "invalid_value"),
+            ),
+        },
+    ),
+    ("GET", "/v1/models"): Operation(
+        "OpenAI-compatible model list",
+        "The configured models in OpenAI's shape.",
+        "OpenAI",
+        {200: json_body(ref("ModelList"), "The models.")},
+        shape="openai",
+        errors=(401, 500, 503),
+    ),
+    ("GET", "/v1/models/{model}"): Operation(
+        "OpenAI-compatible model",
+        "One configured model; 404 `model_not_found` otherwise.",
+        "OpenAI",
+        {200: json_body(ref("Model"), "The model.")},
+        parameters=[path_param("model", {"type": "string"}, "A model name.")],
+        shape="openai",
+        errors=(401, 404, 500, 503),
+    ),
+}
+# Any other path under /v1 is answered with OpenAI's 404, for every method.
+for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+    OPERATIONS[(_method, "/v1/{path}")] = Operation(
+        "Any other /v1 path",
+        "Answered as OpenAI answers an unknown URL: 404 `Invalid URL (METHOD /v1/...)`.",
+        "OpenAI",
+        {},
+        parameters=[path_param("path", {"type": "string"}, "Any path not served above.")],
+        security=None,
+        shape="openai",
+        errors=(404,),
+    )
