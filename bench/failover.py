@@ -29,7 +29,7 @@ from gateway.store.keys import Keys
 from tests.client import until_done
 from tests.conftest import TEST_SECRET
 from tests.processes import config_file, gateway_environment, start_pair
-from tests.redis_cluster import Cluster, poll, running_cluster
+from tests.support.redis_cluster import Cluster, poll, running_cluster
 from tests.test_cluster_failover import FOLLOWED, Running, follow_from, owner, start_held
 from tests.upstream import FakeUpstream, serve_in_thread
 

@@ -183,7 +183,7 @@ def servers(cluster: bool, folder: Path) -> Iterator[list[str]]:
             server.process.kill()
             server.process.wait(timeout=10)
         return
-    from tests.redis_cluster import running_cluster
+    from tests.support.redis_cluster import running_cluster
 
     with running_cluster(folder, primaries=3) as nodes:
         yield [f"redis://{HOST}:{node.port}/0" for node in nodes.nodes]

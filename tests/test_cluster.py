@@ -39,7 +39,7 @@ from tests.processes import (
     start_pair,
     start_process,
 )
-from tests.redis_cluster import Cluster, running_cluster
+from tests.support.redis_cluster import Cluster, running_cluster
 from tests.test_log_hub import follow
 from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.test_storage import (

@@ -26,7 +26,7 @@ from gateway.store.keys import Keys
 from gateway.store.unreachable import store_error
 from tests.client import connected, receive, send, text_of, until_done
 from tests.processes import GatewayProcess, config_file, gateway_environment, start_pair
-from tests.redis_cluster import Cluster, poll, running_cluster
+from tests.support.redis_cluster import Cluster, poll, running_cluster
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
