@@ -79,10 +79,10 @@ class Account:
         return await self.limits.stored_bytes(self.sub)
 
     async def held(self, *conversation_ids: str) -> int:
-        """What the conversations' message lists really hold, byte for byte."""
+        """What the conversations' messages really take, byte for byte."""
         total = 0
         for conversation_id in conversation_ids:
-            raw = await self.redis.lrange(self.keys.messages(self.sub, conversation_id), 0, -1)
+            raw = await self.redis.hvals(self.keys.nodes(self.sub, conversation_id))
             total += sum(stored_size(str(item)) for item in raw)
         return total
 

@@ -70,7 +70,7 @@ async def test_a_page_takes_messages_while_their_bytes_fit(
         sizes += [len(question.to_json().encode()), len(answer.to_json().encode())]
     exactly_two = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2], None)
     assert [m.content for m in exactly_two.messages] == ["q2" * 10, "a2"]
-    assert exactly_two.older == 4  # the number of q2: messages 0-5, oldest first
+    assert exactly_two.older == exactly_two.messages[0].id  # q2: the next page is above it
     one_byte_short = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2] - 1, None)
     assert [m.content for m in one_byte_short.messages] == ["a2"]
     rest = await store.page("alice", "bytes", 10, 10**6, exactly_two.older)
@@ -90,7 +90,8 @@ async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settin
     assert [m.content for m in stored] == ["q3", "a3", "q4", "a4"]
     for key in (
         keys.conversation("alice", "cap"),
-        keys.messages("alice", "cap"),
+        keys.nodes("alice", "cap"),
+        keys.links("alice", "cap"),
         keys.user_conversations("alice"),
     ):
         assert 0 < await redis.ttl(key) <= 120

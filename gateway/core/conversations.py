@@ -28,6 +28,7 @@ from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import Event, GenerationRef, is_final
 from gateway.principal import Principal
 from gateway.protocol.frames import CONVERSATION_ID_RE
+from gateway.protocol.wire import MESSAGE_ID_RE
 from gateway.store.messages import Page, Position, Summary
 from gateway.store.records import Status
 
@@ -78,20 +79,24 @@ def decode_cursor(cursor: str) -> Position:
     return Position(updated, conversation_id)
 
 
-def encode_message_cursor(before: int) -> str:
-    """A page of messages ends at a message's number (see Conversations.page), which
-    names that message for good: the next page holds the messages before it."""
-    return base64.urlsafe_b64encode(json.dumps([before]).encode()).decode().rstrip("=")
+def encode_message_cursor(oldest: str) -> str:
+    """A page of messages ends at a message (see Conversations.page), whose id names it for
+    good: the next page holds the messages above it on its path."""
+    return base64.urlsafe_b64encode(json.dumps([oldest]).encode()).decode().rstrip("=")
 
 
-def decode_message_cursor(cursor: str) -> int:
-    """The number a messages cursor names; BadRequest for anything else (a list's cursor)."""
+def decode_message_cursor(cursor: str) -> str:
+    """The message id a messages cursor names; BadRequest for anything else (a list's
+    cursor). A cursor given before conversations were trees names a message's number, which
+    its id holds (`msg_<n>`)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         (before,) = json.loads(raw)
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest(BAD_CURSOR) from None
-    if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 2**53:
+    if isinstance(before, int) and not isinstance(before, bool) and 0 <= before < 2**53:
+        return f"msg_{before}"
+    if not isinstance(before, str) or not MESSAGE_ID_RE.fullmatch(before):
         raise BadRequest(BAD_CURSOR)
     return before
 
@@ -192,7 +197,7 @@ class ConversationService:
         return generation
 
     async def _page(
-        self, principal: Principal, conversation_id: str, limit: int, before: int | None
+        self, principal: Principal, conversation_id: str, limit: int, before: str | None
     ) -> Page:
         return await self._store.page(
             principal.sub, conversation_id, limit, self._page_bytes, before

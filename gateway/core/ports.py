@@ -38,6 +38,9 @@ class Conversations(Protocol):
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
+        *,
+        parent_id: str = ...,
+        regenerate: str | None = None,
     ) -> OpenedTurn: ...
     async def append_answer(
         self, owner: str, conversation_id: str, answer: StoredMessage
@@ -46,7 +49,7 @@ class Conversations(Protocol):
         self, pipe: Pipeline, owner: str, conversation_id: str, answer: StoredMessage
     ) -> int: ...
     async def page(
-        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
+        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: str | None
     ) -> Page: ...
     async def summary(self, owner: str, conversation_id: str) -> Summary: ...
     async def newest(

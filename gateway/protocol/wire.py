@@ -18,6 +18,7 @@ from gateway.errors import BadRequest
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GENERATION_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{1,60}$")
+MESSAGE_ID_RE = re.compile(r"^msg_[A-Za-z0-9_-]{1,60}$")
 MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
@@ -70,6 +71,23 @@ GenerationId = Annotated[
 ]
 
 
+MessageId = Annotated[
+    str,
+    Field(
+        pattern=MESSAGE_ID_RE.pattern,
+        description="A stored message's id, `msg_` and 1-60 characters.",
+    ),
+]
+ParentId = Annotated[
+    str,
+    Field(
+        pattern=r"^(msg_[A-Za-z0-9_-]{1,60})?$",
+        description="The message to answer after (default: the active leaf); '' for a new "
+        "first message.",
+    ),
+]
+
+
 def _not_blank(value: str) -> str:
     # str.strip's idea of whitespace, which a regex engine's \s does not quite share
     if not value.strip():
@@ -97,6 +115,10 @@ MESSAGES: dict[str | tuple[str, str], str] = {
         f"'conversation_id' must be a string of 1-{MAX_ID_CHARS} characters."
     ),
     "generation_id": "'generation_id' must be a generation id such as 'gen_…'.",
+    "parent_id": "'parent_id' must be a message id such as 'msg_…', or '' for a first message.",
+    "regenerate": "'regenerate' must be the id of an answer, such as 'msg_…'.",
+    "active_message_id": "'active_message_id' must be a message id such as 'msg_…'.",
+    "message_id": "'message_id' must be a message id such as 'msg_…'.",
     "stream": "'stream' must be true or false.",
     "temperature": "'temperature' must be a number from 0 to 2.",
     "max_tokens": "'max_tokens' must be a positive integer.",
@@ -130,6 +152,8 @@ CHECK_ORDER = {
             "token",
             "message",
             "conversation_id",
+            "parent_id",
+            "regenerate",
             "stream",
             "generation_id",
             "after",

@@ -55,7 +55,8 @@ local function forget_stored(sizes, lapses, total, id)
   local old = redis.call('HGET', sizes, id)
   if old then
     redis.call('HDEL', sizes, id)
-    redis.call('INCRBY', total, -tonumber(old))
+    -- Not -old: Lua writes -0 as "-0", which INCRBY refuses.
+    redis.call('INCRBY', total, 0 - tonumber(old))
   end
   redis.call('ZREM', lapses, id)
 end
