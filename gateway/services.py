@@ -126,6 +126,7 @@ async def open_services(
         limits,
         stop_timeout,
         settings.conversation_page_bytes,
+        settings,
     )
     writer.start()
     generations.start()

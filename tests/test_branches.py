@@ -9,6 +9,7 @@ import json
 import uuid
 from typing import Any
 
+import httpx2
 from redis.asyncio import Redis
 
 from gateway.config import Settings
@@ -16,7 +17,7 @@ from gateway.store.keys import Keys
 from gateway.store.messages import StoredMessage
 from tests.conftest import GatewayFactory
 from tests.support.upstream import FakeUpstream
-from tests.test_conversations_api import Mint, call, redis, say, upstream_request
+from tests.test_conversations_api import Mint, call, redis, running_turn, say, upstream_request
 
 __all__ = ["redis"]  # the fixture, used by name
 
@@ -210,3 +211,165 @@ async def test_a_conversation_stored_as_a_list_still_reads_and_continues(
     )
     assert regenerated.status_code == 200, regenerated.text
     assert await path_of(gateway, token(), "legacy") == ["old q", "You said: old q"]
+
+
+async def patch(base: str, token: str, conversation_id: str, **body: Any) -> Any:
+    return await call("PATCH", f"{base}/conversations/{conversation_id}", token, json=body)
+
+
+async def two_turns_and_an_edit(base: str, token: str) -> tuple[str, list[dict[str, Any]]]:
+    """q1 a1 q2 a2, then q2b a2b beside q2: the conversation and its messages in that order."""
+    conversation_id = (await say(base, token, "q1"))["conversation_id"]
+    await say(base, token, "q2", conversation_id=conversation_id)
+    first = (await view(base, token, conversation_id))["messages"]
+    await say(base, token, "q2b", conversation_id=conversation_id, parent_id=first[1]["id"])
+    edited = (await view(base, token, conversation_id))["messages"]
+    return conversation_id, first + edited[2:]
+
+
+async def test_a_switch_follows_the_newest_children_down(gateway: str, token: Mint) -> None:
+    conversation_id, (_q1, a1, q2, a2, _q2b, a2b) = await two_turns_and_an_edit(gateway, token())
+    switched = await patch(gateway, token(), conversation_id, active_message_id=q2["id"])
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["active_message_id"] == a2["id"]
+    assert switched.json()["title"] == "q1"
+    assert await path_of(gateway, token(), conversation_id) == [
+        "q1",
+        "You said: q1",
+        "q2",
+        "You said: q2",
+    ]
+    # From a1, the newest child is q2b: its branch, down to its answer.
+    back = await patch(gateway, token(), conversation_id, active_message_id=a1["id"], title="T")
+    assert back.json()["active_message_id"] == a2b["id"] and back.json()["title"] == "T"
+    assert (await path_of(gateway, token(), conversation_id))[2] == "q2b"
+    for who, body, status in [
+        (token(), {"active_message_id": "m1"}, 400),
+        (token(), {"active_message_id": "msg_unknown"}, 404),
+        (token("bob"), {"active_message_id": q2["id"]}, 404),
+        (token(), {}, 400),
+    ]:
+        assert (await patch(gateway, who, conversation_id, **body)).status_code == status, body
+
+
+async def test_a_switch_leaves_an_answer_streaming_on_another_branch_alone(
+    gateway: str, token: Mint
+) -> None:
+    conversation_id, (_q1, a1, q2, _a2, *_) = await two_turns_and_an_edit(gateway, token())
+    async with running_turn(gateway, token(), conversation_id, "q2c", parent_id=a1["id"]) as (
+        _,
+        events,
+    ):
+        streaming = (await view(gateway, token(), conversation_id))["messages"]
+        assert [m["content"] for m in streaming][-1] == "q2c"
+        await patch(gateway, token(), conversation_id, active_message_id=q2["id"])
+        assert await path_of(gateway, token(), conversation_id) == [
+            "q1",
+            "You said: q1",
+            "q2",
+            "You said: q2",
+        ]
+        last = [event async for event in events][-1]
+    assert last["type"] == "done" and last["finish_reason"] == "stop"
+    # The answer went below its own question and moved nothing.
+    assert (await path_of(gateway, token(), conversation_id))[-1] == "You said: q2"
+    await patch(gateway, token(), conversation_id, active_message_id=streaming[-1]["id"])
+    answer = (await view(gateway, token(), conversation_id))["messages"][-1]
+    assert answer["parent_id"] == streaming[-1]["id"] and answer["status"] == "complete"
+
+
+async def test_deleting_a_branch_stops_its_answer_and_moves_the_leaf(
+    gateway: str, token: Mint
+) -> None:
+    conversation_id, (q1, a1, q2, a2, q2b, a2b) = await two_turns_and_an_edit(gateway, token())
+    async with running_turn(gateway, token(), conversation_id, "q3") as (_, events):
+        q3 = (await view(gateway, token(), conversation_id))["messages"][-1]
+        gone = await call(
+            "DELETE", f"{gateway}/conversations/{conversation_id}/messages/{q2b['id']}", token()
+        )
+        assert gone.status_code == 204, gone.text
+        last = [event async for event in events][-1]
+    assert last["type"] == "done" and last["finish_reason"] == "cancelled"
+    # The leaf moved to the remaining sibling's branch; nothing of the deleted one is left.
+    messages = (await view(gateway, token(), conversation_id))["messages"]
+    assert [m["id"] for m in messages] == [q1["id"], a1["id"], q2["id"], a2["id"]]
+    assert "branch" not in messages[2]
+    for deleted in (q2b, a2b, q3):
+        url = f"{gateway}/conversations/{conversation_id}/messages/{deleted['id']}"
+        assert (await call("DELETE", url, token())).status_code == 404
+        assert (
+            await patch(gateway, token(), conversation_id, active_message_id=deleted["id"])
+        ).status_code == 404
+    bobs = await call(
+        "DELETE", f"{gateway}/conversations/{conversation_id}/messages/{q2['id']}", token("bob")
+    )
+    assert bobs.status_code == 404
+    # The first message gone, nothing is left, and the conversation goes on from nothing.
+    await call("DELETE", f"{gateway}/conversations/{conversation_id}/messages/{q1['id']}", token())
+    assert await path_of(gateway, token(), conversation_id) == []
+    await say(gateway, token(), "again", conversation_id=conversation_id)
+    assert await path_of(gateway, token(), conversation_id) == ["again", "You said: again"]
+
+
+async def test_a_fork_holds_the_path_and_goes_its_own_way(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    conversation_id, (q1, a1, q2, a2, _q2b, _a2b) = await two_turns_and_an_edit(gateway, token())
+    forked = await call(
+        "POST",
+        f"{gateway}/conversations/{conversation_id}/fork",
+        token(),
+        json={"message_id": a2["id"]},
+    )
+    assert forked.status_code == 201, forked.text
+    fork = forked.json()
+    assert fork["id"] != conversation_id and fork["title"] == "q1"
+    assert fork["active_message_id"] == a2["id"]
+    copied = (await view(gateway, token(), fork["id"]))["messages"]
+    assert [m["id"] for m in copied] == [q1["id"], a1["id"], q2["id"], a2["id"]]
+    assert all("branch" not in m for m in copied)
+    onward = tagged("onward")
+    await say(gateway, token(), onward, conversation_id=fork["id"])
+    assert sent(fake_upstream, onward) == ["q1", "You said: q1", "q2", "You said: q2", onward]
+    assert (await path_of(gateway, token(), conversation_id))[2] == "q2b"  # untouched
+    for who, body, status in [
+        (token("bob"), {"message_id": a2["id"]}, 404),
+        (token(), {"message_id": "msg_unknown"}, 404),
+        (token(), {"message_id": "x"}, 400),
+        (token(), {"message_id": a2["id"], "title": "x"}, 400),
+    ]:
+        response = await call(
+            "POST", f"{gateway}/conversations/{conversation_id}/fork", who, json=body
+        )
+        assert response.status_code == status, (body, response.text)
+
+
+async def test_the_ai_sdk_regenerate_makes_a_sibling_answer(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    question = tagged("sdk q")
+    first = await say(gateway, token(), question, conversation_id="sdk-chat")
+    before = fake_upstream.count("fake")
+    user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": question}]}
+    # `useChat` names the answer by the id `start` gave it, the generation's; or none (the
+    # last answer).
+    for named in ({"messageId": first["generation_id"]}, {}):
+        body = {"id": "sdk-chat", "messages": [user], "trigger": "regenerate-message", **named}
+        async with (
+            httpx2.AsyncClient(timeout=30) as client,
+            client.stream(
+                "POST",
+                f"{gateway}/api/chat",
+                json=body,
+                headers={"Authorization": f"Bearer {token()}"},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+    assert fake_upstream.count("fake") == before + 2
+    for request in fake_upstream.requests[-2:]:
+        assert [m["content"] for m in request.messages if m["role"] != "system"] == [question]
+    messages = (await view(gateway, token(), "sdk-chat"))["messages"]
+    assert [m["content"] for m in messages] == [question, f"You said: {question}"]
+    assert messages[1]["branch"]["count"] == 3 and messages[1]["branch"]["index"] == 2

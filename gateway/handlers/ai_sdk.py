@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -36,12 +36,14 @@ from gateway.handlers.slots import Slot, SlotStream
 from gateway.handlers.sse import KEEP_ALIVE, SSE_HEADERS, Listener
 from gateway.protocol.frames import (
     CONVERSATION_ID_RE,
+    GENERATION_ID_RE,
     CompletionRequest,
     dumps,
     json_string,
     parse_completion,
     parse_json_object,
 )
+from gateway.store.messages import ACTIVE_LEAF, answer_id
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE_LINE = "data: [DONE]\n\n"
@@ -77,7 +79,19 @@ def chat_request(body: dict[str, Any], idempotency_key: str | None = None) -> Co
     fields.update(message=last_user_text(messages[-1]), conversation_id=chat_id, stream=True)
     if idempotency_key is not None:
         fields["idempotency_key"] = idempotency_key
-    return parse_completion(fields, require_id=False)
+    request = parse_completion(fields, require_id=False)
+    if body.get("trigger") == "regenerate-message":
+        return replace(request, message=None, regenerate=regenerated(body.get("messageId")))
+    return request
+
+
+def regenerated(message_id: Any) -> str:
+    """The answer a regenerate makes again: the UI message named (`start` gave it its
+    generation's id, whose answer is stored under the same token), else the active path's
+    last answer."""
+    if isinstance(message_id, str) and GENERATION_ID_RE.fullmatch(message_id):
+        return answer_id(message_id)
+    return ACTIVE_LEAF
 
 
 def last_user_text(message: Any) -> str:

@@ -31,7 +31,15 @@ from gateway.store.messages import (
     stored_size,
     title_of,
 )
-from gateway.store.tree_scripts import OPEN_TURN, PAGE, STORE_ANSWER
+from gateway.store.tree_scripts import (
+    CREATE_PATH,
+    DELETE_MESSAGE,
+    OPEN_TURN,
+    PAGE,
+    PATH,
+    STORE_ANSWER,
+    SWITCH,
+)
 
 # Most stored messages and answers or edits of one message, when not configured.
 UNBOUNDED = 2**31
@@ -69,6 +77,10 @@ class ConversationStore:
         self._page = Lua(redis, PAGE)
         self._delete = Lua(redis, DELETE)
         self._prune = Lua(redis, PRUNE)
+        self._switch = Lua(redis, SWITCH)
+        self._delete_message = Lua(redis, DELETE_MESSAGE)
+        self._path = Lua(redis, PATH)
+        self._create_path = Lua(redis, CREATE_PATH)
 
     async def open_turn(
         self,
@@ -284,6 +296,65 @@ class ConversationStore:
         if result[0] == 0:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
         return list(dict.fromkeys(gid for gid in result[1:] if gid))
+
+    async def switch(self, owner: str, conversation_id: str, message_id: str) -> str:
+        """Make the newest descendant of the message (following the most recently created
+        child at each step) the active leaf, and return it. NotFound unless `owner` owns the
+        conversation and it holds the message."""
+        result = await self._switch(
+            keys=self._keys.conversation_keys(owner, conversation_id), args=[owner, message_id]
+        )
+        self._check(conversation_id, message_id, result)
+        return str(result[1])
+
+    async def delete_message(
+        self, owner: str, conversation_id: str, message_id: str
+    ) -> tuple[int, list[str]]:
+        """Remove the message and its descendants; the active leaf, if removed, moves to the
+        newest remaining sibling's newest descendant, else to the parent. Returns the bytes
+        the conversation holds after, and the generations still answering a removed message
+        (their answers will not be stored). NotFound as for `switch`."""
+        result = await self._delete_message(
+            keys=self._keys.conversation_keys(owner, conversation_id), args=[owner, message_id]
+        )
+        self._check(conversation_id, message_id, result)
+        return int(result[1]), [str(g) for g in result[2:]]
+
+    async def copy_path(
+        self, owner: str, conversation_id: str, message_id: str, new_id: str
+    ) -> tuple[Summary, int]:
+        """A new conversation `new_id` of `owner` holding the path from the first message down
+        to `message_id`, with the same ids, title and project; its summary and stored bytes.
+        NotFound as for `switch`."""
+        found = await self._path(
+            keys=self._keys.conversation_keys(owner, conversation_id),
+            args=[owner, message_id, self._max_stored],
+        )
+        self._check(conversation_id, message_id, found)
+        flat = found[1]
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        now = int(time.time() * 1000)
+        title, project = record.get("title", ""), record.get("project_id", "")
+        index = self._keys.user_conversations(owner)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._create_path(
+                keys=self._keys.conversation_keys(owner, new_id),
+                args=[owner, now, self._ttl, title, project, *found[2:]],
+                client=pipe,
+            )
+            pipe.zadd(index, {new_id: now}, gt=True)
+            pipe.expire(index, self._ttl)
+            created, _, _ = await pipe.execute()
+        if created[0] != 1:
+            raise NotFound(f"Conversation '{new_id}' was not found.")  # a new id: never
+        return Summary(new_id, title, project or None, now, now, None), int(created[1])
+
+    @staticmethod
+    def _check(conversation_id: str, message_id: str, result: list[object]) -> None:
+        if result[0] == 0:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        if result[0] == 2:
+            raise NotFound(f"Message '{message_id}' was not found.")
 
     async def _index_after(self, owner: str, after: Position | None, count: int) -> list[Position]:
         """The next `count` positions of the owner's index after `after`, greatest first."""

@@ -122,7 +122,8 @@ end
 # ARGV: owner, now_ms, ttl, history_messages, user_message ('': none), title, generation_id,
 #       project_id, forget_before_ms (ids of generations started earlier have no keys left;
 #       '': keep all), max_messages (trimmed to), history_bytes, parent ('~': the active leaf,
-#       '': none, else a message id), regenerate ('' or an answer's id), the user message's
+#       '': none, else a message id), regenerate ('' or an answer's id; '~': the active
+#       leaf), the user message's
 #       id, max_stored (MAX_STORED_MESSAGES), max_siblings, the answer's id.
 # Returns {0} when another user owns the conversation (or none does and a message is named);
 # {2, id} when a named message does not exist; {3, id} when `regenerate` names no answer to
@@ -140,11 +141,13 @@ if not owner and named then return {0} end
 local bytes = stored_bytes()
 migrate()
 local parent = ARGV[12]
+local again = ARGV[13]
+if again == '~' then again = redis.call('HGET', KEYS[1], 'leaf') or '' end
 if ARGV[13] ~= '' then
-  local raw = redis.call('HGET', KEYS[4], ARGV[13])
-  if not raw then return {2, ARGV[13]} end
-  parent = parent_of(ARGV[13])
-  if cjson.decode(raw).role ~= 'assistant' or parent == '' then return {3, ARGV[13]} end
+  local raw = redis.call('HGET', KEYS[4], again)
+  if not raw then return {2, again} end
+  parent = parent_of(again)
+  if cjson.decode(raw).role ~= 'assistant' or parent == '' then return {3, again} end
 elseif parent == '~' then
   parent = redis.call('HGET', KEYS[1], 'leaf') or ''
 elseif parent ~= '' and redis.call('HEXISTS', KEYS[4], parent) == 0 then
