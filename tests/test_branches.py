@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any
 
-import httpx2
 from redis.asyncio import Redis
 
 from gateway.config import Settings
@@ -17,6 +16,7 @@ from gateway.store.keys import Keys
 from gateway.store.messages import StoredMessage
 from tests.conftest import GatewayFactory
 from tests.support.upstream import FakeUpstream
+from tests.test_ai_sdk import read_parts_until
 from tests.test_conversations_api import Mint, call, redis, running_turn, say, upstream_request
 
 __all__ = ["redis"]  # the fixture, used by name
@@ -355,18 +355,8 @@ async def test_the_ai_sdk_regenerate_makes_a_sibling_answer(
     # last answer).
     for named in ({"messageId": first["generation_id"]}, {}):
         body = {"id": "sdk-chat", "messages": [user], "trigger": "regenerate-message", **named}
-        async with (
-            httpx2.AsyncClient(timeout=30) as client,
-            client.stream(
-                "POST",
-                f"{gateway}/api/chat",
-                json=body,
-                headers={"Authorization": f"Bearer {token()}"},
-            ) as response,
-        ):
-            assert response.status_code == 200
-            lines = [line async for line in response.aiter_lines() if line]
-        assert lines[-1] == "data: [DONE]"
+        parts = await read_parts_until(gateway, token(), body, lambda p: p[-1]["type"] == "finish")
+        assert parts[0]["type"] == "start"
     assert fake_upstream.count("fake") == before + 2
     for request in fake_upstream.requests[-2:]:
         assert [m["content"] for m in request.messages if m["role"] != "system"] == [question]
