@@ -4,6 +4,7 @@ and the bare ceiling server, each on 127.0.0.1 and a free port."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import sys
@@ -119,6 +120,8 @@ def gateway_env(opts: Options, work: Workspace, redis_port: int, ping: float) ->
         MAX_QUEUED_FRAMES=str(max(1024, opts.burst_words + 64)),
         UPSTREAM_MAX_CONCURRENT=str(2 * max(max(opts.streams), max(opts.open_rate) * 10)),
         **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
+        # Tracing's cost is measured by running the bench with OTEL_EXPORTER_OTLP_ENDPOINT set.
+        **{k: v for k, v in os.environ.items() if k.startswith("OTEL_")},
     )
 
 

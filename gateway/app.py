@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ from gateway.handlers.sse import cancel_generation, completion, generation_event
 from gateway.handlers.websocket import websocket_endpoint
 from gateway.obs.logs import install_logging
 from gateway.obs.metrics import GatewayMetrics
+from gateway.obs.tracing import install as install_tracing
 from gateway.server.devmode import dev_secret
 from gateway.server.timing import OverheadHeader
 from gateway.server.traffic import TrafficCounter
@@ -48,6 +50,8 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         settings = settings.with_secret(dev_secret(settings.data_dir))
 
     counters = GatewayMetrics()  # shared by the services and the connection counter
+    # Chosen once, before the models are made: off, nothing traces (see gateway.obs.tracing).
+    tracing = install_tracing(os.environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,6 +64,7 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
             gc.collect()
             gc.freeze()
             yield
+        tracing.shutdown()  # exports the spans still buffered
 
     async def index(_: object) -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -99,6 +104,8 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         Route("/v1/{path:path}", openai_compat.unknown_path, methods=openai_compat.ALL_METHODS),
     ]
     middleware = [Middleware(OverheadHeader), Middleware(TrafficCounter, metrics=counters)]
+    if tracing.enabled:
+        middleware.insert(0, Middleware(tracing.asgi, routes=routes))
     if settings.allowed_origins:
         middleware.append(
             Middleware(
@@ -134,6 +141,4 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
 
 def app_from_env() -> Starlette:
     """uvicorn factory: `uvicorn --factory gateway.app:app_from_env`."""
-    import os
-
     return create_app(Settings.from_env(os.environ))

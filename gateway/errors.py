@@ -16,13 +16,17 @@
     │   ├── InternalError        "internal"      (HTTP 500)
     │   ├── Interrupted          "interrupted"   (HTTP 503, retryable: the producer stopped)
     │   └── Unavailable          "unavailable"   (HTTP 503, retryable: shutting down)
-    └── Disconnect(close_code)   the WebSocket must close with this code
+    └── Disconnect(close_code)   the WebSocket must close with this code; what the client
+                                 should do then is its `reconnect_after(close_code)`
 
 Messages are written for people and never carry secrets or stack traces: handlers
 render them verbatim. Foreign exceptions are translated at the adapter that meets them.
 """
 
 import math
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
 from typing import ClassVar, Literal
 
 ErrorCode = Literal[
@@ -178,6 +182,15 @@ def _statuses() -> dict[str, int]:
     return found
 
 
+class Reconnect(StrEnum):
+    """What a client should do after a close: the words docs/protocol.md §7 uses."""
+
+    NOW = "retry now"
+    BACKOFF = "retry with backoff"
+    REFRESH_TOKEN = "refresh token then retry"
+    NEVER = "do not retry"
+
+
 class Disconnect(GatewayError):
     """Close the WebSocket with `close_code`; `reason` is short and safe to show."""
 
@@ -186,17 +199,49 @@ class Disconnect(GatewayError):
         self.close_code = close_code
         self.reason = reason
 
+    @property
+    def reconnect(self) -> Reconnect:
+        return reconnect_after(self.close_code)
+
 
 # WebSocket close codes, one place.
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_KEEPALIVE_TIMEOUT = 1011  # sent by the WebSocket layer when a ping goes unanswered
 CLOSE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_RATE_LIMITED = 4429
+
+
+# Each close code's reconnect class. BACKOFF where many clients may be closed together (a
+# restart) or the cause may last (a slow network, a full quota): a crowd retrying at once
+# would only be refused again. NEVER where the same client would be closed the same way.
+RECONNECT_AFTER_CLOSE: Mapping[int, Reconnect] = MappingProxyType(
+    {
+        CLOSE_NORMAL: Reconnect.NOW,  # idle: nothing failed; reconnect once there is work
+        CLOSE_UNSUPPORTED_DATA: Reconnect.NEVER,
+        CLOSE_POLICY: Reconnect.NEVER,
+        CLOSE_TOO_BIG: Reconnect.NEVER,
+        CLOSE_KEEPALIVE_TIMEOUT: Reconnect.BACKOFF,
+        CLOSE_RESTART: Reconnect.BACKOFF,
+        CLOSE_SLOW_CONSUMER: Reconnect.BACKOFF,
+        CLOSE_UNAUTHORIZED: Reconnect.REFRESH_TOKEN,
+        CLOSE_FORBIDDEN_ORIGIN: Reconnect.NEVER,
+        CLOSE_AUTH_TIMEOUT: Reconnect.BACKOFF,
+        CLOSE_RATE_LIMITED: Reconnect.BACKOFF,
+    }
+)
+
+
+def reconnect_after(close_code: int) -> Reconnect:
+    """The reconnect class of a close code; BACKOFF for one the gateway never sends (`1006`,
+    a connection lost without a close frame)."""
+    return RECONNECT_AFTER_CLOSE.get(close_code, Reconnect.BACKOFF)
+
 
 _STATUS_OF_CODE = _statuses()

@@ -38,16 +38,15 @@ from gateway.events import (
     ToolReturned,
     Usage,
 )
-from gateway.handlers.ai_sdk import (
-    DONE_LINE,
+from gateway.protocol.ai_sdk import (
     Part,
     PartsState,
     chat_request,
     event_data,
     event_parts,
     fell_behind_parts,
-    sse_data,
 )
+from gateway.protocol.sse import DONE_LINE, sse_data
 from gateway.store.conversations import ConversationStore
 from gateway.tools.pool import WorkerPool
 from tests.conftest import GatewayFactory

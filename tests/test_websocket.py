@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.handlers.expiry import next_step
-from gateway.handlers.websocket import origin_allowed
+from gateway.handlers.ws_session import origin_allowed
 from gateway.store.conversations import ConversationStore
 from tests.client import close_code, connected, open_socket, receive, send, text_of, until_done
 from tests.conftest import TEST_SECRET, GatewayFactory, free_port, kinds

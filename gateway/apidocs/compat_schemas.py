@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.apidocs.schemas import COMPLETION_FIELDS, CONVERSATION_ID
-from gateway.handlers import ai_sdk, openai_compat
+from gateway.protocol import ai_sdk
+from gateway.protocol import openai as openai_compat
 from gateway.protocol.wire import MAX_HISTORY_MESSAGES
 
 Schema = dict[str, Any]

@@ -26,7 +26,7 @@ from gateway.apidocs.parts import (
 )
 from gateway.apidocs.schemas import CONVERSATION_ID, ID, ref
 from gateway.core import conversations
-from gateway.handlers import openai_compat
+from gateway.protocol import openai as openai_compat
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation(

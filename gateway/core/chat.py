@@ -30,6 +30,7 @@ from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
+from gateway.obs import tracing
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
 from gateway.protocol.frames import CompletionRequest
@@ -156,10 +157,19 @@ class ChatService:
         if key is not None and (earlier := await self._log.idempotent(principal.sub, key)):
             # A retry re-attaches without counting against the user's limits.
             return self.attach(await self.locate(principal, earlier), 0, subscriber)
+        # Its span starts here so that the record holds its context; one never launched is
+        # never ended, so never exported.
+        trace = tracing.active.generation(generation_id, conversation_id, model.name, agent.name)
         # The record is created with the admission, in one round trip, before the idempotency
         # key can point at it: a retry that races this request always finds something to follow.
         meta = GenerationMeta(
-            generation_id, principal.sub, conversation_id, request.id, model.name, agent.name
+            generation_id,
+            principal.sub,
+            conversation_id,
+            request.id,
+            model.name,
+            agent.name,
+            trace=trace.traceparent,
         )
         user_message = (
             None
@@ -217,6 +227,7 @@ class ChatService:
             metrics=self.generations.metrics,
             bounds=self._bounds,
             generation_log=self._log,
+            trace=trace,
         )
         generation.attach(subscriber)
         self.generations.launch(generation)
@@ -293,11 +304,13 @@ class ChatService:
         self.check_after(meta, after)
         self.generations.metrics.resumes.inc()
         local = self.generations.get(meta.generation_id)
+        # A span linked to the generation's, wherever that runs (off: the work itself).
+        traced = tracing.active.follow
         if local is not None:
-            task = asyncio.create_task(local.replay(sink, after), name=name)
-            return LocalFollow(local, sink, task)
-        task = asyncio.create_task(self._follow_log(meta, after, sink), name=name)
-        return RemoteFollow(task, meta.generation_id)
+            work = traced(meta.generation_id, meta.trace, local.replay(sink, after))
+            return LocalFollow(local, sink, asyncio.create_task(work, name=name))
+        work = traced(meta.generation_id, meta.trace, self._follow_log(meta, after, sink))
+        return RemoteFollow(asyncio.create_task(work, name=name), meta.generation_id)
 
     async def cancel(self, principal: Principal, generation_id: str) -> Status:
         """Stop the generation wherever it runs; idempotent. NotFound unless it is yours."""

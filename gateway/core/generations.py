@@ -39,6 +39,7 @@ from gateway.events import (
 )
 from gateway.obs.logs import bind
 from gateway.obs.metrics import GatewayMetrics
+from gateway.obs.tracing import NO_GENERATION, GenerationTrace
 from gateway.protocol.frames import failed_from
 from gateway.store.records import Persisted, Status, Trouble
 from gateway.store.unreachable import store_error
@@ -137,8 +138,10 @@ class Generation:
         metrics: GatewayMetrics,
         bounds: GenerationBounds,
         generation_log: GenerationLogs,
+        trace: GenerationTrace = NO_GENERATION,
     ) -> None:
         self.ref = ref
+        self.trace = trace
         self.model = model
         self.agent = agent
         self._source = events
@@ -321,6 +324,8 @@ class Generation:
 
     async def _end(self, result: Result) -> None:
         self._ending = True
+        code = result.finish.code if isinstance(result.finish, Failed) else None
+        self.trace.ended(result.outcome, code)
         if self._stop == "lost":
             # The log already ends with another instance's terminal event; only local
             # subscribers still need one.
@@ -462,7 +467,9 @@ class GenerationRegistry:
 
     def launch(self, generation: Generation) -> None:
         generation.begin()
-        task = asyncio.create_task(generation.run(), name=f"generation-{generation.id}")
+        # Its span is the task's current one: the model's calls are its children.
+        work = generation.trace.run(generation.run())
+        task = asyncio.create_task(work, name=f"generation-{generation.id}")
         generation.task = task
         self._running[generation.id] = generation
         self.metrics.generations_running.set(len(self._running))

@@ -13,7 +13,7 @@ A second API is a dialect module and a stream-reader module in a package beside
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,10 +77,13 @@ class Dialect(Protocol):
         can send it)."""
         ...
 
-    def send(self, request: Body) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    def send(
+        self, request: Body, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """One attempt: the response's body as it arrives, a network read at a time, bounded
         by the transport (`gateway.llm.transport`); the response is closed on leaving. An
-        error status raises, as any failure does, the API's own exception (see `fault`)."""
+        error status raises, as any failure does, the API's own exception (see `fault`).
+        `headers` go with the request (the trace context, when tracing is on)."""
         ...
 
     def reader(self) -> StreamReader:

@@ -10,7 +10,9 @@ how long to wait and what a failure means:
   or tool delta (UPSTREAM_FIRST_TOKEN_TIMEOUT); once the answer has started, the same timeout
   bounds the time without a complete line (UPSTREAM_READ_TIMEOUT, `LineDeadline`), so an
   upstream that drips a byte at a time never resets it;
-- the latency and error metrics, and a usage estimate when the API sends none.
+- the latency and error metrics, and a usage estimate when the API sends none;
+- a client span per call when tracing is on (`gateway.obs.tracing`), whose context the
+  request carries; off, the call goes straight to the policy.
 
 The hot path is one dialect reader call per network read: no layer sits between the
 transport's body and the reader.
@@ -25,6 +27,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
@@ -35,7 +38,9 @@ from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.retry import RetryPolicy
 from gateway.llm.usage import estimate_tokens, estimate_usage
+from gateway.obs import tracing
 from gateway.obs.metrics import GatewayMetrics
+from gateway.obs.tracing import NO_CALL, CallInfo, ModelCall
 
 log = logging.getLogger("gateway.upstream")
 
@@ -82,16 +87,29 @@ class UpstreamModel:
         self._jitter = jitter
         self._metrics = metrics
         self._latency = metrics.upstream_latency.labels(config.name)
+        self._provider = config.provider
+        self._upstream_name = config.upstream_name
+        self._base_url = config.base_url
+        self._tracing = tracing.active  # chosen at start-up, before the models are made
 
     def stream(
         self, messages: Sequence[Message], params: ModelParams
     ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
-        if self.streaming:
-            return self._stream(messages, params)
-        return self._whole(messages, params)
+        answer = self._stream if self.streaming else self._whole
+        if not self._tracing.enabled:
+            return answer(messages, params, NO_CALL)
+        info = CallInfo(
+            self._provider,
+            self.name,
+            self._upstream_name,
+            self._base_url,
+            params.max_tokens,
+            params.temperature,
+        )
+        return self._tracing.model_call(info, partial(answer, messages, params))
 
     async def _stream(
-        self, messages: Sequence[Message], params: ModelParams
+        self, messages: Sequence[Message], params: ModelParams, traced: ModelCall
     ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         request = self._dialect.request(messages, params, stream=True)
         async with self._gate.slot():
@@ -99,7 +117,7 @@ class UpstreamModel:
             while True:
                 stream = self._dialect.reader()
                 try:
-                    async with self._opened(request) as (timeout, pieces):
+                    async with self._opened(request, traced) as (timeout, pieces):
                         deadline = LineDeadline(timeout, self._read_timeout)
                         async for piece in pieces:
                             text = stream.feed(piece)
@@ -127,22 +145,22 @@ class UpstreamModel:
 
     @asynccontextmanager
     async def _opened(
-        self, request: Body
+        self, request: Body, traced: ModelCall
     ) -> AsyncIterator[tuple[asyncio.Timeout, AsyncIterator[bytes]]]:
         """One attempt: the response's body as it arrives, under the first-token deadline
         (which the caller moves on once the answer has started)."""
         async with asyncio.timeout(self._first_token_timeout) as deadline:
             sent = time.perf_counter()
-            async with self._dialect.send(request) as body:
+            async with self._dialect.send(request, traced.headers) as body:
                 self._latency.observe(time.perf_counter() - sent)
-                yield deadline, body
+                yield deadline, traced.body(body)
 
     async def _whole(
-        self, messages: Sequence[Message], params: ModelParams
+        self, messages: Sequence[Message], params: ModelParams, traced: ModelCall
     ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
         request = self._dialect.request(messages, params, stream=False)
         async with self._gate.slot():
-            reply = await self._with_retries(lambda: self._fetch(request))
+            reply = await self._with_retries(lambda: self._fetch(request, traced))
         if reply.text:
             yield TextDelta(reply.text)
         for call in reply.tool_calls:
@@ -150,10 +168,10 @@ class UpstreamModel:
         usage = reply.usage or estimate_usage(messages, estimate_tokens(reply.text))
         yield Finish(reply.finish, usage)
 
-    async def _fetch(self, request: Body) -> Reply:
+    async def _fetch(self, request: Body, traced: ModelCall) -> Reply:
         """A whole answer is its own first token: the deadline covers all of it. Its body is
         read through the same bounds as a stream's."""
-        async with self._opened(request) as (_, pieces):
+        async with self._opened(request, traced) as (_, pieces):
             body = b"".join([piece async for piece in pieces])
         return self._dialect.reply(body)
 

@@ -19,6 +19,10 @@ from gateway.errors import BadRequest
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GENERATION_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{1,60}$")
 MESSAGE_ID_RE = re.compile(r"^msg_[A-Za-z0-9_-]{1,60}$")
+MESSAGE_ID_PREFIX = "msg_"
+# The `parent_id` of a turn that continues from the active leaf, and the `regenerate` of one
+# that makes the active leaf's answer again: never sent, the gateway's own.
+ACTIVE_LEAF = "~"
 MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
@@ -86,6 +90,13 @@ ParentId = Annotated[
         "first message.",
     ),
 ]
+
+
+def answer_id(generation_id: str) -> str:
+    """The id of a generation's answer, fixed by the generation: storing it twice (a write
+    retried on a Redis Cluster) finds it stored, and a client that knows the generation
+    (the AI SDK's message id) knows its answer."""
+    return MESSAGE_ID_PREFIX + generation_id.removeprefix("gen_")
 
 
 def _not_blank(value: str) -> str:

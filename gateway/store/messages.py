@@ -10,24 +10,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.events import Message, Usage
+from gateway.protocol.wire import ACTIVE_LEAF, MESSAGE_ID_PREFIX, answer_id
+
+__all__ = ["ACTIVE_LEAF", "answer_id"]  # with the rest of what a stored message is
 
 TITLE_CHARS = 80
 ELLIPSIS = "\u2026"
 
-# The message ids the store hands out; ids of messages stored before the tree are `msg_<n>`.
-MESSAGE_ID_PREFIX = "msg_"
-# The `parent_id` of a turn that continues from the active leaf (the default).
-ACTIVE_LEAF = "~"
-
 
 def new_message_id() -> str:
+    """The id of a new message; ids of messages stored before the tree are `msg_<n>`."""
     return f"{MESSAGE_ID_PREFIX}{secrets.token_urlsafe(12)}"
-
-
-def answer_id(generation_id: str) -> str:
-    """The id of a generation's answer, fixed by the generation: storing it twice (a write
-    retried on a Redis Cluster) finds it stored."""
-    return MESSAGE_ID_PREFIX + generation_id.removeprefix("gen_")
 
 
 MessageStatus = Literal["complete", "incomplete", "cancelled"]

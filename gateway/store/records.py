@@ -131,9 +131,13 @@ class GenerationMeta:
     agent: str
     status: Status = "running"
     last_seq: int = 0
+    # The generation span's W3C context, when tracing is on: a follower anywhere links to it.
+    trace: str = ""
 
     def fields(self) -> dict[str, str | int]:
+        traced = {"trace": self.trace} if self.trace else {}
         return {
+            **traced,
             "owner": self.owner,
             "conversation_id": self.conversation_id,
             "request_id": self.request_id or "",
@@ -155,4 +159,5 @@ class GenerationMeta:
             agent=raw["agent"],
             status=raw["status"],  # type: ignore[arg-type]
             last_seq=int(raw.get("last_seq", 0)),
+            trace=raw.get("trace", ""),
         )

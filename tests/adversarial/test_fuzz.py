@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 
 from gateway.config import Limits
 from gateway.errors import RequestError
-from gateway.handlers.ai_sdk import chat_request
-from gateway.handlers.openai_compat import chat_call
+from gateway.protocol.ai_sdk import chat_request
 from gateway.protocol.frames import (
     ClientFrame,
     parse_completion,
     parse_frame_object,
     parse_json_object,
 )
+from gateway.protocol.openai import chat_call
 from tests.conftest import GatewayFactory
 
 Mint = Callable[..., str]

@@ -61,6 +61,7 @@ class Recorded:
     body: dict[str, Any]
     authorization: str | None
     in_flight: int = 0  # this model's other requests still open when this one arrived
+    traceparent: str | None = None  # the trace context the gateway sent, if any
     finished: threading.Event = field(default_factory=threading.Event)
     client_left: threading.Event = field(default_factory=threading.Event)
 
@@ -182,6 +183,7 @@ class FakeUpstream:
         body = await request.json()
         self._loop = asyncio.get_running_loop()
         record, nth = self._arrive(body, request.headers.get("authorization"))
+        record.traceparent = request.headers.get("traceparent")
         behaviour = Behaviour.parse(body["model"], body["messages"], body.get("tools"))
         if behaviour.silent:
             return await self._silence(request, record)

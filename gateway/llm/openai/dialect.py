@@ -10,7 +10,7 @@ own retries are off: the gateway's policy (`gateway.llm.upstream`) decides.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -84,9 +84,17 @@ class OpenAIDialect:
         return body
 
     @asynccontextmanager
-    async def send(self, request: Body) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def send(
+        self, request: Body, headers: Mapping[str, str]
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        # The trace context is injected here: no HTTP-client instrumentation sees this call.
+        options: openai.RequestOptions = {"headers": dict(headers)} if headers else {}
         response = await self._client.post(
-            "/chat/completions", body=request, cast_to=httpx2.Response, stream=True
+            "/chat/completions",
+            body=request,
+            cast_to=httpx2.Response,
+            stream=True,
+            options=options,
         )
         try:
             # Straight from its (bounded) stream: httpx's `aiter_bytes` adds two generators,
