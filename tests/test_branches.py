@@ -9,11 +9,13 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from gateway.config import Settings
 from gateway.store.keys import Keys
 from gateway.store.messages import StoredMessage
+from gateway_client import Done, GatewayClient, GatewayError
 from tests.conftest import GatewayFactory
 from tests.support.upstream import FakeUpstream
 from tests.test_ai_sdk import read_parts_until
@@ -363,3 +365,30 @@ async def test_the_ai_sdk_regenerate_makes_a_sibling_answer(
     messages = (await view(gateway, token(), "sdk-chat"))["messages"]
     assert [m["content"] for m in messages] == [question, f"You said: {question}"]
     assert messages[1]["branch"]["count"] == 3 and messages[1]["branch"]["index"] == 2
+
+
+async def test_the_python_client_edits_regenerates_switches_forks_and_deletes(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    """Over the WebSocket, the client's transport."""
+    q2b = tagged("q2b")
+    async with GatewayClient(gateway, token=token()) as client:
+        for question in ("q1", "q2"):
+            await client.complete(question, model="fake", conversation_id="py-tree").collect()
+        q1, a1, q2, a2 = await client.messages("py-tree")
+        edit = client.complete(q2b, model="fake", conversation_id="py-tree", parent_id=a1["id"])
+        assert isinstance((await edit.collect())[-1], Done)
+        assert sent(fake_upstream, q2b) == ["q1", "You said: q1", q2b]
+        answer = (await client.messages("py-tree"))[-1]
+        again = await client.regenerate(answer["id"], conversation_id="py-tree").collect()
+        assert isinstance(again[-1], Done)
+        assert (await client.messages("py-tree"))[-1]["branch"]["count"] == 2
+        assert await client.http.switch_branch("py-tree", q2["id"]) == a2["id"]
+        assert [m["content"] for m in await client.messages("py-tree")][2] == "q2"
+        forked = await client.http.fork("py-tree", a1["id"])
+        assert [m["id"] for m in await client.messages(forked)] == [q1["id"], a1["id"]]
+        await client.http.delete_message("py-tree", q2["id"])
+        assert (await client.messages("py-tree"))[2]["content"] == q2b
+        with pytest.raises(GatewayError) as caught:
+            await client.http.delete_message("py-tree", q2["id"])
+        assert caught.value.code == "not_found"
