@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from gateway_client import Done, GatewayClient, GatewayError
 from tests.conftest import GatewayFactory
 from tests.support.upstream import FakeUpstream
 from tests.test_ai_sdk import read_parts_until
+from tests.test_chat_cli import chat, clean_env
 from tests.test_conversations_api import Mint, call, redis, running_turn, say, upstream_request
 
 __all__ = ["redis"]  # the fixture, used by name
@@ -392,3 +395,47 @@ async def test_the_python_client_edits_regenerates_switches_forks_and_deletes(
         with pytest.raises(GatewayError) as caught:
             await client.http.delete_message("py-tree", q2["id"])
         assert caught.value.code == "not_found"
+
+
+async def test_the_terminal_chat_regenerates_switches_edits_and_forks(
+    gateway: str, token: Mint, tmp_path: Path
+) -> None:
+    conversation = f"cli-tree-{uuid.uuid4().hex[:8]}"
+    flags = ["--token", token(), "--model", "fake", "--conversation", conversation]
+    async with chat("--url", gateway, *flags, cwd=tmp_path, env=clean_env()) as session:
+        await session.say("q1")
+        await session.out.expect("You said: q1\n")
+        await session.say("/regenerate")
+        await session.out.expect("You said: q1\n")
+        await session.say("/versions")
+        listed = await session.err.expect("(/switch <id> shows another version)")
+        first, second = re.findall(r"version 2/2 of (msg_\S+), (msg_[^)\s]+)\)", listed)[0]
+        await session.say(f"/switch {first}")
+        await session.out.expect("you> q1\nYou said: q1\n")
+        await session.say("/edit q1b")
+        await session.out.expect("You said: q1b\n")
+        await session.say("/fork")
+        forked = await session.err.expect("; it goes on from here)")
+        await session.say("onward")
+        await session.out.expect("You said: onward\n")
+        assert await session.leave() == 0
+    assert "Traceback" not in session.err.text
+    shown = (await view(gateway, token(), conversation))["messages"]
+    assert [m["content"] for m in shown] == ["q1b", "You said: q1b"]
+    assert shown[0]["branch"]["count"] == 2
+    await call(
+        "PATCH",
+        f"{gateway}/conversations/{conversation}",
+        token(),
+        json={"active_message_id": shown[0]["branch"]["ids"][0]},
+    )
+    answer = (await view(gateway, token(), conversation))["messages"][1]
+    # The newest child of the old question: the regenerated answer, whatever was shown last.
+    assert answer["branch"]["ids"] == [first, second] and answer["id"] == second
+    fork_id = re.findall(r"conversation (conv_\S+);", forked)[0]
+    assert await path_of(gateway, token(), fork_id) == [
+        "q1b",
+        "You said: q1b",
+        "onward",
+        "You said: onward",
+    ]

@@ -281,3 +281,28 @@ async def test_a_lapsed_lease_ends_a_generation_only_a_lease_after_it_was_found(
     assert await log.interrupt_if_abandoned("gen_y") == 0
     meta = await log.meta("gen_y")
     assert meta is not None and meta.status == "running"
+
+
+async def test_a_turn_opened_before_the_tree_is_answered_below_its_question(
+    redis: Redis, settings: Settings
+) -> None:
+    """An instance that predates the tree opened the turn (a list); this one stores the
+    answer."""
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10)
+    question = message("user", "asked before")
+    await redis.rpush(keys.messages("alice", "rolling"), question.to_json())
+    await redis.hset(
+        keys.conversation("alice", "rolling"),
+        mapping={"owner": "alice", "title": "t", "created_at": 1, "updated_at": 1},
+    )
+    answer = StoredMessage("assistant", "answered after", 2, generation_id="gen_rolling")
+    await store.append_answer("alice", "rolling", answer)
+    await store.append_answer("alice", "rolling", answer)  # sent again: stored once
+    stored = await store.messages("alice", "rolling")
+    assert [(m.id, m.parent_id, m.content) for m in stored] == [
+        ("msg_0", None, "asked before"),
+        ("msg_rolling", "msg_0", "answered after"),
+    ]
+    bytes_ = await redis.hget(keys.conversation("alice", "rolling"), "bytes")
+    assert int(bytes_ or 0) == sum(len(m.to_json().encode()) for m in stored)
