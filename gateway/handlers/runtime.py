@@ -11,7 +11,8 @@ from typing import Protocol
 from gateway.config import Settings
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
-from gateway.core.generations import GenerationRegistry
+from gateway.core.disconnect import DisconnectPolicy
+from gateway.core.running import GenerationRegistry
 from gateway.limits import Refusal
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
@@ -47,3 +48,10 @@ class Runtime(Protocol):
     async def store_ready(self) -> bool:
         """True when the store answers (on a Redis Cluster, every primary)."""
         ...
+
+
+def disconnect_policy(runtime: Runtime) -> DisconnectPolicy:
+    """ON_DISCONNECT as the core applies it, for a transport whose client left early."""
+    return DisconnectPolicy(
+        runtime.settings.on_disconnect, runtime.generations.draining, runtime.chat
+    )

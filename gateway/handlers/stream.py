@@ -18,12 +18,11 @@ from typing import Literal, Protocol
 from prometheus_client import Counter
 from starlette.responses import StreamingResponse
 
-from gateway.core.disconnect import DisconnectPolicy
 from gateway.core.generations import Follow
 from gateway.core.outbox import Outbox
 from gateway.errors import InternalError
 from gateway.events import Event, GenerationRef, is_final
-from gateway.handlers.runtime import Runtime
+from gateway.handlers.runtime import Runtime, disconnect_policy
 from gateway.handlers.slots import Slot, SlotStream
 from gateway.principal import Principal
 from gateway.protocol.sse import event_count
@@ -85,9 +84,7 @@ Left = Callable[[], Awaitable[None]]
 def on_leave(services: Runtime, principal: Principal, follow: Follow) -> Left:
     """What the stream of a generation its client started does when that client leaves
     before the end: the core's disconnect policy (ON_DISCONNECT)."""
-    policy = DisconnectPolicy(
-        services.settings.on_disconnect, services.generations.draining, services.chat
-    )
+    policy = disconnect_policy(services)
 
     async def left() -> None:
         await policy.left(principal, (follow.generation_id,))
