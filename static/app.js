@@ -312,7 +312,10 @@ async function openConversation(id) {
   }
   if (ticket !== opening) return;
   const generation = conversation.generation;
-  const running = generation?.status === "running" ? generation.id : null;
+  // A running answer belongs here only when the path ends at its question: after a switch to
+  // another branch, it goes on there, unseen.
+  const onPath = conversation.messages.at(-1)?.role === "user";
+  const running = generation?.status === "running" && onPath ? generation.id : null;
   // The running answer is drawn from its events, in place of anything stored for it.
   const messages = conversation.messages.filter((m) => !running || m.generation_id !== running);
   thread.showStored(messages);

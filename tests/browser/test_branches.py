@@ -4,6 +4,8 @@ same branch, and a fork opens a conversation of its own."""
 
 from __future__ import annotations
 
+import asyncio
+
 from playwright.async_api import expect
 
 from tests.browser.conftest import ChatPage, unique, upstream_request
@@ -53,3 +55,28 @@ async def test_regenerate_switch_edit_reload_and_fork(
     await expect(chat.log.locator(".msg")).to_have_count(2)
     await expect(chat.log).to_contain_text(f"You said: {first}")
     await expect(chat.log.locator(".branch-place")).to_have_count(0)
+
+
+async def test_switching_while_an_answer_streams_on_another_branch(
+    chat: ChatPage, fake_upstream: FakeUpstream
+) -> None:
+    first = unique("first")
+    long = unique(" ".join(f"w{i}" for i in range(80)))  # about 2.4 s of answer
+    await chat.send(first)
+    await chat.until_answered()
+    await chat.page.get_by_role("button", name="Regenerate").click()
+    await chat.until_answered()
+    await expect(chat.log.locator(".branch-place")).to_have_text(["2/2"])
+
+    await chat.send(long)
+    await expect(chat.log).to_contain_text("You said: w0 w1")
+    await chat.log.get_by_role("button", name="Previous version").click()
+    await expect(chat.log.locator(".branch-place")).to_have_text(["1/2"])
+    streaming = upstream_request(fake_upstream, long)
+    assert await asyncio.to_thread(streaming.finished.wait, 15)
+    await expect(chat.log.locator(".msg")).to_have_count(2)  # the other branch's answer: not here
+    assert not streaming.client_left.is_set()  # the switch did not stop it
+
+    await chat.log.get_by_role("button", name="Next version").click()
+    await expect(chat.log).to_contain_text("w78 w79")
+    await expect(chat.log.locator(".msg")).to_have_count(4)
