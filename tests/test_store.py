@@ -172,6 +172,9 @@ async def test_a_conversation_forgets_generations_older_than_their_keys(
     await store.open_turn("alice", "c", message("user", "q2", at=5_000), 0, generation_id="g2")
     await store.open_turn("alice", "c", message("user", "q3", at=12_000), 0, generation_id="g3")
     assert await redis.zrange(keys.conversation_generations("alice", "c"), 0, -1) == ["g2", "g3"]
+    # None of them stored an answer: the link of the one forgotten goes with it.
+    links = [str(link) for link in await redis.hkeys(keys.links("alice", "c"))]
+    assert sorted(link for link in links if link.startswith("g:")) == ["g:g2", "g:g3"]
     assert sorted(await store.delete("alice", "c")) == ["g2", "g3"]
 
 

@@ -189,7 +189,13 @@ redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7], 'bytes
            'leaf', answered)
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[7])
-  if ARGV[9] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9]) end
+  if ARGV[9] ~= '' then
+    -- Generations that old have ended: an answer never stored leaves its link here.
+    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9])) do
+      redis.call('HDEL', KEYS[5], 'g:' .. gone)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9])
+  end
   redis.call('HSET', KEYS[5], 'g:' .. ARGV[7], answered)
 end
 expire_all(ARGV[3])
