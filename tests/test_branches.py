@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.config import Settings
+from gateway.config import Limits, Settings
 from gateway.store.keys import Keys
 from gateway.store.messages import StoredMessage
 from gateway_client import Done, GatewayClient, GatewayError
@@ -439,3 +439,23 @@ async def test_the_terminal_chat_regenerates_switches_edits_and_forks(
         "onward",
         "You said: onward",
     ]
+
+
+async def test_a_fork_past_the_storage_quota_is_refused(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(limits=Limits(storage_bytes=1000)) as url:
+        conversation_id = (await say(url, token(), "q"))["conversation_id"]
+        answer = (await view(url, token(), conversation_id))["messages"][-1]["id"]
+        fork = f"{url}/conversations/{conversation_id}/fork"
+        statuses = []
+        for _ in range(3):  # 286 bytes each: the third fork would take it past 1000
+            response = await call("POST", fork, token(), json={"message_id": answer})
+            statuses.append(response.status_code)
+        assert statuses == [201, 201, 429], response.text
+        refused = response.json()
+        assert refused["error"] == "rate_limited" and "retry_after" not in refused
+        assert "the fork needs 286 bytes more" in refused["detail"]
+        assert (await say(url, token("bob"), "meanwhile"))["content"]  # another user is served
+        listed = await call("GET", f"{url}/conversations", token())
+        assert len(listed.json()["data"]) == 3  # the refused copy is gone

@@ -26,9 +26,9 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.chat import ChatService, new_id
 from gateway.core.ports import Conversations, GenerationLogs, UserLimits
-from gateway.errors import BadRequest, NotFound, excerpt
+from gateway.errors import BadRequest, NotFound, RateLimited, excerpt
 from gateway.events import Event, GenerationRef, is_final
-from gateway.limits import Refusal, limits_for
+from gateway.limits import limits_for, size_text
 from gateway.principal import Principal
 from gateway.protocol.frames import CONVERSATION_ID_RE
 from gateway.protocol.wire import MESSAGE_ID_RE
@@ -296,7 +296,12 @@ class ConversationService:
         held = await self._limits.stored_bytes(sub)
         if limits.storage_bytes and held + stored > limits.storage_bytes:
             await self._store.delete(sub, new)
-            raise Refusal("storage_bytes", None, held, stored).error(limits)
+            raise RateLimited(
+                f"Your stored conversations take {size_text(held)} of the "
+                f"{size_text(limits.storage_bytes)} you may keep, and the fork needs "
+                f"{size_text(stored)} more. Delete conversations you no longer need to free "
+                "space, then fork again."
+            )
         await self._limits.count_stored(sub, new, stored, new=True)
         return {**summary_object(summary, None), "active_message_id": message_id}
 
