@@ -159,7 +159,8 @@ client.addEventListener("notice", ({ detail }) => {
  * Draws a run's events into an answer until its final event. Leaving the conversation stops
  * following the run (see leave) but not the answer: the gateway finishes and stores it.
  * `question`: the message a completion asks; if it never started an answer (not sent, or
- * refused), it goes back into the empty message box, so nothing typed is lost.
+ * refused), it goes back into the empty message box, so nothing typed is lost. Resolves to
+ * whether the answer started, once it has ended.
  */
 async function follow(run, answer, question = null) {
   active = { run, answer };
@@ -194,7 +195,7 @@ async function follow(run, answer, question = null) {
     const why = started ? "Signed out before the answer was complete." : "Not sent: signed out.";
     answer.end(signedOut ? why : error.message, true);
   }
-  if (active?.run !== run) return; // left meanwhile: the answer is no longer on screen
+  if (active?.run !== run) return false; // left meanwhile: the answer is no longer on screen
   if (question !== null && !started) {
     if (answer.streaming) answer.end("Not sent."); // stopped before it was sent
     keepText(question);
@@ -205,6 +206,7 @@ async function follow(run, answer, question = null) {
   thread.offerRegenerate();
   updateControls();
   conversations.refresh().then(() => showTitle());
+  return started;
 }
 
 function send(message) {
@@ -222,11 +224,14 @@ function send(message) {
   if (edit) reshowAfter(answered);
 }
 
-/** Once a new version is answered, shows the conversation again, with its versions. */
+/**
+ * Once a new version is answered, shows the conversation again, with its versions; a refused
+ * one (`conversation_full`, say) stays on screen with its reason.
+ */
 function reshowAfter(answered) {
   const id = conversationId;
-  answered.then(() => {
-    if (!active && id && conversationId === id) openConversation(id);
+  answered.then((started) => {
+    if (started && !active && id && conversationId === id) openConversation(id);
   });
 }
 
