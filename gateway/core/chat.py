@@ -17,7 +17,7 @@ from gateway.core.log_follow import LogFollower
 from gateway.core.notices import Sink
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
 from gateway.core.running import GenerationRegistry
-from gateway.errors import BadRequest, NotFound, Unavailable
+from gateway.errors import BadRequest, NotFound, OutputFormatRefused, Unavailable
 from gateway.events import GenerationRef, Message
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
@@ -299,7 +299,11 @@ class ChatService:
         return [m.as_model_message() for m in stored]
 
     def _params(self, request: CompletionRequest, agent: AgentConfig, model: str) -> ModelParams:
-        cap = self._settings.models[model].max_tokens
+        config = self._settings.models[model]
+        output = request.output_format
+        if output is not None and output.needs_structured_outputs and not config.structured_outputs:
+            raise OutputFormatRefused(model, output.kind)
+        cap = config.max_tokens
         wanted = request.max_tokens
         max_tokens = min(x for x in (wanted, cap) if x is not None) if wanted or cap else None
         temperature = request.temperature if request.temperature is not None else agent.temperature
@@ -309,6 +313,7 @@ class ChatService:
             stop=request.stop,
             tools=request.tools,
             tool_choice=request.tool_choice,
+            output_format=request.output_format,
         )
 
     async def _end(

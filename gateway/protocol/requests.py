@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypedDict
 
 from gateway.errors import BadRequest
-from gateway.events import Message, ToolChoice, ToolSpec, UseTool
+from gateway.events import Message, OutputFormat, ToolChoice, ToolSpec, UseTool
 from gateway.protocol.wire import (
     MAX_HISTORY_MESSAGES,
     MAX_SEQ,
@@ -66,6 +66,8 @@ class CompletionRequest:
     # active leaf; '': a new first message), or the answer to make again (`message` None).
     parent_id: str | None = None
     regenerate: str | None = None
+    # The answer's shape (OpenAI's `response_format`); the native protocol does not take one.
+    output_format: OutputFormat | None = None
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> CompletionRequest:
