@@ -155,7 +155,7 @@ async def test_bad_and_foreign_message_ids_are_refused(gateway: str, token: Mint
 async def test_siblings_and_stored_messages_are_bounded(
     start_gateway: GatewayFactory, token: Mint
 ) -> None:
-    with start_gateway(max_siblings=2, max_stored_messages=6) as url:
+    with start_gateway(max_siblings=2, max_stored_messages=6, max_stored_turns=3) as url:
         conversation_id = (await say(url, token(), "q"))["conversation_id"]
         answer = (await view(url, token(), conversation_id))["messages"][1]["id"]
         body = {"conversation_id": conversation_id, "regenerate": answer}
