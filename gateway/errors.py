@@ -3,10 +3,13 @@
     GatewayError
     ├── RequestError(code)       one request failed; the connection lives on
     │   ├── BadRequest           "bad_request"   (HTTP 400)
-    │   │   └── ContextTooLong       "context_too_long" (HTTP 400)
+    │   │   ├── ContextTooLong       "context_too_long" (HTTP 400)
+    │   │   └── OutputFormatRefused  "bad_request" (HTTP 400): a JSON format for a model
+    │   │                            not declared `structured_outputs = true`
     │   ├── Unauthorized         "unauthorized"  (HTTP 401)
     │   ├── Forbidden            "forbidden"     (HTTP 403)
     │   ├── NotFound             "not_found"     (HTTP 404)
+    │   ├── ConversationFull     "conversation_full" (HTTP 409: MAX_STORED_MESSAGES, MAX_SIBLINGS)
     │   ├── PayloadTooLarge      "bad_request"   (HTTP 413)
     │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable; also the upstream's 429)
     │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable: mid-stream failures)
@@ -33,6 +36,7 @@ ErrorCode = Literal[
     "unauthorized",
     "forbidden",
     "not_found",
+    "conversation_full",
     "rate_limited",
     "upstream_error",
     "upstream_unavailable",
@@ -95,6 +99,14 @@ class NotFound(RequestError):
     http_status = 404
 
 
+class ConversationFull(RequestError):
+    """The conversation holds as many messages, or a message as many answers or edits, as
+    it may: delete a branch, or start a new conversation (a fork)."""
+
+    code = "conversation_full"
+    http_status = 409
+
+
 class RateLimited(RequestError):
     code = "rate_limited"
     http_status = 429
@@ -129,6 +141,19 @@ class ContextTooLong(BadRequest):
     """The conversation no longer fits the model's context window."""
 
     code = "context_too_long"
+
+
+class OutputFormatRefused(BadRequest):
+    """A JSON output format asked of a model whose table does not declare
+    `structured_outputs = true`; each API names its own parameter in the error (OpenAI chat:
+    `response_format`)."""
+
+    def __init__(self, model: str, kind: str) -> None:
+        super().__init__(
+            f"Model '{model}' does not support structured outputs ('{kind}'): its "
+            f"[models.{model}] table in GATEWAY_CONFIG does not set structured_outputs = true."
+        )
+        self.model = model
 
 
 class InternalError(RequestError):

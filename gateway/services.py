@@ -28,14 +28,14 @@ from gateway.config.rules import webhook_key
 from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
-from gateway.core.generations import GenerationRegistry
+from gateway.core.running import GenerationRegistry
 from gateway.core.webhooks import Webhooks
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.activity import ActivityLog
 from gateway.store.activity_hub import ActivityHub, ActivityReads
 from gateway.store.activity_reads import BlockingActivityReads, PolledActivityReads
-from gateway.store.client import StoreClient, ping
+from gateway.store.client import StoreClient, cluster_client, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
@@ -103,6 +103,8 @@ async def open_services(
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
         history_bytes=settings.conversation_page_bytes,
+        max_stored_messages=settings.max_stored_messages,
+        max_siblings=settings.max_siblings,
     )
     limits = LimitStore(
         redis,
@@ -140,6 +142,7 @@ async def open_services(
         limits,
         stop_timeout,
         settings.conversation_page_bytes,
+        settings,
     )
     writer.start()
     generations.start()
@@ -197,7 +200,7 @@ def open_client(settings: Settings, redis_url: str) -> StoreClient:
     if settings.redis_cluster:
         # One pool per node, of up to REDIS_MAX_CONNECTIONS; the cluster client has no
         # waiting pool, so past the cap a command fails (unavailable) instead of waiting.
-        return RedisCluster.from_url(
+        return cluster_client(
             redis_url,
             decode_responses=True,
             max_connections=settings.redis_max_connections,

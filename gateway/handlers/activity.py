@@ -19,8 +19,9 @@ from gateway.core.outbox import Outbox
 from gateway.errors import BadRequest
 from gateway.handlers.common import authenticate, services_of
 from gateway.handlers.slots import Slot, SlotStream
-from gateway.handlers.sse import HEARTBEAT_SECONDS, KEEP_ALIVE, SSE_HEADERS
+from gateway.handlers.stream import HEARTBEAT_SECONDS
 from gateway.protocol.activity import ActivityEntry, stream_id
+from gateway.protocol.sse import KEEP_ALIVE, SSE_HEADERS
 
 BAD_LAST_ID = "'Last-Event-ID' must be an activity_id the gateway sent (digits-digits)."
 BAD_STATUS = "'status' must be 'running': only running generations are listed."

@@ -12,7 +12,8 @@ from gateway.config import Settings
 from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
-from gateway.core.generations import GenerationRegistry
+from gateway.core.disconnect import DisconnectPolicy
+from gateway.core.running import GenerationRegistry
 from gateway.limits import Refusal
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
@@ -50,3 +51,10 @@ class Runtime(Protocol):
     async def store_ready(self) -> bool:
         """True when the store answers (on a Redis Cluster, every primary)."""
         ...
+
+
+def disconnect_policy(runtime: Runtime) -> DisconnectPolicy:
+    """ON_DISCONNECT as the core applies it, for a transport whose client left early."""
+    return DisconnectPolicy(
+        runtime.settings.on_disconnect, runtime.generations.draining, runtime.chat
+    )

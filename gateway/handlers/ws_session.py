@@ -14,7 +14,6 @@ this one transport, and the core serves every transport alike.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
@@ -44,6 +43,7 @@ from gateway.errors import (
 from gateway.events import Event, GenerationRef, is_final
 from gateway.handlers.expiry import Expiry
 from gateway.handlers.idle import Idle
+from gateway.handlers.runtime import disconnect_policy
 from gateway.obs import tracing
 from gateway.obs.logs import log_context
 from gateway.obs.tracing import NO_HEADERS
@@ -263,11 +263,9 @@ class SocketSession:
         self.active.clear()
         for follow in follows:
             follow.stop()
-        cancel = self.settings.on_disconnect == "cancel"
-        if cancel and self.principal and not self.services.generations.draining.is_set():
-            for generation_id in self.started & {f.generation_id for f in follows}:
-                with contextlib.suppress(Exception):
-                    await self.services.chat.cancel(self.principal, generation_id)
+        if self.principal is not None:
+            left = self.started & {f.generation_id for f in follows}
+            await disconnect_policy(self.services).left(self.principal, left)
 
     async def _ready(self, principal: Principal) -> None:
         """The `ready` frame, then the user's activity with no await in between, so none is

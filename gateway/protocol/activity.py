@@ -43,12 +43,19 @@ class ActivityEvent:
 
 
 def generation_started(
-    conversation_id: str, generation_id: str, model: str, agent: str, content: str | None
+    conversation_id: str,
+    generation_id: str,
+    model: str,
+    agent: str,
+    content: str | None,
+    message_id: str | None = None,
 ) -> ActivityEvent:
-    message = None
+    message: dict[str, Any] | None = None
     if content is not None:
         cut = len(content) > CONTENT_CHARS
         message = {"content": content[:CONTENT_CHARS], "truncated": cut}
+        if message_id:
+            message["id"] = message_id
     return ActivityEvent(
         "generation.started",
         {

@@ -178,6 +178,7 @@ class ReadyFrame(TypedDict):
 
 class ActivityMessage(TypedDict):
     __pydantic_config__ = SENT  # type: ignore[misc]
+    id: NotRequired[Annotated[str, Field(description="The stored message's id.")]]
     content: Annotated[str, Field(description="The user's message, its first 2,000 characters.")]
     truncated: bool
 

@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 
 from gateway.config import Limits
 from gateway.errors import RequestError
-from gateway.handlers.ai_sdk import chat_request
-from gateway.handlers.openai_compat import chat_call
+from gateway.protocol.ai_sdk import chat_request
 from gateway.protocol.frames import (
     ClientFrame,
     parse_completion,
     parse_frame_object,
     parse_json_object,
 )
+from gateway.protocol.openai import chat_call
 from tests.conftest import GatewayFactory
 
 Mint = Callable[..., str]
@@ -38,10 +38,12 @@ FIELDS = (
     "project_id", "idempotency_key", "stream", "generation_id", "after", "token",
     "messages", "role", "content", "parts", "text", "function", "name", "n",
     "stream_options", "include_usage", "logprobs", "response_format", "modalities",
+    "json_schema", "schema", "strict", "description",
 )  # fmt: skip
 VALUES = (
     "completion", "resume", "cancel", "ping", "auth", "user", "assistant", "system",
     "tool", "function", "text", "echo", "fake", "auto", "none", "required", "gen_abc",
+    "json_object", "json_schema",
 )  # fmt: skip
 
 PURE = settings(max_examples=200, deadline=None, derandomize=True, database=None)

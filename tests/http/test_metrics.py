@@ -141,6 +141,41 @@ def test_metrics_endpoint_serves_the_live_registry(served: tuple[str, GatewayMet
     assert found.value("process_resident_memory_bytes") > 0  # one process: process_* too
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/completion", {"message": "a b c", "model": "fake", "stream": True}),
+        (
+            "/v1/chat/completions",
+            {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "a b c"}]},
+        ),
+        (
+            "/api/chat",
+            {
+                "id": "frames-chat",
+                "model": "fake",
+                "messages": [{"role": "user", "parts": [{"type": "text", "text": "a b c"}]}],
+            },
+        ),
+    ],
+)
+def test_every_event_of_an_http_stream_is_a_frame_sent(
+    served: tuple[str, GatewayMetrics], token: Mint, path: str, body: dict[str, object]
+) -> None:
+    """Each SSE event the three HTTP streams write counts under transport="sse" (keep-alive
+    comments are not events)."""
+    url, metrics = served
+    before = parse(metrics.expose()).value("gateway_frames_sent_total", transport="sse")
+    headers = {"Authorization": f"Bearer {token()}"}
+    response = httpx2.post(f"{url}{path}", json=body, headers=headers, timeout=20)
+    assert response.status_code == 200
+    events = [b for b in response.text.split("\n\n") if b and not b.startswith(":")]
+    assert len(events) >= 3
+    found = parse(metrics.expose())
+    assert found.value("gateway_frames_sent_total", transport="sse") - before == len(events)
+    assert found.value("gateway_frames_sent_total", transport="ws") == 0
+
+
 def test_metrics_token_is_required_when_set(start_gateway: GatewayFactory) -> None:
     with start_gateway(metrics_token=Secret(METRICS_TOKEN)) as url:
         refusals = [

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from gateway import errors
 from gateway.apidocs import asyncapi, schemas
 from gateway.core import conversations
-from gateway.core.generations import NOTICES
+from gateway.core.notices import NOTICES
 from gateway.errors import BadRequest, ErrorCode, RateLimited
 from gateway.events import (
     Chunk,
@@ -38,7 +38,7 @@ from gateway.store.records import Status
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Json = dict[str, Any]
 CLIENT_FRAMES = {
     "auth": protocol.Auth,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,18 +31,17 @@ from gateway.events import (
     ToolSpec,
     Usage,
 )
-from gateway.handlers.openai_compat import (
+from gateway.protocol.openai import InvalidParameter, ModelNotFound, chat_call
+from gateway.protocol.openai_response import (
     ChunkTranslator,
-    InvalidParameter,
-    ModelNotFound,
-    chat_call,
     completion_object,
     error_of,
     failure_of,
     model_list,
-    sse_data,
 )
+from gateway.protocol.sse import sse_data
 from gateway.store.conversations import ConversationStore
+from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -152,7 +152,7 @@ def test_a_bound_conversation_keeps_its_stored_history() -> None:
         ({"n": 2}, "n", "unsupported_value"),
         ({"logprobs": True}, "logprobs", "unsupported_value"),
         ({"top_logprobs": 3}, "top_logprobs", "unsupported_value"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        ({"response_format": {"type": "xml"}}, "response_format", "invalid_value"),
         ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
         ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
         ({"frobnicate": 1}, "frobnicate", "unknown_parameter"),
@@ -773,3 +773,23 @@ async def test_other_v1_paths_are_not_found_in_openai_shape(client: openai.Async
         await client.embeddings.create(model="fake", input="x")
     assert caught.value.message.endswith("Invalid URL (POST /v1/embeddings)")
     assert caught.value.type == "invalid_request_error"
+
+
+async def test_on_disconnect_cancel_applies_to_v1_streams(
+    start_gateway: GatewayFactory, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    body = {"model": "fake-i20-n200", "stream": True, "messages": [user("x")]}
+    with start_gateway(on_disconnect="cancel") as url:
+        async with (
+            httpx2.AsyncClient(timeout=30) as http,
+            http.stream(
+                "POST",
+                f"{url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {token()}"},
+            ) as response,
+        ):
+            async for line in response.aiter_lines():
+                if '"content":" t0"' in line:
+                    break
+        assert await asyncio.to_thread(fake_upstream.requests[-1].client_left.wait, 10)

@@ -18,6 +18,7 @@ from tests.support.bystander import fresh_request_seconds
 from tests.support.polling import settle
 from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.support.redis import RedisServer
+from tests.support.redis_cluster import Cluster, running_cluster
 from tests.support.sse import SseEvent, stream_events
 from tests.support.upstream import FakeUpstream
 from tests.support.ws import (
@@ -30,7 +31,6 @@ from tests.support.ws import (
     through_seq,
     until_done,
 )
-from tests.test_cluster import Cluster, cluster  # noqa: F401  (the cluster fixture)
 
 Mint = Callable[..., str]
 SLOW = "fake-i5-n20"  # 22 events: start, 20 chunks, done
@@ -58,6 +58,12 @@ def pair(
     yield a, b
     a.stop()
     b.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), primaries=3) as found:
+        yield found
 
 
 def user() -> str:
@@ -113,7 +119,9 @@ async def test_a_question_on_one_instance_streams_on_the_users_socket_on_the_oth
     )  # fmt: skip
     started = await next_activity(laptop, "generation.started")
     assert started["conversation_id"] == conversation_id
-    assert started["message"] == {"content": "Where?", "truncated": False}
+    message = started["message"]
+    assert message["id"].startswith("msg_")  # the stored message's id, as the tree names it
+    assert (message["content"], message["truncated"]) == ("Where?", False)
     assert started["model"] == SLOW and started["agent"] == "chat"
     updated = await next_activity(laptop, "conversation.updated")
     assert updated["conversation_id"] == conversation_id and updated["title"] == "Where?"

@@ -132,7 +132,7 @@ def test_the_parser_draws_each_documented_limit_where_the_schema_does(
 
 
 def test_the_openai_request_schema_names_exactly_the_parameters_the_code_knows() -> None:
-    from gateway.handlers.openai_compat import KNOWN_PARAMETERS
+    from gateway.protocol.openai import KNOWN_PARAMETERS
 
     schema = app_document()["components"]["schemas"]["ChatCompletionRequest"]
     assert set(schema["properties"]) == set(KNOWN_PARAMETERS)

@@ -38,16 +38,15 @@ from gateway.events import (
     ToolReturned,
     Usage,
 )
-from gateway.handlers.ai_sdk import (
-    DONE_LINE,
+from gateway.protocol.ai_sdk import (
     Part,
     PartsState,
     chat_request,
     event_data,
     event_parts,
     fell_behind_parts,
-    sse_data,
 )
+from gateway.protocol.sse import DONE_LINE, sse_data
 from gateway.store.conversations import ConversationStore
 from gateway.tools.pool import WorkerPool
 from tests.conftest import GatewayFactory
@@ -55,7 +54,7 @@ from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 REF = GenerationRef("gen_abc", "chat-1")
-JS_DIR = Path(__file__).resolve().parent / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 READER = JS_DIR / "read_ui_stream.mjs"
 PINNED_AI = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["ai"]
 SLOW = "fake-i20-n100"  # 100 tokens, 20 ms apart
