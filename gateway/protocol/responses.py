@@ -1,0 +1,414 @@
+"""The OpenAI Responses API's request side (pure): a `POST /v1/responses` body as a
+`CompletionRequest` and what its answer echoes (`ResponsesCall`), and response ids.
+
+A response is a generation: its id is `resp_` and the generation id without `gen_`, so any
+instance finds it through the generation log. The answer's side (the response object and
+the streamed events) is `responses_render.py`. See docs/api/responses.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import NotFound, excerpt
+from gateway.events import Message, ToolCall
+from gateway.protocol.openai import (
+    Body,
+    InvalidParameter,
+    ModelNotFound,
+    _invalid_type,
+    _optional_bool,
+    _parsed,
+    _temperature,
+)
+from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
+from gateway.protocol.wire import MAX_HISTORY_MESSAGES
+
+RESPONSE_ID_RE = re.compile(r"^resp_([A-Za-z0-9_-]{1,60})$")
+# OpenAI's bounds on `metadata`.
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+# Accepted and ignored: defaults clients and frameworks send, with nothing to forward.
+IGNORED_PARAMETERS = frozenset(
+    {
+        "top_p",
+        "user",
+        "parallel_tool_calls",
+        "truncation",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "include",
+        "reasoning",
+        "top_logprobs",
+        "stream_options",
+    }
+)
+# Refused unless null: the answer would silently lack their effect.
+UNSUPPORTED_PARAMETERS = {
+    "conversation": "'conversation' is not supported; use 'previous_response_id'.",
+    "prompt": "Prompt templates are not supported.",
+    "max_tool_calls": "'max_tool_calls' is not supported.",
+}
+HANDLED_PARAMETERS = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "stream",
+        "store",
+        "background",
+        "previous_response_id",
+        "tools",
+        "tool_choice",
+        "text",
+        "max_output_tokens",
+        "temperature",
+        "metadata",
+    }
+)
+KNOWN_PARAMETERS = HANDLED_PARAMETERS | IGNORED_PARAMETERS | UNSUPPORTED_PARAMETERS.keys()
+TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+NOT_LAST_USER = "The last input item must be a user message or a function_call_output."
+
+
+class ResponseNotFound(NotFound):
+    """An unknown response id, or another user's: the same answer for both."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id '{excerpt(response_id)}' not found.")
+
+
+def response_id(generation_id: str) -> str:
+    """The response id of a generation: `resp_` and the generation id without `gen_`."""
+    return "resp_" + generation_id.removeprefix("gen_")
+
+
+def generation_of(response_id: str) -> str:
+    """The generation id a response id names; ResponseNotFound for anything else."""
+    match = RESPONSE_ID_RE.fullmatch(response_id)
+    if match is None:
+        raise ResponseNotFound(response_id)
+    return "gen_" + match.group(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """What a response object repeats of its request."""
+
+    model: str = ""
+    instructions: str | None = None
+    tools: list[Body] = field(default_factory=list)
+    tool_choice: Any = "auto"
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    previous_response_id: str | None = None
+    store: bool = True
+    background: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesCall:
+    """A `POST /v1/responses` as the core takes it (`request`: its conversation is set by
+    the handler from `previous_generation`), and what its answer echoes."""
+
+    request: CompletionRequest
+    echo: Echo
+    previous_generation: str | None
+    background: bool
+
+
+def responses_call(
+    body: Body, models: Any, *, agent: str | None = None, idempotency_key: str | None = None
+) -> ResponsesCall:
+    """Translate a `/v1/responses` body. The last input item is the turn's user message, or
+    a function_call_output (the model then answers the input as it stands). Without
+    `previous_response_id`, the items before it are the history the model sees; with one,
+    the stored conversation is (and the request's own items when continuing after
+    function_call_outputs)."""
+    _refuse_unsupported(body)
+    model = _model(body, models)
+    store = _bool_default(body, "store", True)
+    background = _optional_bool(body, "background")
+    if background and not store:
+        raise InvalidParameter(
+            "Background mode requires 'store' to be true.", "background", "invalid_value"
+        )
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise _invalid_type("previous_response_id", "a string")
+    previous_generation = None if previous is None else _previous(previous)
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _invalid_type("instructions", "a string")
+    messages = parse_input(body.get("input"))
+    last = messages[-1]
+    if last.role not in ("user", "tool"):
+        raise InvalidParameter(NOT_LAST_USER, "input", "invalid_value")
+    continuation = last.role == "tool"
+    if instructions:
+        messages = [Message("system", instructions), *messages]
+    raw_tools = _raw_tools(body.get("tools"))
+    tools = _parsed("tools", parse_tools, [_chat_tool(tool) for tool in raw_tools] or None)
+    raw_choice = body.get("tool_choice")
+    tool_choice = _parsed("tool_choice", parse_tool_choice, _chat_choice(raw_choice))
+    if continuation:
+        history: tuple[Message, ...] | None = tuple(messages)
+    else:
+        history = None if previous_generation is not None else tuple(messages[:-1])
+    max_tokens = _max_output_tokens(body.get("max_output_tokens"))
+    temperature = _temperature(body.get("temperature"))
+    request = CompletionRequest(
+        message=None if continuation else last.content,
+        model=model,
+        agent=agent,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        conversation_history=history,
+        stream=_optional_bool(body, "stream"),
+        idempotency_key=idempotency_key,
+        tools=tools,
+        tool_choice=tool_choice,
+    )
+    echo = Echo(
+        model=model,
+        instructions=instructions,
+        tools=raw_tools,
+        tool_choice="auto" if raw_choice is None else raw_choice,
+        temperature=temperature,
+        max_output_tokens=max_tokens,
+        metadata=parse_metadata(body.get("metadata")),
+        previous_response_id=previous,
+        store=store,
+        background=background,
+    )
+    return ResponsesCall(request, echo, previous_generation, background)
+
+
+def parse_input(value: Any) -> list[Message]:
+    """`input` as messages: a string (one user message), or items: messages (roles system,
+    developer, user, assistant; a string or text parts), function_call items (joined to the
+    assistant message before them) and function_call_output items."""
+    if isinstance(value, str):
+        return [Message("user", value)]
+    if value is None:
+        raise InvalidParameter(
+            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+        )
+    if not isinstance(value, list):
+        raise _invalid_type("input", "a string or an array of input items")
+    if not value:
+        raise InvalidParameter("'input' must not be empty.", "input", "empty_array")
+    if len(value) > MAX_HISTORY_MESSAGES + 1:
+        raise InvalidParameter(
+            f"'input' may hold at most {MAX_HISTORY_MESSAGES + 1} items.",
+            "input",
+            "array_above_max_length",
+        )
+    messages: list[Message] = []
+    for i, item in enumerate(value):
+        _add_item(messages, item, f"input[{i}]")
+    return messages
+
+
+def _add_item(messages: list[Message], item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise _invalid_type(where, "an object")
+    kind = item.get("type", "message")
+    if kind == "message":
+        messages.append(_message(item, where))
+    elif kind == "function_call":
+        call = ToolCall(
+            _string(item, "call_id", where),
+            _string(item, "name", where),
+            _string(item, "arguments", where),
+        )
+        before = messages[-1] if messages else None
+        if before is not None and before.role == "assistant":
+            messages[-1] = Message("assistant", before.content, (*before.tool_calls, call))
+        else:
+            messages.append(Message("assistant", "", (call,)))
+    elif kind == "function_call_output":
+        output = item.get("output")
+        text = output if isinstance(output, str) else _text(output, f"{where}.output")
+        messages.append(Message("tool", text, tool_call_id=_string(item, "call_id", where)))
+    else:
+        shown = excerpt(kind) if isinstance(kind, str) else "invalid"
+        raise InvalidParameter(
+            f"Input items of type '{shown}' are not supported.",
+            f"{where}.type",
+            "unsupported_value",
+        )
+
+
+def _message(item: Body, where: str) -> Message:
+    role = item.get("role")
+    content = item.get("content")
+    text = content if isinstance(content, str) else _text(content, f"{where}.content")
+    if role in ("system", "developer"):
+        return Message("system", text)
+    if role in ("user", "assistant"):
+        return Message(role, text)
+    raise InvalidParameter(
+        f"Invalid value for {where}.role: expected one of system, developer, user or assistant.",
+        f"{where}.role",
+        "invalid_value",
+    )
+
+
+def _text(parts: Any, where: str) -> str:
+    """Text content parts (input_text, output_text), joined by newlines."""
+    if not isinstance(parts, list):
+        raise _invalid_type(where, "a string or an array of content parts")
+    texts: list[str] = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind != "refusal":  # an assistant's refusal is not text the model wrote
+            shown = excerpt(kind) if isinstance(kind, str) else "invalid"
+            raise InvalidParameter(
+                f"Only text content parts are supported; {where}[{j}] is '{shown}'.",
+                f"{where}[{j}].type",
+                "unsupported_value",
+            )
+    return "\n".join(texts)
+
+
+def _string(item: Body, name: str, where: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise InvalidParameter(
+            f"Missing or invalid {where}.{name}: expected a string.",
+            f"{where}.{name}",
+            "missing_required_parameter" if value is None else "invalid_type",
+        )
+    return value
+
+
+def parse_metadata(value: Any) -> dict[str, str]:
+    """Up to 16 string pairs, keys of at most 64 characters and values of at most 512."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid_type("metadata", "an object")
+    if len(value) > MAX_METADATA_PAIRS:
+        raise InvalidParameter(
+            f"'metadata' may hold at most {MAX_METADATA_PAIRS} pairs.",
+            "metadata",
+            "object_above_max_properties",
+        )
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise InvalidParameter(
+                f"Metadata keys are at most {MAX_METADATA_KEY_CHARS} characters.",
+                "metadata",
+                "string_above_max_length",
+            )
+        if not isinstance(item, str):
+            raise _invalid_type(f"metadata.{excerpt(key)}", "a string")
+        if len(item) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidParameter(
+                f"Metadata values are at most {MAX_METADATA_VALUE_CHARS} characters.",
+                f"metadata.{excerpt(key)}",
+                "string_above_max_length",
+            )
+    return dict(value)
+
+
+def _raw_tools(value: Any) -> list[Body]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid_type("tools", "an array")
+    for i, tool in enumerate(value):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            shown = excerpt(kind) if isinstance(kind, str) else "invalid"
+            raise InvalidParameter(
+                f"Only function tools are supported; tools[{i}] is '{shown}'.",
+                f"tools[{i}].type",
+                "unsupported_value",
+            )
+    return list(value)
+
+
+def _chat_tool(tool: Body) -> Body:
+    """A Responses function tool (flat) in the chat completions shape the gateway parses."""
+    function = {k: v for k, v in tool.items() if k in ("name", "description", "parameters")}
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _chat_choice(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("type") == "function" and "name" in value:
+        return {"type": "function", "function": {"name": value["name"]}}
+    return value
+
+
+def _model(body: Body, models: Any) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidParameter(
+            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+    if not isinstance(model, str):
+        raise _invalid_type("model", "a string")
+    if model not in models:
+        raise ModelNotFound(model)
+    return model
+
+
+def _previous(value: str) -> str:
+    match = RESPONSE_ID_RE.fullmatch(value)
+    if match is None:
+        raise InvalidParameter(
+            f"Invalid 'previous_response_id': '{excerpt(value)}'. Expected an ID that begins "
+            "with 'resp_'.",
+            "previous_response_id",
+            "invalid_value",
+        )
+    return "gen_" + match.group(1)
+
+
+def _max_output_tokens(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type("max_output_tokens", "an integer")
+    if value < 16:  # OpenAI's minimum
+        raise InvalidParameter(
+            "'max_output_tokens' must be at least 16.",
+            "max_output_tokens",
+            "integer_below_min_value",
+        )
+    return value
+
+
+def _bool_default(body: Body, name: str, default: bool) -> bool:
+    return default if body.get(name) is None else _optional_bool(body, name)
+
+
+def _refuse_unsupported(body: Body) -> None:
+    for name in body:
+        if name not in KNOWN_PARAMETERS:
+            shown = excerpt(name)
+            raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
+    for name, reason in UNSUPPORTED_PARAMETERS.items():
+        if body.get(name) is not None:
+            raise InvalidParameter(reason, name, "unsupported_parameter")
+    text = body.get("text")
+    if text is not None and not isinstance(text, dict):
+        raise _invalid_type("text", "an object")
+    text_format = (text or {}).get("format")
+    if text_format is not None and text_format != {"type": "text"}:
+        raise InvalidParameter(
+            "Only the 'text' format is supported.", "text.format", "unsupported_value"
+        )
