@@ -128,7 +128,7 @@ def test_text_format_text_is_accepted_and_unknown_models_are_not_found() -> None
 
 
 def rendered(events: list[Event], after: int = -1) -> list[dict[str, Any]]:
-    renderer = ResponseRenderer(REF, Echo(model="echo"), 100, after)
+    renderer = ResponseRenderer(Echo(model="echo", created_at=100), after)
     text = "".join(renderer.event(REF, event) for event in events)
     out = []
     for block in text.split("\n\n")[:-1]:
@@ -195,8 +195,8 @@ def test_endings_incomplete_cancelled_failed() -> None:
 
 
 def test_response_object_matches_the_sdk_type() -> None:
-    obj = response_object(REF, Echo(model="echo", metadata={"a": "b"}), 100, TEXT_EVENTS)
+    obj = response_object(REF, Echo(model="echo", metadata={"a": "b"}), TEXT_EVENTS)
     parsed = Response.model_validate(obj)
     assert parsed.output_text == "Hello" and parsed.status == "completed"
-    running = response_object(REF, Echo(model="echo"), 100, TEXT_EVENTS[:2], "in_progress")
+    running = response_object(REF, Echo(model="echo"), TEXT_EVENTS[:2], "in_progress")
     assert Response.model_validate(running).status == "in_progress"

@@ -170,6 +170,7 @@ class ChatService:
             model.name,
             agent.name,
             trace=trace.traceparent,
+            note=request.note,
         )
         user_message = (
             None if request.message is None else StoredMessage("user", request.message, now_ms())
@@ -314,6 +315,14 @@ class ChatService:
         else:
             await self._log.request_cancel(generation_id)
         return "running"
+
+    async def forget(self, principal: Principal, generation_id: str) -> None:
+        """Delete an ended generation's record and log (its conversation keeps the answer).
+        NotFound unless it is yours; BadRequest while it runs."""
+        meta = await self.locate(principal, generation_id)
+        if meta.status == "running":
+            raise BadRequest("A generation still running cannot be deleted; cancel it first.")
+        await self._log.delete([generation_id])
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)

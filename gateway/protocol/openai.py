@@ -124,15 +124,7 @@ def chat_call(
     history the model sees; with one, the stored history is used and extended, and earlier
     messages are not read (except when continuing after tool results)."""
     _refuse_unsupported(body)
-    model = body.get("model")
-    if model is None:
-        raise InvalidParameter(
-            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
-        )
-    if not isinstance(model, str):
-        raise _invalid_type("model", "a string")
-    if model not in models:
-        raise ModelNotFound(model)
+    model = required_model(body, models)
     messages = parse_messages(body.get("messages"))
     last = messages[-1]
     # After the client ran its tools, the model answers the messages as they stand.
@@ -186,25 +178,45 @@ def chat_call(
     return ChatCall(request, include_usage)
 
 
+def required_model(body: Body, models: Collection[str]) -> str:
+    """The body's `model`, one of `models`."""
+    model = body.get("model")
+    if model is None:
+        raise InvalidParameter(
+            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+    if not isinstance(model, str):
+        raise _invalid_type("model", "a string")
+    if model not in models:
+        raise ModelNotFound(model)
+    return model
+
+
 def parse_messages(value: Any) -> list[Message]:
     """OpenAI chat messages as ours: system (and developer), user, assistant with its tool
     calls, and tool results. Content is a string or a list of text parts (joined by
     newlines)."""
+    items = bounded_list(value, "messages", "an array", "messages")
+    return [_message(item, f"messages[{i}]") for i, item in enumerate(items)]
+
+
+def bounded_list(value: Any, param: str, expected: str, noun: str) -> list[Any]:
+    """A required, non-empty array of at most MAX_HISTORY_MESSAGES + 1 entries."""
     if value is None:
         raise InvalidParameter(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+            f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
         )
     if not isinstance(value, list):
-        raise _invalid_type("messages", "an array")
+        raise _invalid_type(param, expected)
     if not value:
-        raise InvalidParameter("'messages' must not be empty.", "messages", "empty_array")
+        raise InvalidParameter(f"'{param}' must not be empty.", param, "empty_array")
     if len(value) > MAX_HISTORY_MESSAGES + 1:
         raise InvalidParameter(
-            f"'messages' may hold at most {MAX_HISTORY_MESSAGES + 1} messages.",
-            "messages",
+            f"'{param}' may hold at most {MAX_HISTORY_MESSAGES + 1} {noun}.",
+            param,
             "array_above_max_length",
         )
-    return [_message(item, f"messages[{i}]") for i, item in enumerate(value)]
+    return value
 
 
 def _message(item: Any, where: str) -> Message:

@@ -59,6 +59,8 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice | None = None
+    # Kept with the generation's record for the transport that starts it (GenerationMeta.note).
+    note: str = ""
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> CompletionRequest:

@@ -8,23 +8,27 @@ the streamed events) is `responses_render.py`. See docs/api/responses.md.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import NotFound, excerpt
-from gateway.events import Message, ToolCall
+from gateway.events import Chunk, Event, Message, ToolCall, ToolCalled, ToolReturned
 from gateway.protocol.openai import (
     Body,
     InvalidParameter,
-    ModelNotFound,
+    _header_value,
     _invalid_type,
     _optional_bool,
     _parsed,
     _temperature,
+    bounded_list,
+    required_model,
 )
 from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
-from gateway.protocol.wire import MAX_HISTORY_MESSAGES
 
 RESPONSE_ID_RE = re.compile(r"^resp_([A-Za-z0-9_-]{1,60})$")
 # OpenAI's bounds on `metadata`.
@@ -99,9 +103,11 @@ def generation_of(response_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Echo:
-    """What a response object repeats of its request."""
+    """What a response object repeats of its request, and its input items; kept with the
+    generation's record (`note`) so that any instance answers a retrieve the same."""
 
     model: str = ""
+    created_at: int = 0
     instructions: str | None = None
     tools: list[Body] = field(default_factory=list)
     tool_choice: Any = "auto"
@@ -111,6 +117,19 @@ class Echo:
     previous_response_id: str | None = None
     store: bool = True
     background: bool = False
+    input: list[Body] = field(default_factory=list)
+
+    def note(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def of_note(note: str, model: str) -> Echo:
+        """The echo a record keeps; one started elsewhere than here keeps none."""
+        if not note:
+            return Echo(model=model)
+        values = json.loads(note)
+        names = {f.name for f in dataclasses.fields(Echo)}
+        return Echo(**{k: v for k, v in values.items() if k in names})
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +144,12 @@ class ResponsesCall:
 
 
 def responses_call(
-    body: Body, models: Any, *, agent: str | None = None, idempotency_key: str | None = None
+    body: Body,
+    models: Collection[str],
+    created_at: int = 0,
+    *,
+    agent: str | None = None,
+    idempotency_key: str | None = None,
 ) -> ResponsesCall:
     """Translate a `/v1/responses` body. The last input item is the turn's user message, or
     a function_call_output (the model then answers the input as it stands). Without
@@ -133,7 +157,7 @@ def responses_call(
     the stored conversation is (and the request's own items when continuing after
     function_call_outputs)."""
     _refuse_unsupported(body)
-    model = _model(body, models)
+    model = required_model(body, models)
     store = _bool_default(body, "store", True)
     background = _optional_bool(body, "background")
     if background and not store:
@@ -167,17 +191,18 @@ def responses_call(
     request = CompletionRequest(
         message=None if continuation else last.content,
         model=model,
-        agent=agent,
+        agent=_header_value("X-Agent", agent),
         temperature=temperature,
         max_tokens=max_tokens,
         conversation_history=history,
         stream=_optional_bool(body, "stream"),
-        idempotency_key=idempotency_key,
+        idempotency_key=_header_value("Idempotency-Key", idempotency_key),
         tools=tools,
         tool_choice=tool_choice,
     )
     echo = Echo(
         model=model,
+        created_at=created_at,
         instructions=instructions,
         tools=raw_tools,
         tool_choice="auto" if raw_choice is None else raw_choice,
@@ -187,8 +212,18 @@ def responses_call(
         previous_response_id=previous,
         store=store,
         background=background,
+        input=input_items(body["input"]),
     )
+    request = dataclasses.replace(request, note=echo.note())
     return ResponsesCall(request, echo, previous_generation, background)
+
+
+def input_items(value: str | list[Body]) -> list[Body]:
+    """The input as items (a string is one user message), for `input_items`."""
+    if isinstance(value, str):
+        content = [{"type": "input_text", "text": value}]
+        return [{"type": "message", "role": "user", "content": content}]
+    return value
 
 
 def parse_input(value: Any) -> list[Message]:
@@ -197,22 +232,9 @@ def parse_input(value: Any) -> list[Message]:
     assistant message before them) and function_call_output items."""
     if isinstance(value, str):
         return [Message("user", value)]
-    if value is None:
-        raise InvalidParameter(
-            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
-        )
-    if not isinstance(value, list):
-        raise _invalid_type("input", "a string or an array of input items")
-    if not value:
-        raise InvalidParameter("'input' must not be empty.", "input", "empty_array")
-    if len(value) > MAX_HISTORY_MESSAGES + 1:
-        raise InvalidParameter(
-            f"'input' may hold at most {MAX_HISTORY_MESSAGES + 1} items.",
-            "input",
-            "array_above_max_length",
-        )
+    items = bounded_list(value, "input", "a string or an array of input items", "items")
     messages: list[Message] = []
-    for i, item in enumerate(value):
+    for i, item in enumerate(items):
         _add_item(messages, item, f"input[{i}]")
     return messages
 
@@ -353,19 +375,6 @@ def _chat_choice(value: Any) -> Any:
     return value
 
 
-def _model(body: Body, models: Any) -> str:
-    model = body.get("model")
-    if model is None:
-        raise InvalidParameter(
-            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
-        )
-    if not isinstance(model, str):
-        raise _invalid_type("model", "a string")
-    if model not in models:
-        raise ModelNotFound(model)
-    return model
-
-
 def _previous(value: str) -> str:
     match = RESPONSE_ID_RE.fullmatch(value)
     if match is None:
@@ -412,3 +421,81 @@ def _refuse_unsupported(body: Body) -> None:
         raise InvalidParameter(
             "Only the 'text' format is supported.", "text.format", "unsupported_value"
         )
+
+
+def parse_starting_after(value: str | None) -> int:
+    """`starting_after`: the last sequence_number seen; none means every event."""
+    if value is None:
+        return -1
+    if not (value.isascii() and value.isdigit() and len(value) <= 16):
+        raise InvalidParameter(
+            "'starting_after' must be a whole number.", "starting_after", "invalid_value"
+        )
+    return int(value)
+
+
+def input_item_page(response_id: str, items: list[Body], query: Mapping[str, str]) -> Body:
+    """A page of a response's input items (`order` asc or desc, the default; `limit` 1-100,
+    20 by default; `after` an item id), each with an id and text parts as OpenAI lists them."""
+    suffix = response_id.removeprefix("resp_")
+    listed = [_listed_item(item, f"{suffix}_{i}") for i, item in enumerate(items)]
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidParameter("'order' must be 'asc' or 'desc'.", "order", "invalid_value")
+    if order == "desc":
+        listed.reverse()
+    limit_text = query.get("limit", "20")
+    limit = int(limit_text) if limit_text.isascii() and limit_text.isdigit() else 0
+    if not 1 <= limit <= 100:
+        raise InvalidParameter("'limit' must be from 1 to 100.", "limit", "invalid_value")
+    after = query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in listed]
+        listed = listed[ids.index(after) + 1 :] if after in ids else []
+    page = listed[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(listed) > limit,
+    }
+
+
+def _listed_item(item: Body, suffix: str) -> Body:
+    kind = item.get("type", "message")
+    if kind == "function_call":
+        return {"id": f"fc_{suffix}", "status": "completed", **item}
+    if kind == "function_call_output":
+        return {"id": f"fco_{suffix}", "status": "completed", **item}
+    role = item.get("role")
+    content = item.get("content")
+    if isinstance(content, str):
+        part = "output_text" if role == "assistant" else "input_text"
+        content = [{"type": part, "text": content}]
+    listed = {"id": f"msg_{suffix}", "type": "message", "role": role, "status": "completed"}
+    return {**listed, "content": content}
+
+
+def after_calls(call: ResponsesCall, earlier: Echo, events: Sequence[Event]) -> ResponsesCall:
+    """Function call outputs continuing `previous_response_id` without its function_call
+    items: the model sees that response's input, its calls and then this input (a turn
+    continuing after tool results reads no stored conversation). Unchanged when the input
+    carries the calls itself."""
+    history = call.request.conversation_history or ()
+    if call.request.message is not None or any(m.tool_calls for m in history):
+        return call
+    answered = {e.call_id for e in events if isinstance(e, ToolReturned)}
+    calls = tuple(
+        ToolCall(e.call_id, e.name, e.arguments)
+        for e in events
+        if isinstance(e, ToolCalled) and e.call_id not in answered
+    )
+    text = "".join(e.content for e in events if isinstance(e, Chunk))
+    before = parse_input(earlier.input) if earlier.input else []
+    if earlier.instructions:
+        before.insert(0, Message("system", earlier.instructions))
+    joined = (*before, Message("assistant", text, calls), *history)
+    return dataclasses.replace(
+        call, request=dataclasses.replace(call.request, conversation_history=joined)
+    )

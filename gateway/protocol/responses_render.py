@@ -50,7 +50,6 @@ class ResponseState:
 
     ref: GenerationRef
     echo: Echo
-    created_at: int
     status: str = "in_progress"
     model: str = ""
     text: str | None = None  # the message item's text, once it is open
@@ -89,7 +88,7 @@ class ResponseState:
         return {
             "id": response_id(self.ref.generation_id),
             "object": "response",
-            "created_at": self.created_at,
+            "created_at": echo.created_at,
             "status": self.status,
             "background": echo.background,
             "error": self.error,
@@ -136,14 +135,22 @@ class ResponseRenderer:
 
     heartbeat = KEEP_ALIVE
 
-    def __init__(self, ref: GenerationRef, echo: Echo, created_at: int, after: int = -1) -> None:
-        self.state = ResponseState(ref, echo, created_at)
+    def __init__(self, echo: Echo, after: int = -1) -> None:
+        self.echo = echo
         self.after = after
         self.number = -1  # the last sequence_number given
+        self._state: ResponseState | None = None
 
-    def events(self, event: Event) -> list[Body]:
+    @property
+    def state(self) -> ResponseState:
+        assert self._state is not None  # set by the first event
+        return self._state
+
+    def events(self, ref: GenerationRef, event: Event) -> list[Body]:
         """The streamed events one of ours makes, each with its sequence_number."""
-        state = self.state
+        if self._state is None:
+            self._state = ResponseState(ref, self.echo)
+        state = self._state
         out: list[Body] = []
         if isinstance(event, Start):
             state.model = event.model
@@ -164,11 +171,13 @@ class ResponseRenderer:
         return out
 
     def event(self, ref: GenerationRef, event: Event) -> str:
-        if isinstance(event, Chunk) and event.content and self.state.text is not None:
+        if isinstance(event, Chunk) and event.content and self._open():
             return self._delta_text(event.content)  # a token's event, formatted by hand
-        return "".join(
-            sse_event(e) for e in self.events(event) if e["sequence_number"] > self.after
-        )
+        rendered = self.events(ref, event)
+        return "".join(sse_event(e) for e in rendered if e["sequence_number"] > self.after)
+
+    def _open(self) -> bool:
+        return self._state is not None and self._state.text is not None
 
     def notice(self, ref: GenerationRef, code: str, message: str) -> str:
         return ""  # the Responses stream has no place for them
@@ -304,12 +313,13 @@ def sse_event(body: Body) -> str:
 
 
 def response_object(
-    ref: GenerationRef, echo: Echo, created_at: int, events: list[Event], status: str | None = None
+    ref: GenerationRef, echo: Echo, events: list[Event], status: str | None = None
 ) -> Body:
     """The response object its events make; `status` overrides theirs (a running one's)."""
-    renderer = ResponseRenderer(ref, echo, created_at)
+    renderer = ResponseRenderer(echo)
+    renderer._state = ResponseState(ref, echo)
     for event in events:
-        renderer.events(event)
+        renderer.events(ref, event)
     obj: Body = renderer.state.obj()
     if status is not None:
         obj["status"] = status

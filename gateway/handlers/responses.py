@@ -1,0 +1,190 @@
+"""The OpenAI Responses API: `POST /v1/responses`, `GET /v1/responses/{id}` (whole, or
+streamed from `starting_after`), `POST /v1/responses/{id}/cancel`, `DELETE
+/v1/responses/{id}` and `GET /v1/responses/{id}/input_items`. See docs/api/responses.md.
+
+A response is a generation (`resp_` + the generation id without `gen_`), so every route
+works on every instance: the core's attach follows it from memory or from its log. The API
+key is the user's JWT, as on the other /v1 routes; another user's response is not found.
+Only the I/O is here: the wire format is `protocol/responses.py` and `responses_render.py`,
+the stream's loop `stream.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import NotFound
+from gateway.events import Failed, GenerationRef
+from gateway.handlers.common import authenticate, read_body, services_of
+from gateway.handlers.openai_compat import error_response, openai_errors, opening_events
+from gateway.handlers.runtime import Runtime
+from gateway.handlers.slots import Slot
+from gateway.handlers.stream import (
+    EventStream,
+    Listener,
+    collect,
+    frames_sent,
+    on_leave,
+    stream_response,
+)
+from gateway.principal import Principal
+from gateway.protocol.openai import InvalidParameter
+from gateway.protocol.openai_response import failure_of
+from gateway.protocol.requests import parse_json_object
+from gateway.protocol.responses import (
+    Echo,
+    ResponseNotFound,
+    ResponsesCall,
+    after_calls,
+    generation_of,
+    input_item_page,
+    parse_starting_after,
+    responses_call,
+)
+from gateway.protocol.responses_render import ResponseRenderer, deleted_object, response_object
+from gateway.protocol.sse import SSE_HEADERS
+from gateway.store.records import GenerationMeta
+
+
+@openai_errors
+async def create(request: Request) -> Response:
+    principal = await authenticate(request)
+    services = services_of(request)
+    body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
+    call = responses_call(
+        body,
+        services.settings.models.keys(),
+        int(time.time()),
+        agent=request.headers.get("x-agent"),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    call = await _continued(services, principal, call)
+    listener = Listener(services.settings.max_queued_frames)
+    completion = call.request
+    follow = await services.chat.start(
+        principal, completion, listener, must_stream=completion.stream
+    )
+    if call.background and not completion.stream:
+        follow.stop()  # it runs on: a generation outlives its client
+        ref = GenerationRef(follow.generation_id, "")
+        return JSONResponse(response_object(ref, call.echo, [], "queued"))
+    if not completion.stream:
+        ref, events = await collect(follow, listener)
+        final = events[-1]
+        if isinstance(final, Failed):
+            status, error = failure_of(final)
+            return error_response(status, error, final.retryable, final.retry_after)
+        return JSONResponse(response_object(ref, call.echo, events))
+    opening = await opening_events(listener)
+    failed = next((event for _, event in opening if isinstance(event, Failed)), None)
+    if failed is not None:
+        follow.stop()
+        status, error = failure_of(failed)
+        return error_response(status, error, failed.retryable, failed.retry_after)
+    # A background response runs on when its client leaves; another is the disconnect
+    # policy's to decide, as on every stream.
+    left = None if call.background else on_leave(services, principal, follow)
+    renderer = ResponseRenderer(call.echo)
+    stream = EventStream(
+        follow, listener, renderer, frames_sent(services), left=left, opening=opening
+    )
+    return stream_response(stream, SSE_HEADERS)
+
+
+@openai_errors
+async def retrieve(request: Request) -> Response:
+    """The response as it stands; with `stream=true`, its events after `starting_after`
+    (all of them without it) and then the live ones, replayed from its first event wherever
+    it runs, so the numbering is the same on every instance."""
+    principal = await authenticate(request)
+    services = services_of(request)
+    meta = await _locate(services, principal, request.path_params["response_id"])
+    echo = Echo.of_note(meta.note, meta.model)
+    query = request.query_params
+    if query.get("stream") != "true":
+        return JSONResponse(await _current(services, meta, echo))
+    after = parse_starting_after(query.get("starting_after"))
+    slot = await Slot.take(services, principal)  # 429 when the user has too many open
+    listener = Listener(services.settings.max_queued_frames)
+    follow = services.chat.attach(meta, 0, listener)
+    stream = EventStream(follow, listener, ResponseRenderer(echo, after), frames_sent(services))
+    return stream_response(stream, SSE_HEADERS, slot)
+
+
+@openai_errors
+async def cancel(request: Request) -> Response:
+    """Cancel wherever it runs, and answer the response as it ended."""
+    principal = await authenticate(request)
+    services = services_of(request)
+    meta = await _locate(services, principal, request.path_params["response_id"])
+    await services.chat.cancel(principal, meta.generation_id)
+    echo = Echo.of_note(meta.note, meta.model)
+    return JSONResponse(await _ended(services, meta, echo))
+
+
+@openai_errors
+async def delete(request: Request) -> Response:
+    principal = await authenticate(request)
+    services = services_of(request)
+    response_id = request.path_params["response_id"]
+    meta = await _locate(services, principal, response_id)
+    await services.chat.forget(principal, meta.generation_id)
+    return JSONResponse(deleted_object(response_id))
+
+
+@openai_errors
+async def input_items(request: Request) -> Response:
+    principal = await authenticate(request)
+    services = services_of(request)
+    response_id = request.path_params["response_id"]
+    meta = await _locate(services, principal, response_id)
+    echo = Echo.of_note(meta.note, meta.model)
+    return JSONResponse(input_item_page(response_id, echo.input, request.query_params))
+
+
+async def _locate(services: Runtime, principal: Principal, response_id: str) -> GenerationMeta:
+    """The response's generation; an unknown id and another user's answer the same 404."""
+    try:
+        return await services.chat.locate(principal, generation_of(response_id))
+    except NotFound:
+        raise ResponseNotFound(response_id) from None
+
+
+async def _continued(services: Runtime, principal: Principal, call: ResponsesCall) -> ResponsesCall:
+    """`previous_response_id`: the turn joins that response's conversation."""
+    if call.previous_generation is None:
+        return call
+    try:
+        meta = await services.chat.locate(principal, call.previous_generation)
+    except NotFound:
+        raise InvalidParameter(
+            f"Previous response with id '{call.echo.previous_response_id}' not found.",
+            "previous_response_id",
+            "previous_response_not_found",
+        ) from None
+    request = dataclasses.replace(call.request, conversation_id=meta.conversation_id)
+    call = dataclasses.replace(call, request=request)
+    if request.message is not None or meta.status == "running":
+        return call
+    listener = Listener(services.settings.max_queued_frames)
+    _, events = await collect(services.chat.attach(meta, 0, listener), listener)
+    return after_calls(call, Echo.of_note(meta.note, meta.model), events)
+
+
+async def _ended(services: Runtime, meta: GenerationMeta, echo: Echo) -> dict[str, object]:
+    """The response object once its generation ended (waiting for a running one's end)."""
+    listener = Listener(services.settings.max_queued_frames)
+    ref, events = await collect(services.chat.attach(meta, 0, listener), listener)
+    return response_object(ref, echo, events)
+
+
+async def _current(services: Runtime, meta: GenerationMeta, echo: Echo) -> dict[str, object]:
+    """The response object now: a running one's status, or the whole ended one."""
+    if meta.status == "running":
+        ref = GenerationRef(meta.generation_id, meta.conversation_id)
+        return response_object(ref, echo, [], "in_progress")
+    return await _ended(services, meta, echo)

@@ -1,0 +1,229 @@
+"""The Responses API end to end, with the official `openai` SDK as the client, against real
+gateways on one Redis and the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import openai
+import pytest
+from openai.types.responses import FunctionToolParam
+
+from tests.conftest import GatewayFactory
+from tests.upstream import FakeUpstream
+
+Mint = Callable[..., str]
+SLOW = "fake-i20-n200"  # 200 tokens over 4 s: still running while a test acts on it
+WEATHER: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "strict": False,
+}
+
+
+def sdk(url: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+async def clients(
+    start_gateway: GatewayFactory, token: Mint
+) -> AsyncIterator[tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]]:
+    """Alice's SDK on two gateway instances sharing one Redis."""
+    with start_gateway() as first, start_gateway() as second:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(sdk(first, token()))
+            b = await stack.enter_async_context(sdk(second, token()))
+            yield a, b
+
+
+async def test_a_whole_response(
+    clients: tuple[openai.AsyncOpenAI, Any], fake_upstream: FakeUpstream
+) -> None:
+    client = clients[0]
+    response = await client.responses.create(
+        model="fake",
+        instructions="Be brief.",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "hi there"}]}],
+        temperature=0.5,
+        metadata={"ticket": "42"},
+    )
+    assert response.id.startswith("resp_") and response.object == "response"
+    assert response.status == "completed" and response.output_text == "You said: hi there"
+    assert response.metadata == {"ticket": "42"} and response.instructions == "Be brief."
+    assert response.usage is not None and response.usage.output_tokens == 4
+    assert response.usage.total_tokens == response.usage.input_tokens + 4
+    assert fake_upstream.requests[-1].messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi there"},
+    ]
+    again = await clients[1].responses.retrieve(response.id)  # the other instance
+    assert again.model_dump() == response.model_dump()
+
+
+async def test_a_streamed_response_follows_openais_sequence(
+    clients: tuple[openai.AsyncOpenAI, Any],
+) -> None:
+    stream = await clients[0].responses.create(model="fake", input="a b", stream=True)
+    events = [event async for event in stream]
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "You said: a b"
+    final = events[-1]
+    assert final.type == "response.completed" and final.response.output_text == "You said: a b"
+
+
+async def test_a_background_stream_resumes_on_another_instance_exactly(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI],
+) -> None:
+    first, second = clients
+    stream = await first.responses.create(model=SLOW, input="x", stream=True, background=True)
+    seen: list[Any] = []
+    async for event in stream:
+        seen.append(event)
+        if len(seen) == 12:
+            break
+    await stream.close()  # the client leaves; a background response runs on
+    last = seen[-1].sequence_number
+    resumed = await second.responses.retrieve(seen[0].response.id, stream=True, starting_after=last)
+    rest = [event async for event in resumed]
+    numbers = [event.sequence_number for event in seen + rest]
+    assert numbers == list(range(len(numbers)))  # no gap, no duplicate
+    deltas = [e.delta for e in seen + rest if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "".join(f" t{i}" for i in range(200))
+    assert rest[-1].type == "response.completed"
+
+
+async def test_background_returns_at_once_and_cancels_from_another_instance(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI], fake_upstream: FakeUpstream
+) -> None:
+    first, second = clients
+    before = fake_upstream.count(SLOW)
+    queued = await first.responses.create(model=SLOW, input="x", background=True)
+    assert queued.status in ("queued", "in_progress") and queued.background is True
+    assert await asyncio.to_thread(fake_upstream.arrived, SLOW, before + 1)
+    cancelled = await second.responses.cancel(queued.id)
+    assert cancelled.status == "cancelled"
+    assert len(cancelled.output_text) < len(" t0") * 200
+    assert (await first.responses.retrieve(queued.id)).status == "cancelled"
+    left = fake_upstream.requests[-1].client_left
+    assert await asyncio.to_thread(left.wait, 10)  # the upstream request was closed
+
+
+async def test_previous_response_id_continues_its_conversation(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI], fake_upstream: FakeUpstream
+) -> None:
+    first, second = clients
+    one = await first.responses.create(model="fake", input="one")
+    two = await second.responses.create(model="fake", input="two", previous_response_id=one.id)
+    assert two.previous_response_id == one.id and two.output_text == "You said: two"
+    await first.responses.create(model="fake", input="three", previous_response_id=two.id)
+    assert fake_upstream.requests[-1].messages == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "You said: one"},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "You said: two"},
+        {"role": "user", "content": "three"},
+    ]
+
+
+async def test_a_tool_round_trip(
+    clients: tuple[openai.AsyncOpenAI, Any], fake_upstream: FakeUpstream
+) -> None:
+    client = clients[0]
+    asked = '{"city": "Paris"}'  # the fake model calls the first tool with this
+    first = await client.responses.create(model="fake", input=asked, tools=[WEATHER])
+    call = first.output[-1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.arguments == asked
+    second = await client.responses.create(
+        model="fake",
+        tools=[WEATHER],
+        tool_choice="auto",
+        input=[
+            {"role": "user", "content": asked},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": asked,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+    )
+    assert second.output_text == "Result: sunny"
+    sent = fake_upstream.requests[-1].messages
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+
+async def test_another_users_response_is_not_found(
+    clients: tuple[openai.AsyncOpenAI, Any], start_gateway: GatewayFactory, token: Mint
+) -> None:
+    mine = await clients[0].responses.create(model="fake", input="secret")
+    with start_gateway() as url:
+        async with sdk(url, token("mallory")) as other:
+            for ask in (
+                other.responses.retrieve(mine.id),
+                other.responses.cancel(mine.id),
+                other.responses.delete(mine.id),
+                other.responses.input_items.list(mine.id),
+                other.responses.retrieve("resp_unknown"),
+            ):
+                with pytest.raises(openai.NotFoundError):
+                    await ask
+            with pytest.raises(openai.BadRequestError) as refused:
+                await other.responses.create(model="fake", input="x", previous_response_id=mine.id)
+            assert refused.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+async def test_input_items_and_delete(clients: tuple[openai.AsyncOpenAI, Any]) -> None:
+    first, second = clients
+    response = await first.responses.create(
+        model="fake",
+        input=[{"role": "developer", "content": "D"}, {"role": "user", "content": "U"}],
+    )
+    items = await second.responses.input_items.list(response.id, order="asc")
+    assert [item.role for item in items.data] == ["developer", "user"]
+    await second.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        await first.responses.retrieve(response.id)
+
+
+async def test_a_tool_round_trip_by_previous_response_id(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI], fake_upstream: FakeUpstream
+) -> None:
+    first, second = clients
+    asked = '{"city": "Oslo"}'
+    called = await first.responses.create(
+        model="fake", instructions="Use tools.", input=asked, tools=[WEATHER]
+    )
+    call = called.output[-1]
+    assert call.type == "function_call"
+    answer = await second.responses.create(
+        model="fake",
+        previous_response_id=called.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "snow"}],
+    )
+    assert answer.output_text == "Result: snow"
+    sent = fake_upstream.requests[-1].messages
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[1]["content"] == asked and sent[2]["tool_calls"][0]["id"] == call.call_id
