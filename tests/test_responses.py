@@ -4,8 +4,12 @@ gateways on one Redis and the fake upstream."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,6 +20,7 @@ from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
+JS_DIR = Path(__file__).parent / "js"
 SLOW = "fake-i20-n200"  # 200 tokens over 4 s: still running while a test acts on it
 WEATHER: FunctionToolParam = {
     "type": "function",
@@ -227,3 +232,21 @@ async def test_a_tool_round_trip_by_previous_response_id(
     sent = fake_upstream.requests[-1].messages
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
     assert sent[1]["content"] == asked and sent[2]["tool_calls"][0]["id"] == call.call_id
+
+
+async def test_the_node_sdk(start_gateway: GatewayFactory, token: Mint) -> None:
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "openai").exists():
+        pytest.skip("Node.js and tests/js's openai package (scripts/install dev) are needed")
+    with start_gateway() as first, start_gateway() as second:
+        options = {"first": first, "second": second, "token": token(), "model": "fake-i5-n20"}
+        process = await asyncio.create_subprocess_exec(
+            node, str(JS_DIR / "responses_sdk.mjs"), json.dumps(options), stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, err.decode()
+    got = json.loads(out)
+    tokens = "".join(f" t{i}" for i in range(20))
+    assert got["whole"]["status"] == "completed" and got["whole"]["text"] == tokens
+    assert got["numbers"] == list(range(len(got["numbers"])))  # resumed on the second
+    assert got["types"][-1] == "response.completed" and got["text"] == tokens
