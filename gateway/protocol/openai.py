@@ -304,14 +304,19 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _refuse_unsupported(body: Body) -> None:
+def refuse_parameters(body: Body, known: Collection[str], unsupported: dict[str, str]) -> None:
+    """Refuse a parameter not `known`, and an `unsupported` one unless null."""
     for name in body:
-        if name not in KNOWN_PARAMETERS:
+        if name not in known:
             shown = excerpt(name)
             raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
-    for name, reason in UNSUPPORTED_PARAMETERS.items():
+    for name, reason in unsupported.items():
         if body.get(name) is not None:
             raise InvalidParameter(reason, name, "unsupported_parameter")
+
+
+def _refuse_unsupported(body: Body) -> None:
+    refuse_parameters(body, KNOWN_PARAMETERS, UNSUPPORTED_PARAMETERS)
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise InvalidParameter(

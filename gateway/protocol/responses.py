@@ -26,6 +26,7 @@ from gateway.protocol.openai import (
     _parsed,
     _temperature,
     bounded_list,
+    refuse_parameters,
     required_model,
 )
 from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
@@ -406,13 +407,7 @@ def _bool_default(body: Body, name: str, default: bool) -> bool:
 
 
 def _refuse_unsupported(body: Body) -> None:
-    for name in body:
-        if name not in KNOWN_PARAMETERS:
-            shown = excerpt(name)
-            raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
-    for name, reason in UNSUPPORTED_PARAMETERS.items():
-        if body.get(name) is not None:
-            raise InvalidParameter(reason, name, "unsupported_parameter")
+    refuse_parameters(body, KNOWN_PARAMETERS, UNSUPPORTED_PARAMETERS)
     text = body.get("text")
     if text is not None and not isinstance(text, dict):
         raise _invalid_type("text", "an object")
