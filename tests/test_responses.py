@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 import pytest
-from openai.types.responses import FunctionToolParam
+from openai.types.responses import FunctionToolParam, ResponseCreatedEvent
 
 from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
@@ -250,3 +250,37 @@ async def test_the_node_sdk(start_gateway: GatewayFactory, token: Mint) -> None:
     assert got["whole"]["status"] == "completed" and got["whole"]["text"] == tokens
     assert got["numbers"] == list(range(len(got["numbers"])))  # resumed on the second
     assert got["types"][-1] == "response.completed" and got["text"] == tokens
+
+
+async def test_a_background_stream_outlives_its_client_under_on_disconnect_cancel(
+    start_gateway: GatewayFactory, token: Mint
+) -> None:
+    with start_gateway(on_disconnect="cancel") as url:
+        async with sdk(url, token()) as client:
+            stream = await client.responses.create(
+                model="fake-i5-n20", input="x", stream=True, background=True
+            )
+            async for event in stream:
+                assert isinstance(event, ResponseCreatedEvent)
+                response_id = event.response.id
+                break
+            await stream.close()
+            resumed = await client.responses.retrieve(response_id, stream=True)
+            events = [event async for event in resumed]
+    assert events[-1].type == "response.completed"  # not cancelled by the client's leaving
+
+
+async def test_a_bound_refused_while_another_users_response_is_served(
+    clients: tuple[openai.AsyncOpenAI, Any], start_gateway: GatewayFactory, token: Mint
+) -> None:
+    alice = clients[0]
+    with start_gateway() as url:
+        async with sdk(url, token("bob")) as bob:
+            served = await bob.responses.create(model="fake-i5-n20", input="x", stream=True)
+            with pytest.raises(openai.BadRequestError) as refused:
+                await alice.responses.create(
+                    model="fake", input="x", metadata={f"k{i}": "v" for i in range(17)}
+                )
+            assert refused.value.body["param"] == "metadata"  # type: ignore[index]
+            events = [event async for event in served]
+    assert events[-1].type == "response.completed"
