@@ -3,7 +3,9 @@
     GatewayError
     ├── RequestError(code)       one request failed; the connection lives on
     │   ├── BadRequest           "bad_request"   (HTTP 400)
-    │   │   └── ContextTooLong       "context_too_long" (HTTP 400)
+    │   │   ├── ContextTooLong       "context_too_long" (HTTP 400)
+    │   │   └── OutputFormatRefused  "bad_request" (HTTP 400): a JSON format for a model
+    │   │                            not declared `structured_outputs = true`
     │   ├── Unauthorized         "unauthorized"  (HTTP 401)
     │   ├── Forbidden            "forbidden"     (HTTP 403)
     │   ├── NotFound             "not_found"     (HTTP 404)
@@ -129,6 +131,19 @@ class ContextTooLong(BadRequest):
     """The conversation no longer fits the model's context window."""
 
     code = "context_too_long"
+
+
+class OutputFormatRefused(BadRequest):
+    """A JSON output format asked of a model whose table does not declare
+    `structured_outputs = true`; each API names its own parameter in the error (OpenAI chat:
+    `response_format`)."""
+
+    def __init__(self, model: str, kind: str) -> None:
+        super().__init__(
+            f"Model '{model}' does not support structured outputs ('{kind}'): its "
+            f"[models.{model}] table in GATEWAY_CONFIG does not set structured_outputs = true."
+        )
+        self.model = model
 
 
 class InternalError(RequestError):

@@ -5,8 +5,8 @@ what they yield and wraps it in `Start`, `Chunk`, `ToolCalled`, `ToolReturned`, 
 `Failed`, each with a `seq` that increases by one per event and starts at 1 (so "after 0"
 means "everything").
 
-What a model is given is stated here too, in no provider's format: `Message`s, and the tools
-it may call as `ToolSpec`s with a `ToolChoice`.
+What a model is given is stated here too, in no provider's format: `Message`s, the tools
+it may call as `ToolSpec`s with a `ToolChoice`, and the `OutputFormat` its answer must take.
 """
 
 from __future__ import annotations
@@ -68,6 +68,28 @@ class UseTool:
 
 # Whether the model may call tools: as it likes, not at all, at least one, or a named one.
 ToolChoice = Literal["auto", "none", "required"] | UseTool
+
+
+OutputKind = Literal["text", "json_object", "json_schema"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """The shape a model's answer must take, in no provider's format: free text, any JSON
+    object, or JSON matching `schema` (a JSON Schema object, named `name`; `strict` asks the
+    model to follow it exactly, where the API supports that). Each dialect renders it as its
+    API wants (OpenAI's chat completions: `response_format`). A model that is not declared
+    `structured_outputs = true` is never given a JSON kind (see `needs_structured_outputs`)."""
+
+    kind: OutputKind
+    name: str | None = None
+    schema: Mapping[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+    @property
+    def needs_structured_outputs(self) -> bool:
+        return self.kind != "text"
 
 
 # What agents yield.

@@ -25,7 +25,7 @@ from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
-from gateway.core.generations import GenerationRegistry
+from gateway.core.running import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.client import StoreClient, ping

@@ -69,7 +69,7 @@ def settings(
         "fake-ctx",
         "fake-hang",
     ]
-    models = {"echo": ModelConfig(name="echo", provider="echo")}
+    models = {"echo": ModelConfig(name="echo", provider="echo", structured_outputs=True)}
     models.update({name: _upstream_model(name, base_url) for name in names})
     models["fake-whole"] = _upstream_model("fake-whole", base_url, streaming=False)
     models["fake-capped"] = _upstream_model(

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from gateway import errors
 from gateway.apidocs import asyncapi, schemas
 from gateway.core import conversations
-from gateway.core.generations import NOTICES
+from gateway.core.notices import NOTICES
 from gateway.errors import BadRequest, ErrorCode, RateLimited
 from gateway.events import (
     Chunk,

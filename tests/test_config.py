@@ -86,7 +86,8 @@ def test_toml_models_and_agents(tmp_path: Path) -> None:
         'default_model = "big"\n'
         '[models.big]\nprovider = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
         'api_key_env = "BIG_KEY"\nupstream_model = "vendor/big-1"\nstreaming = false\n'
-        "max_tokens = 100\n"
+        "max_tokens = 100\nstructured_outputs = true\n"
+        '[models.small]\nprovider = "openai"\n'
         '[models.echo]\nprovider = "echo"\n'
         '[agents.pirate]\nsystem_prompt = "Arr."\nmodel = "echo"\ntemperature = 1\n'
     )
@@ -94,6 +95,9 @@ def test_toml_models_and_agents(tmp_path: Path) -> None:
     big = settings.models["big"]
     assert (big.upstream_name, big.streaming, big.max_tokens) == ("vendor/big-1", False, 100)
     assert big.api_key == Secret("k")
+    # JSON output formats: as declared; off for an upstream by default, on for echo.
+    structured = {name: m.structured_outputs for name, m in settings.models.items()}
+    assert structured == {"big": True, "small": False, "echo": True}
     assert settings.default_model == "big"
     pirate = settings.agents["pirate"]
     assert (pirate.system_prompt, pirate.model, pirate.temperature) == ("Arr.", "echo", 1.0)
@@ -105,6 +109,7 @@ def test_toml_models_and_agents(tmp_path: Path) -> None:
     [
         ("[models.x]\nprovider = 'magic'\n", {}, "provider"),
         ("[models.x]\nmax_tokens = -1\n", {}, "max_tokens"),
+        ("[models.x]\nstructured_outputs = 'yes'\n", {}, "structured_outputs"),
         ("default_model = 'nope'\n[models.x]\nprovider = 'echo'\n", {}, "default_model"),
         ("[models.x]\nprovider='echo'\n[agents.a]\nmodel = 'y'\n", {}, "unknown model"),
         ("models = 3\n", {}, "[models]"),

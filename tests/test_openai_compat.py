@@ -152,7 +152,7 @@ def test_a_bound_conversation_keeps_its_stored_history() -> None:
         ({"n": 2}, "n", "unsupported_value"),
         ({"logprobs": True}, "logprobs", "unsupported_value"),
         ({"top_logprobs": 3}, "top_logprobs", "unsupported_value"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        ({"response_format": {"type": "xml"}}, "response_format", "invalid_value"),
         ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
         ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
         ({"frobnicate": 1}, "frobnicate", "unknown_parameter"),

@@ -15,6 +15,7 @@ from typing import Any
 from gateway.apidocs.schemas import COMPLETION_FIELDS, CONVERSATION_ID
 from gateway.protocol import ai_sdk
 from gateway.protocol import openai as openai_compat
+from gateway.protocol.output_format import MAX_SCHEMA_BYTES, SCHEMA_NAME_RE
 from gateway.protocol.wire import MAX_HISTORY_MESSAGES
 
 Schema = dict[str, Any]
@@ -103,9 +104,7 @@ def _openai_parameters() -> dict[str, Schema]:
         "tool_choice": TOOL_CHOICE,
         "logprobs": nullable({"const": False}),
         "top_logprobs": nullable({"const": 0}),
-        "response_format": nullable(
-            obj({"type": {"const": "text"}}, ("type",), additionalProperties=False)
-        ),
+        "response_format": nullable(RESPONSE_FORMAT),
         "modalities": nullable({"const": ["text"]}),
     }
     ignored = {
@@ -118,6 +117,29 @@ def _openai_parameters() -> dict[str, Schema]:
     return {**handled, **dict(sorted(ignored.items())), **refused}
 
 
+JSON_SCHEMA_FORMAT = obj(
+    {
+        "name": text(pattern=SCHEMA_NAME_RE.pattern),
+        "description": nullable(text()),
+        "schema": nullable(
+            {"type": "object", "description": f"A JSON Schema; at most {MAX_SCHEMA_BYTES} bytes."}
+        ),
+        "strict": nullable({"type": "boolean"}),
+    },
+    ("name",),
+    additionalProperties=False,
+)
+RESPONSE_FORMAT: Schema = {
+    "description": "JSON formats only for a model whose table sets structured_outputs = true.",
+    "oneOf": [
+        obj({"type": {"enum": ["text", "json_object"]}}, ("type",), additionalProperties=False),
+        obj(
+            {"type": {"const": "json_schema"}, "json_schema": JSON_SCHEMA_FORMAT},
+            ("type", "json_schema"),
+            additionalProperties=False,
+        ),
+    ],
+}
 CONTENT_PART = obj({"type": {"const": "text"}, "text": {"type": "string"}}, ("type", "text"))
 OPENAI_MESSAGE = obj(
     {

@@ -330,6 +330,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                     "stream_options": {"include_usage": True},
                 }
             ),
+            "jsonSchema": Example(
+                {
+                    "model": "echo",
+                    "messages": [{"role": "user", "content": "Lisbon"}],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {
+                            "name": "Place",
+                            "schema": {
+                                "type": "object",
+                                "properties": {"city": {"type": "string"}},
+                                "required": ["city"],
+                                "additionalProperties": False,
+                            },
+                            "strict": True,
+                        },
+                    },
+                }
+            ),
             "unknownParameter": Example(
                 {"model": "echo", "messages": [{"role": "user", "content": "Hi"}], "colour": 1},
                 400,

@@ -37,6 +37,9 @@ class ModelConfig:
     streaming: bool = True
     max_tokens: int | None = None
     max_concurrent: int | None = None  # upstream requests at once; None: UPSTREAM_MAX_CONCURRENT
+    # Whether JSON output formats (OpenAI's `response_format` json_object and json_schema)
+    # are forwarded to the model; the gateway refuses them for a model that does not say so.
+    structured_outputs: bool = False
 
     @property
     def upstream_name(self) -> str:
@@ -92,7 +95,7 @@ LIMIT_NAMES = tuple(f.name for f in fields(Limits))
 
 
 def echo_models() -> dict[str, ModelConfig]:
-    return {ECHO: ModelConfig(name=ECHO, provider="echo")}
+    return {ECHO: ModelConfig(name=ECHO, provider="echo", structured_outputs=True)}
 
 
 def chat_agents() -> dict[str, AgentConfig]:
@@ -151,6 +154,10 @@ def _model(name: str, table: Any, env: Mapping[str, str]) -> ModelConfig:
     max_tokens = table.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
         raise ConfigError(f"{where}: max_tokens must be a positive integer.")
+    # The echo provider answers JSON formats itself; an upstream must be declared able to.
+    structured = table.get("structured_outputs", provider == ECHO)
+    if not isinstance(structured, bool):
+        raise ConfigError(f"{where}: structured_outputs must be true or false.")
     return ModelConfig(
         name=name,
         provider=provider,
@@ -160,6 +167,7 @@ def _model(name: str, table: Any, env: Mapping[str, str]) -> ModelConfig:
         streaming=bool(table.get("streaming", ModelConfig(name).streaming)),
         max_tokens=max_tokens,
         max_concurrent=table.get("max_concurrent"),
+        structured_outputs=structured,
     )
 
 

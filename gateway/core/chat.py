@@ -4,7 +4,6 @@ instance, and show a conversation. Knows no wire format."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import time
@@ -13,65 +12,23 @@ from collections.abc import Mapping
 from gateway.agents.base import Agent, AgentInput
 from gateway.bounds import GenerationBounds
 from gateway.config import AgentConfig, Settings
-from gateway.core.generations import (
-    NOTICES,
-    STORE_UNREACHABLE,
-    Follow,
-    Generation,
-    GenerationRegistry,
-    LocalFollow,
-    NoticeSink,
-    RemoteFollow,
-    Result,
-    Sink,
-)
+from gateway.core.generations import Follow, Generation, LocalFollow, RemoteFollow, Result
+from gateway.core.log_follow import LogFollower
+from gateway.core.notices import Sink
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
-from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.events import Chunk, Event, Failed, GenerationRef, Message, Usage, is_final
+from gateway.core.running import GenerationRegistry
+from gateway.errors import BadRequest, NotFound, OutputFormatRefused, Unavailable
+from gateway.events import GenerationRef, Message
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.obs import tracing
-from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal
 from gateway.protocol.frames import CompletionRequest
-from gateway.store.log_hub import LogHub, Subscription
+from gateway.store.log_hub import LogHub
 from gateway.store.messages import StoredMessage, stored_size
-from gateway.store.records import READ_PAGE, GenerationMeta, Persisted, Status
-from gateway.store.unreachable import store_error
+from gateway.store.records import GenerationMeta, Persisted, Status
 
 log = logging.getLogger("gateway.core.chat")
-
-
-class StoreOutage:
-    """A follower reading a generation's log while the store is unreachable: its client is
-    told once, and the follower retries with a growing pause until the store is back."""
-
-    FIRST_PAUSE = 0.1
-    LONGEST_PAUSE = 2.0
-
-    def __init__(
-        self, generation_id: str, ref: GenerationRef, sink: Sink, metrics: GatewayMetrics
-    ) -> None:
-        self._generation_id = generation_id
-        self._ref = ref
-        self._sink = sink
-        self._metrics = metrics
-        self._pause = 0.0
-        self._told = False
-
-    async def wait(self) -> None:
-        self._metrics.redis_errors.inc()
-        if not self._told and isinstance(self._sink, NoticeSink):
-            log.warning(
-                "generation %s: following paused, the store is unreachable", self._generation_id
-            )
-            self._sink.notice(self._ref, STORE_UNREACHABLE, NOTICES[STORE_UNREACHABLE])
-        self._told = True
-        self._pause = min(self.LONGEST_PAUSE, max(self.FIRST_PAUSE, self._pause * 2))
-        await asyncio.sleep(self._pause)  # a retry pause, not a synchronisation
-
-    def over(self) -> None:
-        self._pause = 0.0
 
 
 def new_id(prefix: str) -> str:
@@ -108,8 +65,9 @@ class ChatService:
         self._conversations = conversations
         self._log = generation_log
         self.generations = generations
-        self._hub = hub  # reads the logs of generations followed from here
-        self._block_ms = int(min(1000.0, settings.lease_ttl * 500))
+        self._follower = LogFollower(
+            generation_log, hub, conversations, generations.metrics, settings
+        )
         self._bounds = GenerationBounds.of(settings)
 
     def resolve(self, request: CompletionRequest) -> tuple[Agent, AgentConfig, ChatModel]:
@@ -267,14 +225,18 @@ class ChatService:
         meta = await self._log.meta(generation_id)
         if meta is None or meta.status != "running":
             return False
-        return not await self._interrupt_if_abandoned(meta)
+        return not await self._follower.interrupt_if_abandoned(meta)
 
     async def locate(self, principal: Principal, generation_id: str) -> GenerationMeta:
         """The generation's record with its current status (a running one whose process died
         is ended as interrupted first). NotFound unless it is yours."""
         meta = await self._meta(principal, generation_id)
         local = self.generations.get(generation_id)
-        if local is None and meta.status == "running" and await self._interrupt_if_abandoned(meta):
+        if (
+            local is None
+            and meta.status == "running"
+            and await self._follower.interrupt_if_abandoned(meta)
+        ):
             meta = await self._meta(principal, generation_id)
         return meta
 
@@ -301,7 +263,7 @@ class ChatService:
         if local is not None:
             work = traced(meta.generation_id, meta.trace, local.replay(sink, after))
             return LocalFollow(local, sink, asyncio.create_task(work, name=name))
-        work = traced(meta.generation_id, meta.trace, self._follow_log(meta, after, sink))
+        work = traced(meta.generation_id, meta.trace, self._follower.follow(meta, after, sink))
         return RemoteFollow(asyncio.create_task(work, name=name), meta.generation_id)
 
     async def cancel(self, principal: Principal, generation_id: str) -> Status:
@@ -331,104 +293,17 @@ class ChatService:
             raise NotFound(f"Generation '{generation_id}' was not found.")
         return meta
 
-    async def _follow_log(self, meta: GenerationMeta, after: int, sink: Sink) -> None:
-        ref = GenerationRef(meta.generation_id, meta.conversation_id)
-        replayed = self.generations.metrics.replayed_events
-        last = after
-        outage = StoreOutage(meta.generation_id, ref, sink, self.generations.metrics)
-        subscription = self._hub.subscribe(meta.generation_id)
-        try:
-            while True:
-                try:
-                    events = await self._next_from_log(meta, last, subscription)
-                except Exception as exc:
-                    if store_error(exc) is None:
-                        raise
-                    subscription.stale = True  # read the log again once the store is back
-                    await outage.wait()  # the store is down: say so once, then keep trying
-                    continue
-                outage.over()
-                if not events:
-                    continue
-                replayed.inc(len(events))
-                for event in events:
-                    if not await sink.room():
-                        return
-                    sink(ref, event)
-                    last = event.seq
-                    if is_final(event):
-                        return
-        finally:
-            subscription.close()
-
-    async def _next_from_log(
-        self, meta: GenerationMeta, last: int, subscription: Subscription
-    ) -> list[Event]:
-        """Events after `last`, waiting a while for new ones; empty when none came. They come
-        from the process's log reader (`LogHub`), which holds no pooled connection for this
-        follower, except when it cannot vouch for what came before (the first read, after
-        falling behind or an outage): then from the log itself. A wait in vain checks the
-        lease, and whether the generation still exists or ended behind `last`."""
-        if subscription.stale:
-            subscription.stale = False  # what the hub reads from now on is kept for it
-            events = await self._log.read_after(meta.generation_id, last)
-            if len(events) >= READ_PAGE:
-                subscription.stale = True  # more to read first
-            if not events:
-                events = await self._end_behind(meta.generation_id, last)
-            if events:
-                return events
-        deadline = asyncio.get_running_loop().time() + self._block_ms / 1000
-        while not (events := subscription.take(last)) and not subscription.stale:
-            if not await subscription.wait(deadline - asyncio.get_running_loop().time()):
-                if await self._interrupt_if_abandoned(meta):
-                    subscription.stale = True  # its terminal event is in the log now
-                    return []
-                return await self._end_behind(meta.generation_id, last)
-        return events
-
-    async def _end_behind(self, generation_id: str, last: int) -> list[Event]:
-        """When a process dies, events it delivered but had not yet stored are lost, so a
-        client may have seen seqs past the stored terminal event. It then gets that event
-        numbered after what it saw: every follower ends, and seqs never repeat for it."""
-        meta = await self._log.meta(generation_id)
-        if meta is None:  # deleted, or its turn was refused before it started
-            return [Failed(last + 1, "not_found", "The generation no longer exists.", False)]
-        if meta.status == "running" or meta.last_seq > last:
-            return []
-        final = await self._log.last_event(generation_id)
-        return [dataclasses.replace(final, seq=last + 1)] if final is not None else []
-
-    async def _interrupt_if_abandoned(self, meta: GenerationMeta) -> bool:
-        """If the generation's process died, end it as interrupted and store its partial
-        answer; exactly one instance wins. True when it is now ended."""
-        if not await self._log.interrupt_if_abandoned(meta.generation_id):
-            return False
-        events = await self._log.read_after(
-            meta.generation_id, 0, count=self._settings.max_log_events
-        )
-        text = "".join(e.content for e in events if isinstance(e, Chunk))
-        usage = Usage(completion_tokens=len(text.split()))  # an estimate: the real one died
-        answer = StoredMessage(
-            "assistant",
-            text,
-            now_ms(),
-            "incomplete",
-            meta.model,
-            meta.agent,
-            meta.generation_id,
-            usage,
-        )
-        await self._conversations.append_answer(meta.owner, meta.conversation_id, answer)
-        return True
-
     def _history(self, request: CompletionRequest, stored: list[StoredMessage]) -> list[Message]:
         if request.conversation_history is not None:
             return list(request.conversation_history)
         return [m.as_model_message() for m in stored]
 
     def _params(self, request: CompletionRequest, agent: AgentConfig, model: str) -> ModelParams:
-        cap = self._settings.models[model].max_tokens
+        config = self._settings.models[model]
+        output = request.output_format
+        if output is not None and output.needs_structured_outputs and not config.structured_outputs:
+            raise OutputFormatRefused(model, output.kind)
+        cap = config.max_tokens
         wanted = request.max_tokens
         max_tokens = min(x for x in (wanted, cap) if x is not None) if wanted or cap else None
         temperature = request.temperature if request.temperature is not None else agent.temperature
@@ -438,6 +313,7 @@ class ChatService:
             stop=request.stop,
             tools=request.tools,
             tool_choice=request.tool_choice,
+            output_format=request.output_format,
         )
 
     async def _end(

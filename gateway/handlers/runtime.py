@@ -12,7 +12,7 @@ from gateway.config import Settings
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
 from gateway.core.disconnect import DisconnectPolicy
-from gateway.core.generations import GenerationRegistry
+from gateway.core.running import GenerationRegistry
 from gateway.limits import Refusal
 from gateway.obs.metrics import GatewayMetrics
 from gateway.principal import Principal

@@ -6,7 +6,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.events import Finish, Message, TextDelta, ToolCall, ToolChoice, ToolSpec
+from gateway.events import (
+    Finish,
+    Message,
+    OutputFormat,
+    TextDelta,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +24,9 @@ class ModelParams:
     stop: tuple[str, ...] = ()
     tools: tuple[ToolSpec, ...] = ()  # each dialect renders them in its API's shape
     tool_choice: ToolChoice | None = None
+    # None: the API's default (free text). A JSON kind only reaches a model whose table says
+    # `structured_outputs = true`; the core refuses it for any other.
+    output_format: OutputFormat | None = None
 
 
 class ChatModel(Protocol):

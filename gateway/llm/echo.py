@@ -1,4 +1,5 @@
-"""The built-in `echo` model: the user's message back, word by word, no API key needed."""
+"""The built-in `echo` model: the user's message back, word by word, no API key needed; asked
+for JSON, a JSON object holding it (`echo_json.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from gateway.config import ModelConfig
 from gateway.events import Finish, FinishReason, Message, TextDelta, ToolCall
 from gateway.llm.base import ModelParams
+from gateway.llm.echo_json import echo_json
 from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.providers import ProviderContext
 from gateway.llm.usage import estimate_usage
@@ -32,13 +34,16 @@ class EchoModel:
     async def stream(
         self, messages: Sequence[Message], params: ModelParams
     ) -> AsyncIterator[TextDelta | ToolCall | Finish]:
-        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        text = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        output = params.output_format
+        if output is not None and output.needs_structured_outputs:
+            text = echo_json(text, output)
         caps = [cap for cap in (params.max_tokens, self._max_words) if cap is not None]
         limit = min(caps) if caps else None
         # Words are found one at a time: a long message is never split into a list at once.
         sent, cut = 0, False
         async with self._gate.slot():  # the same per-model cap as an upstream model
-            for word in _WORD.finditer(last_user):
+            for word in _WORD.finditer(text):
                 if sent == limit:
                     cut = True
                     break

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.errors import BadRequest, NotFound, excerpt
 from gateway.events import FinishReason, Message, ToolCall
+from gateway.protocol.output_format import parse_response_format
 from gateway.protocol.requests import (
     CompletionRequest,
     parse_stop,
@@ -174,6 +175,10 @@ def chat_call(
         stop=_parsed("stop", parse_stop, body.get("stop")),
         tools=tools,
         tool_choice=tool_choice,
+        # Whether the model takes a JSON format is its table's say: the core checks.
+        output_format=_parsed(
+            "response_format", parse_response_format, body.get("response_format")
+        ),
     )
     return ChatCall(request, include_usage)
 
@@ -325,11 +330,6 @@ def _refuse_unsupported(body: Body) -> None:
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
         param = "logprobs" if body.get("logprobs") not in (None, False) else "top_logprobs"
         raise InvalidParameter("Log probabilities are not supported.", param, "unsupported_value")
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise InvalidParameter(
-            "Only the 'text' response format is supported.", "response_format", "unsupported_value"
-        )
     modalities = body.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise InvalidParameter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from gateway.errors import RequestError, status_of
+from gateway.errors import OutputFormatRefused, RequestError, status_of
 from gateway.events import (
     Chunk,
     Done,
@@ -201,6 +201,8 @@ def error_of(error: RequestError) -> tuple[int, Body]:
         param, code = error.param, error.openai_code
     elif isinstance(error, ModelNotFound):
         code = "model_not_found"
+    elif isinstance(error, OutputFormatRefused):
+        param, code = "response_format", "unsupported_value"
     return error.http_status, error_object(error.message, error_type, param, code)
 
 

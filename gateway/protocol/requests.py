@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypedDict
 
 from gateway.errors import BadRequest
-from gateway.events import Message, ToolChoice, ToolSpec, UseTool
+from gateway.events import Message, OutputFormat, ToolChoice, ToolSpec, UseTool
 from gateway.protocol.wire import (
     MAX_HISTORY_MESSAGES,
     MAX_SEQ,
@@ -59,6 +59,8 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice | None = None
+    # The answer's shape (OpenAI's `response_format`); the native protocol does not take one.
+    output_format: OutputFormat | None = None
     # Kept with the generation's record for the transport that starts it (GenerationMeta.note).
     note: str = ""
 

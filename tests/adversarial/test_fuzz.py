@@ -38,10 +38,12 @@ FIELDS = (
     "project_id", "idempotency_key", "stream", "generation_id", "after", "token",
     "messages", "role", "content", "parts", "text", "function", "name", "n",
     "stream_options", "include_usage", "logprobs", "response_format", "modalities",
+    "json_schema", "schema", "strict", "description",
 )  # fmt: skip
 VALUES = (
     "completion", "resume", "cancel", "ping", "auth", "user", "assistant", "system",
     "tool", "function", "text", "echo", "fake", "auto", "none", "required", "gen_abc",
+    "json_object", "json_schema",
 )  # fmt: skip
 
 PURE = settings(max_examples=200, deadline=None, derandomize=True, database=None)

@@ -25,11 +25,16 @@ MODELS = [
 ]
 
 
-def config_file(folder: Path, upstream_url: str, extra: Iterable[str] = ()) -> Path:
-    """A TOML file naming the fake upstream's models, and `extra` ones of a test's own."""
+def config_file(
+    folder: Path, upstream_url: str, extra: Iterable[str] = (), structured: Iterable[str] = ()
+) -> Path:
+    """A TOML file naming the fake upstream's models, and `extra` ones of a test's own;
+    those in `structured` declare `structured_outputs = true`."""
+    said = set(structured)
     tables = "".join(
         f'[models.{name}]\nprovider = "openai"\nbase_url = "{upstream_url}"\n'
-        f'api_key_env = "FAKE_KEY"\n\n'
+        f'api_key_env = "FAKE_KEY"\n'
+        f"{'structured_outputs = true' if name in said else ''}\n\n"
         for name in (*MODELS, *extra)
     )
     path = folder / "gateway.toml"

@@ -7,6 +7,7 @@ Behaviour is chosen by the requested model name, dash-separated options after `f
   err<code>  answer HTTP <code> with an OpenAI error body
   ctx        answer HTTP 400 context_length_exceeded, as OpenAI does for a too-long prompt
   stamp      each token's content is the send time in ns (for latency measurements)
+  verbatim   reply with the last user message itself, in words (a test's own JSON answer)
   hang       send the headers, then nothing until the client goes away
   silent     send nothing at all (not even headers) until the client goes away
   stall<k>   send <k> content chunks, then nothing until the client goes away
@@ -95,6 +96,7 @@ class Behaviour:
     ) -> Behaviour:
         options = model.split("-")[1:]
         count: int | None = None
+        verbatim = False
         values: dict[str, Any] = {}
         for option in options:
             if option.startswith("n") and option[1:].isdigit():
@@ -105,6 +107,8 @@ class Behaviour:
                 values["drop_after"] = int(option[4:])
             elif option.startswith("err") and option[3:].isdigit():
                 values["error_status"] = int(option[3:])
+            elif option == "verbatim":
+                verbatim = True
             elif option in ("stamp", "hang", "silent"):
                 values[option] = True
             elif counted := _COUNTED.fullmatch(option):
@@ -120,7 +124,7 @@ class Behaviour:
                 "name": tools[0]["function"]["name"],
                 "arguments": _json_object_or_empty(last_user),
             }
-        reply = f"You said: {last_user}"
+        reply = last_user if verbatim else f"You said: {last_user}"
         if messages[-1]["role"] == "tool":
             reply = f"Result: {messages[-1]['content']}"
         words = reply.split(" ")

@@ -20,7 +20,7 @@ import openai
 
 from gateway.config import ModelConfig, Secret
 from gateway.errors import UpstreamError
-from gateway.events import Message, ToolChoice, ToolSpec, UseTool
+from gateway.events import Message, OutputFormat, ToolChoice, ToolSpec, UseTool
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.bounds import StreamFormatError, UpstreamBounds
 from gateway.llm.dialect import Body, Reply
@@ -79,6 +79,9 @@ class OpenAIDialect:
             body["tools"] = [wire_tool(spec) for spec in params.tools]
             if params.tool_choice is not None:
                 body["tool_choice"] = wire_tool_choice(params.tool_choice)
+        response_format = wire_response_format(params.output_format)
+        if response_format is not None:
+            body["response_format"] = response_format
         if stream:
             body.update(stream=True, stream_options={"include_usage": True})
         return body
@@ -207,6 +210,23 @@ def wire_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
     if isinstance(choice, UseTool):
         return {"type": "function", "function": {"name": choice.name}}
     return choice
+
+
+def wire_response_format(output: OutputFormat | None) -> dict[str, Any] | None:
+    """The output format as OpenAI's `response_format`. Free text is the API's default and is
+    left out, so an upstream that does not know the parameter is never sent it."""
+    if output is None or output.kind == "text":
+        return None
+    if output.kind == "json_object":
+        return {"type": "json_object"}
+    schema: dict[str, Any] = {"name": output.name or "response"}
+    if output.description is not None:
+        schema["description"] = output.description
+    if output.schema is not None:
+        schema["schema"] = dict(output.schema)
+    if output.strict is not None:
+        schema["strict"] = output.strict
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def make_client(
