@@ -9,13 +9,16 @@ import shutil
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai.types.responses import FunctionToolParam, ResponseCreatedEvent
+from pydantic import BaseModel
 
+from gateway.config import Settings
 from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
@@ -284,3 +287,40 @@ async def test_a_bound_refused_while_another_users_response_is_served(
             assert refused.value.body["param"] == "metadata"  # type: ignore[index]
             events = [event async for event in served]
     assert events[-1].type == "response.completed"
+
+
+class Place(BaseModel):
+    city: str
+    days: int
+
+
+async def test_structured_outputs_by_text_format(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    structured = "fake-verbatim-so"  # answers the user's message as it is; takes JSON formats
+    model = replace(
+        settings.models["fake"],
+        name=structured,
+        upstream_model=structured,
+        structured_outputs=True,
+    )
+    with start_gateway(models={**settings.models, structured: model}) as url:
+        async with sdk(url, token()) as client:
+            parsed = await client.responses.parse(
+                model=structured, input='{"city": "Lisbon", "days": 3}', text_format=Place
+            )
+            assert parsed.output_parsed == Place(city="Lisbon", days=3)
+            sent = fake_upstream.requests[-1].body["response_format"]
+            assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Place"
+            assert parsed.text is not None and parsed.text.format is not None
+            assert parsed.text.format.type == "json_schema"
+            echoed = await client.responses.create(
+                model="echo", input="hi", text={"format": {"type": "json_object"}}
+            )
+            assert isinstance(json.loads(echoed.output_text), dict)
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.responses.create(
+                    model="fake", input="x", text={"format": {"type": "json_object"}}
+                )
+    assert refused.value.body["param"] == "text.format"  # type: ignore[index]
+    assert "structured_outputs = true" in refused.value.message

@@ -9,7 +9,17 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, ToolCalled, Usage
+from gateway.events import (
+    Chunk,
+    Done,
+    Event,
+    Failed,
+    GenerationRef,
+    OutputFormat,
+    Start,
+    ToolCalled,
+    Usage,
+)
 from gateway.protocol.openai import InvalidParameter, ModelNotFound
 from gateway.protocol.responses import (
     Echo,
@@ -97,7 +107,10 @@ def test_previous_response_id_uses_the_stored_conversation() -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format"),
+        ({"text": {"format": "json"}}, "text.format"),
+        ({"text": {"style": 1}}, "text.style"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k" * 65: "v"}}, "metadata"),
         ({"metadata": {"k": "v" * 513}}, "metadata.k"),
@@ -121,8 +134,20 @@ def test_refusals_name_the_parameter(body: dict[str, Any], param: str | None) ->
     assert error.http_status == 400
 
 
-def test_text_format_text_is_accepted_and_unknown_models_are_not_found() -> None:
-    call(text={"format": {"type": "text"}})
+def test_text_format_as_the_neutral_output_format() -> None:
+    assert call(text={"format": {"type": "text"}}).request.output_format == OutputFormat("text")
+    assert call(text={"format": {"type": "json_object"}}).request.output_format == OutputFormat(
+        "json_object"
+    )
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "name": "A", "schema": schema, "strict": True}
+    parsed = call(text={"format": fmt, "verbosity": "low"})
+    assert parsed.request.output_format == OutputFormat("json_schema", "A", schema, True)
+    assert parsed.echo.text == {"format": fmt, "verbosity": "low"}
+    assert call().echo.text == {"format": {"type": "text"}}
+
+
+def test_unknown_models_are_not_found() -> None:
     with pytest.raises(ModelNotFound):
         call(model="nope")
 

@@ -17,7 +17,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, OutputFormatRefused
 from gateway.events import Failed, GenerationRef
 from gateway.handlers.common import authenticate, read_body, services_of
 from gateway.handlers.openai_compat import error_response, openai_errors, opening_events
@@ -65,9 +65,12 @@ async def create(request: Request) -> Response:
     call = await _continued(services, principal, call)
     listener = Listener(services.settings.max_queued_frames)
     completion = call.request
-    follow = await services.chat.start(
-        principal, completion, listener, must_stream=completion.stream
-    )
+    try:
+        follow = await services.chat.start(
+            principal, completion, listener, must_stream=completion.stream
+        )
+    except OutputFormatRefused as exc:  # the model's table does not take JSON formats
+        raise InvalidParameter(exc.message, "text.format", "unsupported_value") from None
     if call.background and not completion.stream:
         follow.stop()  # it runs on: a generation outlives its client
         ref = GenerationRef(follow.generation_id, "")

@@ -15,8 +15,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import NotFound, excerpt
-from gateway.events import Chunk, Event, Message, ToolCall, ToolCalled, ToolReturned
+from gateway.errors import BadRequest, NotFound, excerpt
+from gateway.events import (
+    Chunk,
+    Event,
+    Message,
+    OutputFormat,
+    ToolCall,
+    ToolCalled,
+    ToolReturned,
+)
 from gateway.protocol.openai import (
     Body,
     InvalidParameter,
@@ -29,6 +37,7 @@ from gateway.protocol.openai import (
     refuse_parameters,
     required_model,
 )
+from gateway.protocol.output_format import json_schema_format, parse_response_format
 from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
 
 RESPONSE_ID_RE = re.compile(r"^resp_([A-Za-z0-9_-]{1,60})$")
@@ -118,6 +127,7 @@ class Echo:
     previous_response_id: str | None = None
     store: bool = True
     background: bool = False
+    text: Body = field(default_factory=lambda: {"format": {"type": "text"}})
     input: list[Body] = field(default_factory=list)
 
     def note(self) -> str:
@@ -200,6 +210,7 @@ def responses_call(
         idempotency_key=_header_value("Idempotency-Key", idempotency_key),
         tools=tools,
         tool_choice=tool_choice,
+        output_format=parse_text_format(body.get("text")),
     )
     echo = Echo(
         model=model,
@@ -213,6 +224,7 @@ def responses_call(
         previous_response_id=previous,
         store=store,
         background=background,
+        text=_text_echo(body.get("text")),
         input=input_items(body["input"]),
     )
     request = dataclasses.replace(request, note=echo.note())
@@ -402,20 +414,43 @@ def _max_output_tokens(value: Any) -> int | None:
     return value
 
 
+def parse_text_format(text: Any) -> OutputFormat | None:
+    """`text.format`: `{"type": "text"}`, `{"type": "json_object"}`, or `{"type":
+    "json_schema", name, schema, strict, description}` (the fields beside `type`, unlike chat's
+    `response_format`). Whether the model takes a JSON format is the core's say."""
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise _invalid_type("text", "an object")
+    unknown = next((key for key in text if key not in ("format", "verbosity")), None)
+    if unknown is not None:
+        shown = f"text.{excerpt(str(unknown))}"
+        raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
+    value = text.get("format")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type("text.format", "an object")
+    try:
+        if value.get("type") == "json_schema":
+            spec = {k: v for k, v in value.items() if k != "type"}
+            return json_schema_format(spec, "text.format")
+        return parse_response_format(value, "text.format")
+    except BadRequest as exc:
+        raise InvalidParameter(exc.message, "text.format", "invalid_value") from None
+
+
+def _text_echo(text: dict[str, Any] | None) -> Body:
+    """The response's `text`: the request's, its format `text` when it gave none."""
+    return {"format": {"type": "text"}, **(text or {})}
+
+
 def _bool_default(body: Body, name: str, default: bool) -> bool:
     return default if body.get(name) is None else _optional_bool(body, name)
 
 
 def _refuse_unsupported(body: Body) -> None:
     refuse_parameters(body, KNOWN_PARAMETERS, UNSUPPORTED_PARAMETERS)
-    text = body.get("text")
-    if text is not None and not isinstance(text, dict):
-        raise _invalid_type("text", "an object")
-    text_format = (text or {}).get("format")
-    if text_format is not None and text_format != {"type": "text"}:
-        raise InvalidParameter(
-            "Only the 'text' format is supported.", "text.format", "unsupported_value"
-        )
 
 
 def parse_starting_after(value: str | None) -> int:

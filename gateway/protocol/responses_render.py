@@ -103,7 +103,7 @@ class ResponseState:
             "previous_response_id": echo.previous_response_id,
             "store": echo.store,
             "temperature": echo.temperature,
-            "text": {"format": {"type": "text"}},
+            "text": echo.text,
             "tool_choice": echo.tool_choice,
             "tools": echo.tools,
             "top_p": None,
