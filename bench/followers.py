@@ -184,7 +184,7 @@ def servers(cluster: bool, folder: Path) -> Iterator[list[str]]:
             server.process.kill()
             server.process.wait(timeout=10)
         return
-    from tests.test_cluster import NODES, find_redis_cli, start_node
+    from tests.store.test_cluster import NODES, find_redis_cli, start_node
 
     nodes = [start_node(folder) for _ in range(NODES)]
     try:

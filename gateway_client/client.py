@@ -39,6 +39,7 @@ from gateway_client.errors import GatewayError
 from gateway_client.events import ErrorEvent, Item, parse_frame
 from gateway_client.http import HttpApi, check_status
 from gateway_client.run import Run
+from gateway_client.socket import heartbeat, renew_live, send_runs
 from gateway_client.tokens import TokenRefresh, Tokens
 
 
@@ -346,7 +347,7 @@ class GatewayClient:
                 elif kind == "authenticated":
                     self._tokens.accepted(number(frame.get("expires_at")))
                 elif kind == "token_expiring":
-                    self._spawn(self._renew_live(ws))
+                    self._spawn(renew_live(ws, self._tokens))
                 elif kind == "error" and frame.get("id") is None:
                     item = parse_frame(frame)  # e.g. the rate_limited before a 4429 close
                     refusal = item if isinstance(item, ErrorEvent) else refusal
@@ -379,7 +380,8 @@ class GatewayClient:
         self._set_state("connected")
         self._connected.set()
         loop = asyncio.get_running_loop()
-        return [loop.create_task(self._send(ws, self._outbox)), loop.create_task(self._beat(ws))]
+        beat = heartbeat(ws, self._ping_interval, self._pong_timeout, lambda: self._last_frame)
+        return [loop.create_task(send_runs(ws, self._outbox)), loop.create_task(beat)]
 
     def _on_resumed(self, frame: dict[str, Any]) -> None:
         run = self._runs.get(str(frame.get("id")))
@@ -397,58 +399,6 @@ class GatewayClient:
         item = parse_frame(frame)
         if item is not None:
             self._deliver(run, item)
-
-    async def _send(self, ws: ClientConnection, outbox: asyncio.Queue[Run]) -> None:
-        """The socket's one writer of runs: (re)start each, then its cancel if asked for."""
-        while True:
-            run = await outbox.get()
-            if run.ended:
-                continue
-            try:
-                if run.socket is not ws:
-                    run.socket = ws
-                    run.cancel_sent = False
-                    await ws.send(json.dumps(run.opening_frame()))
-                if run.cancel_requested and not run.cancel_sent:
-                    run.cancel_sent = True
-                    # By generation id when known: it also reaches it on another instance.
-                    target = (
-                        {"generation_id": run.generation_id}
-                        if run.generation_id
-                        else {"id": run.id}
-                    )
-                    await ws.send(json.dumps({"type": "cancel", **target}))
-            except ConnectionClosed:
-                return  # the reader sees the close; the next socket sends them all again
-
-    async def _beat(self, ws: ClientConnection) -> None:
-        """Heartbeats: a `ping` frame every `ping_interval`; no frame at all within
-        `pong_timeout` after it and the socket counts as dead. A socket whose network went
-        away can look open for minutes, and a close would wait on a handshake that never
-        comes, so it is dropped and the next one opened."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._ping_interval)
-            sent = loop.time()
-            try:
-                await ws.send('{"type":"ping"}')
-            except ConnectionClosed:
-                return
-            await asyncio.sleep(self._pong_timeout)
-            if self._last_frame < sent:
-                ws.transport.abort()
-                return
-
-    async def _renew_live(self, ws: ClientConnection) -> None:
-        """`token_expiring`: send a fresh token on the live socket (protocol §4.5), so running
-        answers are not disturbed. Without a callback the socket closes with 4401 at expiry."""
-        if not self._tokens.can_refresh:
-            return
-        try:
-            await self._tokens.renew(self._tokens.token)
-            await ws.send(json.dumps({"type": "auth", "token": self._tokens.token}))
-        except (GatewayError, ConnectionClosed):
-            return  # the socket still works until expiry; the reconnect then says why
 
     # HTTP.
 

@@ -10,7 +10,7 @@ change to the record is a new version that the reader of the next one still acce
     version 1 (read):    the event's WebSocket payload, {"type":"chunk","seq":5,…}
 
 Pure: JSON in, events out. The Lua script that ends an abandoned generation writes a version 2
-`error` record of its own (see `store/logs.py`), which `tests/test_store.py` reads back.
+`error` record of its own (see `store/logs.py`), which `tests/store/test_store.py` reads back.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An instance stops under its streams: SIGTERM (drain) and SIGKILL, with followers elsewhere.
 
-tests/test_resume.py covers a socket client resuming after SIGTERM and SIGKILL; these add an
+tests/e2e/test_resume.py covers a socket client resuming after SIGTERM and SIGKILL; these add an
 SSE stream cut by a drain, followers on the other instance that are already attached when
 the owner stops, and two followers racing to end a dead owner's generation.
 """
@@ -17,12 +17,12 @@ import httpx2
 import pytest
 
 from tests.adversarial.conftest import secrets_in
+from tests.e2e.test_resume import read_through, resume_sse, resume_ws
 from tests.support.processes import GatewayProcess, config_file, gateway_environment, start_pair
 from tests.support.redis import RedisServer
 from tests.support.sse import sse_events, stream_json
 from tests.support.upstream import FakeUpstream
 from tests.support.ws import close_code, connected, receive, send, text_of, until_done
-from tests.test_resume import read_through, resume_sse, resume_ws
 
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 202 events over about four seconds

@@ -1,4 +1,4 @@
-// The official OpenAI Node SDK's Responses API against the gateway (tests/test_responses.py).
+// The official OpenAI Node SDK's Responses API against the gateway (tests/http/test_responses.py).
 // Usage: node responses_sdk.mjs '{"first": url, "second": url, "token": jwt, "model": name}'
 // Prints one JSON object: what the SDK got.
 import OpenAI from "openai";

@@ -38,7 +38,7 @@ from gateway.store.records import Status
 from tests.client import close_code, connected, receive, send
 from tests.conftest import GatewayFactory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Json = dict[str, Any]
 CLIENT_FRAMES = {
     "auth": protocol.Auth,

@@ -38,6 +38,7 @@ from gateway.store.messages import StoredMessage
 from gateway.store.records import GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
 from tests.conftest import free_port
+from tests.e2e.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.processes import (
     GatewayProcess,
     config_file,
@@ -45,9 +46,8 @@ from tests.processes import (
     start_pair,
     start_process,
 )
-from tests.test_log_hub import follow
-from tests.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
-from tests.test_storage import (
+from tests.store.test_log_hub import follow
+from tests.store.test_storage import (
     Account,
     a_turn_over_the_quota_takes_nothing_until_space_is_freed,
     turns_count_every_stored_byte_across_trims,

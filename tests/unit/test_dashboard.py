@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.obs.metrics import GatewayMetrics
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "chat-gateway.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "chat-gateway.json"
 METRIC = re.compile(r"\b((?:gateway|process)_[a-z_]+)\b")
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 

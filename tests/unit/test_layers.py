@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
+GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 LLM = GATEWAY / "llm"
 TRANSPORT = LLM / "transport.py"
 

@@ -20,7 +20,7 @@ from tests.support.redis import RedisServer, running_redis
 from tests.support.tokens import TEST_SECRET
 from tests.support.upstream import FakeUpstream
 
-NODE_TESTS = Path(__file__).resolve().parent / "js" / "client"
+NODE_TESTS = Path(__file__).resolve().parents[1] / "js" / "client"
 NODE_MAJOR = 20
 STRICT_IDLE_SECONDS = 1
 # What the strict gateway adds to the usual configuration: a model long enough to stop Redis

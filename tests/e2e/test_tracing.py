@@ -48,7 +48,7 @@ from tests.support.ws import (
 )
 
 Mint = Callable[..., str]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SLOW = "fake-i5-n20"
 
 

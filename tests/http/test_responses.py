@@ -23,7 +23,7 @@ from tests.conftest import GatewayFactory
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
-JS_DIR = Path(__file__).parent / "js"
+JS_DIR = Path(__file__).parent.parent / "js"
 SLOW = "fake-i20-n200"  # 200 tokens over 4 s: still running while a test acts on it
 WEATHER: FunctionToolParam = {
     "type": "function",

@@ -20,7 +20,7 @@ from gateway.llm.registry import ModelRegistry
 from gateway.llm.upstream import UpstreamModel
 from gateway.obs.metrics import GatewayMetrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_registry_has_a_line_for_every_provider_name_and_no_other() -> None:

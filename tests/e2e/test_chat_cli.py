@@ -17,11 +17,11 @@ import pytest
 
 from gateway.config import ModelConfig, Secret, Settings
 from tests.conftest import GatewayFactory
+from tests.e2e.test_client_python import listening
 from tests.support.processes import GatewayProcess, config_file, spawn
 from tests.support.redis import RedisServer
 from tests.support.serving import free_port
 from tests.support.upstream import FakeUpstream
-from tests.test_client_python import listening
 
 Mint = Callable[..., str]
 HELD = "fake-n12-hold3-cli"  # three chunks, then waits for `release`, then nine more

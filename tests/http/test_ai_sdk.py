@@ -54,7 +54,7 @@ from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 REF = GenerationRef("gen_abc", "chat-1")
-JS_DIR = Path(__file__).resolve().parent / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 READER = JS_DIR / "read_ui_stream.mjs"
 PINNED_AI = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["ai"]
 SLOW = "fake-i20-n100"  # 100 tokens, 20 ms apart

@@ -2,7 +2,7 @@
 
 The session runs on the real services (a real Redis, the `echo` model); only the socket is
 missing. Each test plays the I/O side: it hands text to the session, reads its outbox and
-records what the session's timers ask to close. tests/test_websocket.py covers the same
+records what the session's timers ask to close. tests/http/test_websocket.py covers the same
 protocol end to end.
 """
 
@@ -45,7 +45,7 @@ from gateway.services import Services, open_services
 
 Json = dict[str, Any]
 WITHIN = 5.0  # the longest wait for something the session does by itself
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
 
 

@@ -1,0 +1,1 @@
+"""The gateway's APIs over real HTTP and WebSocket connections to a gateway served by uvicorn."""

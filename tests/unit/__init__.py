@@ -1,0 +1,1 @@
+"""Unit tests: the pure parts, one module at a time, with no server, Redis or network."""
