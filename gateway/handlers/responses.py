@@ -32,7 +32,7 @@ from gateway.handlers.stream import (
     stream_response,
 )
 from gateway.principal import Principal
-from gateway.protocol.openai import InvalidParameter
+from gateway.protocol.openai import Body, InvalidParameter
 from gateway.protocol.openai_response import failure_of
 from gateway.protocol.requests import parse_json_object
 from gateway.protocol.responses import (
@@ -43,7 +43,9 @@ from gateway.protocol.responses import (
     generation_of,
     input_item_page,
     parse_starting_after,
+    referenced_items,
     responses_call,
+    with_references,
 )
 from gateway.protocol.responses_render import ResponseRenderer, deleted_object, response_object
 from gateway.protocol.sse import SSE_HEADERS
@@ -55,6 +57,7 @@ async def create(request: Request) -> Response:
     principal = await authenticate(request)
     services = services_of(request)
     body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
+    body = await _resolved(services, principal, body)
     call = responses_call(
         body,
         services.settings.models.keys(),
@@ -178,14 +181,31 @@ async def _continued(services: Runtime, principal: Principal, call: ResponsesCal
     return after_calls(call, Echo.of_note(meta.note, meta.model), events)
 
 
-async def _ended(services: Runtime, meta: GenerationMeta, echo: Echo) -> dict[str, object]:
+async def _resolved(services: Runtime, principal: Principal, body: Body) -> Body:
+    """The body with its `item_reference`s replaced by the output items they name, read
+    from the user's own responses (another user's items are not found)."""
+    wanted = referenced_items(body)
+    items: dict[str, Body] = {}
+    for generation_id in wanted:
+        try:
+            meta = await services.chat.locate(principal, generation_id)
+        except NotFound:
+            continue  # its references are answered as not found
+        if meta.status == "running":
+            continue
+        output = (await _ended(services, meta, Echo.of_note(meta.note, meta.model)))["output"]
+        items.update((item["id"], item) for item in output if item["id"] in wanted[generation_id])
+    return with_references(body, items)
+
+
+async def _ended(services: Runtime, meta: GenerationMeta, echo: Echo) -> Body:
     """The response object once its generation ended (waiting for a running one's end)."""
     listener = Listener(services.settings.max_queued_frames)
     ref, events = await collect(services.chat.attach(meta, 0, listener), listener)
     return response_object(ref, echo, events)
 
 
-async def _current(services: Runtime, meta: GenerationMeta, echo: Echo) -> dict[str, object]:
+async def _current(services: Runtime, meta: GenerationMeta, echo: Echo) -> Body:
     """The response object now: a running one's status, or the whole ended one."""
     if meta.status == "running":
         ref = GenerationRef(meta.generation_id, meta.conversation_id)

@@ -45,6 +45,8 @@ RESPONSE_ID_RE = re.compile(r"^resp_([A-Za-z0-9_-]{1,60})$")
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
+# The earlier responses one request's `item_reference`s may name (each is read from its log).
+MAX_REFERENCED_RESPONSES = 64
 
 # Accepted and ignored: defaults clients and frameworks send, with nothing to forward.
 IGNORED_PARAMETERS = frozenset(
@@ -528,4 +530,64 @@ def after_calls(call: ResponsesCall, earlier: Echo, events: Sequence[Event]) -> 
     joined = (*before, Message("assistant", text, calls), *history)
     return dataclasses.replace(
         call, request=dataclasses.replace(call.request, conversation_history=joined)
+    )
+
+
+def referenced_items(body: Body) -> dict[str, set[str]]:
+    """The output items `item_reference` input items name (what the AI SDK sends for earlier
+    answers of a stored response), by the generation that made them: at most
+    MAX_REFERENCED_RESPONSES responses, each read once."""
+    found: dict[str, set[str]] = {}
+    items = body.get("input")
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, dict) or item.get("type") != "item_reference":
+            continue
+        item_id = item.get("id")
+        generation = _item_generation(item_id) if isinstance(item_id, str) else None
+        if generation is None:
+            raise _unknown_item(item_id, i)
+        found.setdefault(generation, set()).add(item_id)  # type: ignore[arg-type]
+    if len(found) > MAX_REFERENCED_RESPONSES:
+        raise InvalidParameter(
+            f"'input' may reference items of at most {MAX_REFERENCED_RESPONSES} responses.",
+            "input",
+            "array_above_max_length",
+        )
+    return found
+
+
+def with_references(body: Body, items: Mapping[str, Body]) -> Body:
+    """The body with each `item_reference` replaced by the output item it names."""
+    given = body.get("input")
+    if not isinstance(given, list):
+        return body
+    resolved = []
+    for i, item in enumerate(given):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            found = items.get(item.get("id"))  # type: ignore[arg-type]
+            if found is None:
+                raise _unknown_item(item.get("id"), i)
+            item = found
+        resolved.append(item)
+    return {**body, "input": resolved}
+
+
+def _item_generation(item_id: str) -> str | None:
+    """The generation whose response holds an output item: `msg_<suffix>`, or
+    `fc_<suffix>_<index>` (the ids `responses_render` gives)."""
+    if item_id.startswith("msg_"):
+        suffix = item_id.removeprefix("msg_")
+    elif item_id.startswith("fc_") and "_" in item_id[3:]:
+        suffix, _, index = item_id.removeprefix("fc_").rpartition("_")
+        if not index.isdigit():
+            return None
+    else:
+        return None
+    return "gen_" + suffix if RESPONSE_ID_RE.fullmatch("resp_" + suffix) else None
+
+
+def _unknown_item(item_id: Any, index: int) -> InvalidParameter:
+    shown = excerpt(item_id) if isinstance(item_id, str) else "invalid"
+    return InvalidParameter(
+        f"Item with id '{shown}' not found.", f"input[{index}].id", "invalid_value"
     )

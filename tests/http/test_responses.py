@@ -324,3 +324,32 @@ async def test_structured_outputs_by_text_format(
                 )
     assert refused.value.body["param"] == "text.format"  # type: ignore[index]
     assert "structured_outputs = true" in refused.value.message
+
+
+async def test_the_ai_sdks_default_openai_provider(
+    gateway: str, token: Mint, fake_upstream: FakeUpstream
+) -> None:
+    """`openai(model)` of @ai-sdk/openai calls the Responses API; its earlier answers come
+    back as `item_reference`s."""
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "@ai-sdk" / "openai").exists():
+        pytest.skip("Node.js and tests/js's @ai-sdk/openai (scripts/install dev) are needed")
+    options = {"url": gateway, "token": token(), "model": "fake"}
+    process = await asyncio.create_subprocess_exec(
+        node, str(JS_DIR / "ai_sdk_responses.mjs"), json.dumps(options), stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, err.decode()
+    got = json.loads(out)
+    assert got["whole"]["text"] == "You said: hi there"
+    assert got["whole"]["finishReason"] == "stop"
+    assert got["again"] == "You said: again"
+    again = next(r for r in fake_upstream.requests if r.messages[-1]["content"] == "again")
+    assert again.messages == [
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "You said: hi there"},
+        {"role": "user", "content": "again"},
+    ]
+    assert got["streamed"] == {"text": "You said: a b", "finishReason": "stop"}
+    assert got["called"] == [{"name": "weather", "input": {"city": "Paris"}}]
+    assert set(got["object"]) == {"city", "days"}  # echo's minimal instance of the schema

@@ -25,8 +25,10 @@ from gateway.protocol.responses import (
     Echo,
     ResponseNotFound,
     generation_of,
+    referenced_items,
     response_id,
     responses_call,
+    with_references,
 )
 from gateway.protocol.responses_render import ResponseRenderer, response_object
 
@@ -225,3 +227,28 @@ def test_response_object_matches_the_sdk_type() -> None:
     assert parsed.output_text == "Hello" and parsed.status == "completed"
     running = response_object(REF, Echo(model="echo"), TEXT_EVENTS[:2], "in_progress")
     assert Response.model_validate(running).status == "in_progress"
+
+
+def test_item_references_name_output_items_of_a_generation() -> None:
+    body = {
+        "input": [
+            {"role": "user", "content": "q"},
+            {"type": "item_reference", "id": "msg_a-b_c"},
+            {"type": "item_reference", "id": "fc_a-b_c_1"},
+            {"role": "user", "content": "again"},
+        ]
+    }
+    assert referenced_items(body) == {"gen_a-b_c": {"msg_a-b_c", "fc_a-b_c_1"}}
+    message = {"id": "msg_a-b_c", "type": "message", "role": "assistant", "content": "A"}
+    call_item = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    resolved = with_references(body, {"msg_a-b_c": message, "fc_a-b_c_1": call_item})
+    assert resolved["input"][1:3] == [message, call_item]
+    with pytest.raises(InvalidParameter) as missing:
+        with_references(body, {"msg_a-b_c": message})
+    assert missing.value.param == "input[2].id"
+    for bad in ("rs_1", "fc_x", "msg_", 7):
+        with pytest.raises(InvalidParameter):
+            referenced_items({"input": [{"type": "item_reference", "id": bad}]})
+    many = [{"type": "item_reference", "id": f"msg_{i}"} for i in range(65)]
+    with pytest.raises(InvalidParameter):
+        referenced_items({"input": many})
