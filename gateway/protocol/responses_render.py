@@ -154,7 +154,7 @@ class ResponseRenderer:
         out: list[Body] = []
         if isinstance(event, Start):
             state.model = event.model
-            out += [self._response("response.created"), self._response("response.in_progress")]
+            out += self._opening()
         elif isinstance(event, Chunk) and event.content:
             if state.text is None:
                 out += self._open_message()
@@ -194,6 +194,15 @@ class ResponseRenderer:
 
     def _response(self, kind: str) -> Body:
         return self._numbered({"type": kind, "response": self.state.obj()})
+
+    def _opening(self) -> list[Body]:
+        """As OpenAI opens a stream: a background response is created queued, then runs."""
+        if not self.state.echo.background:
+            return [self._response("response.created"), self._response("response.in_progress")]
+        self.state.status = "queued"
+        queued = [self._response("response.created"), self._response("response.queued")]
+        self.state.status = "in_progress"
+        return [*queued, self._response("response.in_progress")]
 
     def _open_message(self) -> list[Body]:
         state = self.state

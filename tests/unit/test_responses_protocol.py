@@ -202,6 +202,19 @@ def test_stream_follows_openais_event_sequence() -> None:
     assert final["usage"]["total_tokens"] == 5
 
 
+def test_a_background_stream_opens_queued() -> None:
+    renderer = ResponseRenderer(Echo(model="echo", background=True))
+    opened = renderer.events(REF, Start(1, "echo", "chat"))
+    assert [(e["type"], e["response"]["status"]) for e in opened] == [
+        ("response.created", "queued"),
+        ("response.queued", "queued"),
+        ("response.in_progress", "in_progress"),
+    ]
+    assert [e["sequence_number"] for e in opened] == [0, 1, 2]
+    for event in opened:
+        STREAM_EVENT.validate_python(event)
+
+
 def test_a_replay_after_n_is_exactly_the_rest() -> None:
     whole = rendered(TEXT_EVENTS)
     for after in range(len(whole)):
