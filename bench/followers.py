@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import tempfile
 import time
 import uuid
@@ -184,26 +183,10 @@ def servers(cluster: bool, folder: Path) -> Iterator[list[str]]:
             server.process.kill()
             server.process.wait(timeout=10)
         return
-    from tests.store.test_cluster import NODES, find_redis_cli, start_node
+    from tests.support.redis_cluster import running_cluster
 
-    nodes = [start_node(folder) for _ in range(NODES)]
-    try:
-        for node in nodes:
-            node.wait(node.ready, 10)
-        addresses = [f"{HOST}:{node.port}" for node in nodes]
-        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
-        subprocess.run(
-            [find_redis_cli(), *create],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for node in nodes:
-            node.wait(node.state_ok, 20)
-        yield [f"redis://{address}/0" for address in addresses]
-    finally:
-        for node in nodes:
-            node.stop()
+    with running_cluster(folder, primaries=3) as nodes:
+        yield [f"redis://{HOST}:{node.port}/0" for node in nodes.nodes]
 
 
 async def run(options: argparse.Namespace, folder: Path) -> list[str]:

@@ -28,7 +28,7 @@ from gateway.core.conversations import ConversationService
 from gateway.core.running import GenerationRegistry
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
-from gateway.store.client import StoreClient, ping
+from gateway.store.client import StoreClient, cluster_client, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.keys import Keys
@@ -172,7 +172,7 @@ def open_client(settings: Settings, redis_url: str) -> StoreClient:
     if settings.redis_cluster:
         # One pool per node, of up to REDIS_MAX_CONNECTIONS; the cluster client has no
         # waiting pool, so past the cap a command fails (unavailable) instead of waiting.
-        return RedisCluster.from_url(
+        return cluster_client(
             redis_url,
             decode_responses=True,
             max_connections=settings.redis_max_connections,

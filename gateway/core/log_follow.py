@@ -22,6 +22,17 @@ from gateway.store.unreachable import store_error
 
 log = logging.getLogger("gateway.core.chat")
 
+FOLLOW_FAILED = (
+    "The gateway failed to read this answer's log; resume from the last event you received."
+)
+
+
+@dataclasses.dataclass
+class _Delivered:
+    """How far a follower has delivered: the seq of its last event."""
+
+    last: int
+
 
 class StoreOutage:
     """A follower reading a generation's log while the store is unreachable: its client is
@@ -75,35 +86,48 @@ class LogFollower:
 
     async def follow(self, meta: GenerationMeta, after: int, sink: Sink) -> None:
         """Deliver the generation's events after `after` from its log, then the new ones the
-        process's log reader brings, until its final event or until `sink` has gone."""
+        process's log reader brings, until its final event or until `sink` has gone. A fault
+        other than an outage (an unreadable record, a bug) ends the follower with a final
+        error rather than leave its client waiting; the generation itself is not touched."""
         ref = GenerationRef(meta.generation_id, meta.conversation_id)
-        replayed = self._metrics.replayed_events
-        last = after
-        outage = StoreOutage(meta.generation_id, ref, sink, self._metrics)
         subscription = self._hub.subscribe(meta.generation_id)
+        delivered = _Delivered(after)
         try:
-            while True:
-                try:
-                    events = await self._next_from_log(meta, last, subscription)
-                except Exception as exc:
-                    if store_error(exc) is None:
-                        raise
-                    subscription.stale = True  # read the log again once the store is back
-                    await outage.wait()  # the store is down: say so once, then keep trying
-                    continue
-                outage.over()
-                if not events:
-                    continue
-                replayed.inc(len(events))
-                for event in events:
-                    if not await sink.room():
-                        return
-                    sink(ref, event)
-                    last = event.seq
-                    if is_final(event):
-                        return
+            await self._deliver(meta, ref, sink, subscription, delivered)
+        except Exception:
+            log.exception("generation %s: following it from its log failed", meta.generation_id)
+            if await sink.room():
+                sink(ref, Failed(delivered.last + 1, "internal", FOLLOW_FAILED, True))
         finally:
             subscription.close()
+
+    async def _deliver(
+        self,
+        meta: GenerationMeta,
+        ref: GenerationRef,
+        sink: Sink,
+        subscription: Subscription,
+        delivered: _Delivered,
+    ) -> None:
+        outage = StoreOutage(meta.generation_id, ref, sink, self._metrics)
+        while True:
+            try:
+                events = await self._next_from_log(meta, delivered.last, subscription)
+            except Exception as exc:
+                if store_error(exc) is None:
+                    raise
+                subscription.stale = True  # read the log again once the store is back
+                await outage.wait()  # the store is down: say so once, then keep trying
+                continue
+            outage.over()
+            self._metrics.replayed_events.inc(len(events))
+            for event in events:
+                if not await sink.room():
+                    return
+                sink(ref, event)
+                delivered.last = event.seq
+                if is_final(event):
+                    return
 
     async def _next_from_log(
         self, meta: GenerationMeta, last: int, subscription: Subscription

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import redis.exceptions
+from redis.exceptions import RedisClusterException
 
-from gateway.store.unreachable import count_as_unreachable
+from gateway.store.unreachable import count_as_unreachable, count_as_unreachable_when_caused
 
 # ConnectionError includes LOADING (a restarted Redis reading its data back) and a cluster
 # node's connection cap; READONLY is a replica answering during a failover. On a Redis
@@ -20,3 +21,7 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     redis.exceptions.SlotNotCoveredError,
 )
 count_as_unreachable(*UNREACHABLE)
+# A Redis Cluster client that cannot learn the cluster from any node (every node down, or the
+# network to them) raises a RedisClusterException caused by the last node's failure; the same
+# exception without such a cause is a command no node can take (a bug), not an outage.
+count_as_unreachable_when_caused(RedisClusterException)

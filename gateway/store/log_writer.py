@@ -21,24 +21,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from redis.exceptions import NoScriptError
 
 from gateway.events import Event
-from gateway.store.client import StorePipeline
 from gateway.store.errors import UNREACHABLE
+from gateway.store.log_results import (
+    NOT_LANDED,
+    Ending,
+    ExtraCommands,
+    Positions,
+    drop_landed,
+    was_refused,
+    written_up_to,
+)
 from gateway.store.logs import GenerationLog
 from gateway.store.records import Persisted, Status, Trouble
 
 log = logging.getLogger("gateway.store")
-
-# A pipeline's command that answered one of these did not run (or, timed out, may not have):
-# it is written again. NOSCRIPT: the server had forgotten the script (see `Lua`).
-NOT_LANDED = (*UNREACHABLE, NoScriptError)
-
-ExtraCommands = Callable[[StorePipeline], object]  # what it returns is not used
-# stored: written now; pending: buffered, written when Redis is back; lost: never written.
 
 # About 20 MB of small events: minutes of an outage at a busy gateway's pace.
 MAX_BUFFERED_EVENTS = 100_000
@@ -50,19 +48,6 @@ RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 # How long a finish waits on a Redis known to be failing before the final event goes out.
 FAILING_WAIT = 0.5
-
-
-@dataclass(slots=True)
-class Ending:
-    """A finish that could not be written yet: its last events, the final one last."""
-
-    events: list[Event]
-    status: Status
-    extra: ExtraCommands | None
-    tried: bool = False  # a write of it failed, and may yet land (a timeout)
-    # Its final event and status landed but its extra commands did not (on a Redis Cluster
-    # they go to other nodes, one of which failed): only the extra commands are left to write.
-    finished: bool = False
 
 
 class LogWriter:
@@ -302,11 +287,14 @@ class LogWriter:
             results, where = await self._send(batch, endings)
             commands = (*where.appends.items(), *where.finishes.items())
             self._log.saw_appends(results[index] for _, index in commands)
-            refused += [gid for gid, index in commands if _refused(gid, results[index])]
-            self._confirm(batch, endings, results, where)
+            refused += [gid for gid, index in commands if was_refused(gid, results[index])]
+            for generation_id, seq in written_up_to(batch, endings, results, where):
+                self.on_written(generation_id, seq)
             if not any(isinstance(result, NOT_LANDED) for result in results):
                 break
-            self.events_written += self._drop_landed(batch, endings, results, where)
+            dropped = drop_landed(batch, endings, results, where)
+            self._buffered -= dropped
+            self.events_written += dropped
             failure = next((r for r in results if isinstance(r, UNREACHABLE)), None)
             if failure is not None:
                 raise failure
@@ -320,8 +308,8 @@ class LogWriter:
 
     async def _send(
         self, batch: dict[str, list[Event]], endings: dict[str, Ending]
-    ) -> tuple[list[object], _Positions]:
-        where = _Positions()
+    ) -> tuple[list[object], Positions]:
+        where = Positions()
         async with self._log.redis.pipeline(transaction=False) as pipe:
             for generation_id, events in batch.items():
                 where.appends[generation_id] = len(pipe)
@@ -337,57 +325,6 @@ class LogWriter:
             results = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
         return results, where
-
-    def _confirm(
-        self,
-        batch: dict[str, list[Event]],
-        endings: dict[str, Ending],
-        results: list[object],
-        where: _Positions,
-    ) -> None:
-        """Tell each generation whose append landed how far its log now reaches."""
-        for generation_id, index in where.appends.items():
-            events = batch[generation_id]
-            if results[index] == 1 and events:
-                self.on_written(generation_id, events[-1].seq)
-        for generation_id, index in where.finishes.items():
-            events = endings[generation_id].events
-            if results[index] == 1 and events:
-                self.on_written(generation_id, events[-1].seq)
-
-    def _drop_landed(
-        self,
-        batch: dict[str, list[Event]],
-        endings: dict[str, Ending],
-        results: list[object],
-        where: _Positions,
-    ) -> int:
-        """After a write that landed in part (a Cluster node unreachable, or NOSCRIPT): forget
-        what landed, so that only the rest is written again, and return how many events that
-        was. An end whose final event landed but whose extra commands did not keeps only
-        those (storing the answer is idempotent); one whose extra commands landed but not its
-        final event keeps only that (correcting the token count is not)."""
-
-        def landed(index: int) -> bool:
-            return not isinstance(results[index], NOT_LANDED)
-
-        dropped = 0
-        for generation_id, index in where.appends.items():
-            if landed(index):
-                dropped += len(batch.pop(generation_id))
-        for generation_id, ending in list(endings.items()):
-            extras_landed = all(landed(index) for index in where.extras[generation_id])
-            finish = where.finishes.get(generation_id)
-            if finish is not None and not landed(finish):
-                if extras_landed:
-                    ending.extra = None
-                continue
-            dropped += len(ending.events)
-            ending.events, ending.finished = [], True
-            if extras_landed:
-                del endings[generation_id]
-        self._buffered -= dropped
-        return dropped
 
     async def _vanished(self, refused: list[str], ended: set[str]) -> set[str]:
         """Of the generations whose append was refused (no longer running), those whose record
@@ -407,26 +344,3 @@ class LogWriter:
             else:
                 self.give_up(generation_id)
         return gone
-
-
-@dataclass(slots=True)
-class _Positions:
-    """Where each generation's commands sit in a write's pipeline, to read their results.
-    On a Redis Cluster a pipeline goes to several nodes, and one that cannot be reached leaves
-    its error among the results while the others' commands land."""
-
-    appends: dict[str, int] = field(default_factory=dict)
-    finishes: dict[str, int] = field(default_factory=dict)
-    extras: dict[str, range] = field(default_factory=dict)
-
-
-def _refused(generation_id: str, result: object) -> bool:
-    """The append script answers 0 when the generation no longer runs; an error reply (other
-    than one that means it did not run, and is written again) is logged and that batch
-    dropped, not retried forever."""
-    if isinstance(result, NOT_LANDED):
-        return False
-    if isinstance(result, Exception):
-        log.error("generation %s: the store refused its log entries: %s", generation_id, result)
-        return False
-    return result == 0

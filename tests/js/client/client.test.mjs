@@ -1,4 +1,4 @@
-// static/chat-gateway.js against a real gateway process, started by tests/test_client_js.py,
+// static/chat-gateway.js against a real gateway process, started by tests/e2e/test_client_js.py,
 // which passes its address, a token and the signing secret in the environment. The gateway's
 // models are those of tests/processes.py: `fake-i<ms>-n<count>` streams " t0 t1 ..." with <ms>
 // between tokens, so a run of it is start, <count> chunks and done.

@@ -1,5 +1,5 @@
 // What the client's Node tests share: the gateways' addresses and secret (from
-// tests/test_client_js.py), tokens, clients closed when a test ends, and sockets that record
+// tests/e2e/test_client_js.py), tokens, clients closed when a test ends, and sockets that record
 // their frames.
 
 import assert from "node:assert/strict";
@@ -11,7 +11,7 @@ export const GATEWAY = process.env.CHAT_GATEWAY_URL;
 export const TOKEN = process.env.CHAT_GATEWAY_TOKEN;
 export const SECRET = process.env.CHAT_GATEWAY_SECRET;
 if (!GATEWAY || !TOKEN || !SECRET) {
-  throw new Error("Run these tests through tests/test_client_js.py, which starts a gateway.");
+  throw new Error("Run these tests through tests/e2e/test_client_js.py, which starts a gateway.");
 }
 
 export const QUICK = "fake-i5-n20"; // 22 events in about 0.1 s

@@ -1,6 +1,6 @@
 // Messages sent while no transport is open: they wait in the client's queue (bounded in number
 // and in time) and go over whichever transport opens first, once. Against the real gateway of
-// tests/test_client_js.py: its answer to an upgrade on an unknown path is a real refused
+// tests/e2e/test_client_js.py: its answer to an upgrade on an unknown path is a real refused
 // handshake (HTTP 403), and a port nothing listens on is a gateway that cannot be reached.
 
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// static/chat-gateway.js against the strict gateway of tests/test_client_js.py: it has a Redis
+// static/chat-gateway.js against the strict gateway of tests/e2e/test_client_js.py: it has a Redis
 // of its own (whose pid the tests get, to stop it mid-answer), closes sockets idle for
 // CHAT_GATEWAY_STRICT_IDLE_SECONDS, and gives tokens of the `tight` tier one connection and
 // one request a minute. Each test is a different user, so their limits do not meet.
@@ -23,7 +23,7 @@ const STRICT = process.env.CHAT_GATEWAY_STRICT_URL;
 const REDIS_PID = Number(process.env.CHAT_GATEWAY_STRICT_REDIS_PID);
 const IDLE_SECONDS = Number(process.env.CHAT_GATEWAY_STRICT_IDLE_SECONDS);
 if (!STRICT || !REDIS_PID || !IDLE_SECONDS) {
-  throw new Error("Run these tests through tests/test_client_js.py, which starts the gateways.");
+  throw new Error("Run these tests through tests/e2e/test_client_js.py, which starts the gateways.");
 }
 
 const LONG = "fake-i20-n300"; // 302 events in about 6 s: Redis is stopped well before the end
