@@ -41,12 +41,10 @@ from gateway.protocol.responses import (
     ResponsesCall,
     after_calls,
     generation_of,
-    input_item_page,
     parse_starting_after,
-    referenced_items,
     responses_call,
-    with_references,
 )
+from gateway.protocol.responses_input import input_item_page, referenced_items, with_references
 from gateway.protocol.responses_render import ResponseRenderer, deleted_object, response_object
 from gateway.protocol.sse import SSE_HEADERS
 from gateway.store.records import GenerationMeta

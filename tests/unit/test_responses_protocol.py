@@ -25,11 +25,10 @@ from gateway.protocol.responses import (
     Echo,
     ResponseNotFound,
     generation_of,
-    referenced_items,
     response_id,
     responses_call,
-    with_references,
 )
+from gateway.protocol.responses_input import referenced_items, with_references
 from gateway.protocol.responses_render import ResponseRenderer, response_object
 
 MODELS = {"echo", "gpt"}
