@@ -264,16 +264,20 @@ def _content(value: Any, where: str, *, required: bool) -> str:
         return value
     if value is None and not required:
         return ""
+    return text_parts(value, where, ("text",), refusals=not required)
+
+
+def text_parts(value: Any, where: str, kinds: Collection[str], *, refusals: bool) -> str:
+    """Text content parts of the given `kinds`, joined by newlines; `refusals` skips an
+    assistant's refusal parts (not text the model wrote). Any other part is refused."""
     if not isinstance(value, list):
         raise _invalid_type(where, "a string or an array of content parts")
     texts: list[str] = []
     for j, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
+        if kind in kinds and isinstance(part.get("text"), str):
             texts.append(part["text"])
-        elif kind == "refusal" and not required:
-            continue  # an assistant's refusal part is not text the model wrote
-        else:
+        elif not (kind == "refusal" and refusals):
             shown = excerpt(kind) if isinstance(kind, str) else "invalid"
             raise InvalidParameter(
                 f"Only text content parts are supported; {where}[{j}] is '{shown}'.",

@@ -11,7 +11,13 @@ from typing import Any
 
 from gateway.errors import excerpt
 from gateway.events import Message, ToolCall
-from gateway.protocol.openai import Body, InvalidParameter, _invalid_type, bounded_list
+from gateway.protocol.openai import (
+    Body,
+    InvalidParameter,
+    _invalid_type,
+    bounded_list,
+    text_parts,
+)
 
 # What follows `resp_` (and `gen_`) in an id.
 ID_SUFFIX = "[A-Za-z0-9_-]{1,60}"
@@ -89,21 +95,7 @@ def _message(item: Body, where: str) -> Message:
 
 def _text(parts: Any, where: str) -> str:
     """Text content parts (input_text, output_text), joined by newlines."""
-    if not isinstance(parts, list):
-        raise _invalid_type(where, "a string or an array of content parts")
-    texts: list[str] = []
-    for j, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind != "refusal":  # an assistant's refusal is not text the model wrote
-            shown = excerpt(kind) if isinstance(kind, str) else "invalid"
-            raise InvalidParameter(
-                f"Only text content parts are supported; {where}[{j}] is '{shown}'.",
-                f"{where}[{j}].type",
-                "unsupported_value",
-            )
-    return "\n".join(texts)
+    return text_parts(parts, where, TEXT_PARTS, refusals=True)
 
 
 def _string(item: Body, name: str, where: str) -> str:
