@@ -113,7 +113,8 @@ def input_item_page(response_id: str, items: list[Body], query: Mapping[str, str
     """A page of a response's input items (`order` asc or desc, the default; `limit` 1-100,
     20 by default; `after` an item id), each with an id and text parts as OpenAI lists them."""
     suffix = response_id.removeprefix("resp_")
-    listed = [_listed_item(item, f"{suffix}_{i}") for i, item in enumerate(items)]
+    # `_in<i>`: never the id of an output item (`msg_<suffix>`, `fc_<suffix>_<i>`).
+    listed = [_listed_item(item, f"{suffix}_in{i}") for i, item in enumerate(items)]
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidParameter("'order' must be 'asc' or 'desc'.", "order", "invalid_value")

@@ -28,7 +28,7 @@ from gateway.protocol.responses import (
     response_id,
     responses_call,
 )
-from gateway.protocol.responses_input import referenced_items, with_references
+from gateway.protocol.responses_input import input_item_page, referenced_items, with_references
 from gateway.protocol.responses_render import ResponseRenderer, response_object
 
 MODELS = {"echo", "gpt"}
@@ -264,3 +264,24 @@ def test_item_references_name_output_items_of_a_generation() -> None:
     many = [{"type": "item_reference", "id": f"msg_{i}"} for i in range(65)]
     with pytest.raises(InvalidParameter):
         referenced_items({"input": many})
+
+
+def test_input_items_are_listed_a_page_at_a_time() -> None:
+    items = [
+        {"role": "user", "content": "q"},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "4"},
+    ]
+    page = input_item_page("resp_x", items, {"order": "asc", "limit": "2"})
+    assert [item["id"] for item in page["data"]] == ["msg_x_in0", "fc_x_in1"]
+    assert page["data"][0]["content"] == [{"type": "input_text", "text": "q"}]
+    assert page["has_more"] and page["last_id"] == "fc_x_in1"
+    rest = input_item_page("resp_x", items, {"order": "asc", "after": "fc_x_in1"})
+    assert [item["id"] for item in rest["data"]] == ["fco_x_in2"] and not rest["has_more"]
+    newest = input_item_page("resp_x", items, {})
+    assert newest["first_id"] == "fco_x_in2"
+    for query in ({"limit": "0"}, {"limit": "101"}, {"order": "up"}):
+        with pytest.raises(InvalidParameter):
+            input_item_page("resp_x", items, query)
+    with pytest.raises(InvalidParameter):
+        referenced_items({"input": [{"type": "item_reference", "id": "fc_x_in1"}]})
