@@ -18,7 +18,7 @@ from gateway.core.notices import Sink
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
 from gateway.core.running import GenerationRegistry
 from gateway.errors import BadRequest, NotFound, OutputFormatRefused, Unavailable
-from gateway.events import GenerationRef, Message
+from gateway.events import Event, GenerationRef, Message
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.obs import tracing
@@ -285,6 +285,13 @@ class ChatService:
         if meta.status == "running":
             raise BadRequest("A generation still running cannot be deleted; cancel it first.")
         await self._log.delete([generation_id])
+
+    async def stored_events(self, meta: GenerationMeta) -> list[Event]:
+        """The events its log holds now, from the first: a running generation's so far (the
+        log writer's batch behind what its followers got)."""
+        return await self._log.read_after(
+            meta.generation_id, 0, count=self._settings.max_log_events
+        )
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)

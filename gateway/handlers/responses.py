@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import NotFound, OutputFormatRefused
-from gateway.events import Failed, GenerationRef
+from gateway.events import Failed, GenerationRef, is_final
 from gateway.handlers.common import authenticate, read_body, services_of
 from gateway.handlers.openai_compat import error_response, openai_errors, opening_events
 from gateway.handlers.runtime import Runtime
@@ -204,8 +204,10 @@ async def _ended(services: Runtime, meta: GenerationMeta, echo: Echo) -> Body:
 
 
 async def _current(services: Runtime, meta: GenerationMeta, echo: Echo) -> Body:
-    """The response object now: a running one's status, or the whole ended one."""
+    """The response object now: a running one's output so far, or the whole ended one."""
     if meta.status == "running":
         ref = GenerationRef(meta.generation_id, meta.conversation_id)
-        return response_object(ref, echo, [], "in_progress")
+        events = await services.chat.stored_events(meta)
+        ended = bool(events) and is_final(events[-1])  # it ended since its record was read
+        return response_object(ref, echo, events, None if ended else "in_progress")
     return await _ended(services, meta, echo)

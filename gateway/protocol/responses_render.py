@@ -79,8 +79,8 @@ class ResponseState:
     def obj(self) -> Body:
         """The response object as it stands."""
         output = list(self.output)
-        if self.text is not None and self.status == "in_progress":
-            output.append(self.message_item("in_progress"))
+        if self.text is not None and self.status == "in_progress":  # its text so far
+            output.append({**self.message_item("in_progress"), "content": [output_text(self.text)]})
         texts = [
             part["text"] for item in output if item["type"] == "message" for part in item["content"]
         ]

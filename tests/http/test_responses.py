@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from gateway.config import Settings
 from tests.conftest import GatewayFactory
+from tests.support.polling import settle
 from tests.upstream import FakeUpstream
 
 Mint = Callable[..., str]
@@ -133,6 +134,23 @@ async def test_background_returns_at_once_and_cancels_from_another_instance(
     assert (await first.responses.retrieve(queued.id)).status == "cancelled"
     left = fake_upstream.requests[-1].client_left
     assert await asyncio.to_thread(left.wait, 10)  # the upstream request was closed
+
+
+async def test_a_running_response_is_retrieved_with_its_output_so_far(
+    clients: tuple[openai.AsyncOpenAI, openai.AsyncOpenAI],
+) -> None:
+    first, second = clients
+    queued = await first.responses.create(model=SLOW, input="x", background=True)
+    seen: list[Any] = []
+
+    async def some_output() -> bool:
+        seen.append(await second.responses.retrieve(queued.id))  # the other instance
+        return bool(seen[-1].output_text)
+
+    assert await settle(some_output)
+    assert seen[-1].status == "in_progress" and seen[-1].output_text.startswith(" t0 t1")
+    assert seen[-1].output[0].status == "in_progress"
+    await second.responses.cancel(queued.id)
 
 
 async def test_previous_response_id_continues_its_conversation(
