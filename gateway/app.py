@@ -23,7 +23,14 @@ from gateway.handlers.common import on_http_exception, on_request_error, on_unex
 from gateway.handlers.health import healthz, readyz
 from gateway.handlers.metrics import metrics
 from gateway.handlers.openapi import docs_page, openapi_json
-from gateway.handlers.rest import agents, conversation_resource, conversations, models
+from gateway.handlers.rest import (
+    agents,
+    conversation_resource,
+    conversations,
+    delete_message,
+    fork_conversation,
+    models,
+)
 from gateway.handlers.runtime import Runtime
 from gateway.handlers.sse import cancel_generation, completion, generation_events
 from gateway.handlers.websocket import websocket_endpoint
@@ -74,6 +81,12 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
             "/conversations/{conversation_id}",
             conversation_resource,
             methods=["GET", "PATCH", "DELETE"],
+        ),
+        Route("/conversations/{conversation_id}/fork", fork_conversation, methods=["POST"]),
+        Route(
+            "/conversations/{conversation_id}/messages/{message_id}",
+            delete_message,
+            methods=["DELETE"],
         ),
         Route("/conversations", conversations),
         Route("/models", models),

@@ -9,6 +9,7 @@
     │   ├── Unauthorized         "unauthorized"  (HTTP 401)
     │   ├── Forbidden            "forbidden"     (HTTP 403)
     │   ├── NotFound             "not_found"     (HTTP 404)
+    │   ├── ConversationFull     "conversation_full" (HTTP 409: MAX_STORED_MESSAGES, MAX_SIBLINGS)
     │   ├── PayloadTooLarge      "bad_request"   (HTTP 413)
     │   ├── RateLimited          "rate_limited"  (HTTP 429, retryable; also the upstream's 429)
     │   ├── UpstreamError        "upstream_error" (HTTP 502, retryable: mid-stream failures)
@@ -35,6 +36,7 @@ ErrorCode = Literal[
     "unauthorized",
     "forbidden",
     "not_found",
+    "conversation_full",
     "rate_limited",
     "upstream_error",
     "upstream_unavailable",
@@ -95,6 +97,14 @@ class Forbidden(RequestError):
 class NotFound(RequestError):
     code = "not_found"
     http_status = 404
+
+
+class ConversationFull(RequestError):
+    """The conversation holds as many messages, or a message as many answers or edits, as
+    it may: delete a branch, or start a new conversation (a fork)."""
+
+    code = "conversation_full"
+    http_status = 409
 
 
 class RateLimited(RequestError):

@@ -94,6 +94,8 @@ async def open_services(
         settings.max_stored_turns,
         generation_retention=generation_log.retention,
         history_bytes=settings.conversation_page_bytes,
+        max_stored_messages=settings.max_stored_messages,
+        max_siblings=settings.max_siblings,
     )
     limits = LimitStore(
         redis,
@@ -124,6 +126,7 @@ async def open_services(
         limits,
         stop_timeout,
         settings.conversation_page_bytes,
+        settings,
     )
     writer.start()
     generations.start()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -222,6 +223,9 @@ class Session:
                 return
             if not line.strip():
                 continue
+            if line.startswith("/"):
+                await self._command(client, line.strip())
+                continue
             run = client.complete(
                 line,
                 model=self.model,
@@ -232,6 +236,75 @@ class Session:
             if self.conversation_id is None and run.conversation_id is not None:
                 self.conversation_id = run.conversation_id
                 self._note(f"(conversation {run.conversation_id}; continue it with --conversation)")
+
+    async def _command(self, client: GatewayClient, line: str) -> None:
+        """`/regenerate`, `/edit <text>`, `/versions`, `/switch <message id>`, `/fork`: the
+        conversation's branches (docs/client-python.md)."""
+        name, _, rest = line.partition(" ")
+        if name not in BRANCH_COMMANDS:
+            self._note(f"(commands: {', '.join(BRANCH_COMMANDS)}, /quit)")
+            return
+        if self.conversation_id is None:
+            self._note("(no conversation yet: send a message first)")
+            return
+        try:
+            await BRANCH_COMMANDS[name](self, client, self.conversation_id, rest.strip())
+        except GatewayError as exc:
+            self._note(f"({exc.message})")
+
+    async def _latest(self, client: GatewayClient, conversation_id: str) -> list[dict[str, Any]]:
+        view = await client.conversation(conversation_id, limit=2)
+        return [] if view is None else list(view.get("messages", []))
+
+    async def _regenerate(self, client: GatewayClient, conversation_id: str, _: str) -> None:
+        answers = [
+            m for m in await self._latest(client, conversation_id) if m["role"] == "assistant"
+        ]
+        if not answers:
+            self._note("(no answer to make again)")
+            return
+        run = client.regenerate(
+            answers[-1]["id"], conversation_id=conversation_id, model=self.model, agent=self.agent
+        )
+        await self._stream(run)
+
+    async def _edit(self, client: GatewayClient, conversation_id: str, text: str) -> None:
+        asked = [m for m in await self._latest(client, conversation_id) if m["role"] == "user"]
+        if not asked or not text:
+            self._note("(/edit <text> replaces the last question, keeping the earlier version)")
+            return
+        parent = asked[-1]["parent_id"] or ""
+        run = client.complete(
+            text,
+            model=self.model,
+            agent=self.agent,
+            conversation_id=conversation_id,
+            parent_id=parent,
+        )
+        await self._stream(run)
+
+    async def _versions(self, client: GatewayClient, conversation_id: str, _: str) -> None:
+        for message in await self._latest(client, conversation_id):
+            branch = message.get("branch")
+            if branch:
+                others = ", ".join(branch["ids"])
+                place = f"{branch['index'] + 1}/{branch['count']}"
+                self._note(f"({message['role']} {message['id']}: version {place} of {others})")
+        self._note("(/switch <id> shows another version)")
+
+    async def _switch(self, client: GatewayClient, conversation_id: str, message_id: str) -> None:
+        await client.http.switch_branch(conversation_id, message_id)
+        view = await client.conversation(conversation_id)
+        for message in [] if view is None else view.get("messages", []):
+            self._show_stored(message)
+
+    async def _fork(self, client: GatewayClient, conversation_id: str, _: str) -> None:
+        latest = await self._latest(client, conversation_id)
+        if not latest:
+            self._note("(nothing to fork)")
+            return
+        self.conversation_id = await client.http.fork(conversation_id, latest[-1]["id"])
+        self._note(f"(forked: conversation {self.conversation_id}; it goes on from here)")
 
     async def _next_line(self, lines: Lines) -> str | None:
         reading = asyncio.ensure_future(lines.next())
@@ -282,6 +355,15 @@ class Session:
     def _note(self, line: str) -> None:
         self.err.write(line + "\n")
         self.err.flush()
+
+
+BRANCH_COMMANDS: dict[str, Callable[[Session, GatewayClient, str, str], Awaitable[None]]] = {
+    "/regenerate": Session._regenerate,
+    "/edit": Session._edit,
+    "/versions": Session._versions,
+    "/switch": Session._switch,
+    "/fork": Session._fork,
+}
 
 
 def _explain(error: GatewayError) -> str:

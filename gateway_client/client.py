@@ -134,10 +134,26 @@ class GatewayClient:
         idempotency_key: str | None = None,
         **fields: Any,
     ) -> Run:
-        """Start a completion (the fields of protocol §4.1) and return its run at once."""
+        """Start a completion (the fields of protocol §4.1) and return its run at once. An
+        edit is a completion with `parent_id`, the parent of the message edited."""
         named = {"model": model, "agent": agent, "conversation_id": conversation_id}
-        body = {"message": message, **{k: v for k, v in named.items() if v is not None}}
-        body.update({k: v for k, v in fields.items() if k not in RESERVED and v is not None})
+        return self._submit({"message": message, **named, **fields}, idempotency_key)
+
+    def regenerate(
+        self,
+        answer_id: str,
+        *,
+        conversation_id: str,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Run:
+        """Make an answer (`msg_…`) again: a new answer to the same user message, kept beside
+        the old one; its run at once."""
+        body = {"regenerate": answer_id, "conversation_id": conversation_id, **fields}
+        return self._submit(body, idempotency_key)
+
+    def _submit(self, fields: dict[str, Any], idempotency_key: str | None) -> Run:
+        body = {k: v for k, v in fields.items() if k not in RESERVED and v is not None}
         # Sent again after a reconnect, the same key re-attaches to the answer it started.
         body["idempotency_key"] = idempotency_key or secrets.token_hex(16)
         run = Run(self._new_id(), self._cancel, body=body)

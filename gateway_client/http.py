@@ -85,9 +85,9 @@ class HttpApi:
         return view
 
     async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        """Every stored message of a conversation, oldest first, read page by page (empty if
-        unknown). It holds the whole history in memory: read pages with `conversation` to
-        show only the latest."""
+        """Every message of a conversation's active path, oldest first, read page by page
+        (empty if unknown). It holds the whole history in memory: read pages with
+        `conversation` to show only the latest."""
         pages: list[list[dict[str, Any]]] = []
         cursor = None
         while (view := await self.conversation(conversation_id, cursor=cursor)) is not None:
@@ -96,6 +96,32 @@ class HttpApi:
             if cursor is None:
                 break
         return [message for page in reversed(pages) for message in page]
+
+    async def switch_branch(self, conversation_id: str, message_id: str) -> str:
+        """Make the newest descendant of a message the conversation's active leaf (the path
+        `conversation` shows and the next turn continues); returns that leaf's id."""
+        response = await self.request(
+            "PATCH",
+            f"/conversations/{conversation_id}",
+            json={"active_message_id": message_id},
+        )
+        check_status(response)
+        return str(response.json()["active_message_id"])
+
+    async def fork(self, conversation_id: str, message_id: str) -> str:
+        """A new conversation holding the path down to a message; returns its id."""
+        response = await self.request(
+            "POST", f"/conversations/{conversation_id}/fork", json={"message_id": message_id}
+        )
+        check_status(response)
+        return str(response.json()["id"])
+
+    async def delete_message(self, conversation_id: str, message_id: str) -> None:
+        """Delete a message and everything below it (an answer running there is stopped)."""
+        response = await self.request(
+            "DELETE", f"/conversations/{conversation_id}/messages/{message_id}"
+        )
+        check_status(response)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -34,6 +34,10 @@ export class Answer {
     this.frame = 0;
     this.streaming = false;
     this.actions = null;
+    /** The stored answer's id (`msg_…`), once known: what Regenerate and Fork name. */
+    this.messageId = null;
+    /** Its branch switcher, kept when Regenerate comes or goes. */
+    this.lead = null;
   }
 
   /** The answer's text, as the model wrote it (Markdown), without tool calls. */
@@ -148,7 +152,11 @@ export class Answer {
    * Adds Copy, and Regenerate when given. Regenerate belongs to the last answer only: the
    * conversation moves on from there.
    */
-  addActions(onRegenerate) {
+  /**
+   * Copy, and Regenerate when `onRegenerate` is given; `more`: other actions, each
+   * `[icon, label, onClick]`, and `lead`: an element before them (the branch switcher).
+   */
+  addActions(onRegenerate, more = [], lead = null) {
     const copy = actionButton("copy", "Copy", async () => {
       try {
         await copyText(this.text);
@@ -159,8 +167,9 @@ export class Answer {
     });
     const buttons = [copy];
     if (onRegenerate) buttons.push(actionButton("redo", "Regenerate", onRegenerate));
+    for (const [name, label, onClick] of more) buttons.push(actionButton(name, label, onClick));
     this.actions?.remove();
-    this.actions = h("div", { className: "actions" }, buttons);
+    this.actions = h("div", { className: "actions" }, lead ? [lead, ...buttons] : buttons);
     this.update(() => this.element.append(this.actions));
   }
 
@@ -192,7 +201,7 @@ export class Answer {
   }
 }
 
-function actionButton(iconName, label, onClick) {
+export function actionButton(iconName, label, onClick) {
   const button = h("button", { type: "button", className: `action ${label.toLowerCase()}` }, [
     icon(iconName),
     h("span", { text: label }),

@@ -4,6 +4,7 @@
 
 import { ChatGatewayClient } from "./chat-gateway.js";
 import { api } from "./api.js";
+import { Branches } from "./branches.js";
 import { ConversationList } from "./conversations.js";
 import { Pickers } from "./pickers.js";
 import { Thread } from "./thread.js";
@@ -51,8 +52,26 @@ const pickers = new Pickers(
 
 const thread = new Thread(
   { scroller: $("scroller"), list: $("messages"), empty: $("empty") },
-  { labelFor: (message) => pickers.labelFor(message), onRegenerate: regenerate },
+  {
+    labelFor: (message) => pickers.labelFor(message),
+    onRegenerate: regenerate,
+    onEdit: (message, item) => branches.edit(message, item),
+    onSwitch: (messageId) => branches.switchTo(messageId),
+    onFork: (messageId) => branches.fork(messageId),
+  },
 );
+
+const branches = new Branches(client, ui.composer, {
+  conversation: () => conversationId,
+  reopen: (id) => openConversation(id),
+  listChanged: () => conversations.refresh(),
+  putText: (text) => {
+    ui.input.value = text;
+    autosize();
+    ui.input.focus();
+  },
+  notice: (text) => thread.addNotice(text),
+});
 
 const conversations = new ConversationList(
   { list: $("conversation-list"), more: $("load-more"), status: $("list-status") },
@@ -140,7 +159,8 @@ client.addEventListener("notice", ({ detail }) => {
  * Draws a run's events into an answer until its final event. Leaving the conversation stops
  * following the run (see leave) but not the answer: the gateway finishes and stores it.
  * `question`: the message a completion asks; if it never started an answer (not sent, or
- * refused), it goes back into the empty message box, so nothing typed is lost.
+ * refused), it goes back into the empty message box, so nothing typed is lost. Resolves to
+ * whether the answer started, once it has ended.
  */
 async function follow(run, answer, question = null) {
   active = { run, answer };
@@ -151,6 +171,8 @@ async function follow(run, answer, question = null) {
     for await (const event of run) {
       if (event.type === "start") {
         started = true;
+        // An answer is stored under its generation's id, with `msg_` for `gen_`.
+        answer.messageId = `msg_${event.generation_id.slice(4)}`;
         answer.setLabel(pickers.labelFor(event));
         adopt(event.conversation_id);
         conversations.refresh();
@@ -173,7 +195,7 @@ async function follow(run, answer, question = null) {
     const why = started ? "Signed out before the answer was complete." : "Not sent: signed out.";
     answer.end(signedOut ? why : error.message, true);
   }
-  if (active?.run !== run) return; // left meanwhile: the answer is no longer on screen
+  if (active?.run !== run) return false; // left meanwhile: the answer is no longer on screen
   if (question !== null && !started) {
     if (answer.streaming) answer.end("Not sent."); // stopped before it was sent
     keepText(question);
@@ -184,14 +206,33 @@ async function follow(run, answer, question = null) {
   thread.offerRegenerate();
   updateControls();
   conversations.refresh().then(() => showTitle());
+  return started;
 }
 
 function send(message) {
   if (!message.trim() || ui.send.disabled) return;
   const request = { message, ...pickers.choice() };
   if (conversationId) request.conversationId = conversationId;
+  const edit = conversationId ? branches.takeEdit() : null;
+  if (edit) {
+    request.parentId = edit.parentId;
+    thread.cutFrom(edit.item);
+  }
   thread.addQuestion(message);
-  follow(client.complete(request), thread.addAnswer(pickers.expectedLabel()), message);
+  const answer = thread.addAnswer(pickers.expectedLabel());
+  const answered = follow(client.complete(request), answer, message);
+  if (edit) reshowAfter(answered);
+}
+
+/**
+ * Once a new version is answered, shows the conversation again, with its versions; a refused
+ * one (`conversation_full`, say) stays on screen with its reason.
+ */
+function reshowAfter(answered) {
+  const id = conversationId;
+  answered.then((started) => {
+    if (started && !active && id && conversationId === id) openConversation(id);
+  });
 }
 
 /** Puts a message that was not sent back into the box, unless something new is there. */
@@ -205,9 +246,14 @@ function stop() {
   active?.run.cancel();
 }
 
-/** Asks the last question again. The gateway keeps both turns: the thread shows both. */
+/** A new answer to the last question, beside the last answer (kept as another version). */
 function regenerate() {
-  if (thread.lastQuestion !== null && !active) send(thread.lastQuestion);
+  if (active || thread.lastQuestion === null) return;
+  const answerId = thread.lastAnswerId;
+  if (!conversationId || !answerId) return send(thread.lastQuestion);
+  thread.dropLastAnswer();
+  const run = client.complete({ regenerate: answerId, conversationId, ...pickers.choice() });
+  reshowAfter(follow(run, thread.addAnswer(pickers.expectedLabel())));
 }
 
 // Conversations.
@@ -229,6 +275,7 @@ function showTitle(title = conversationId && conversations.titleOf(conversationI
 
 /** Stops following the answer on screen, which goes on at the gateway. */
 function leave() {
+  branches.cancel();
   if (!active) return;
   const { run } = active;
   active = null;
@@ -270,7 +317,10 @@ async function openConversation(id) {
   }
   if (ticket !== opening) return;
   const generation = conversation.generation;
-  const running = generation?.status === "running" ? generation.id : null;
+  // A running answer belongs here only when the path ends at its question: after a switch to
+  // another branch, it goes on there, unseen.
+  const onPath = conversation.messages.at(-1)?.role === "user";
+  const running = generation?.status === "running" && onPath ? generation.id : null;
   // The running answer is drawn from its events, in place of anything stored for it.
   const messages = conversation.messages.filter((m) => !running || m.generation_id !== running);
   thread.showStored(messages);

@@ -54,8 +54,12 @@
  *
  * @typedef {object} CompletionRequest The fields of docs/protocol.md §4.1, in camelCase or as
  *   on the wire (`conversationId` or `conversation_id`). Unknown fields are sent as they are.
- * @property {string} message
+ * @property {string} [message] Required, unless `regenerate` is sent.
  * @property {string} [conversationId]
+ * @property {string} [parentId] The message to answer after (default: the active leaf); the
+ *   parent of a user message edits it, `""` stands for a new first message.
+ * @property {string} [regenerate] An answer's id (`msg_…`): a new answer beside it, to the
+ *   same user message; send no `message`.
  * @property {string} [model]
  * @property {string} [agent]
  * @property {number} [temperature]
@@ -121,6 +125,7 @@ const DEFAULTS = {
 // The camelCase spellings of wire fields; anything else is sent under its own name.
 const WIRE_NAMES = {
   conversationId: "conversation_id",
+  parentId: "parent_id",
   maxTokens: "max_tokens",
   projectId: "project_id",
   conversationHistory: "conversation_history",
@@ -430,6 +435,56 @@ export class ChatGatewayClient extends EventTarget {
       const reason = (await response.json().catch(() => ({}))).detail ?? "401 Unauthorized";
       await this._renew(token, reason);
     }
+  }
+
+  /**
+   * Makes the newest descendant of a message the conversation's active leaf (the path that
+   * `GET /conversations/{id}` shows and the next message continues).
+   * @param {string} conversationId
+   * @param {string} messageId
+   * @returns {Promise<string>} The new active leaf's id.
+   */
+  async switchBranch(conversationId, messageId) {
+    const body = JSON.stringify({ active_message_id: messageId });
+    const answer = await this._json("PATCH", `/conversations/${conversationId}`, body);
+    return answer.active_message_id;
+  }
+
+  /**
+   * Starts a new conversation holding the path down to a message.
+   * @param {string} conversationId
+   * @param {string} messageId
+   * @returns {Promise<string>} The new conversation's id.
+   */
+  async fork(conversationId, messageId) {
+    const body = JSON.stringify({ message_id: messageId });
+    return (await this._json("POST", `/conversations/${conversationId}/fork`, body)).id;
+  }
+
+  /**
+   * Deletes a message and everything below it; an answer running there is stopped.
+   * @param {string} conversationId
+   * @param {string} messageId
+   */
+  async deleteMessage(conversationId, messageId) {
+    await this._json("DELETE", `/conversations/${conversationId}/messages/${messageId}`);
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {string} [body]
+   * @returns {Promise<any>} The answer's JSON (null for none); a refusal throws.
+   */
+  async _json(method, path, body) {
+    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    const response = await this.fetch(path, { method, body, headers });
+    const answer = response.status === 204 ? null : await response.json().catch(() => null);
+    if (!response.ok) {
+      const message = answer?.detail ?? `HTTP ${response.status}`;
+      throw new ChatGatewayError(message, { code: answer?.error ?? "internal" });
+    }
+    return answer;
   }
 
   /** Closes the connection. Unfinished runs reject with a ChatGatewayError (`closed`). */

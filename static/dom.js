@@ -39,6 +39,9 @@ const ICONS = {
   redo: "M20 12a8 8 0 1 1-2.34-5.66M20 4v4.5h-4.5",
   edit: "M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4",
   trash: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13",
+  fork: "M7 4v6a4 4 0 0 0 4 4h2a4 4 0 0 1 4 4v2M7 14v6M17 4v4",
+  prev: "M14.5 6l-6 6 6 6",
+  next: "M9.5 6l6 6-6 6",
 };
 
 /** Copies text to the clipboard; the fallback serves pages not in a secure context. */

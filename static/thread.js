@@ -1,15 +1,22 @@
 // The conversation on screen: the log of messages, and keeping it scrolled to the newest line
 // while an answer grows, unless the reader has scrolled up to read something earlier.
 
-import { Answer } from "./answer.js";
-import { h } from "./dom.js";
+import { Answer, actionButton } from "./answer.js";
+import { h, icon } from "./dom.js";
 
 const NEAR_BOTTOM_PX = 80;
 
 export class Thread {
   /**
    * @param {{scroller: HTMLElement, list: HTMLElement, empty: HTMLElement}} ui
-   * @param {{labelFor: (message: any) => string, onRegenerate: () => void}} hooks
+   * @param {{
+   *   labelFor: (message: any) => string,
+   *   onRegenerate: () => void,
+   *   onEdit: (message: any, item: HTMLElement) => void,
+   *   onSwitch: (messageId: string) => void,
+   *   onFork: (messageId: string) => void,
+   * }} hooks Edit, the branch switcher and Fork are offered on stored messages (their ids
+   *   known).
    */
   constructor(ui, hooks) {
     this.ui = ui;
@@ -51,9 +58,30 @@ export class Thread {
 
   /** Offers Regenerate on the last answer, once nothing is running. */
   offerRegenerate() {
-    if (this.lastAnswer && this.lastQuestion !== null) {
-      this.lastAnswer.addActions(this.hooks.onRegenerate);
+    const answer = this.lastAnswer;
+    if (answer && this.lastQuestion !== null) {
+      answer.addActions(this.hooks.onRegenerate, answer.more ?? [], answer.lead);
     }
+  }
+
+  /** The last answer's stored id (`msg_…`), when known. */
+  get lastAnswerId() {
+    return this.lastAnswer?.messageId ?? null;
+  }
+
+  /** Removes `item` and everything after it: an edited question, whose branch gives way. */
+  cutFrom(item) {
+    while (item.nextSibling) item.nextSibling.remove();
+    item.remove();
+    this.lastAnswer = null;
+    this._changed();
+  }
+
+  /** Removes the last answer: a regenerated one, whose new version takes its place. */
+  dropLastAnswer() {
+    this.lastAnswer?.element.remove();
+    this.lastAnswer = null;
+    this._changed();
   }
 
   /** A message about the conversation rather than in it (a refused request, say). */
@@ -65,14 +93,11 @@ export class Thread {
   showStored(messages) {
     this.clear();
     for (const message of messages) {
-      if (message.role === "user") {
-        this.addQuestion(message.content);
-      } else {
-        const answer = this.addAnswer(this.hooks.labelFor(message));
-        answer.setText(message.content);
-        answer.noteStatus(message.status);
-        answer.addActions(null);
-      }
+      if (message.role === "user") this.lastQuestion = message.content;
+      else this.lastAnswer?.removeRegenerate();
+      const item = this._storedItem(message);
+      if (message.role === "assistant") this.lastAnswer = item.answer;
+      this._append(item);
     }
     this.offerRegenerate();
     this.scrollToBottom();
@@ -127,14 +152,46 @@ export class Thread {
     this.ui.scroller.scrollTop = this.ui.scroller.scrollHeight;
   }
 
-  /** A stored message's element, for messages above the newest ones (no Regenerate). */
+  /**
+   * A stored message's element (without Regenerate), with its branch switcher, and Edit on a
+   * question, Fork on an answer. An answer's element carries its `Answer` as `.answer`.
+   */
   _storedItem(message) {
-    if (message.role === "user") return questionItem(message.content);
-    const answer = new Answer(this.hooks.labelFor(message), (mutate) => mutate());
+    const lead = this._switcher(message);
+    if (message.role === "user") {
+      const item = questionItem(message.content);
+      const edit = actionButton("edit", "Edit", () => this.hooks.onEdit(message, item));
+      item.append(h("div", { className: "actions" }, [lead, edit]));
+      return item;
+    }
+    const answer = new Answer(this.hooks.labelFor(message), (mutate) => this.update(mutate));
     answer.setText(message.content);
     answer.noteStatus(message.status);
-    answer.addActions(null);
+    answer.messageId = message.id;
+    answer.lead = lead;
+    answer.more = [["fork", "Fork", () => this.hooks.onFork(message.id)]];
+    answer.addActions(null, answer.more, lead);
+    answer.element.answer = answer;
     return answer.element;
+  }
+
+  /** `< 2/3 >` on a message with siblings: its place among them, and a step either way. */
+  _switcher(message) {
+    if (!message.branch) return null;
+    const { index, count, ids } = message.branch;
+    const step = (to, name, label) => {
+      const button = h("button", { type: "button", className: "action", "aria-label": label }, [
+        icon(name),
+      ]);
+      button.disabled = to < 0 || to >= count;
+      button.addEventListener("click", () => this.hooks.onSwitch(ids[to]));
+      return button;
+    };
+    return h("span", { className: "branch" }, [
+      step(index - 1, "prev", "Previous version"),
+      h("span", { className: "branch-place", text: `${index + 1}/${count}` }),
+      step(index + 1, "next", "Next version"),
+    ]);
   }
 
   /** Puts older messages above those shown, keeping in view what the reader was reading. */

@@ -164,8 +164,10 @@ ERROR_CODE_WORDS: dict[str, str] = {
     "id. Not retryable.",
     "unauthorized": "A refused token renewal (a failed connect closes with 4401 instead).",
     "forbidden": "Reserved; not sent by version 1.",
-    "not_found": "A conversation or generation that is unknown, expired, deleted or another "
-    "user's.",
+    "not_found": "A conversation, message or generation that is unknown, expired, deleted or "
+    "another user's.",
+    "conversation_full": "The conversation holds MAX_STORED_MESSAGES messages in all its "
+    "branches, or the message answered has MAX_SIBLINGS answers or versions. Not retryable.",
     "rate_limited": "A per-user or per-connection limit, or the model's API asked to slow "
     "down. Retryable; `retry_after` when known.",
     "upstream_error": "The model's stream broke off, was malformed, or went silent mid-answer.",

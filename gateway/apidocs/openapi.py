@@ -143,6 +143,8 @@ ERROR_STATUSES: dict[int, str] = {
     400: "The request is invalid; `detail` names the first problem found.",
     401: "No token, or a refused one (`WWW-Authenticate: Bearer`).",
     404: "Unknown, expired, deleted, or another user's resource; or an unknown path.",
+    409: "The conversation is full: MAX_STORED_MESSAGES messages in its branches, or "
+    "MAX_SIBLINGS answers or versions of the message (`conversation_full`).",
     413: f"The body is larger than MAX_FRAME_BYTES (ids are at most {MAX_ID_CHARS} characters).",
     429: "A per-user limit refused the request, or the model's API did: see Retry-After.",
     500: "The gateway failed to handle the request.",

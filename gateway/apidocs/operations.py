@@ -13,6 +13,7 @@ from gateway.apidocs.parts import (
     EVENT_STREAM,
     GENERATION_PARAM,
     IDEMPOTENCY_KEY,
+    MESSAGE_PARAM,
     Example,
     Operation,
     error,
@@ -120,6 +121,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                     **EVENT_STREAM["content"],
                 },
             },
+            409: {"$ref": "#/components/responses/409"},
             413: {"$ref": "#/components/responses/413"},
             502: {"$ref": "#/components/responses/502"},
         },
@@ -213,10 +215,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ],
     ),
     ("PATCH", "/conversations/{conversation_id}"): Operation(
-        "Rename a conversation",
-        "Only `title` can be changed; `updated_at` does not move.",
+        "Rename a conversation, or switch its branch",
+        "`title` renames it (`updated_at` does not move); `active_message_id` makes the "
+        "active leaf the newest descendant of that message. Send one or both.",
         "Conversations",
-        {200: json_body(ref("ConversationSummary"), "The renamed conversation."), 413: error(413)},
+        {200: json_body(ref("Changed"), "The conversation after the change."), 413: error(413)},
         body={"required": True, "content": {"application/json": {"schema": ref("Rename")}}},
         parameters=[CONVERSATION_PARAM],
         examples={
@@ -224,7 +227,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "unknownField": Example(
                 {"title": "Trip", "color": "red"},
                 400,
-                refused("Unknown field 'color'; only 'title' can be changed."),
+                refused(
+                    "Unknown field 'color'; only 'title' and 'active_message_id' can be changed."
+                ),
+            ),
+            "badMessageId": Example(
+                {"active_message_id": "m1"},
+                400,
+                refused("'active_message_id' must be a message id such as 'msg_…'."),
             ),
         },
     ),
@@ -234,6 +244,36 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Conversations",
         {204: {"description": "Deleted."}},
         parameters=[CONVERSATION_PARAM],
+    ),
+    ("POST", "/conversations/{conversation_id}/fork"): Operation(
+        "Fork a conversation",
+        "A new conversation of the caller holding the path from the first message down to "
+        "`message_id` (the same message ids, title and project), that message active. It "
+        "counts against LIMIT_STORAGE_BYTES like any other.",
+        "Conversations",
+        {
+            201: json_body(ref("Changed"), "The new conversation."),
+            409: error(409),
+            413: error(413),
+        },
+        body={"required": True, "content": {"application/json": {"schema": ref("Fork")}}},
+        parameters=[CONVERSATION_PARAM],
+        examples={
+            "badMessageId": Example(
+                {"message_id": 7},
+                400,
+                refused("'message_id' must be a message id such as 'msg_…'."),
+            ),
+        },
+    ),
+    ("DELETE", "/conversations/{conversation_id}/messages/{message_id}"): Operation(
+        "Delete a message and its branch",
+        "Removes the message and every message below it; a generation still answering one "
+        "of them is cancelled and its answer not stored. The active leaf, if removed, moves "
+        "to the newest remaining sibling's newest descendant, else to the parent.",
+        "Conversations",
+        {204: {"description": "Deleted."}},
+        parameters=[CONVERSATION_PARAM, MESSAGE_PARAM],
     ),
     ("GET", "/models"): Operation(
         "Models",

@@ -112,6 +112,10 @@ CONVERSATION_PARAM = {
     **path_param("conversation_id", {"type": "string"}, "A conversation id."),
     "example": "trip-planning",
 }
+MESSAGE_PARAM = {
+    **path_param("message_id", {"type": "string"}, "A message id of the conversation."),
+    "example": "msg_p8Zq1xWm3kTb0aLs",
+}
 GENERATION_PARAM = path_param("generation_id", GENERATION_ID, "A generation id.")
 NATIVE_ERRORS = (400, 401, 404, 429, 500, 503)
 

@@ -1,6 +1,7 @@
 """The rules between settings, checked whenever a `Settings` is made: each field's own bound
 comes from its declaration; here are the rules that join several (keys and algorithms, a
-cluster's URL, the models agents name, how long keys outlive logs)."""
+cluster's URL, the models agents name, how long keys outlive logs, how many messages a
+conversation keeps)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def check(s: Settings) -> None:
         # A key that outlives its generation's log could only answer "not found".
         raise ConfigError("IDEMPOTENCY_TTL may not be longer than GENERATION_TTL.")
     fields.check(s)
+    if s.max_stored_messages < 2 * s.max_stored_turns:
+        # Below it, a conversation with no branches would be refused before it is trimmed.
+        raise ConfigError(
+            "MAX_STORED_MESSAGES must be at least twice MAX_STORED_TURNS (a turn is two messages)."
+        )
     _check_jwks(s)
     for configured in s.models.values():
         if configured.max_concurrent is not None and configured.max_concurrent <= 0:

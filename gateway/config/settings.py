@@ -186,6 +186,12 @@ class Settings:
         "HISTORY_TURNS", 20, "Stored turns sent upstream", ge=0, refusal=WAITS_NOT_NEGATIVE
     )
     max_stored_turns: int = setting("MAX_STORED_TURNS", 200, "Turns kept per conversation", gt=0)
+    max_stored_messages: int = setting(
+        "MAX_STORED_MESSAGES", 1000, "Messages kept per conversation, all branches", gt=0
+    )
+    max_siblings: int = setting(
+        "MAX_SIBLINGS", 32, "Answers or versions of one message (branches)", gt=0
+    )
     conversation_ttl: int = setting(
         "CONVERSATION_TTL", 30 * 24 * 3600, "Seconds a conversation lives after an update", gt=0
     )

@@ -25,7 +25,7 @@ from gateway.obs import tracing
 from gateway.principal import Principal
 from gateway.protocol.frames import CompletionRequest
 from gateway.store.log_hub import LogHub
-from gateway.store.messages import StoredMessage, stored_size
+from gateway.store.messages import ACTIVE_LEAF, StoredMessage, new_message_id, stored_size
 from gateway.store.records import GenerationMeta, Persisted, Status
 
 log = logging.getLogger("gateway.core.chat")
@@ -105,7 +105,7 @@ class ChatService:
         agent, agent_config, model = self.resolve(request)
         if must_stream and not model.streaming:
             raise BadRequest(streaming_refused(model.name))
-        if request.message is None and not request.conversation_history:
+        if request.message is None and not (request.conversation_history or request.regenerate):
             raise BadRequest("A turn without a new message needs the messages to answer.")
         generation_id = new_id("gen")
         conversation_id = request.conversation_id or new_id("conv")
@@ -131,7 +131,9 @@ class ChatService:
             note=request.note,
         )
         user_message = (
-            None if request.message is None else StoredMessage("user", request.message, now_ms())
+            None
+            if request.message is None
+            else StoredMessage("user", request.message, now_ms(), id=new_message_id())
         )
         admission = await self._admit(principal, request, meta, params.max_tokens, user_message)
         try:
@@ -150,16 +152,23 @@ class ChatService:
                 0 if request.conversation_history is not None else 2 * self._settings.history_turns,
                 generation_id,
                 request.project_id,
+                parent_id=ACTIVE_LEAF if request.parent_id is None else request.parent_id,
+                regenerate=request.regenerate,
             )
         except BaseException:
             # Nothing started: a retry with the same key must be free to try again.
             await self._log.discard(generation_id, principal.sub, key)
             await self._limits.release(admission)
             raise
+        history = opened.history
+        message = request.message
+        if request.regenerate is not None and history:
+            # The question answered again is the path's last message.
+            message, history = history[-1].content, history[:-1]
         given = AgentInput(
-            message=request.message or "",
-            continuation=request.message is None,
-            history=self._history(request, opened.history),
+            message=message or "",
+            continuation=message is None,
+            history=self._history(request, history),
             model=model,
             params=params,
             sources=request.sources,

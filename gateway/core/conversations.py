@@ -20,14 +20,18 @@ import binascii
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.chat import ChatService
+from gateway.config import Settings
+from gateway.core.chat import ChatService, new_id
 from gateway.core.ports import Conversations, GenerationLogs, UserLimits
-from gateway.errors import BadRequest, NotFound, excerpt
+from gateway.errors import BadRequest, NotFound, RateLimited, excerpt
 from gateway.events import Event, GenerationRef, is_final
+from gateway.limits import limits_for, size_text
 from gateway.principal import Principal
 from gateway.protocol.frames import CONVERSATION_ID_RE
+from gateway.protocol.wire import MESSAGE_ID_RE
 from gateway.store.messages import Page, Position, Summary
 from gateway.store.records import Status
 
@@ -78,30 +82,68 @@ def decode_cursor(cursor: str) -> Position:
     return Position(updated, conversation_id)
 
 
-def encode_message_cursor(before: int) -> str:
-    """A page of messages ends at a message's number (see Conversations.page), which
-    names that message for good: the next page holds the messages before it."""
-    return base64.urlsafe_b64encode(json.dumps([before]).encode()).decode().rstrip("=")
+def encode_message_cursor(oldest: str) -> str:
+    """A page of messages ends at a message (see Conversations.page), whose id names it for
+    good: the next page holds the messages above it on its path."""
+    return base64.urlsafe_b64encode(json.dumps([oldest]).encode()).decode().rstrip("=")
 
 
-def decode_message_cursor(cursor: str) -> int:
-    """The number a messages cursor names; BadRequest for anything else (a list's cursor)."""
+def decode_message_cursor(cursor: str) -> str:
+    """The message id a messages cursor names; BadRequest for anything else (a list's
+    cursor). A cursor given before conversations were trees names a message's number, which
+    its id holds (`msg_<n>`)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         (before,) = json.loads(raw)
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest(BAD_CURSOR) from None
-    if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 2**53:
+    if isinstance(before, int) and not isinstance(before, bool) and 0 <= before < 2**53:
+        return f"msg_{before}"
+    if not isinstance(before, str) or not MESSAGE_ID_RE.fullmatch(before):
         raise BadRequest(BAD_CURSOR)
     return before
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a PATCH changes: the title, the active branch, or both."""
+
+    title: str | None
+    active_message_id: str | None
+
+
+def parse_change(body: dict[str, Any]) -> Change:
+    """A PATCH body: `title` and `active_message_id`, at least one of them."""
+    unknown = sorted(set(body) - {"title", "active_message_id"})
+    if unknown:
+        raise BadRequest(
+            f"Unknown field '{excerpt(unknown[0])}'; only 'title' and 'active_message_id' "
+            "can be changed."
+        )
+    if "active_message_id" not in body:
+        return Change(parse_title(body), None)
+    active = parse_message_id(body, "active_message_id")
+    return Change(parse_title(body) if "title" in body else None, active)
+
+
+def parse_message_id(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not MESSAGE_ID_RE.fullmatch(value):
+        raise BadRequest(f"'{name}' must be a message id such as 'msg_…'.")
+    return value
+
+
+def parse_fork(body: dict[str, Any]) -> str:
+    """The message a fork copies the path down to: the body's only field."""
+    unknown = sorted(set(body) - {"message_id"})
+    if unknown:
+        raise BadRequest(f"Unknown field '{excerpt(unknown[0])}'; a fork takes 'message_id'.")
+    return parse_message_id(body, "message_id")
+
+
 def parse_title(body: dict[str, Any]) -> str:
     """The new title from a PATCH body: one line (whitespace runs become one space), trimmed,
-    1-MAX_TITLE_CHARS characters. Other fields cannot be changed."""
-    unknown = sorted(set(body) - {"title"})
-    if unknown:
-        raise BadRequest(f"Unknown field '{excerpt(unknown[0])}'; only 'title' can be changed.")
+    1-MAX_TITLE_CHARS characters."""
     title = body.get("title")
     if not isinstance(title, str):
         raise BadRequest(BAD_TITLE)
@@ -146,6 +188,7 @@ class ConversationService:
         limits: UserLimits,
         stop_timeout: float,
         page_bytes: int,
+        settings: Settings,
     ) -> None:
         """`stop_timeout`: how long a delete waits for a cancelled generation to end (its
         process may have died, which a follower notices once its lease lapses).
@@ -156,6 +199,7 @@ class ConversationService:
         self._limits = limits
         self._stop_timeout = stop_timeout
         self._page_bytes = page_bytes
+        self._settings = settings
 
     async def view(
         self, principal: Principal, conversation_id: str, limit: int, cursor: str | None
@@ -192,7 +236,7 @@ class ConversationService:
         return generation
 
     async def _page(
-        self, principal: Principal, conversation_id: str, limit: int, before: int | None
+        self, principal: Principal, conversation_id: str, limit: int, before: str | None
     ) -> Page:
         return await self._store.page(
             principal.sub, conversation_id, limit, self._page_bytes, before
@@ -222,12 +266,54 @@ class ConversationService:
             "next_cursor": encode_cursor(shown[-1][0]) if more else None,
         }
 
-    async def rename(
-        self, principal: Principal, conversation_id: str, title: str
+    async def change(
+        self, principal: Principal, conversation_id: str, change: Change
     ) -> dict[str, Any]:
-        summary = await self._store.rename(principal.sub, conversation_id, title)
+        """Switch the active branch to the newest descendant of `active_message_id`, then
+        rename; the summary, with the new active leaf when it was switched."""
+        leaf = None
+        if change.active_message_id is not None:
+            leaf = await self._store.switch(
+                principal.sub, conversation_id, change.active_message_id
+            )
+        if change.title is not None:
+            summary = await self._store.rename(principal.sub, conversation_id, change.title)
+        else:
+            summary = await self._store.summary(principal.sub, conversation_id)
         (generation,) = await self._generations(principal, [summary.generation_id])
-        return summary_object(summary, generation)
+        found = summary_object(summary, generation)
+        return found if leaf is None else {**found, "active_message_id": leaf}
+
+    async def fork(
+        self, principal: Principal, conversation_id: str, message_id: str
+    ) -> dict[str, Any]:
+        """A new conversation of the caller holding the path down to the message (its ids
+        kept), counted against their storage like any other; its summary."""
+        sub = principal.sub
+        limits = limits_for(principal, self._settings)
+        new = new_id("conv")
+        summary, stored = await self._store.copy_path(sub, conversation_id, message_id, new)
+        held = await self._limits.stored_bytes(sub)
+        if limits.storage_bytes and held + stored > limits.storage_bytes:
+            await self._store.delete(sub, new)
+            raise RateLimited(
+                f"Your stored conversations take {size_text(held)} of the "
+                f"{size_text(limits.storage_bytes)} you may keep, and the fork needs "
+                f"{size_text(stored)} more. Delete conversations you no longer need to free "
+                "space, then fork again."
+            )
+        await self._limits.count_stored(sub, new, stored, new=True)
+        return {**summary_object(summary, None), "active_message_id": message_id}
+
+    async def delete_message(
+        self, principal: Principal, conversation_id: str, message_id: str
+    ) -> None:
+        """Remove the message and everything below it; generations still answering one of
+        them are cancelled (their answers are not stored), and the storage count follows."""
+        sub = principal.sub
+        stored, generation_ids = await self._store.delete_message(sub, conversation_id, message_id)
+        await self._limits.count_stored(sub, conversation_id, stored)
+        await asyncio.gather(*(self._stop(principal, g) for g in generation_ids))
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
         """Delete the conversation, stop its running generations, then remove their records.

@@ -38,6 +38,9 @@ class Conversations(Protocol):
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
+        *,
+        parent_id: str = ...,
+        regenerate: str | None = None,
     ) -> OpenedTurn: ...
     async def append_answer(
         self, owner: str, conversation_id: str, answer: StoredMessage
@@ -46,7 +49,7 @@ class Conversations(Protocol):
         self, pipe: Pipeline, owner: str, conversation_id: str, answer: StoredMessage
     ) -> int: ...
     async def page(
-        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
+        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: str | None
     ) -> Page: ...
     async def summary(self, owner: str, conversation_id: str) -> Summary: ...
     async def newest(
@@ -56,6 +59,13 @@ class Conversations(Protocol):
     async def delete(
         self, owner: str, conversation_id: str, also: Callable[[Pipeline], None] | None = None
     ) -> list[str]: ...
+    async def switch(self, owner: str, conversation_id: str, message_id: str) -> str: ...
+    async def delete_message(
+        self, owner: str, conversation_id: str, message_id: str
+    ) -> tuple[int, list[str]]: ...
+    async def copy_path(
+        self, owner: str, conversation_id: str, message_id: str, new_id: str
+    ) -> tuple[Summary, int]: ...
 
 
 class UserLimits(Protocol):
@@ -75,6 +85,10 @@ class UserLimits(Protocol):
         self, pipe: Pipeline, sub: str, conversation_id: str, stored_bytes: int
     ) -> None: ...
     def queue_forget(self, pipe: Pipeline, sub: str, conversation_id: str) -> None: ...
+    async def count_stored(
+        self, sub: str, conversation_id: str, stored_bytes: int, *, new: bool = False
+    ) -> None: ...
+    async def stored_bytes(self, sub: str) -> int: ...
 
 
 class GenerationLogs(Protocol):

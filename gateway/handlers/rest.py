@@ -6,10 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.core import catalog
-from gateway.core.conversations import parse_limit, parse_message_limit, parse_title
+from gateway.core.conversations import parse_change, parse_fork, parse_limit, parse_message_limit
 from gateway.errors import NotFound
 from gateway.handlers.common import authenticate, read_body, services_of
 from gateway.protocol.frames import CONVERSATION_ID_RE, parse_json_object
+from gateway.protocol.wire import MESSAGE_ID_RE
 
 
 def _conversation_id(request: Request) -> str:
@@ -18,6 +19,18 @@ def _conversation_id(request: Request) -> str:
         # The same answer as for an id nobody uses: an invalid id is simply not found.
         raise NotFound(f"Conversation '{conversation_id}' was not found.")
     return conversation_id
+
+
+def _message_id(request: Request) -> str:
+    message_id: str = request.path_params["message_id"]
+    if not MESSAGE_ID_RE.fullmatch(message_id):
+        raise NotFound(f"Message '{message_id}' was not found.")
+    return message_id
+
+
+async def _body(request: Request) -> dict[str, object]:
+    limit = services_of(request).settings.max_frame_bytes
+    return parse_json_object(await read_body(request, limit))
 
 
 async def conversations(request: Request) -> JSONResponse:
@@ -39,13 +52,31 @@ async def conversation(request: Request) -> JSONResponse:
     return JSONResponse(view)
 
 
-async def rename_conversation(request: Request) -> JSONResponse:
+async def change_conversation(request: Request) -> JSONResponse:
+    """Rename, or switch the active branch."""
     principal = await authenticate(request)
     conversation_id = _conversation_id(request)
-    services = services_of(request)
-    body = parse_json_object(await read_body(request, services.settings.max_frame_bytes))
-    summary = await services.conversations.rename(principal, conversation_id, parse_title(body))
+    change = parse_change(await _body(request))
+    summary = await services_of(request).conversations.change(principal, conversation_id, change)
     return JSONResponse(summary)
+
+
+async def fork_conversation(request: Request) -> JSONResponse:
+    """A new conversation holding the path down to a message."""
+    principal = await authenticate(request)
+    conversation_id = _conversation_id(request)
+    message_id = parse_fork(await _body(request))
+    forked = await services_of(request).conversations.fork(principal, conversation_id, message_id)
+    return JSONResponse(forked, status_code=201)
+
+
+async def delete_message(request: Request) -> Response:
+    """A message and everything below it."""
+    principal = await authenticate(request)
+    conversation_id = _conversation_id(request)
+    message_id = _message_id(request)
+    await services_of(request).conversations.delete_message(principal, conversation_id, message_id)
+    return Response(status_code=204)
 
 
 async def delete_conversation(request: Request) -> Response:
@@ -58,7 +89,7 @@ async def delete_conversation(request: Request) -> Response:
 async def conversation_resource(request: Request) -> Response:
     """One path, three methods, so a 405 names them all in its Allow header."""
     if request.method == "PATCH":
-        return await rename_conversation(request)
+        return await change_conversation(request)
     if request.method == "DELETE":
         return await delete_conversation(request)
     return await conversation(request)

@@ -8,7 +8,7 @@ replay of the same generation updates the same message.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.errors import BadRequest
@@ -26,7 +26,7 @@ from gateway.events import (
 from gateway.protocol.requests import CompletionRequest, parse_completion
 from gateway.protocol.server_frames import json_string
 from gateway.protocol.sse import DONE_LINE, FELL_BEHIND, KEEP_ALIVE, SSE_HEADERS, sse_data
-from gateway.protocol.wire import CONVERSATION_ID_RE
+from gateway.protocol.wire import ACTIVE_LEAF, CONVERSATION_ID_RE, GENERATION_ID_RE, answer_id
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 # Fields of the transport's `body` option that mean the same as in `POST /completion`.
@@ -60,7 +60,18 @@ def chat_request(body: dict[str, Any], idempotency_key: str | None = None) -> Co
     fields.update(message=last_user_text(messages[-1]), conversation_id=chat_id, stream=True)
     if idempotency_key is not None:
         fields["idempotency_key"] = idempotency_key
-    return parse_completion(fields, require_id=False)
+    request = parse_completion(fields, require_id=False)
+    if body.get("trigger") == "regenerate-message":
+        return replace(request, message=None, regenerate=regenerated(body.get("messageId")))
+    return request
+
+
+def regenerated(message_id: Any) -> str:
+    """The answer a regenerate makes again: the UI message named (`start` gave it its
+    generation's id), else the active path's last answer."""
+    if isinstance(message_id, str) and GENERATION_ID_RE.fullmatch(message_id):
+        return answer_id(message_id)
+    return ACTIVE_LEAF
 
 
 def last_user_text(message: Any) -> str:

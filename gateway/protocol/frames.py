@@ -29,6 +29,7 @@ from gateway.protocol.requests import (
     parse_stop,
     parse_tool_choice,
     parse_tools,
+    with_message,
 )
 from gateway.protocol.server_frames import (
     PONG_FRAME,
@@ -189,7 +190,7 @@ def parse_client_frame(text: str) -> ClientFrame:
 def parse_frame_object(obj: dict[str, Any]) -> ClientFrame:
     kind = obj.get("type")
     if kind == "completion":
-        return completion_request(validate(COMPLETION_FRAME, obj))
+        return completion_request(validate(COMPLETION_FRAME, with_message(obj)))
     if kind == "cancel":
         return _cancel(obj)
     if kind == "resume":

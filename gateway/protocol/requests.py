@@ -25,8 +25,10 @@ from gateway.protocol.wire import (
     MAX_TOOLS,
     STRICT,
     ConversationId,
+    MessageId,
     NonBlank,
     NonEmpty,
+    ParentId,
     RequestId,
     validate,
 )
@@ -43,8 +45,9 @@ class Source:
 @dataclass(frozen=True)
 class CompletionRequest:
     # None: no new user message; the model answers `conversation_history` as it stands
-    # (an OpenAI client continuing after its own tool results).
-    message: str | None
+    # (an OpenAI client continuing after its own tool results), or the answer `regenerate`
+    # names is made again.
+    message: str | None = None
     id: str | None = None
     model: str | None = None
     agent: str | None = None
@@ -59,6 +62,10 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice | None = None
+    # Where in the conversation's tree the turn goes: the message to answer after (None: the
+    # active leaf; '': a new first message), or the answer to make again (`message` None).
+    parent_id: str | None = None
+    regenerate: str | None = None
     # The answer's shape (OpenAI's `response_format`); the native protocol does not take one.
     output_format: OutputFormat | None = None
     # Kept with the generation's record for the transport that starts it (GenerationMeta.note).
@@ -135,8 +142,15 @@ class _Completion(TypedDict):
     """The fields a completion request and a completion frame share."""
 
     __pydantic_config__ = STRICT  # type: ignore[misc]
-    message: Message_
+    message: NotRequired[Message_]
     conversation_id: NotRequired[ConversationId | None]
+    parent_id: NotRequired[ParentId | None]
+    regenerate: NotRequired[
+        Annotated[
+            MessageId | None,
+            Field(description="An answer to make again, instead of a new `message`."),
+        ]
+    ]
     model: NotRequired[
         Annotated[RequestId | None, Field(description="A configured model (GET /models).")]
     ]
@@ -194,6 +208,8 @@ PLAIN = frozenset(
         "model",
         "agent",
         "conversation_id",
+        "parent_id",
+        "regenerate",
         "max_tokens",
         "project_id",
         "idempotency_key",
@@ -210,6 +226,14 @@ def completion_request(fields: CompletionBody | CompletionFrame) -> CompletionRe
         values[name] = value if name in PLAIN else CONVERT[name](value)
     if "tool_choice" in values and not values.get("tools"):
         raise BadRequest("'tool_choice' is only allowed together with 'tools'.")
+    if ("regenerate" in values or "parent_id" in values) and (
+        "conversation_history" in values or "conversation_id" not in values
+    ):
+        raise BadRequest(
+            "'parent_id' and 'regenerate' need a 'conversation_id' and no 'conversation_history'."
+        )
+    if "regenerate" in values and ("message" in values or "parent_id" in values):
+        raise BadRequest("'regenerate' makes an answer again: send no 'message' or 'parent_id'.")
     return CompletionRequest.of(values)
 
 
@@ -266,7 +290,16 @@ def parse_json_object(text: str | bytes) -> dict[str, Any]:
     return obj
 
 
+def with_message(obj: dict[str, Any]) -> dict[str, Any]:
+    """`message` is required unless the request regenerates: one missing is sent as null to
+    validation, so that its error is named in the order fields are checked."""
+    if "message" not in obj and obj.get("regenerate") is None:
+        return {**obj, "message": None}
+    return obj
+
+
 def parse_completion(obj: dict[str, Any], *, require_id: bool) -> CompletionRequest:
+    obj = with_message(obj)
     if require_id:
         return completion_request(validate(COMPLETION_FRAME, {**obj, "type": "completion"}))
     return completion_request(validate(COMPLETION_BODY, obj))

@@ -1,6 +1,6 @@
 """The wire types of the native HTTP API's answers and of its one other request body: the
 answer of `POST /completion`, a cancel's answer, conversations and their messages, a rename,
-the catalog, the probes, and the error body of every native route.
+a fork, the catalog, the probes, and the error body of every native route.
 
 The OpenAPI document publishes their JSON Schemas; the tests hold real answers to them.
 """
@@ -15,7 +15,7 @@ from typing_extensions import TypedDict
 from gateway.errors import ErrorCode
 from gateway.events import FinishReason
 from gateway.protocol.server_models import GenerationStatus, RetryAfter, Usage
-from gateway.protocol.wire import NON_BLANK, ConversationId, GenerationId
+from gateway.protocol.wire import NON_BLANK, ConversationId, GenerationId, MessageId
 
 SENT = ConfigDict(extra="forbid")
 MessageStatus = Literal["complete", "incomplete", "cancelled"]
@@ -78,8 +78,23 @@ class ConversationPage(TypedDict):
     next_cursor: str | None
 
 
+class Branch(TypedDict):
+    """Where a message stands among its siblings: the other answers to the same message, or
+    the other versions of an edited one."""
+
+    __pydantic_config__ = SENT  # type: ignore[misc]
+    index: Annotated[int, Field(ge=0, description="Its place among `ids`, from 0.")]
+    count: Annotated[int, Field(ge=2)]
+    ids: Annotated[list[MessageId], Field(description="The siblings, in creation order.")]
+
+
 class StoredMessage(TypedDict):
     __pydantic_config__ = SENT  # type: ignore[misc]
+    id: MessageId
+    parent_id: Annotated[MessageId | None, Field(description="`null` for a first message.")]
+    branch: NotRequired[
+        Annotated[Branch, Field(description="Only on a message that has siblings.")]
+    ]
     role: Literal["user", "assistant"]
     content: str
     created_at: Millis
@@ -94,8 +109,8 @@ class Conversation(ConversationSummary):
     messages: Annotated[
         list[StoredMessage],
         Field(
-            description="A page of the stored messages, oldest first: the newest ones, or "
-            "those before the page whose `next_cursor` was sent. At most `limit` messages "
+            description="A page of the active path's messages, oldest first: the newest "
+            "ones, or those above the page whose `next_cursor` was sent. At most `limit` messages "
             "and CONVERSATION_PAGE_BYTES of them, but at least one when any is left."
         ),
     ]
@@ -109,15 +124,43 @@ class Conversation(ConversationSummary):
 
 
 class Rename(TypedDict):
+    """A PATCH: a new title, a switch of the active branch, or both."""
+
     __pydantic_config__ = SENT  # type: ignore[misc]
-    title: Annotated[
-        str,
-        Field(
-            description=f"One line: whitespace runs become one space; 1-{MAX_TITLE_CHARS}"
-            " characters after that.",
-            pattern=NON_BLANK,
-            max_length=MAX_TITLE_CHARS,
-        ),
+    active_message_id: NotRequired[
+        Annotated[
+            MessageId,
+            Field(
+                description="Makes the active leaf the newest descendant of this message "
+                "(following the most recently created child at each step)."
+            ),
+        ]
+    ]
+    title: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description=f"One line: whitespace runs become one space; 1-{MAX_TITLE_CHARS}"
+                " characters after that.",
+                pattern=NON_BLANK,
+                max_length=MAX_TITLE_CHARS,
+            ),
+        ]
+    ]
+
+
+class Changed(ConversationSummary):
+    """The conversation after a PATCH or a fork."""
+
+    active_message_id: NotRequired[
+        Annotated[MessageId, Field(description="The active leaf, when the branch changed.")]
+    ]
+
+
+class Fork(TypedDict):
+    __pydantic_config__ = SENT  # type: ignore[misc]
+    message_id: Annotated[
+        MessageId, Field(description="The new conversation holds the path down to it.")
     ]
 
 
@@ -168,6 +211,9 @@ VIEWS: dict[str, type] = {
     "StoredMessage": StoredMessage,
     "Conversation": Conversation,
     "Rename": Rename,
+    "Changed": Changed,
+    "Fork": Fork,
+    "Branch": Branch,
     "Models": Models,
     "Agents": Agents,
     "Health": Health,

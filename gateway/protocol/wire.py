@@ -18,6 +18,11 @@ from gateway.errors import BadRequest
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GENERATION_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{1,60}$")
+MESSAGE_ID_RE = re.compile(r"^msg_[A-Za-z0-9_-]{1,60}$")
+MESSAGE_ID_PREFIX = "msg_"
+# The `parent_id` of a turn that continues from the active leaf, and the `regenerate` of one
+# that makes the active leaf's answer again: never sent, the gateway's own.
+ACTIVE_LEAF = "~"
 MAX_ID_CHARS = 128
 MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
@@ -70,6 +75,30 @@ GenerationId = Annotated[
 ]
 
 
+MessageId = Annotated[
+    str,
+    Field(
+        pattern=MESSAGE_ID_RE.pattern,
+        description="A stored message's id, `msg_` and 1-60 characters.",
+    ),
+]
+ParentId = Annotated[
+    str,
+    Field(
+        pattern=r"^(msg_[A-Za-z0-9_-]{1,60})?$",
+        description="The message to answer after (default: the active leaf); '' for a new "
+        "first message.",
+    ),
+]
+
+
+def answer_id(generation_id: str) -> str:
+    """The id of a generation's answer, fixed by the generation: storing it twice (a write
+    retried on a Redis Cluster) finds it stored, and a client that knows the generation
+    (the AI SDK's message id) knows its answer."""
+    return MESSAGE_ID_PREFIX + generation_id.removeprefix("gen_")
+
+
 def _not_blank(value: str) -> str:
     # str.strip's idea of whitespace, which a regex engine's \s does not quite share
     if not value.strip():
@@ -97,6 +126,10 @@ MESSAGES: dict[str | tuple[str, str], str] = {
         f"'conversation_id' must be a string of 1-{MAX_ID_CHARS} characters."
     ),
     "generation_id": "'generation_id' must be a generation id such as 'gen_…'.",
+    "parent_id": "'parent_id' must be a message id such as 'msg_…', or '' for a first message.",
+    "regenerate": "'regenerate' must be the id of an answer, such as 'msg_…'.",
+    "active_message_id": "'active_message_id' must be a message id such as 'msg_…'.",
+    "message_id": "'message_id' must be a message id such as 'msg_…'.",
     "stream": "'stream' must be true or false.",
     "temperature": "'temperature' must be a number from 0 to 2.",
     "max_tokens": "'max_tokens' must be a positive integer.",
@@ -130,6 +163,8 @@ CHECK_ORDER = {
             "token",
             "message",
             "conversation_id",
+            "parent_id",
+            "regenerate",
             "stream",
             "generation_id",
             "after",

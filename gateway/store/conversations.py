@@ -14,27 +14,35 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from gateway.errors import NotFound
+from gateway.errors import BadRequest, ConversationFull, NotFound
 from gateway.store.client import StoreClient, StorePipeline
-from gateway.store.conversation_scripts import (
-    DELETE,
-    OPEN_TURN,
-    PAGE,
-    PRUNE,
-    RENAME,
-    STORE_ANSWER,
-)
+from gateway.store.conversation_scripts import DELETE, PRUNE, RENAME
 from gateway.store.keys import Keys
 from gateway.store.lua import Lua
 from gateway.store.messages import (
+    ACTIVE_LEAF,
     OpenedTurn,
     Page,
     Position,
     StoredMessage,
     Summary,
+    answer_id,
+    new_message_id,
     stored_size,
     title_of,
 )
+from gateway.store.tree_scripts import (
+    CREATE_PATH,
+    DELETE_MESSAGE,
+    OPEN_TURN,
+    PAGE,
+    PATH,
+    STORE_ANSWER,
+    SWITCH,
+)
+
+# Most stored messages and answers or edits of one message, when not configured.
+UNBOUNDED = 2**31
 
 
 class ConversationStore:
@@ -47,16 +55,21 @@ class ConversationStore:
         *,
         generation_retention: int | None = None,
         history_bytes: int = 2**62,
+        max_stored_messages: int = UNBOUNDED,
+        max_siblings: int = UNBOUNDED,
     ) -> None:
         """`generation_retention`: seconds after its start by which a generation has no keys
         left (see GenerationLog.retention); older ids are dropped from a conversation's list of
         generations. None keeps them all. `history_bytes`: the most bytes of stored messages a
-        turn reads as its history (CONVERSATION_PAGE_BYTES), the newest message at least."""
+        turn reads as its history (CONVERSATION_PAGE_BYTES), the newest message at least.
+        `max_stored_messages`, `max_siblings`: MAX_STORED_MESSAGES and MAX_SIBLINGS."""
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self._history_bytes = history_bytes
         self._max_messages = 2 * max_stored_turns
+        self._max_stored = max_stored_messages
+        self._max_siblings = max_siblings
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
         self._open_turn = Lua(redis, OPEN_TURN)
         self._store_answer = Lua(redis, STORE_ANSWER)
@@ -64,6 +77,10 @@ class ConversationStore:
         self._page = Lua(redis, PAGE)
         self._delete = Lua(redis, DELETE)
         self._prune = Lua(redis, PRUNE)
+        self._switch = Lua(redis, SWITCH)
+        self._delete_message = Lua(redis, DELETE_MESSAGE)
+        self._path = Lua(redis, PATH)
+        self._create_path = Lua(redis, CREATE_PATH)
 
     async def open_turn(
         self,
@@ -73,21 +90,25 @@ class ConversationStore:
         history_messages: int,
         generation_id: str = "",
         project_id: str | None = None,
+        *,
+        parent_id: str = ACTIVE_LEAF,
+        regenerate: str | None = None,
     ) -> OpenedTurn:
-        """Claim or check the conversation, return its last `history_messages` messages (at
-        most `history_bytes` of them, the newest one at least), and append the user's message,
-        dropping the oldest beyond MAX_STORED_TURNS with room for the answer. Another user's
-        conversation raises NotFound."""
+        """Claim or check the conversation, return the path up to the message answered (its
+        last `history_messages` messages, at most `history_bytes` of them, the newest one at
+        least), and store the user's message below `parent_id` (the active leaf by default,
+        '' for a new first message), dropping the oldest messages every branch shares beyond
+        MAX_STORED_TURNS with room for the answer. `regenerate` names an answer to make
+        again: the path is its question's, and no message is stored. The new message (else
+        the question) becomes the active leaf. Another user's conversation raises NotFound,
+        as does a named message that is not stored; a full conversation ConversationFull."""
         now = user_message.created_at if user_message else int(time.time() * 1000)
         forget_before = "" if self._retention_ms is None else now - self._retention_ms
         index = self._keys.user_conversations(owner)
+        message_id = (user_message.id if user_message else None) or new_message_id()
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._open_turn(
-                keys=[
-                    self._keys.conversation(owner, conversation_id),
-                    self._keys.messages(owner, conversation_id),
-                    self._keys.conversation_generations(owner, conversation_id),
-                ],
+                keys=self._keys.conversation_keys(owner, conversation_id),
                 args=[
                     owner,
                     now,
@@ -100,6 +121,11 @@ class ConversationStore:
                     forget_before,
                     self._max_messages,
                     self._history_bytes,
+                    ACTIVE_LEAF if regenerate else parent_id,
+                    regenerate or "",
+                    message_id,
+                    self._max_stored,
+                    self._max_siblings,
                 ],
                 client=pipe,
             )
@@ -108,12 +134,35 @@ class ConversationStore:
             pipe.zadd(index, {conversation_id: now}, gt=True)
             pipe.expire(index, self._ttl)
             result, _, _ = await pipe.execute()
-        if result[0] == 0:
+        if result[0] != 1:
             # The index is another round trip away (another slot): take back the entry the
-            # pipeline added for an id this user does not own.
-            await self._redis.zrem(index, conversation_id)
-            raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        return OpenedTurn([StoredMessage.from_json(raw) for raw in result[2:]], int(result[1]))
+            # pipeline added, unless the conversation is there.
+            if result[0] == 0:
+                await self._redis.zrem(index, conversation_id)
+            raise self._refusal(conversation_id, result)
+        history = [StoredMessage.from_json(raw) for raw in result[2:]]
+        return OpenedTurn(history, int(result[1]), message_id)
+
+    def _refusal(self, conversation_id: str, result: list[object]) -> Exception:
+        code, detail = result[0], (result[1] if len(result) > 1 else "")
+        if code == 2:
+            return NotFound(f"Message '{detail}' was not found.")
+        if code == 3:
+            return BadRequest(
+                f"'regenerate' must name an answer to a stored message; '{detail}' is not one."
+            )
+        if code == 4:
+            return ConversationFull(
+                f"That message already has {detail} answers or versions, the most one may "
+                f"have (MAX_SIBLINGS is {self._max_siblings}); delete one first."
+            )
+        if code == 5:
+            return ConversationFull(
+                f"Conversation '{conversation_id}' holds {detail} messages in all its "
+                f"branches (MAX_STORED_MESSAGES is {self._max_stored}); delete a branch or "
+                "fork the conversation."
+            )
+        return NotFound(f"Conversation '{conversation_id}' was not found.")
 
     async def append_answer(self, owner: str, conversation_id: str, answer: StoredMessage) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -127,20 +176,18 @@ class ConversationStore:
         returns the bytes the answer takes as stored. Nothing is stored if the conversation
         was deleted while the answer ran: a late answer must not bring it back."""
         raw = answer.to_json()
+        generation_id = answer.generation_id or ""
         self._store_answer.queue(
             pipe,
-            [
-                self._keys.conversation(owner, conversation_id),
-                self._keys.messages(owner, conversation_id),
-                self._keys.conversation_generations(owner, conversation_id),
-            ],
+            self._keys.conversation_keys(owner, conversation_id),
             [
                 owner,
                 raw,
                 self._max_messages,
                 self._ttl,
                 answer.created_at,
-                answer.generation_id or "",
+                generation_id,
+                answer.id or (answer_id(generation_id) if generation_id else new_message_id()),
             ],
         )
         # XX: never adds back a deleted conversation.
@@ -149,27 +196,28 @@ class ConversationStore:
         return stored_size(raw)
 
     async def page(
-        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: int | None
+        self, owner: str, conversation_id: str, limit: int, max_bytes: int, before: str | None
     ) -> Page:
-        """The newest messages numbered below `before` (all when None): at most `limit` of
-        them and `max_bytes` of stored JSON together, but at least one if any is left. Reads
-        only those from Redis. NotFound unless `owner` owns the conversation."""
+        """The newest messages of the active path, or of the path above message `before`:
+        at most `limit` of them and `max_bytes` of stored JSON together, but at least one if
+        any is left. Reads only those from Redis. NotFound unless `owner` owns the
+        conversation; no messages when `before` is no longer stored."""
         result = await self._page(
-            keys=[
-                self._keys.conversation(owner, conversation_id),
-                self._keys.messages(owner, conversation_id),
-            ],
-            args=[owner, "" if before is None else before, limit, max_bytes],
+            keys=self._keys.conversation_keys(owner, conversation_id),
+            args=[owner, before or "", limit, max_bytes],
         )
         if result[0] == 0:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
-        _, flat, older, *raw = result
+        if result[0] == 2:
+            return Page(await self.summary(owner, conversation_id), [], None)
+        _, flat, more, *items = result
         record = dict(zip(flat[::2], flat[1::2], strict=True))
-        return Page(
-            Summary.from_record(conversation_id, record),
-            [StoredMessage.from_json(item) for item in raw],
-            None if older < 0 else int(older),
-        )
+        messages = [
+            StoredMessage.from_json(raw, id, parent, siblings)
+            for id, parent, siblings, raw in zip(*[iter(items)] * 4, strict=True)
+        ]
+        older = messages[0].id if more and messages else None
+        return Page(Summary.from_record(conversation_id, record), messages, older)
 
     async def summary(self, owner: str, conversation_id: str) -> Summary:
         """The conversation without its messages; NotFound unless `owner` owns it."""
@@ -182,8 +230,8 @@ class ConversationStore:
         return Summary.from_record(conversation_id, record)
 
     async def messages(self, owner: str, conversation_id: str) -> list[StoredMessage]:
-        """Every stored message of a conversation `owner` owns, oldest first, however many;
-        NotFound otherwise. For tests and tools: a response reads a page."""
+        """Every message of the active path of a conversation `owner` owns, oldest first,
+        however many; NotFound otherwise. For tests and tools: a response reads a page."""
         found = await self.page(owner, conversation_id, 2**31, 2**62, None)
         return found.messages
 
@@ -236,11 +284,7 @@ class ConversationStore:
         trip (the owner's storage count), whatever the answer."""
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._delete(
-                keys=[
-                    self._keys.conversation(owner, conversation_id),
-                    self._keys.messages(owner, conversation_id),
-                    self._keys.conversation_generations(owner, conversation_id),
-                ],
+                keys=self._keys.conversation_keys(owner, conversation_id),
                 args=[owner],
                 client=pipe,
             )
@@ -252,6 +296,65 @@ class ConversationStore:
         if result[0] == 0:
             raise NotFound(f"Conversation '{conversation_id}' was not found.")
         return list(dict.fromkeys(gid for gid in result[1:] if gid))
+
+    async def switch(self, owner: str, conversation_id: str, message_id: str) -> str:
+        """Make the newest descendant of the message (following the most recently created
+        child at each step) the active leaf, and return it. NotFound unless `owner` owns the
+        conversation and it holds the message."""
+        result = await self._switch(
+            keys=self._keys.conversation_keys(owner, conversation_id), args=[owner, message_id]
+        )
+        self._check(conversation_id, message_id, result)
+        return str(result[1])
+
+    async def delete_message(
+        self, owner: str, conversation_id: str, message_id: str
+    ) -> tuple[int, list[str]]:
+        """Remove the message and its descendants; the active leaf, if removed, moves to the
+        newest remaining sibling's newest descendant, else to the parent. Returns the bytes
+        the conversation holds after, and the generations still answering a removed message
+        (their answers will not be stored). NotFound as for `switch`."""
+        result = await self._delete_message(
+            keys=self._keys.conversation_keys(owner, conversation_id), args=[owner, message_id]
+        )
+        self._check(conversation_id, message_id, result)
+        return int(result[1]), [str(g) for g in result[2:]]
+
+    async def copy_path(
+        self, owner: str, conversation_id: str, message_id: str, new_id: str
+    ) -> tuple[Summary, int]:
+        """A new conversation `new_id` of `owner` holding the path from the first message down
+        to `message_id`, with the same ids, title and project; its summary and stored bytes.
+        NotFound as for `switch`."""
+        found = await self._path(
+            keys=self._keys.conversation_keys(owner, conversation_id),
+            args=[owner, message_id, self._max_stored],
+        )
+        self._check(conversation_id, message_id, found)
+        flat = found[1]
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        now = int(time.time() * 1000)
+        title, project = record.get("title", ""), record.get("project_id", "")
+        index = self._keys.user_conversations(owner)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._create_path(
+                keys=self._keys.conversation_keys(owner, new_id),
+                args=[owner, now, self._ttl, title, project, *found[2:]],
+                client=pipe,
+            )
+            pipe.zadd(index, {new_id: now}, gt=True)
+            pipe.expire(index, self._ttl)
+            created, _, _ = await pipe.execute()
+        if created[0] != 1:
+            raise NotFound(f"Conversation '{new_id}' was not found.")  # a new id: never
+        return Summary(new_id, title, project or None, now, now, None), int(created[1])
+
+    @staticmethod
+    def _check(conversation_id: str, message_id: str, result: list[object]) -> None:
+        if result[0] == 0:
+            raise NotFound(f"Conversation '{conversation_id}' was not found.")
+        if result[0] == 2:
+            raise NotFound(f"Message '{message_id}' was not found.")
 
     async def _index_after(self, owner: str, after: Position | None, count: int) -> list[Position]:
         """The next `count` positions of the owner's index after `after`, greatest first."""

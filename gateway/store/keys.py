@@ -37,8 +37,28 @@ class Keys:
         return f"{self.prefix}conv:{{{tag(owner)}/{conversation_id}}}"
 
     def messages(self, owner: str, conversation_id: str) -> str:
-        """List of JSON messages, oldest first, capped at MAX_STORED_TURNS turns."""
+        """List of JSON messages, oldest first, as stored before conversations were trees:
+        moved into the tree (`nodes`, `links`) by the first script that touches it."""
         return f"{self.conversation(owner, conversation_id)}:messages"
+
+    def nodes(self, owner: str, conversation_id: str) -> str:
+        """Hash: message id → the message's stored JSON, every branch's."""
+        return f"{self.conversation(owner, conversation_id)}:nodes"
+
+    def links(self, owner: str, conversation_id: str) -> str:
+        """Hash: the tree's shape (`p:<id>` parent, `c:<id>` children, `g:<generation>` the
+        message a running generation answers; see store/tree_scripts.py)."""
+        return f"{self.conversation(owner, conversation_id)}:links"
+
+    def conversation_keys(self, owner: str, conversation_id: str) -> list[str]:
+        """The keys every conversation script takes, in their order."""
+        return [
+            self.conversation(owner, conversation_id),
+            self.messages(owner, conversation_id),
+            self.conversation_generations(owner, conversation_id),
+            self.nodes(owner, conversation_id),
+            self.links(owner, conversation_id),
+        ]
 
     def conversation_generations(self, owner: str, conversation_id: str) -> str:
         """Sorted set of the ids of the conversation's generations, scored by start (ms), so

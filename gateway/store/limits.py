@@ -55,7 +55,8 @@ local function forget_stored(sizes, lapses, total, id)
   local old = redis.call('HGET', sizes, id)
   if old then
     redis.call('HDEL', sizes, id)
-    redis.call('INCRBY', total, -tonumber(old))
+    -- Not -old: Lua writes -0 as "-0", which INCRBY refuses.
+    redis.call('INCRBY', total, 0 - tonumber(old))
   end
   redis.call('ZREM', lapses, id)
 end
@@ -118,13 +119,14 @@ return {'', reserve}
 """
 )
 
-# KEYS: storage sizes, lapses, total. ARGV: conversation_id, bytes, storage_ttl_ms.
+# KEYS: storage sizes, lapses, total. ARGV: conversation_id, bytes, storage_ttl_ms, new.
 # The conversation's bytes as its store counted them when a turn ended. Only a conversation
-# still counted is updated: one deleted meanwhile is not brought back.
+# still counted is updated: one deleted meanwhile is not brought back; unless `new` is '1'
+# (a conversation just made whole: a fork).
 _STORED = (
     _STORAGE
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 set_stored(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
 lapse_later(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_ms(), tonumber(ARGV[3]))
 return 1
@@ -318,6 +320,19 @@ class LimitStore:
     def queue_forget(self, pipe: StorePipeline, sub: str, conversation_id: str) -> None:
         """Stop counting a deleted conversation, in the pipeline that deletes it."""
         self._forget.queue(pipe, self._storage_keys(sub), [conversation_id])
+
+    async def count_stored(
+        self, sub: str, conversation_id: str, stored_bytes: int, *, new: bool = False
+    ) -> None:
+        """Count what a conversation holds after a change other than a turn (a branch
+        deleted; `new`: a fork, counted from nothing)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._stored.queue(
+                pipe,
+                self._storage_keys(sub),
+                [conversation_id, stored_bytes, self._storage_ttl_ms, "1" if new else "0"],
+            )
+            await pipe.execute()
 
     async def stored_bytes(self, sub: str) -> int:
         """What the user's conversations are counted to hold (expired ones are swept at the

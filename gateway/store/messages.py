@@ -5,13 +5,23 @@ summary, its place in its owner's list, a page of its messages."""
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.events import Message, Usage
+from gateway.protocol.wire import ACTIVE_LEAF, MESSAGE_ID_PREFIX, answer_id
+
+__all__ = ["ACTIVE_LEAF", "answer_id"]  # with the rest of what a stored message is
 
 TITLE_CHARS = 80
 ELLIPSIS = "\u2026"
+
+
+def new_message_id() -> str:
+    """The id of a new message; ids of messages stored before the tree are `msg_<n>`."""
+    return f"{MESSAGE_ID_PREFIX}{secrets.token_urlsafe(12)}"
+
 
 MessageStatus = Literal["complete", "incomplete", "cancelled"]
 
@@ -58,6 +68,12 @@ class StoredMessage:
     agent: str | None = None
     generation_id: str | None = None
     usage: Usage | None = None
+    # Where it stands in the conversation's tree, which the store keeps apart from the record:
+    # its id (`msg_…`), its parent's (None for a first message), and its siblings' in creation
+    # order, itself included (empty when the store did not read them).
+    id: str | None = None
+    parent_id: str | None = None
+    siblings: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """The stored record: its own shape, not the API's view (`as_dict`), so that a change
@@ -81,8 +97,10 @@ class StoredMessage:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
     def as_dict(self) -> dict[str, Any]:
-        """The message as the conversations API shows it."""
+        """The message as the conversations API shows it: with `branch` when it has siblings."""
         obj: dict[str, Any] = {
+            "id": self.id,
+            "parent_id": self.parent_id,
             "role": self.role,
             "content": self.content,
             "created_at": self.created_at,
@@ -93,11 +111,20 @@ class StoredMessage:
                 obj[name] = getattr(self, name)
         if self.usage is not None:
             obj["usage"] = self.usage.as_dict()
+        if len(self.siblings) > 1 and self.id in self.siblings:
+            obj["branch"] = {
+                "index": self.siblings.index(self.id),
+                "count": len(self.siblings),
+                "ids": list(self.siblings),
+            }
         return obj
 
     @staticmethod
-    def from_json(raw: str) -> StoredMessage:
-        """A stored record (version 1) read back."""
+    def from_json(
+        raw: str, id: str | None = None, parent_id: str | None = None, siblings: str = ""
+    ) -> StoredMessage:
+        """A stored record (version 1) read back, with its place in the tree when given
+        (`siblings`: their ids, separated by spaces, as the store keeps them)."""
         obj = json.loads(raw)
         usage = obj.get("usage")
         return StoredMessage(
@@ -111,6 +138,9 @@ class StoredMessage:
             usage=None
             if usage is None
             else Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            id=id,
+            parent_id=parent_id or None,
+            siblings=tuple(siblings.split()),
         )
 
     def as_model_message(self) -> Message:
@@ -128,6 +158,8 @@ class OpenedTurn:
     # What the conversation's messages take once the user's message is stored (and room was
     # made for the answer): with the answer's size, what it will hold when the turn ends.
     stored_bytes: int
+    # The id of the user's message stored (unused when the turn stored none).
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +168,8 @@ class Page:
 
     summary: Summary
     messages: list[StoredMessage]
-    older: int | None  # `before` for the page of older messages; None when none are left
+    # The oldest message shown, whose ancestors the next page holds; None when none are left.
+    older: str | None
 
 
 def title_of(message: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from gateway.config import Settings
+from gateway.core.conversations import Change
 from gateway.core.generations import LocalFollow, RemoteFollow
 from gateway.errors import NotFound
 from gateway.events import Chunk, Done, Event, Failed, GenerationRef, Start, is_final
@@ -189,7 +190,7 @@ async def test_conversations_are_listed_newest_first_renamed_and_deleted(core: S
     rest = await core.conversations.page(user, 1, one["next_cursor"])
     assert [c["id"] for c in one["data"] + rest["data"]] == ["second", "first"]
 
-    renamed = await core.conversations.rename(user, "first", "Greetings")
+    renamed = await core.conversations.change(user, "first", Change("Greetings", None))
     assert renamed["title"] == "Greetings"
     with pytest.raises(NotFound):
         await core.conversations.view(principal("mallory"), "first", 10, None)

@@ -83,11 +83,17 @@ async def keys_of(redis: Redis, settings: Settings, *names: str) -> list[str]:
 
 @asynccontextmanager
 async def running_turn(
-    base: str, token: str, conversation_id: str, message: str
+    base: str, token: str, conversation_id: str, message: str, **fields: Any
 ) -> AsyncIterator[tuple[str, AsyncIterator[dict[str, Any]]]]:
     """A streamed turn whose first chunk has arrived: its generation id and the rest of its
     events."""
-    body = {"message": message, "model": SLOW, "stream": True, "conversation_id": conversation_id}
+    body = {
+        "message": message,
+        "model": SLOW,
+        "stream": True,
+        "conversation_id": conversation_id,
+        **fields,
+    }
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         httpx2.AsyncClient(timeout=30) as client,
@@ -346,7 +352,10 @@ async def test_rename_changes_the_title_and_nothing_else(gateway: str, token: Mi
         ({"title": "x" * 201}, "'title' must be a string of 1-200 characters."),
         ({"title": 7}, "'title' must be a string of 1-200 characters."),
         ({"title": None}, "'title' must be a string of 1-200 characters."),
-        ({"title": "ok", "pinned": True}, "Unknown field 'pinned'; only 'title' can be changed."),
+        (
+            {"title": "ok", "pinned": True},
+            "Unknown field 'pinned'; only 'title' and 'active_message_id' can be changed.",
+        ),
         ("{broken", "The body is not valid JSON."),
         ("[1]", "Expected a JSON object."),
     ],

@@ -194,7 +194,7 @@ async def test_keys_of_one_conversation_or_generation_share_a_slot_and_spread_ov
         node = Redis(port=port, decode_responses=True)
         stored = await node.exists(
             keys.conversation(sub, conversation_id),
-            keys.messages(sub, conversation_id),
+            keys.nodes(sub, conversation_id),
             keys.conversation_generations(sub, conversation_id),
         )
         await node.aclose()

@@ -79,10 +79,10 @@ class Account:
         return await self.limits.stored_bytes(self.sub)
 
     async def held(self, *conversation_ids: str) -> int:
-        """What the conversations' message lists really hold, byte for byte."""
+        """What the conversations' messages really take, byte for byte."""
         total = 0
         for conversation_id in conversation_ids:
-            raw = await self.redis.lrange(self.keys.messages(self.sub, conversation_id), 0, -1)
+            raw = await self.redis.hvals(self.keys.nodes(self.sub, conversation_id))
             total += sum(stored_size(str(item)) for item in raw)
         return total
 
@@ -185,3 +185,18 @@ async def test_an_answer_that_ends_after_a_delete_is_not_counted(redis: Redis) -
         account.limits.queue_stored(pipe, "alice", "gone", opened.stored_bytes + size)
         await pipe.execute()
     assert await account.counted() == 0
+
+
+async def test_deleting_a_branch_and_forking_count_what_is_held(redis: Redis) -> None:
+    account = Account.on(redis)
+    await account.turn("tree", "q1", "a1")
+    await account.turn("tree", "q2", "a2")
+    _, a1, q2, _ = await account.conversations.messages("alice", "tree")
+    assert a1.id is not None and q2.id is not None
+    stored, running = await account.conversations.delete_message("alice", "tree", q2.id)
+    assert running == []
+    await account.limits.count_stored("alice", "tree", stored)
+    assert await account.counted() == await account.held("tree") == stored
+    _, size = await account.conversations.copy_path("alice", "tree", a1.id, "copy")
+    await account.limits.count_stored("alice", "copy", size, new=True)
+    assert await account.counted() == await account.held("tree", "copy") == 2 * stored

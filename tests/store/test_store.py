@@ -70,7 +70,7 @@ async def test_a_page_takes_messages_while_their_bytes_fit(
         sizes += [len(question.to_json().encode()), len(answer.to_json().encode())]
     exactly_two = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2], None)
     assert [m.content for m in exactly_two.messages] == ["q2" * 10, "a2"]
-    assert exactly_two.older == 4  # the number of q2: messages 0-5, oldest first
+    assert exactly_two.older == exactly_two.messages[0].id  # q2: the next page is above it
     one_byte_short = await store.page("alice", "bytes", 10, sizes[-1] + sizes[-2] - 1, None)
     assert [m.content for m in one_byte_short.messages] == ["a2"]
     rest = await store.page("alice", "bytes", 10, 10**6, exactly_two.older)
@@ -90,7 +90,8 @@ async def test_stored_turns_are_capped_and_expire(redis: Redis, settings: Settin
     assert [m.content for m in stored] == ["q3", "a3", "q4", "a4"]
     for key in (
         keys.conversation("alice", "cap"),
-        keys.messages("alice", "cap"),
+        keys.nodes("alice", "cap"),
+        keys.links("alice", "cap"),
         keys.user_conversations("alice"),
     ):
         assert 0 < await redis.ttl(key) <= 120
@@ -171,6 +172,9 @@ async def test_a_conversation_forgets_generations_older_than_their_keys(
     await store.open_turn("alice", "c", message("user", "q2", at=5_000), 0, generation_id="g2")
     await store.open_turn("alice", "c", message("user", "q3", at=12_000), 0, generation_id="g3")
     assert await redis.zrange(keys.conversation_generations("alice", "c"), 0, -1) == ["g2", "g3"]
+    # None of them stored an answer: the link of the one forgotten goes with it.
+    links = [str(link) for link in await redis.hkeys(keys.links("alice", "c"))]
+    assert sorted(link for link in links if link.startswith("g:")) == ["g:g2", "g:g3"]
     assert sorted(await store.delete("alice", "c")) == ["g2", "g3"]
 
 
@@ -280,3 +284,28 @@ async def test_a_lapsed_lease_ends_a_generation_only_a_lease_after_it_was_found(
     assert await log.interrupt_if_abandoned("gen_y") == 0
     meta = await log.meta("gen_y")
     assert meta is not None and meta.status == "running"
+
+
+async def test_a_turn_opened_before_the_tree_is_answered_below_its_question(
+    redis: Redis, settings: Settings
+) -> None:
+    """An instance that predates the tree opened the turn (a list); this one stores the
+    answer."""
+    keys = Keys(settings.redis_prefix)
+    store = ConversationStore(redis, keys, ttl=60, max_stored_turns=10)
+    question = message("user", "asked before")
+    await redis.rpush(keys.messages("alice", "rolling"), question.to_json())
+    await redis.hset(
+        keys.conversation("alice", "rolling"),
+        mapping={"owner": "alice", "title": "t", "created_at": 1, "updated_at": 1},
+    )
+    answer = StoredMessage("assistant", "answered after", 2, generation_id="gen_rolling")
+    await store.append_answer("alice", "rolling", answer)
+    await store.append_answer("alice", "rolling", answer)  # sent again: stored once
+    stored = await store.messages("alice", "rolling")
+    assert [(m.id, m.parent_id, m.content) for m in stored] == [
+        ("msg_0", None, "asked before"),
+        ("msg_rolling", "msg_0", "answered after"),
+    ]
+    bytes_ = await redis.hget(keys.conversation("alice", "rolling"), "bytes")
+    assert int(bytes_ or 0) == sum(len(m.to_json().encode()) for m in stored)

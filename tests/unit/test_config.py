@@ -104,6 +104,12 @@ def test_toml_models_and_agents(tmp_path: Path) -> None:
     assert "chat" in settings.agents
 
 
+def test_a_conversation_keeps_room_for_its_turns() -> None:
+    with pytest.raises(ConfigError, match="MAX_STORED_MESSAGES must be at least twice"):
+        Settings.from_env({"MAX_STORED_TURNS": "10", "MAX_STORED_MESSAGES": "19"})
+    assert Settings.from_env({"MAX_STORED_TURNS": "10", "MAX_STORED_MESSAGES": "20"})
+
+
 @pytest.mark.parametrize(
     ("toml", "env", "fragment"),
     [

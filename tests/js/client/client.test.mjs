@@ -79,6 +79,27 @@ test("a completion streams its events, then the conversation goes on", async (t)
   assert.equal(next.map((event) => event.content).join(""), "You said: more");
 });
 
+test("edit, regenerate, switch, fork and delete a branch", async (t) => {
+  const client = open(t);
+  const conversationId = `js-tree-${randomUUID().slice(0, 8)}`;
+  const shown = async (id = conversationId) =>
+    (await (await client.fetch(`/conversations/${id}`)).json()).messages;
+  for (const message of ["q1", "q2"]) await collect(client.complete({ message, conversationId }));
+  const [q1, a1, q2, a2] = await shown();
+  await collect(client.complete({ message: "q2b", conversationId, parentId: a1.id }));
+  const edited = await shown();
+  assert.deepEqual(edited.map((m) => m.content), ["q1", "You said: q1", "q2b", "You said: q2b"]);
+  assert.deepEqual(edited[2].branch, { index: 1, count: 2, ids: [q2.id, edited[2].id] });
+  await collect(client.complete({ regenerate: edited[3].id, conversationId }));
+  assert.equal((await shown())[3].branch.count, 2);
+  assert.equal(await client.switchBranch(conversationId, q2.id), a2.id);
+  const forked = await client.fork(conversationId, a1.id);
+  assert.deepEqual((await shown(forked)).map((m) => m.id), [q1.id, a1.id]);
+  await client.deleteMessage(conversationId, q2.id);
+  assert.equal((await shown())[2].content, "q2b");
+  await assert.rejects(client.deleteMessage(conversationId, q2.id), { code: "not_found" });
+});
+
 test("two completions at once, on one socket", async (t) => {
   const Socket = recordingSocket();
   const client = open(t, { WebSocket: Socket });
