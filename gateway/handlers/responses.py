@@ -47,6 +47,7 @@ from gateway.protocol.responses import (
 from gateway.protocol.responses_input import input_item_page, referenced_items, with_references
 from gateway.protocol.responses_render import ResponseRenderer, deleted_object, response_object
 from gateway.protocol.sse import SSE_HEADERS
+from gateway.protocol.wire import answer_id
 from gateway.store.records import GenerationMeta
 
 
@@ -72,6 +73,15 @@ async def create(request: Request) -> Response:
         )
     except OutputFormatRefused as exc:  # the model's table does not take JSON formats
         raise InvalidParameter(exc.message, "text.format", "unsupported_value") from None
+    except NotFound:
+        if call.previous_generation is None:
+            raise
+        raise InvalidParameter(  # it ended with no answer stored to continue after
+            f"Previous response with id '{call.echo.previous_response_id}' has no answer to "
+            "continue after.",
+            "previous_response_id",
+            "previous_response_not_found",
+        ) from None
     if call.background and not completion.stream:
         follow.stop()  # it runs on: a generation outlives its client
         ref = GenerationRef(follow.generation_id, "")
@@ -170,10 +180,19 @@ async def _continued(services: Runtime, principal: Principal, call: ResponsesCal
             "previous_response_id",
             "previous_response_not_found",
         ) from None
+    if meta.status == "running":
+        raise InvalidParameter(
+            f"Previous response with id '{call.echo.previous_response_id}' is still in "
+            "progress; wait for it to end, or cancel it.",
+            "previous_response_id",
+            "previous_response_in_progress",
+        )
     request = dataclasses.replace(call.request, conversation_id=meta.conversation_id)
+    if request.message is not None:
+        # After that response's answer: the branch through it, whatever came after it since.
+        request = dataclasses.replace(request, parent_id=answer_id(meta.generation_id))
+        return dataclasses.replace(call, request=request)
     call = dataclasses.replace(call, request=request)
-    if request.message is not None or meta.status == "running":
-        return call
     listener = Listener(services.settings.max_queued_frames)
     _, events = await collect(services.chat.attach(meta, 0, listener), listener)
     return after_calls(call, Echo.of_note(meta.note, meta.model), events)

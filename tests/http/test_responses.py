@@ -150,6 +150,9 @@ async def test_a_running_response_is_retrieved_with_its_output_so_far(
     assert await settle(some_output)
     assert seen[-1].status == "in_progress" and seen[-1].output_text.startswith(" t0 t1")
     assert seen[-1].output[0].status == "in_progress"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await first.responses.create(model="fake", input="y", previous_response_id=queued.id)
+    assert refused.value.code == "previous_response_in_progress"
     await second.responses.cancel(queued.id)
 
 
@@ -167,6 +170,13 @@ async def test_previous_response_id_continues_its_conversation(
         {"role": "user", "content": "two"},
         {"role": "assistant", "content": "You said: two"},
         {"role": "user", "content": "three"},
+    ]
+    # From the first again: a branch after its answer, which does not see two or three.
+    await second.responses.create(model="fake", input="four", previous_response_id=one.id)
+    assert fake_upstream.requests[-1].messages == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "You said: one"},
+        {"role": "user", "content": "four"},
     ]
 
 
