@@ -17,6 +17,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.core.generations import Follow
 from gateway.errors import NotFound, OutputFormatRefused
 from gateway.events import Failed, GenerationRef, is_final
 from gateway.handlers.common import authenticate, read_body, services_of
@@ -66,10 +67,39 @@ async def create(request: Request) -> Response:
     )
     call = await _continued(services, principal, call)
     listener = Listener(services.settings.max_queued_frames)
-    completion = call.request
+    follow = await _start(services, principal, call, listener)
+    if not call.request.stream:
+        if call.background:
+            follow.stop()  # it runs on: a generation outlives its client
+            ref = GenerationRef(follow.generation_id, "")
+            return JSONResponse(response_object(ref, call.echo, [], "queued"))
+        ref, events = await collect(follow, listener)
+        final = events[-1]
+        if isinstance(final, Failed):
+            return _failure(final)
+        return JSONResponse(response_object(ref, call.echo, events))
+    opening = await opening_events(listener)
+    failed = next((event for _, event in opening if isinstance(event, Failed)), None)
+    if failed is not None:
+        follow.stop()
+        return _failure(failed)
+    # A background response runs on when its client leaves; another is the disconnect
+    # policy's to decide, as on every stream.
+    left = None if call.background else on_leave(services, principal, follow)
+    renderer = ResponseRenderer(call.echo)
+    stream = EventStream(
+        follow, listener, renderer, frames_sent(services), left=left, opening=opening
+    )
+    return stream_response(stream, SSE_HEADERS)
+
+
+async def _start(
+    services: Runtime, principal: Principal, call: ResponsesCall, listener: Listener
+) -> Follow:
+    """Start the response's generation; the core's refusals named by this API's parameters."""
     try:
-        follow = await services.chat.start(
-            principal, completion, listener, must_stream=completion.stream
+        return await services.chat.start(
+            principal, call.request, listener, must_stream=call.request.stream
         )
     except OutputFormatRefused as exc:  # the model's table does not take JSON formats
         raise InvalidParameter(exc.message, "text.format", "unsupported_value") from None
@@ -82,31 +112,12 @@ async def create(request: Request) -> Response:
             "previous_response_id",
             "previous_response_not_found",
         ) from None
-    if call.background and not completion.stream:
-        follow.stop()  # it runs on: a generation outlives its client
-        ref = GenerationRef(follow.generation_id, "")
-        return JSONResponse(response_object(ref, call.echo, [], "queued"))
-    if not completion.stream:
-        ref, events = await collect(follow, listener)
-        final = events[-1]
-        if isinstance(final, Failed):
-            status, error = failure_of(final)
-            return error_response(status, error, final.retryable, final.retry_after)
-        return JSONResponse(response_object(ref, call.echo, events))
-    opening = await opening_events(listener)
-    failed = next((event for _, event in opening if isinstance(event, Failed)), None)
-    if failed is not None:
-        follow.stop()
-        status, error = failure_of(failed)
-        return error_response(status, error, failed.retryable, failed.retry_after)
-    # A background response runs on when its client leaves; another is the disconnect
-    # policy's to decide, as on every stream.
-    left = None if call.background else on_leave(services, principal, follow)
-    renderer = ResponseRenderer(call.echo)
-    stream = EventStream(
-        follow, listener, renderer, frames_sent(services), left=left, opening=opening
-    )
-    return stream_response(stream, SSE_HEADERS)
+
+
+def _failure(failed: Failed) -> Response:
+    """A failure before the answer, as OpenAI's error status (as /v1/chat/completions)."""
+    status, error = failure_of(failed)
+    return error_response(status, error, failed.retryable, failed.retry_after)
 
 
 @openai_errors

@@ -148,7 +148,7 @@ async def test_a_running_response_is_retrieved_with_its_output_so_far(
         return bool(seen[-1].output_text)
 
     assert await settle(some_output)
-    assert seen[-1].status == "in_progress" and seen[-1].output_text.startswith(" t0 t1")
+    assert seen[-1].status == "in_progress" and seen[-1].output_text.startswith(" t0")
     assert seen[-1].output[0].status == "in_progress"
     with pytest.raises(openai.BadRequestError) as refused:
         await first.responses.create(model="fake", input="y", previous_response_id=queued.id)
