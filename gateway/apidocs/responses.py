@@ -3,7 +3,16 @@ for every field and event)."""
 
 from __future__ import annotations
 
-from gateway.apidocs.parts import IDEMPOTENCY_KEY, Json, Operation, header, json_body, path_param
+from gateway.apidocs.parts import (
+    IDEMPOTENCY_KEY,
+    Example,
+    Json,
+    Operation,
+    header,
+    json_body,
+    openai_refused,
+    path_param,
+)
 from gateway.apidocs.parts import query as query_param
 from gateway.apidocs.schemas import ID
 
@@ -58,6 +67,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=[IDEMPOTENCY_KEY, header("X-Agent", ID, "The agent to answer with.")],
         shape="openai",
         errors=(*ERRORS, 413, 502),
+        examples={
+            "webSearch": Example(
+                {"model": "echo", "input": "hi", "tools": [{"type": "web_search"}]},
+                400,
+                openai_refused(
+                    "Only function tools are supported; tools[0] is 'web_search'.",
+                    "tools[0].type",
+                    "unsupported_value",
+                ),
+            ),
+            "tooMuchMetadata": Example(
+                {"model": "echo", "input": "hi", "metadata": {"k": "v" * 513}},
+                400,
+                openai_refused(
+                    "Metadata values are at most 512 characters.",
+                    "metadata.k",
+                    "string_above_max_length",
+                ),
+            ),
+        },
     ),
     ("GET", "/v1/responses/{response_id}"): Operation(
         "OpenAI Responses API: retrieve",
