@@ -152,6 +152,26 @@ def native_stream(
     return Stream(sent_ns, tuple(chunks), complete, None if complete else error, tuple(seqs))
 
 
+def responses_stream(
+    sent_ns: int, lines: list[tuple[int, bytes]], done: bool, error: str | None
+) -> Stream:
+    """The Responses API's events: text deltas carry the upstream's send stamps; the stream
+    is done at `response.completed` (a failed or incomplete one is an error)."""
+    chunks: list[tuple[int, int | None]] = []
+    for received, line in lines:
+        event = json.loads(line[6:])
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            chunks.extend((received, stamp) for stamp in stamps_of(event.get("delta")))
+        elif kind in ("response.failed", "response.incomplete", "error"):
+            error = error or f"error: {kind}"
+    error = None if done else error or "no response.completed in time"
+    return Stream(sent_ns, tuple(chunks), done, error)
+
+
+# How a Responses API stream ends (the start of its final event's data line).
+RESPONSE_ENDS = (b"response.completed", b"response.failed", b"response.incomplete")
+
 SseFormat = Callable[[int, list[tuple[int, bytes]], bool, str | None], Stream]
 
 
@@ -171,10 +191,11 @@ class SseClient(StreamClient):
     """A streamed POST read as SSE `data:` lines. Chunked-encoding size lines fall between
     SSE lines and never start with "data: "."""
 
-    def __init__(self, request: bytes, native: bool) -> None:
+    def __init__(self, request: bytes, native: bool, responses: bool = False) -> None:
         super().__init__()
         self._request = request
         self._native = native
+        self._responses = responses  # the Responses API's events
         self._tail = b""
         self._done = False
 
@@ -196,8 +217,14 @@ class SseClient(StreamClient):
             else:
                 self.received.append((now, line))
                 # Safe on raw bytes: inside a JSON string a quote is always escaped.
-                if self._native and b'"done":true' in line:
+                if self._ends(line):
                     self._finish()
+
+    def _ends(self, line: bytes) -> bool:
+        """The final event's data line (the stream ends at `data: [DONE]` otherwise)."""
+        if self._native:
+            return b'"done":true' in line
+        return self._responses and any(end in line[:40] for end in RESPONSE_ENDS)
 
     def _finish(self) -> None:
         self._done = True
@@ -211,7 +238,9 @@ class SseClient(StreamClient):
             self.transport.close()
 
     def stream(self) -> Stream:
-        parse = native_format if self._native else openai_format
+        parse: SseFormat = native_format if self._native else openai_format
+        if self._responses:
+            parse = responses_stream
         return parse(self.sent_ns, self.received, self._done, self.error)
 
 

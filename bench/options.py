@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_STREAMS = 1000
 MAX_IDLE_SOCKETS = 20_000
 # Closed-loop paths: the upstream read directly, the gateway's WebSocket, its native SSE
-# (`POST /completion`), its OpenAI-compatible SSE, and LiteLLM's proxy.
-PATHS = ("direct", "ws", "sse", "openai", "litellm")
+# (`POST /completion`), its OpenAI-compatible SSE (chat completions and the Responses API),
+# and LiteLLM's proxy.
+PATHS = ("direct", "ws", "sse", "openai", "responses", "litellm")
 # In the order a run takes them; "footprint" is each server's start, taken whatever is chosen.
 PHASES = ("footprint", "closed", "workers", "open", "ceilings", "ingest", "redis", "idle")
 # Two workers start a gateway of their own and take about a minute: only the full preset.
@@ -114,7 +115,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
     "quick": {
         "phases": SINGLE_GATEWAY_PHASES,
         "streams": (1, 50, 100),
-        "paths": ("direct", "ws", "sse", "openai"),
+        "paths": ("direct", "ws", "sse", "openai", "responses"),
         "tokens": 50,
         "interval_ms": 20,
         "rounds": 3,

@@ -17,6 +17,7 @@ SERVER_OF = {
     "ws": "gateway",
     "sse": "gateway",
     "openai": "gateway",
+    "responses": "gateway",
     "litellm": "litellm",
 }
 LABELS = {
@@ -24,9 +25,10 @@ LABELS = {
     "ws": "gateway, WebSocket",
     "sse": "gateway, SSE (POST /completion)",
     "openai": "gateway, SSE (/v1/chat/completions)",
+    "responses": "gateway, SSE (/v1/responses)",
     "litellm": "LiteLLM proxy, SSE (/v1/chat/completions)",
 }
-GATEWAY_PATHS = ("ws", "sse", "openai")
+GATEWAY_PATHS = ("ws", "sse", "openai", "responses")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ def openai_body(model: str, message: str = MESSAGE) -> bytes:
             "stream_options": {"include_usage": True},
         }
     ).encode()
+
+
+def responses_body(model: str, message: str = MESSAGE) -> bytes:
+    return json.dumps({"model": model, "input": message, "stream": True}).encode()
 
 
 def native_body(model: str, message: str = MESSAGE) -> bytes:
@@ -74,6 +80,10 @@ def factory(path: str, targets: Targets) -> tuple[ClientFactory, int]:
         body = openai_body(MODEL)
         request = http_post(gateway.port, "/v1/chat/completions", body, gateway.token)
         return (lambda: SseClient(request, native=False)), gateway.port
+    if path == "responses":
+        body = responses_body(MODEL)
+        request = http_post(gateway.port, "/v1/responses", body, gateway.token)
+        return (lambda: SseClient(request, native=False, responses=True)), gateway.port
     if path == "litellm" and targets.litellm is not None:
         proxy = targets.litellm
         body = openai_body(MODEL)

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.config import Settings
 from gateway.errors import RequestError
-from gateway.handlers import ai_sdk, openai_compat
+from gateway.handlers import ai_sdk, openai_compat, responses
 from gateway.handlers.activity import activity_events, running_generations
 from gateway.handlers.common import on_http_exception, on_request_error, on_unexpected
 from gateway.handlers.health import healthz, readyz
@@ -100,6 +100,11 @@ def create_app(settings: Settings, *, upstream_retries: int | None = None) -> St
         Route("/api/chat/{chat_id}/stream", ai_sdk.resume),
         Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_compat.list_models, methods=["GET"]),
+        Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
+        Route("/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
         Route("/v1/models/{model:path}", openai_compat.retrieve_model, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -7,6 +7,7 @@ entry or an entry with no route.
 
 from __future__ import annotations
 
+from gateway.apidocs import responses as _responses
 from gateway.apidocs.parts import (
     CONVERSATION_PARAM,
     EVENT_STREAM,
@@ -485,6 +486,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         shape="openai",
         errors=(401, 404, 500, 503),
     ),
+    **_responses.OPERATIONS,
 }
 # Any other path under /v1 is answered with OpenAI's 404, for every method.
 for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):

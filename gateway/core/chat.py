@@ -19,7 +19,7 @@ from gateway.core.notices import Sink
 from gateway.core.ports import Conversations, GenerationLogs, Models, Pipeline, UserLimits
 from gateway.core.running import GenerationRegistry
 from gateway.errors import BadRequest, NotFound, OutputFormatRefused, Unavailable
-from gateway.events import Done, Failed, GenerationRef, Message
+from gateway.events import Done, Event, Failed, GenerationRef, Message
 from gateway.limits import Admission, Refusal, Turn, limits_for, token_reservation
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.obs import tracing
@@ -132,6 +132,7 @@ class ChatService:
             model.name,
             agent.name,
             trace=trace.traceparent,
+            note=request.note,
         )
         user_message = (
             None
@@ -306,6 +307,21 @@ class ChatService:
         else:
             await self._log.request_cancel(generation_id)
         return "running"
+
+    async def forget(self, principal: Principal, generation_id: str) -> None:
+        """Delete an ended generation's record and log (its conversation keeps the answer).
+        NotFound unless it is yours; BadRequest while it runs."""
+        meta = await self.locate(principal, generation_id)
+        if meta.status == "running":
+            raise BadRequest("A generation still running cannot be deleted; cancel it first.")
+        await self._log.delete([generation_id])
+
+    async def stored_events(self, meta: GenerationMeta) -> list[Event]:
+        """The events its log holds now, from the first: a running generation's so far (the
+        log writer's batch behind what its followers got)."""
+        return await self._log.read_after(
+            meta.generation_id, 0, count=self._settings.max_log_events
+        )
 
     async def _meta(self, principal: Principal, generation_id: str) -> GenerationMeta:
         meta = await self._log.meta(generation_id)

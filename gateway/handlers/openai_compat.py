@@ -105,7 +105,7 @@ async def chat_completions(request: Request) -> Response:
     created = int(time.time())
     if not call.request.stream:
         return _answer(*await collect(follow, listener), created)
-    opening = await _opening(listener)
+    opening = await opening_events(listener)
     failed = next((event for _, event in opening if isinstance(event, Failed)), None)
     if failed is not None:
         follow.stop()
@@ -146,7 +146,7 @@ async def unknown_path(request: Request) -> Response:
     return error_response(404, error_object(message, "invalid_request_error"), False)
 
 
-async def _opening(listener: Listener) -> list[Item]:
+async def opening_events(listener: Listener) -> list[Item]:
     """The events up to the first one after `Start`, or what came in FIRST_EVENT_WAIT."""
     items: list[Item] = []
     try:

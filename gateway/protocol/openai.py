@@ -125,15 +125,7 @@ def chat_call(
     history the model sees; with one, the stored history is used and extended, and earlier
     messages are not read (except when continuing after tool results)."""
     _refuse_unsupported(body)
-    model = body.get("model")
-    if model is None:
-        raise InvalidParameter(
-            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
-        )
-    if not isinstance(model, str):
-        raise _invalid_type("model", "a string")
-    if model not in models:
-        raise ModelNotFound(model)
+    model = required_model(body, models)
     messages = parse_messages(body.get("messages"))
     last = messages[-1]
     # After the client ran its tools, the model answers the messages as they stand.
@@ -191,25 +183,45 @@ def chat_call(
     return ChatCall(request, include_usage)
 
 
+def required_model(body: Body, models: Collection[str]) -> str:
+    """The body's `model`, one of `models`."""
+    model = body.get("model")
+    if model is None:
+        raise InvalidParameter(
+            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+    if not isinstance(model, str):
+        raise _invalid_type("model", "a string")
+    if model not in models:
+        raise ModelNotFound(model)
+    return model
+
+
 def parse_messages(value: Any) -> list[Message]:
     """OpenAI chat messages as ours: system (and developer), user, assistant with its tool
     calls, and tool results. Content is a string or a list of text parts (joined by
     newlines)."""
+    items = bounded_list(value, "messages", "an array", "messages")
+    return [_message(item, f"messages[{i}]") for i, item in enumerate(items)]
+
+
+def bounded_list(value: Any, param: str, expected: str, noun: str) -> list[Any]:
+    """A required, non-empty array of at most MAX_HISTORY_MESSAGES + 1 entries."""
     if value is None:
         raise InvalidParameter(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+            f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
         )
     if not isinstance(value, list):
-        raise _invalid_type("messages", "an array")
+        raise _invalid_type(param, expected)
     if not value:
-        raise InvalidParameter("'messages' must not be empty.", "messages", "empty_array")
+        raise InvalidParameter(f"'{param}' must not be empty.", param, "empty_array")
     if len(value) > MAX_HISTORY_MESSAGES + 1:
         raise InvalidParameter(
-            f"'messages' may hold at most {MAX_HISTORY_MESSAGES + 1} messages.",
-            "messages",
+            f"'{param}' may hold at most {MAX_HISTORY_MESSAGES + 1} {noun}.",
+            param,
             "array_above_max_length",
         )
-    return [_message(item, f"messages[{i}]") for i, item in enumerate(value)]
+    return value
 
 
 def _message(item: Any, where: str) -> Message:
@@ -252,16 +264,20 @@ def _content(value: Any, where: str, *, required: bool) -> str:
         return value
     if value is None and not required:
         return ""
+    return text_parts(value, where, ("text",), refusals=not required)
+
+
+def text_parts(value: Any, where: str, kinds: Collection[str], *, refusals: bool) -> str:
+    """Text content parts of the given `kinds`, joined by newlines; `refusals` skips an
+    assistant's refusal parts (not text the model wrote). Any other part is refused."""
     if not isinstance(value, list):
         raise _invalid_type(where, "a string or an array of content parts")
     texts: list[str] = []
     for j, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
+        if kind in kinds and isinstance(part.get("text"), str):
             texts.append(part["text"])
-        elif kind == "refusal" and not required:
-            continue  # an assistant's refusal part is not text the model wrote
-        else:
+        elif not (kind == "refusal" and refusals):
             shown = excerpt(kind) if isinstance(kind, str) else "invalid"
             raise InvalidParameter(
                 f"Only text content parts are supported; {where}[{j}] is '{shown}'.",
@@ -297,14 +313,19 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _refuse_unsupported(body: Body) -> None:
+def refuse_parameters(body: Body, known: Collection[str], unsupported: dict[str, str]) -> None:
+    """Refuse a parameter not `known`, and an `unsupported` one unless null."""
     for name in body:
-        if name not in KNOWN_PARAMETERS:
+        if name not in known:
             shown = excerpt(name)
             raise InvalidParameter(f"Unknown parameter: '{shown}'.", shown, "unknown_parameter")
-    for name, reason in UNSUPPORTED_PARAMETERS.items():
+    for name, reason in unsupported.items():
         if body.get(name) is not None:
             raise InvalidParameter(reason, name, "unsupported_parameter")
+
+
+def _refuse_unsupported(body: Body) -> None:
+    refuse_parameters(body, KNOWN_PARAMETERS, UNSUPPORTED_PARAMETERS)
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise InvalidParameter(

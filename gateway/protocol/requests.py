@@ -68,6 +68,8 @@ class CompletionRequest:
     regenerate: str | None = None
     # The answer's shape (OpenAI's `response_format`); the native protocol does not take one.
     output_format: OutputFormat | None = None
+    # Kept with the generation's record for the transport that starts it (GenerationMeta.note).
+    note: str = ""
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> CompletionRequest:

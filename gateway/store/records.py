@@ -133,11 +133,16 @@ class GenerationMeta:
     last_seq: int = 0
     # The generation span's W3C context, when tracing is on: a follower anywhere links to it.
     trace: str = ""
+    # What the transport that started it keeps with it, opaque here (the Responses API: the
+    # request's parameters its response object repeats, and its input).
+    note: str = ""
 
     def fields(self) -> dict[str, str | int]:
         traced = {"trace": self.trace} if self.trace else {}
+        noted = {"note": self.note} if self.note else {}
         return {
             **traced,
+            **noted,
             "owner": self.owner,
             "conversation_id": self.conversation_id,
             "request_id": self.request_id or "",
@@ -160,4 +165,5 @@ class GenerationMeta:
             status=raw["status"],  # type: ignore[arg-type]
             last_seq=int(raw.get("last_seq", 0)),
             trace=raw.get("trace", ""),
+            note=raw.get("note", ""),
         )

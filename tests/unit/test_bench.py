@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.clients import native_stream, openai_stream
+from bench.clients import native_stream, openai_stream, responses_stream
 from bench.goals import Goal, goals
 from bench.options import PHASES, PRESETS, parse_options
 from bench.paths import LABELS
@@ -137,6 +137,15 @@ def test_parsers_read_openai_and_native_streams() -> None:
     native = native_stream(0, frames, None)
     assert native.seqs == (2,) and not native.complete
     assert native.error == "error: unavailable"
+
+
+def test_the_parser_reads_responses_api_streams() -> None:
+    delta = {"type": "response.output_text.delta", "delta": " 5000000", "sequence_number": 4}
+    lines = [(6 * MS, b"data: " + json.dumps(delta).encode())]
+    parsed = responses_stream(0, lines, True, None)
+    assert parsed.lags_ms() == [1.0] and parsed.complete and parsed.error is None
+    failed = [(7 * MS, b'data: {"type":"response.failed","sequence_number":5}')]
+    assert responses_stream(0, lines + failed, False, None).error == "error: response.failed"
 
 
 def test_a_chunk_of_several_tokens_counts_each_token() -> None:
