@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
 
 from gateway.config import ConfigError, Settings
 from gateway.config.rules import webhook_key
 from gateway.protocol.webhooks import RETRY_SCHEDULE, ended_type, retry_after, signature
+from tests.support.exposition import parse
 from tests.support.polling import settle
 from tests.support.processes import (
     GatewayProcess,
@@ -66,14 +69,26 @@ def user() -> str:
     return f"w-{uuid.uuid4().hex[:8]}"
 
 
-async def ask_and_leave(url: str, token: str, model: str = HELD) -> str:
-    """Start a completion, read its start, close the socket: nobody follows it any more."""
+async def ask_and_leave(url: str, token: str) -> str:
+    """Start a held completion, read its start, close the socket and wait until the gateway
+    has let it go (it has no socket open): nobody follows the generation any more."""
     ws = await connected(url, token)
-    await send(ws, type="completion", id="q", message="hello", model=model)
+    await send(ws, type="completion", id="q", message="hello", model=HELD)
     start = await receive(ws)
     assert start["type"] == "start", start
+    open_before = await sockets_open(url)
     await ws.close()
+    gone = await settle(lambda: sockets_open(url, open_before - 1))
+    assert gone, "the socket was not let go"
     return str(start["generation_id"])
+
+
+async def sockets_open(url: str, expected: float | None = None) -> Any:
+    """The gateway's open sockets; with `expected`, whether that is how many are open."""
+    async with httpx2.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    count = parse(text).value("gateway_connections", transport="ws")
+    return count if expected is None else count == expected
 
 
 def of(receiver: Receiver, generation_id: str) -> list[dict[str, object]]:
@@ -99,7 +114,10 @@ async def test_an_unwatched_end_is_posted_once_signed_and_a_watched_one_is_not(
     fake_upstream.release(HELD)
     await until_done(follower, "r")
     # Unwatched: the asking socket leaves and nobody resumes.
-    unwatched = await ask_and_leave(a.url, token(alice), model="fake")
+    await here.close()
+    await follower.close()
+    unwatched = await ask_and_leave(a.url, token(alice))
+    fake_upstream.release(HELD)
     assert await settle(lambda: len(of(receiver, unwatched)) == 1), receiver.received
     (sent,) = [d for d in receiver.answered() if d.json["data"]["generation_id"] == unwatched]
     assert sent.signed()
@@ -118,12 +136,14 @@ async def test_a_delivery_survives_a_failing_receiver_and_a_restart_with_one_id(
     pair: tuple[GatewayProcess, GatewayProcess],
     token: Mint,
     receiver: Receiver,
+    fake_upstream: FakeUpstream,
     tmp_path: Path,
 ) -> None:
     a, b = pair
     receiver.status = 503
     try:
-        generation_id = await ask_and_leave(a.url, token(user()), model="fake")
+        generation_id = await ask_and_leave(a.url, token(user()))
+        fake_upstream.release(HELD)
 
         def attempts() -> list[str]:
             return [
