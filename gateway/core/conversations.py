@@ -321,6 +321,12 @@ class ConversationService:
         stored, generation_ids = await self._store.delete_message(sub, conversation_id, message_id)
         await self._limits.count_stored(sub, conversation_id, stored)
         await asyncio.gather(*(self._stop(principal, g) for g in generation_ids))
+        # The active branch may have moved: the user's other devices read the path again.
+        summary = await self._store.summary(sub, conversation_id)
+        updated = activity_events.conversation_updated(
+            conversation_id, summary.title, summary.updated_at
+        )
+        await self._chat.activity.publish(sub, [updated])
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
         """Delete the conversation, stop its running generations, then remove their records.

@@ -211,6 +211,39 @@ async def test_rename_and_delete_reach_every_socket_of_the_user(
     assert deleted["conversation_id"] == conversation_id
 
 
+async def test_branch_changes_reach_every_socket_of_the_user(
+    pair: tuple[GatewayProcess, GatewayProcess], token: Mint
+) -> None:
+    """Switching the active branch and deleting a message move what the conversation shows:
+    the user's other devices hear `conversation.updated` and read the path again."""
+    a, b = pair
+    alice = user()
+    conversation_id = conversation()
+    laptop = await connected(b.url, token(alice))
+    phone = await connected(a.url, token(alice))
+    await send(phone, type="completion", id="q", message="hi", conversation_id=conversation_id)
+    await until_done(phone, "q")
+    headers = {"Authorization": f"Bearer {token(alice)}"}
+    async with httpx2.AsyncClient(base_url=a.url, headers=headers, timeout=10) as client:
+        path = f"/conversations/{conversation_id}"
+        first = (await client.get(path)).json()["messages"][-1]["id"]
+        await send(
+            phone, type="completion", id="r", regenerate=first, conversation_id=conversation_id
+        )
+        regenerated = await until_done(phone, "r")
+        await next_activity(
+            laptop, "generation.ended", generation_id=regenerated[0]["generation_id"]
+        )
+        second = (await client.get(path)).json()["messages"][-1]["id"]
+        assert second != first
+        assert (await client.patch(path, json={"active_message_id": first})).status_code == 200
+        switched = await next_activity(laptop, "conversation.updated")
+        assert switched["conversation_id"] == conversation_id
+        assert (await client.delete(f"{path}/messages/{second}")).status_code == 204
+        pruned = await next_activity(laptop, "conversation.updated")
+        assert pruned["conversation_id"] == conversation_id
+
+
 async def activity_stream(
     url: str, token: str, last_id: str | None = None
 ) -> AsyncIterator[SseEvent]:
