@@ -15,8 +15,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from gateway_client import sse
 from gateway_client.backoff import backoff, reconnect_delay
@@ -26,20 +26,19 @@ from gateway_client.connection import (
     CLOSE_TOO_MANY,
     CLOSE_UNAUTHORIZED,
     RESERVED,
-    SUBPROTOCOL,
     ConnectionState,
     Lost,
     State,
     Transport,
+    nothing_follows,
     number,
     too_many,
-    why_not,
 )
 from gateway_client.errors import GatewayError
 from gateway_client.events import ErrorEvent, Item, parse_frame
-from gateway_client.http import HttpApi, check_status
+from gateway_client.http import HttpApi
 from gateway_client.run import Run
-from gateway_client.socket import heartbeat, renew_live, send_runs
+from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs
 from gateway_client.tokens import TokenRefresh, Tokens
 
 
@@ -181,9 +180,7 @@ class GatewayClient:
     async def cancel(self, generation_id: str) -> str:
         """Cancel a generation by id, wherever it runs; returns its status (`running` while
         the cancel is on its way, else its final status)."""
-        response = await self.http.request("POST", f"/generations/{generation_id}/cancel")
-        check_status(response)
-        return str(response.json()["status"])
+        return await self.http.cancel(generation_id)
 
     async def conversation(
         self, conversation_id: str, *, cursor: str | None = None, limit: int | None = None
@@ -332,20 +329,9 @@ class GatewayClient:
         """Open one socket and serve it until it closes."""
         self._ready_seen = False
         token = await self._tokens.current()
-        try:
-            ws = await connect(
-                self.ws_url,
-                subprotocols=[SUBPROTOCOL],
-                additional_headers={"Authorization": f"Bearer {token}"},
-                ping_interval=None,  # the gateway pings; our own `ping` frames are below
-                open_timeout=self._open_timeout,
-                max_size=None,
-                close_timeout=2,
-            )
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = why_not(exc, self.ws_url)
-            blocked = not isinstance(exc, ConnectionRefusedError)
-            return Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
+        ws = await open_socket(self.ws_url, token, self._open_timeout)
+        if isinstance(ws, Lost):
+            return ws
         try:
             return await self._serve(ws, token)
         finally:
@@ -413,10 +399,7 @@ class GatewayClient:
 
     def _on_resumed(self, frame: dict[str, Any]) -> None:
         run = self._runs.get(str(frame.get("id")))
-        last = frame.get("last_seq")
-        ended = isinstance(last, int) and int(frame.get("from_seq", 0)) >= last
-        # Nothing follows a resume at or past the end of an ended generation (§4.2).
-        if run is not None and ended and frame.get("status") != "interrupted":
+        if run is not None and nothing_follows(frame):
             self._runs.pop(run.id, None)
             run.end()
 

@@ -72,3 +72,11 @@ def why_not(exc: BaseException, url: str) -> str:
 
 def number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
+
+
+def nothing_follows(resumed: dict[str, Any]) -> bool:
+    """A `resumed` frame at or past the end of an ended generation: no event follows it
+    (protocol §4.2), so its run is over. An interrupted one still gets its terminal event."""
+    last = resumed.get("last_seq")
+    ended = isinstance(last, int) and int(resumed.get("from_seq", 0)) >= last
+    return ended and resumed.get("status") != "interrupted"

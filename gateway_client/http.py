@@ -123,6 +123,13 @@ class HttpApi:
         )
         check_status(response)
 
+    async def cancel(self, generation_id: str) -> str:
+        """`POST /generations/{id}/cancel`: its status (`running` while the cancel is on its
+        way, else its final status)."""
+        response = await self.request("POST", f"/generations/{generation_id}/cancel")
+        check_status(response)
+        return str(response.json()["status"])
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

@@ -1,4 +1,4 @@
-"""What one socket does for the client besides reading: send its runs (each started or
+"""What one socket does for the client besides reading: open it, send its runs (each started or
 resumed, then cancelled if asked), keep it alive with heartbeats, and renew its token live."""
 
 from __future__ import annotations
@@ -7,12 +7,31 @@ import asyncio
 import json
 from collections.abc import Callable
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from gateway_client.connection import SUBPROTOCOL, Lost, why_not
 from gateway_client.errors import GatewayError
 from gateway_client.run import Run
 from gateway_client.tokens import Tokens
+
+
+async def open_socket(url: str, token: str, open_timeout: float) -> ClientConnection | Lost:
+    """A socket to the gateway, or how opening it failed."""
+    try:
+        return await connect(
+            url,
+            subprotocols=[SUBPROTOCOL],
+            additional_headers={"Authorization": f"Bearer {token}"},
+            ping_interval=None,  # the gateway pings; our own `ping` frames are the heartbeat
+            open_timeout=open_timeout,
+            max_size=None,
+            close_timeout=2,
+        )
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        reason = why_not(exc, url)
+        blocked = not isinstance(exc, ConnectionRefusedError)
+        return Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
 
 
 async def send_runs(ws: ClientConnection, outbox: asyncio.Queue[Run]) -> None:
