@@ -58,6 +58,7 @@ const thread = new Thread(
     onEdit: (message, item) => branches.edit(message, item),
     onSwitch: (messageId) => branches.switchTo(messageId),
     onFork: (messageId) => branches.fork(messageId),
+    onDelete: (messageId) => branches.remove(messageId),
   },
 );
 

@@ -1,5 +1,5 @@
 // A conversation's branches on the page: editing a question (the next message goes beside
-// it), switching between versions, and forking. The thread offers them on stored messages;
+// it), switching between versions, forking, and deleting an answer with what follows it. The thread offers them on stored messages;
 // this module talks to the gateway and says what it is doing.
 
 import { h } from "./dom.js";
@@ -78,5 +78,18 @@ export class Branches {
     }
     this.hooks.listChanged();
     this.hooks.reopen(forked);
+  }
+
+  /** Deletes an answer and everything after it; the page shows the version left. */
+  async remove(messageId) {
+    const id = this.hooks.conversation();
+    if (!id || !window.confirm("Delete this answer and everything after it?")) return;
+    try {
+      await this.client.deleteMessage(id, messageId);
+    } catch (error) {
+      this.hooks.notice(`Could not delete the answer. ${error.message}`);
+      return;
+    }
+    this.hooks.reopen(id);
   }
 }

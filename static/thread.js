@@ -15,7 +15,8 @@ export class Thread {
    *   onEdit: (message: any, item: HTMLElement) => void,
    *   onSwitch: (messageId: string) => void,
    *   onFork: (messageId: string) => void,
-   * }} hooks Edit, the branch switcher and Fork are offered on stored messages (their ids
+   *   onDelete: (messageId: string) => void,
+   * }} hooks Edit, the branch switcher, Fork and Delete are offered on stored messages (their ids
    *   known).
    */
   constructor(ui, hooks) {
@@ -154,7 +155,7 @@ export class Thread {
 
   /**
    * A stored message's element (without Regenerate), with its branch switcher, and Edit on a
-   * question, Fork on an answer. An answer's element carries its `Answer` as `.answer`.
+   * question, Fork and Delete on an answer. An answer's element carries its `Answer` as `.answer`.
    */
   _storedItem(message) {
     const lead = this._switcher(message);
@@ -169,7 +170,10 @@ export class Thread {
     answer.noteStatus(message.status);
     answer.messageId = message.id;
     answer.lead = lead;
-    answer.more = [["fork", "Fork", () => this.hooks.onFork(message.id)]];
+    answer.more = [
+      ["fork", "Fork", () => this.hooks.onFork(message.id)],
+      ["trash", "Delete", () => this.hooks.onDelete(message.id)],
+    ];
     answer.addActions(null, answer.more, lead);
     answer.element.answer = answer;
     return answer.element;

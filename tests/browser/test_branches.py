@@ -80,3 +80,28 @@ async def test_switching_while_an_answer_streams_on_another_branch(
     await chat.log.get_by_role("button", name="Next version").click()
     await expect(chat.log).to_contain_text("w78 w79")
     await expect(chat.log.locator(".msg")).to_have_count(4)
+
+
+async def test_deleting_an_answer_leaves_the_other_version(
+    chat: ChatPage, fake_upstream: FakeUpstream
+) -> None:
+    """Delete on an answer removes it and what follows it, after asking; the page shows the
+    version left, and a reload agrees."""
+    question = unique("question")
+    await chat.send(question)
+    await chat.until_answered()
+    await chat.page.get_by_role("button", name="Regenerate").click()
+    await chat.until_answered()
+    places = chat.log.locator(".branch-place")
+    await expect(places).to_have_text(["2/2"])
+    asked_once = chat.page.wait_for_event("dialog")
+    clicked = asyncio.ensure_future(chat.log.get_by_role("button", name="Delete").click())
+    dialog = await asked_once
+    assert "Delete this answer" in dialog.message
+    await dialog.accept()
+    await clicked
+    await expect(places).to_have_count(0)  # one version left: no switcher
+    await expect(chat.log.locator(".msg")).to_have_count(2)
+    await chat.page.reload()
+    await expect(chat.log.locator(".msg")).to_have_count(2)
+    await expect(chat.log.locator(".branch-place")).to_have_count(0)
