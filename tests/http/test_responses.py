@@ -372,7 +372,10 @@ async def test_the_ai_sdks_default_openai_provider(
     assert got["whole"]["text"] == "You said: hi there"
     assert got["whole"]["finishReason"] == "stop"
     assert got["again"] == "You said: again"
-    again = next(r for r in fake_upstream.requests if r.messages[-1]["content"] == "again")
+    # The suite shares the fake upstream: this test's request is the latest "again".
+    again = next(
+        r for r in reversed(fake_upstream.requests) if r.messages[-1]["content"] == "again"
+    )
     assert again.messages == [
         {"role": "user", "content": "hi there"},
         {"role": "assistant", "content": "You said: hi there"},
