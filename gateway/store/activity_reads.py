@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 
@@ -27,8 +26,8 @@ from gateway.store.log_reads import (
     BLOCK_MS,
     QUIET_WINDOWS,
     SHORTEST_WINDOW,
-    WAKE_TTL_MS,
     PollSchedule,
+    WakeableStreams,
 )
 
 # A Cluster's users are polled at this pace while active; activity is not a token stream.
@@ -37,33 +36,21 @@ POLL_WINDOW = 0.1
 
 class BlockingActivityReads:
     def __init__(self, own: Redis, pooled: StoreClient, keys: Keys, wake_key: str) -> None:
-        self._own = own  # its socket timeout must exceed BLOCK_MS
-        self._pooled = pooled
+        self._streams = WakeableStreams(own, pooled, wake_key, BLOCK_MS)
         self._keys = keys
-        self._wake_key = wake_key
-        self._wake_id = "0-0"
 
     async def read(self, cursors: Mapping[str, str]) -> Found:
         names = {self._keys.user_activity(sub): sub for sub in cursors}
-        streams: dict[Any, Any] = {name: cursors[sub] for name, sub in names.items()}
-        streams[self._wake_key] = self._wake_id
-        replies = await self._own.xread(streams, count=READ_COUNT, block=BLOCK_MS)
-        found: dict[str, list[ActivityEntry] | Exception] = {}
-        for name, rows in cast(list[tuple[str, Any]], replies or []):
-            if name == self._wake_key:
-                self._wake_id = rows[-1][0]
-            else:
-                found[names[name]] = entries(rows)
-        return found
+        asked = {name: cursors[sub] for name, sub in names.items()}
+        return {
+            names[name]: entries(rows) for name, rows in await self._streams.read(asked, READ_COUNT)
+        }
 
     async def wake(self) -> None:
-        async with self._pooled.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._wake_key, {"w": 1}, maxlen=1, approximate=False)
-            pipe.pexpire(self._wake_key, WAKE_TTL_MS)
-            await pipe.execute()
+        await self._streams.wake()
 
     async def aclose(self) -> None:
-        await self._own.aclose()
+        await self._streams.aclose()
 
 
 class PolledActivityReads:

@@ -36,35 +36,27 @@ QUIET_WINDOWS = 4
 SHORTEST_WINDOW = 0.01  # seconds: LOG_FLUSH_MS may be 0 (every event written at once)
 
 
-class BlockingReads:
-    """One server: one XREAD BLOCK over every followed log, on a connection of its own."""
+class WakeableStreams:
+    """One XREAD BLOCK over some streams and the process's wake stream, on a connection of its
+    own; `wake` ends a read in flight (or the next one) from a pooled connection. The wake
+    stream's entries are consumed here: a read returns only the other streams' rows."""
 
-    def __init__(
-        self,
-        own: Redis,
-        pooled: StoreClient,
-        keys: Keys,
-        wake_key: str,
-        block_ms: int = BLOCK_MS,
-    ) -> None:
+    def __init__(self, own: Redis, pooled: StoreClient, wake_key: str, block_ms: int) -> None:
         self._own = own  # its socket timeout must exceed block_ms
         self._pooled = pooled
-        self._keys = keys
         self._wake_key = wake_key
         self._wake_id = "0-0"  # the last wake entry seen
         self._block_ms = block_ms
 
-    async def read(self, cursors: Mapping[str, int]) -> Found:
-        names = {self._keys.events(generation_id): generation_id for generation_id in cursors}
-        streams: dict[Any, Any] = {name: f"{cursors[g]}-0" for name, g in names.items()}
-        streams[self._wake_key] = self._wake_id
-        replies = await self._own.xread(streams, count=READ_COUNT, block=self._block_ms)
-        found: dict[str, list[Event] | Exception] = {}
-        for name, entries in cast(list[tuple[str, Any]], replies or []):
+    async def read(self, streams: Mapping[str, str], count: int) -> list[tuple[str, Any]]:
+        asked: dict[Any, Any] = {**streams, self._wake_key: self._wake_id}
+        replies = await self._own.xread(asked, count=count, block=self._block_ms)
+        found: list[tuple[str, Any]] = []
+        for name, rows in cast(list[tuple[str, Any]], replies or []):
             if name == self._wake_key:
-                self._wake_id = entries[-1][0]
+                self._wake_id = rows[-1][0]
             else:
-                found[names[name]] = stream_events(entries)
+                found.append((name, rows))
         return found
 
     async def wake(self) -> None:
@@ -76,6 +68,35 @@ class BlockingReads:
 
     async def aclose(self) -> None:
         await self._own.aclose()
+
+
+class BlockingReads:
+    """One server: one XREAD BLOCK over every followed log, on a connection of its own."""
+
+    def __init__(
+        self,
+        own: Redis,
+        pooled: StoreClient,
+        keys: Keys,
+        wake_key: str,
+        block_ms: int = BLOCK_MS,
+    ) -> None:
+        self._streams = WakeableStreams(own, pooled, wake_key, block_ms)
+        self._keys = keys
+
+    async def read(self, cursors: Mapping[str, int]) -> Found:
+        names = {self._keys.events(generation_id): generation_id for generation_id in cursors}
+        asked = {name: f"{cursors[g]}-0" for name, g in names.items()}
+        return {
+            names[name]: stream_events(rows)
+            for name, rows in await self._streams.read(asked, READ_COUNT)
+        }
+
+    async def wake(self) -> None:
+        await self._streams.wake()
+
+    async def aclose(self) -> None:
+        await self._streams.aclose()
 
 
 class PolledReads:
