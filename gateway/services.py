@@ -33,8 +33,7 @@ from gateway.core.webhooks import Webhooks
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.activity import ActivityLog
-from gateway.store.activity_hub import ActivityHub, ActivityReads
-from gateway.store.activity_reads import BlockingActivityReads, PolledActivityReads
+from gateway.store.activity_hub import ActivityHub
 from gateway.store.client import StoreClient, cluster_client, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
@@ -114,11 +113,8 @@ async def open_services(
     )
     hub = LogHub(log_reads(settings, redis_url, redis, keys, instance))
     webhook_client, webhooks = open_webhooks(settings, redis, keys, metrics)
-    activity = ActivityService(
-        ActivityLog(redis, keys, settings.activity_ttl),
-        ActivityHub(activity_reads(settings, redis_url, redis, keys, instance)),
-        webhooks,
-    )
+    activity_log = ActivityLog(redis, keys, settings.activity_ttl)
+    activity = ActivityService(activity_log, ActivityHub(activity_log), webhooks)
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(
@@ -253,18 +249,6 @@ def open_webhooks(
         metrics,
     )
     return client, sender
-
-
-def activity_reads(
-    settings: Settings, redis_url: str, redis: StoreClient, keys: Keys, instance: str
-) -> ActivityReads:
-    """How the process reads its users' activity: as it reads the generation logs, with a
-    blocked read of its own on one server, by polling on a Redis Cluster."""
-    if isinstance(redis, RedisCluster):
-        return PolledActivityReads(redis, keys)
-    return BlockingActivityReads(
-        _own_connection(settings, redis_url), redis, keys, keys.activity_wake(instance)
-    )
 
 
 def _own_connection(settings: Settings, redis_url: str) -> Redis:

@@ -1,9 +1,12 @@
-"""Each user's activity in Redis: a capped stream on the user's keys (`user:{sub}:activity`).
+"""Each user's activity in Redis: a capped stream on the user's keys (`user:{sub}:activity`),
+and news of it on one pub/sub channel.
 
 An event is appended with XADD (its entry id is its `activity_id`), capped at
-`MAX_STORED_EVENTS` and trimmed to ACTIVITY_TTL by entry time in the same round trip; the key
-expires ACTIVITY_TTL after the user's last event. Reads are by entry id, so a client that
-gives the last id it saw gets what followed it, from any instance.
+`MAX_STORED_EVENTS` and trimmed to ACTIVITY_TTL by entry time, and the channel is told which
+user has news up to which id, all in one script; the key expires ACTIVITY_TTL after the user's
+last event. Reads are by entry id, so a client that gives the last id it saw gets what followed
+it, from any instance. Each process's reader (`activity_hub.py`) hears the channel and reads
+only the streams that it names.
 
 The user's running generations are read from the running set the limits keep
 (`user:{sub}:running`) and checked against each generation's record and log.
@@ -12,17 +15,33 @@ The user's running generations are read from the running set the limits keep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from gateway.protocol.activity import MAX_RUNNING, ActivityEntry, ActivityEvent
-from gateway.store.client import StoreClient, StorePipeline
+from gateway.store.activity_hub import READ_COUNT, Found, News
+from gateway.store.client import StoreClient, StorePipeline, hear
 from gateway.store.keys import Keys
+from gateway.store.lua import Arg, Lua
 
 # Each user's stream holds at most this many events (approximately: trimming is by whole
 # nodes), whatever ACTIVITY_TTL: a user's burst cannot grow it without bound.
 MAX_STORED_EVENTS = 1000
-READ_COUNT = 200  # entries per read of one user's stream
+
+# KEYS: the user's stream. ARGV: channel, sub, max length, oldest id kept, TTL in ms, then a
+# name and a JSON per event. PUBLISH has no key, so it may go with the stream's commands even on
+# a Redis Cluster (whose nodes pass a message on to the subscribers of every node); and in one
+# script the news never reaches a reader before the entries it names.
+_PUBLISH = """
+local id
+for i = 6, #ARGV, 2 do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i], 'a', ARGV[i + 1])
+end
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+return id
+"""
 
 
 def entries(rows: Any) -> list[ActivityEntry]:
@@ -35,16 +54,24 @@ class ActivityLog:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = ttl * 1000
+        self._publish = Lua(redis, _PUBLISH)
 
     def queue_publish(self, pipe: StorePipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
-        """Append `events` to the user's stream in `pipe`, and trim it."""
-        key = self._keys.user_activity(sub)
-        for event in events:
-            pipe.xadd(key, {"e": event.name, "a": event.stored()}, maxlen=MAX_STORED_EVENTS)
+        """Append `events` to the user's stream in `pipe`, trim it, and tell the channel."""
+        if not events:
+            return
         # The instance's clock, not Redis's: a skew only moves where trimming cuts.
-        oldest = int(time.time() * 1000) - self._ttl_ms
-        pipe.xtrim(key, minid=f"{max(oldest, 0)}-0", approximate=True)
-        pipe.pexpire(key, self._ttl_ms)
+        oldest = max(int(time.time() * 1000) - self._ttl_ms, 0)
+        args: list[Arg] = [
+            self._keys.activity_channel(),
+            sub,
+            MAX_STORED_EVENTS,
+            f"{oldest}-0",
+            self._ttl_ms,
+        ]
+        for event in events:
+            args += [event.name, event.stored()]
+        self._publish.queue(pipe, [self._keys.user_activity(sub)], args)
 
     async def publish(
         self,
@@ -72,6 +99,30 @@ class ActivityLog:
             if len(page) < READ_COUNT or len(found) >= 2 * MAX_STORED_EVENTS:
                 return found
             after = page[-1].id
+
+    async def read(self, cursors: Mapping[str, str]) -> Found:
+        """Each user's entries after its cursor (at most READ_COUNT each), in one pipeline:
+        one round trip, or one per node of a Redis Cluster."""
+        subs = list(cursors)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sub in subs:
+                key = self._keys.user_activity(sub)
+                pipe.xrange(key, min=f"({cursors[sub]}", max="+", count=READ_COUNT)
+            replies = await pipe.execute(raise_on_error=False)
+        return {
+            sub: reply if isinstance(reply, Exception) else entries(reply)
+            for sub, reply in zip(subs, replies, strict=True)
+        }
+
+    async def news(self) -> AsyncIterator[News]:
+        """What the channel says, as it says it, starting with None once it is joined. A
+        dropped channel ends the iteration with its error; the caller joins again."""
+        async for message in hear(self._redis, self._keys.activity_channel()):
+            if message is None:
+                yield None
+            else:
+                entry_id, _, sub = message.partition(" ")
+                yield sub, entry_id
 
     async def snapshot(self, sub: str) -> tuple[str, list[tuple[str, str, int]]]:
         """The id of the user's latest event kept (`0-0` when none is), and the user's

@@ -1,21 +1,27 @@
 """One reader per process for the activity of every user with a listener here.
 
-Like `log_hub.py` for generation logs: the hub reads every followed user's stream at once
-(`activity_reads.py`: one XREAD BLOCK on one server, polling on a Redis Cluster), parses each
-new entry once, and hands the same `ActivityEntry` (which renders its frame once) to each of
-the user's listeners. A listener never blocks the hub: it queues the entry into its own
-bounded outbox (a socket's, which closes the socket 4008 when it overflows as for any frame;
-an `/activity` stream's, which ends the stream so its client resumes from Last-Event-ID).
+Every publish tells one pub/sub channel which user has news (`activity.py`). The hub hears
+the channel and reads, in one pipeline, only the streams of users with news and a listener
+here; so an event costs an instance one message and one short read of its user's stream,
+however many other users listen there. Each new entry is parsed once and the same
+`ActivityEntry` (which renders its frame once) is handed to each of the user's listeners. A
+listener never blocks the hub: it queues the entry into its own bounded outbox (a socket's,
+which closes the socket 4008 when it overflows as for any frame; an `/activity` stream's,
+which ends the stream so its client resumes from Last-Event-ID).
 
-A user is read from the last id a listener knew when it joined; while Redis fails the hub
-retries, and what was published meanwhile is read once it is back (within ACTIVITY_TTL).
+A user is read from the last id a listener knew when it joined. Whenever the channel is
+(re)joined, every user is read again, since news may have been missed meanwhile; and every
+`sweep` seconds too, in case a message was lost on the way (a Redis Cluster's bus does not
+promise delivery). While Redis fails, the hub retries, and what was published meanwhile is
+read once it is back (within ACTIVITY_TTL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,22 +31,28 @@ log = logging.getLogger("gateway.store")
 
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+SWEEP = 10.0  # seconds between reads of every user, in case news was lost
+USERS_PER_READ = 1000  # a sweep of many users goes in pipelines of this many
+
+READ_COUNT = 200  # entries per read of one user's stream
 
 Listener = Callable[[ActivityEntry], object]  # what it returns is ignored
-# What one read found: each user's new entries, oldest first, or the error of its stream.
+# What one read of many users found: each user's new entries, oldest first, or the error of
+# its stream (on a Redis Cluster one node may fail while the others answer).
 Found = Mapping[str, list[ActivityEntry] | Exception]
+# News from the channel: (sub, the id of the user's latest event), or None when the channel
+# was (re)joined, after which anything may have been missed.
+News = tuple[str, str] | None
 
 
-class ActivityReads(Protocol):
+class ActivitySource(Protocol):
     async def read(self, cursors: Mapping[str, str]) -> Found:
-        """Each user's entries with ids above its cursor, waiting a while for some."""
+        """Each user's entries with ids above its cursor."""
         ...
 
-    async def wake(self) -> None:
-        """End the read in flight early: a user was added."""
+    def news(self) -> AsyncIterator[News]:
+        """Which users have news, as published; None when joined (anything may be missed)."""
         ...
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -50,26 +62,27 @@ class _Followed:
 
 
 class ActivityHub:
-    def __init__(self, reads: ActivityReads) -> None:
-        self._reads = reads
+    def __init__(self, source: ActivitySource, sweep: float = SWEEP) -> None:
+        self._source = source
+        self._sweep = sweep
         self._followed: dict[str, _Followed] = {}
-        self._reading: Mapping[str, str] | None = None  # what the read in flight covers
-        self._wanted = asyncio.Event()
-        self._waking: asyncio.Task[None] | None = None
-        self._round = 0  # reads begun
-        self._woken = -1  # the read a wake was last sent for
-        self._failing = False
-        self._task: asyncio.Task[None] | None = None
+        self._due: set[str] = set()  # users to read, in insertion order
+        self._wanted = asyncio.Event()  # set while `_due` holds someone
+        self._next_sweep = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="activity-hub")
+        self._next_sweep = asyncio.get_running_loop().time() + self._sweep
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="activity-reads"),
+            asyncio.create_task(self._news_loop(), name="activity-news"),
+        ]
 
     async def close(self) -> None:
-        for task in (self._task, self._waking):
-            while task is not None and not task.done():
+        for task in self._tasks:
+            while not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=0.1)  # again if lost (see LogHub.close)
-        await self._reads.aclose()
 
     @property
     def users(self) -> int:
@@ -82,9 +95,7 @@ class ActivityHub:
         followed = self._followed.get(sub)
         if followed is None:
             followed = self._followed[sub] = _Followed(after)
-            self._wanted.set()
-            if self._waking is None or self._waking.done():
-                self._waking = asyncio.create_task(self._wake(), name="activity-hub-wake")
+            self._mark(sub)
         followed.listeners.add(listener)
 
     def leave(self, sub: str, listener: Listener) -> None:
@@ -94,36 +105,85 @@ class ActivityHub:
             if not followed.listeners:
                 del self._followed[sub]
 
-    async def _run(self) -> None:
-        delay = RETRY_FIRST
-        while True:
-            if not self._followed:
-                self._wanted.clear()
-                await self._wanted.wait()
-            reading = self._reading = {sub: f.cursor for sub, f in self._followed.items()}
-            self._round += 1
-            try:
-                found = await self._reads.read(reading)
-            except Exception as exc:
-                self._reading = None
-                if not self._failing:
-                    log.warning("reading activity failed: %s", type(exc).__name__)
-                self._failing = True
-                await asyncio.sleep(delay)  # back off while Redis is down: don't spin
-                delay = min(delay * 2, RETRY_MAX)
-                continue
-            self._reading = None
-            delay = RETRY_FIRST
-            if self._failing:
-                log.warning("activity is read again")
-                self._failing = False
-            self._dispatch(found)
+    def _mark(self, *subs: str) -> None:
+        self._due.update(subs)
+        if self._due:
+            self._wanted.set()
 
-    def _dispatch(self, found: Found) -> None:
+    def _hear(self, news: News) -> None:
+        if news is None:
+            self._mark(*self._followed)
+            return
+        sub, entry_id = news
+        followed = self._followed.get(sub)
+        if followed is not None and _after(entry_id, followed.cursor):
+            self._mark(sub)
+
+    async def _news_loop(self) -> None:
+        trouble = _Trouble("listening for activity")
+        while True:
+            try:
+                async for news in self._source.news():
+                    trouble.over()
+                    self._hear(news)
+            except Exception as exc:
+                trouble.met(exc)
+            await trouble.back_off()  # while Redis is down: don't spin
+
+    async def _read_loop(self) -> None:
+        trouble = _Trouble("reading activity")
+        while True:
+            await self._wait_for_work()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            try:
+                found = await self._source.read(batch)
+            except Exception as exc:
+                found = dict.fromkeys(batch, exc)
+            failed = self._dispatch(found)
+            if failed is None:
+                trouble.over()
+            else:
+                trouble.met(failed)
+                await trouble.back_off()
+
+    async def _wait_for_work(self) -> None:
+        """Until a user is due, or it is time to read them all."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(self._next_sweep):
+                await self._wanted.wait()
+        if loop.time() >= self._next_sweep:
+            self._next_sweep = loop.time() + self._sweep
+            self._mark(*self._followed)
+
+    def _take_batch(self) -> dict[str, str]:
+        batch: dict[str, str] = {}
+        while self._due and len(batch) < USERS_PER_READ:
+            sub = next(iter(self._due))
+            self._due.discard(sub)
+            followed = self._followed.get(sub)
+            if followed is not None:
+                batch[sub] = followed.cursor
+        if not self._due:
+            self._wanted.clear()
+        return batch
+
+    def _dispatch(self, found: Found) -> Exception | None:
+        """Hand out what was found; users whose read failed or may have more are due again.
+        Returns an error that was met, if any."""
+        failed: Exception | None = None
         for sub, got in found.items():
             followed = self._followed.get(sub)
-            if followed is None or isinstance(got, Exception) or not got:
+            if followed is None:
                 continue
+            if isinstance(got, Exception):
+                failed = got
+                self._mark(sub)
+                continue
+            if len(got) >= READ_COUNT:
+                self._mark(sub)
             fresh = [e for e in got if _after(e.id, followed.cursor)]
             if not fresh:
                 continue
@@ -131,20 +191,32 @@ class ActivityHub:
             for entry in fresh:
                 for listener in tuple(followed.listeners):
                     listener(entry)
+        return failed
 
-    async def _wake(self) -> None:
-        """End the read in flight if it lacks a user who joined (once per read, however many
-        joined): the next read covers them all."""
-        while (
-            self._reading is not None
-            and self._woken != self._round
-            and not self._followed.keys() <= self._reading.keys()
-        ):
-            self._woken = self._round
-            try:
-                await self._reads.wake()
-            except Exception as exc:  # the read ends by its own timeout, within a second
-                log.warning("could not wake the activity reader: %s", type(exc).__name__)
+
+class _Trouble:
+    """A loop's failures: logged when they start and when they end, not at each retry, and
+    retried quickly at first (a blip), then once a second."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._failing = False
+        self._delay = RETRY_FIRST
+
+    def met(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("%s failed: %s", self._what, type(exc).__name__)
+        self._failing = True
+
+    def over(self) -> None:
+        if self._failing:
+            log.warning("%s works again", self._what)
+        self._failing = False
+        self._delay = RETRY_FIRST
+
+    async def back_off(self) -> None:
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, RETRY_MAX)
 
 
 def _after(entry_id: str, cursor: str) -> bool:

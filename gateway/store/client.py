@@ -81,6 +81,19 @@ async def open_pubsub(client: StoreClient) -> Listener:
     return Listener(client.pubsub(), check=LISTEN_CHECK, deadline=_socket_timeout(client))
 
 
+async def hear(client: StoreClient, channel: str) -> AsyncIterator[str | None]:
+    """The messages of one channel as they come, after None once it is joined (from then on
+    nothing published there is missed). A dropped channel ends the iteration with its error;
+    the caller joins again."""
+    async with await open_pubsub(client) as pubsub:
+        await pubsub.subscribe(channel)
+        async for message in pubsub.listen():
+            if message["type"] == "subscribe":
+                yield None
+            elif message["type"] == "message":
+                yield str(message["data"])
+
+
 class Listener:
     """A subscription whose `listen` raises redis's TimeoutError when the node stops
     answering: after `check` seconds without a message it pings the node, and a pong that

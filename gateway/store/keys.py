@@ -4,7 +4,7 @@ Keys that must be touched together share a hash tag `{...}`, so they land in one
 Redis Cluster and one Lua script may use them all: a conversation's
 (`conv:{<owner>/<id>}`), a generation's (`gen:{id}`), a user's (`user:{sub}`, `idem:{sub}`).
 No script names keys of two tags; pipelines that do are not transactions, and a cluster client
-splits them by node. The cancel channel has no tag: PUBLISH on a cluster reaches the
+splits them by node. The cancel and activity channels have no tag: PUBLISH on a cluster reaches the
 subscribers of every node.
 
 A conversation's keys carry its owner: conversation ids are chosen by clients, so each user
@@ -83,10 +83,10 @@ class Keys:
         trimmed to ACTIVITY_TTL."""
         return f"{self.prefix}user:{{{tag(sub)}}}:activity"
 
-    def activity_wake(self, instance: str) -> str:
-        """Stream of at most one entry: added to, it ends the process's blocked read of its
-        users' activity, so that the next read covers a user who just connected."""
-        return f"{self.prefix}wake:{{{instance}}}:activity"
+    def activity_channel(self) -> str:
+        """Pub/sub channel naming, for each event published, its user and its id (`<id> <sub>`),
+        so that each process reads the streams of its users with news, and only those."""
+        return f"{self.prefix}activity"
 
     def generation_watchers(self, generation_id: str) -> str:
         """Sorted set of the follows of the generation from other instances (kept only with

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from gateway.events import Event
 from gateway.store import records
-from gateway.store.client import StoreClient, StorePipeline, open_pubsub
+from gateway.store.client import StoreClient, StorePipeline, hear
 from gateway.store.keys import Keys
 from gateway.store.lua import Arg, Lua
 from gateway.store.records import READ_PAGE, GenerationMeta, Status
@@ -263,11 +263,9 @@ class GenerationLog:
     async def cancel_requests(self) -> AsyncIterator[str]:
         """The ids of generations whose cancel is asked on any instance, as it is asked. A
         dropped channel ends the iteration with its error; the caller subscribes again."""
-        async with await open_pubsub(self._redis) as pubsub:
-            await pubsub.subscribe(self._keys.cancel_channel())
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    yield str(message["data"])
+        async for generation_id in hear(self._redis, self._keys.cancel_channel()):
+            if generation_id is not None:
+                yield generation_id
 
     async def interrupt_if_abandoned(self, generation_id: str) -> int:
         """Mark a running generation as interrupted if its lease has stayed lapsed for a

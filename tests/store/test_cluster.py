@@ -22,6 +22,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
+from gateway.protocol.activity import ActivityEntry, conversation_updated
+from gateway.store.activity import ActivityLog
+from gateway.store.activity_hub import ActivityHub
 from gateway.store.client import StorePipeline, cluster_client
 from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
@@ -46,6 +49,7 @@ from tests.store.test_storage import (
     a_turn_over_the_quota_takes_nothing_until_space_is_freed,
     turns_count_every_stored_byte_across_trims,
 )
+from tests.support.polling import settle
 from tests.support.redis_cluster import Cluster, running_cluster
 from tests.upstream import FakeUpstream
 
@@ -561,6 +565,38 @@ async def test_followers_of_logs_on_every_node_share_one_poll(cluster: Cluster) 
     finally:
         await hub.close()
         await client.aclose()
+
+
+async def test_activity_of_users_on_every_node_reaches_one_hub(cluster: Cluster) -> None:
+    """On a cluster the activity channel reaches the hub from every node: each user's stream
+    lives on its own node, and its news comes through the node the hub listens on."""
+    client = cluster_client(cluster.url, decode_responses=True)
+    await client.initialize()
+    store = Store(client, Keys(f"a{uuid.uuid4().hex[:8]}:"))
+    activity = ActivityLog(client, store.keys, ttl=60)
+    found: dict[int, str] = {}
+    while len(found) < NODES:
+        sub = f"u{uuid.uuid4().hex[:8]}"
+        found.setdefault(store.node_port(store.keys.user_activity(sub)), sub)
+    heard: dict[str, list[str]] = {sub: [] for sub in found.values()}
+    hub = ActivityHub(activity)
+    hub.start()
+    try:
+        for sub, got in heard.items():
+            hub.join(sub, recorder(got), "0-0")
+        for n in range(3):
+            for sub in heard:
+                await activity.publish(sub, [conversation_updated(f"c{n}", "t", 1)])
+        assert await settle(lambda: all(len(got) >= 3 for got in heard.values()), within=20)
+        assert all(got == ["c0", "c1", "c2"] for got in heard.values()), heard
+    finally:
+        await hub.close()
+        await client.aclose()
+
+
+def recorder(got: list[str]) -> Callable[[ActivityEntry], None]:
+    """A listener that notes each entry's conversation id."""
+    return lambda entry: got.append(entry.data()["conversation_id"])
 
 
 def generation_ids(store: Store) -> list[str]:

@@ -1,0 +1,165 @@
+"""The process's reader of its users' activity (`ActivityHub`), on a redis-server of the
+test's own: it reads only the streams the channel names, so an event costs the same however
+many users listen; news missed while the channel was down, or lost on the way, still arrives."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.protocol.activity import ActivityEntry, conversation_updated
+from gateway.store.activity import ActivityLog
+from gateway.store.activity_hub import SWEEP, ActivityHub
+from gateway.store.keys import Keys
+from tests.support.polling import settle
+from tests.support.redis import RedisServer, running_redis, start_redis
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test alone, so that its command counts are the hub's."""
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+@dataclass(eq=False)
+class Heard:
+    """What one listener was handed: each entry's conversation id, in order."""
+
+    conversations: list[str] = field(default_factory=list)
+
+    def __call__(self, entry: ActivityEntry) -> None:
+        self.conversations.append(entry.data()["conversation_id"])
+
+
+@dataclass
+class Parts:
+    client: Redis
+    log: ActivityLog
+    keys: Keys
+
+    async def publish(self, sub: str, *conversations: str) -> None:
+        await self.log.publish(sub, [conversation_updated(c, "t", 1) for c in conversations])
+
+    async def append_unannounced(self, sub: str, conversation_id: str) -> None:
+        """An event in the user's stream whose news never reached the channel."""
+        event = conversation_updated(conversation_id, "t", 1)
+        await self.client.xadd(self.keys.user_activity(sub), {"e": event.name, "a": event.stored()})
+
+    async def lookups(self) -> int:
+        """Keys the server has looked up since its statistics were reset."""
+        stats = await self.client.info("stats")
+        return int(stats["keyspace_hits"]) + int(stats["keyspace_misses"])
+
+    async def channel_joined(self) -> bool:
+        counts = await self.client.pubsub_numsub(self.keys.activity_channel())
+        return bool(counts and counts[0][1] >= 1)
+
+
+@pytest.fixture
+async def parts(own_redis: RedisServer) -> AsyncIterator[Parts]:
+    client = Redis.from_url(own_redis.url, decode_responses=True)
+    keys = Keys(f"a{uuid.uuid4().hex[:6]}:")
+    yield Parts(client, ActivityLog(client, keys, ttl=60), keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def hub(parts: Parts) -> AsyncIterator[ActivityHub]:
+    hub = ActivityHub(parts.log, sweep=SWEEP)
+    hub.start()
+    assert await settle(parts.channel_joined), "the hub never joined the activity channel"
+    yield hub
+    await hub.close()
+
+
+async def test_an_event_reads_only_its_users_stream_however_many_listen(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    heard = {f"u{n}": Heard() for n in range(300)}
+    for sub, listener in heard.items():
+        hub.join(sub, listener, "0-0")
+    await parts.publish("u0", "first")  # once u0 is heard, every user has been read once
+    assert await settle(lambda: heard["u0"].conversations == ["first"])
+    await parts.client.config_resetstat()
+    for n in range(20):
+        await parts.publish("u7", f"c{n}")
+    assert await settle(lambda: len(heard["u7"].conversations) == 20)
+    assert heard["u7"].conversations == [f"c{n}" for n in range(20)]
+    assert all(not h.conversations for sub, h in heard.items() if sub not in ("u0", "u7"))
+    # A read looks up u7's stream once (at most one read per news; the writes of a script are
+    # not counted); a read of every listening user's stream per event would be 300 lookups.
+    lookups = await parts.lookups()
+    assert lookups <= 2 * 20, f"{lookups} keys looked up for 20 events of one user"
+
+
+async def test_news_missed_while_the_channel_was_down_is_read_when_it_is_back(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    alice = Heard()
+    hub.join("alice", alice, "0-0")
+    await parts.publish("alice", "before")
+    assert await settle(lambda: alice.conversations == ["before"])
+    await parts.append_unannounced("alice", "while-down")
+    killed = await parts.client.client_kill_filter(_type="pubsub")
+    assert killed == 1
+    assert await settle(lambda: alice.conversations == ["before", "while-down"]), (
+        f"heard {alice.conversations}; the sweep is {SWEEP} s away"
+    )
+
+
+async def test_news_lost_on_the_way_arrives_with_the_next_sweep(parts: Parts) -> None:
+    hub = ActivityHub(parts.log, sweep=0.2)
+    hub.start()
+    try:
+        assert await settle(parts.channel_joined)
+        bob = Heard()
+        hub.join("bob", bob, "0-0")
+        await parts.append_unannounced("bob", "lost-news")
+        assert await settle(lambda: bob.conversations == ["lost-news"], within=5)
+    finally:
+        await hub.close()
+
+
+async def test_a_user_who_joins_gets_what_followed_the_id_it_knew(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    await parts.publish("carol", "old", "seen")
+    seen = (await parts.log.after("carol", "0-0"))[-1].id
+    await parts.publish("carol", "missed")
+    carol = Heard()
+    hub.join("carol", carol, seen)
+    assert await settle(lambda: carol.conversations == ["missed"])
+    await parts.publish("carol", "live")
+    assert await settle(lambda: carol.conversations == ["missed", "live"])
+
+
+async def test_a_burst_longer_than_one_read_arrives_whole_and_in_order(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    dave = Heard()
+    hub.join("dave", dave, "0-0")
+    names = [f"c{n}" for n in range(700)]
+    await parts.publish("dave", *names)
+    assert await settle(lambda: len(dave.conversations) >= 700)
+    assert dave.conversations == names
+
+
+async def test_the_hub_listens_again_after_redis_restarts(
+    own_redis: RedisServer, parts: Parts, hub: ActivityHub, tmp_path: Path
+) -> None:
+    erin = Heard()
+    hub.join("erin", erin, "0-0")
+    own_redis.kill()
+    again = start_redis(own_redis.port, tmp_path / "again")
+    try:
+        await parts.client.connection_pool.disconnect()  # the test's own, left from before
+        await parts.publish("erin", "after-restart")
+        assert await settle(lambda: erin.conversations == ["after-restart"])
+    finally:
+        again.kill()
