@@ -38,6 +38,7 @@ from gateway_client.errors import GatewayError
 from gateway_client.events import ErrorEvent, Item, parse_frame
 from gateway_client.http import HttpApi
 from gateway_client.run import Run
+from gateway_client.runs import Runs, oversized
 from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs
 from gateway_client.tokens import TokenRefresh, Tokens
 
@@ -85,8 +86,7 @@ class GatewayClient:
         self._open_timeout = open_timeout
         self._max_frame_bytes = max_frame_bytes
         self._on_state = on_state
-        self._runs: dict[str, Run] = {}
-        self._counter = 0
+        self._runs = Runs()
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws: ClientConnection | None = None  # the socket runs go over, once ready
@@ -160,12 +160,10 @@ class GatewayClient:
         body = {k: v for k, v in fields.items() if k not in RESERVED and v is not None}
         # Sent again after a reconnect, the same key re-attaches to the answer it started.
         body["idempotency_key"] = idempotency_key or secrets.token_hex(16)
-        run = Run(self._new_id(), self._cancel, body=body)
-        size = len(json.dumps({"type": "completion", "id": run.id, **body}).encode())
-        if size > self._max_frame_bytes:
-            limit = self._max_frame_bytes
-            text = f"The request has {size} bytes; the gateway takes at most {limit}."
-            run.deliver(ErrorEvent(id=run.id, code="bad_request", message=text, retryable=False))
+        run = Run(self._runs.new_id(), self._cancel, body=body)
+        refusal = oversized(run, self._max_frame_bytes)
+        if refusal is not None:
+            run.deliver(refusal)
             return run
         self._track(run)
         return run
@@ -173,7 +171,7 @@ class GatewayClient:
     def attach(self, generation_id: str, *, after: int = 0) -> Run:
         """Follow an existing generation of the same user: every event after seq `after`,
         then the live ones. A generation that has ended, followed from its end, gives none."""
-        run = Run(self._new_id(), self._cancel, generation_id=generation_id, after=after)
+        run = Run(self._runs.new_id(), self._cancel, generation_id=generation_id, after=after)
         self._track(run)
         return run
 
@@ -206,10 +204,6 @@ class GatewayClient:
 
     # Runs.
 
-    def _new_id(self) -> str:
-        self._counter += 1
-        return f"r{self._counter}-{secrets.token_hex(3)}"
-
     def _track(self, run: Run) -> None:
         if self._fatal is not None:
             run.end(self._fatal)
@@ -219,7 +213,7 @@ class GatewayClient:
             run.end(GatewayError("The client was closed.", code="closed"))
             return
         self._start()
-        self._runs[run.id] = run
+        self._runs.add(run)
         self._wanted.set()
         if self.state == "http":
             self._spawn(self._follow_http(run))
@@ -227,15 +221,12 @@ class GatewayClient:
             self._outbox.put_nowait(run)
 
     def _deliver(self, run: Run, item: Item) -> None:
-        if run.deliver(item):
-            self._runs.pop(run.id, None)
-        elif self.state == "http":
+        if not self._runs.deliver(run, item) and self.state == "http":
             self._cancel_over_http(run)  # a cancel waits for the generation id
 
     def _cancel(self, run: Run) -> None:
         if self.state != "http" and run.socket is None:
-            self._runs.pop(run.id, None)  # never sent: nothing to stop
-            run.end()
+            self._runs.end(run)  # never sent: nothing to stop
             return
         run.cancel_requested = True
         if self.state == "http":
@@ -389,7 +380,7 @@ class GatewayClient:
         self._tokens.accepted(number(frame.get("expires_at")))
         self._ws = ws
         self._outbox = asyncio.Queue()
-        for run in list(self._runs.values()):
+        for run in self._runs:
             self._outbox.put_nowait(run)  # each resumes where it stopped
         self._set_state("connected")
         self._connected.set()
@@ -398,13 +389,12 @@ class GatewayClient:
         return [loop.create_task(send_runs(ws, self._outbox)), loop.create_task(beat)]
 
     def _on_resumed(self, frame: dict[str, Any]) -> None:
-        run = self._runs.get(str(frame.get("id")))
+        run = self._runs.get(frame.get("id"))
         if run is not None and nothing_follows(frame):
-            self._runs.pop(run.id, None)
-            run.end()
+            self._runs.end(run)
 
     def _route(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        run = self._runs.get(str(frame.get("id")))
+        run = self._runs.get(frame.get("id"))
         if run is None or run.socket is not ws:
             return  # a run that ended, or a frame from before its resume
         item = parse_frame(frame)
@@ -416,7 +406,7 @@ class GatewayClient:
     def _use_http(self) -> None:
         self._set_state("http")
         self._connected.set()
-        for run in list(self._runs.values()):
+        for run in self._runs:
             self._spawn(self._follow_http(run))
 
     async def _follow_http(self, run: Run) -> None:
@@ -426,7 +416,7 @@ class GatewayClient:
         except GatewayError as error:
             self._shutdown(error, fatal=True)
         finally:
-            self._runs.pop(run.id, None)
+            self._runs.forget(run)
 
     async def _pause(self, attempt: int) -> None:
         await asyncio.sleep(backoff(attempt, self._first_delay, self._max_delay))
@@ -434,9 +424,7 @@ class GatewayClient:
     def _shutdown(self, error: GatewayError, *, fatal: bool = False) -> None:
         if fatal:
             self._fatal = error
-        for run in list(self._runs.values()):
-            run.end(error)
-        self._runs.clear()
+        self._runs.end_all(error)
         self._connected.set()
         if self.state != "closed":
             self._set_state("closed", error=error)
