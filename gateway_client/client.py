@@ -9,14 +9,12 @@ WebSocket gets through. Guide: docs/client-python.md.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from gateway_client import sse
 from gateway_client.backoff import backoff, reconnect_delay
@@ -30,16 +28,22 @@ from gateway_client.connection import (
     Lost,
     State,
     Transport,
-    nothing_follows,
-    number,
     too_many,
 )
 from gateway_client.errors import GatewayError
-from gateway_client.events import ErrorEvent, Item, parse_frame
+from gateway_client.events import Item
 from gateway_client.http import HttpApi
 from gateway_client.run import Run
 from gateway_client.runs import Runs, oversized
-from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs
+from gateway_client.session import (
+    Activity,
+    Authenticated,
+    Ready,
+    SessionEvent,
+    SocketSession,
+    TokenExpiring,
+)
+from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs, serve
 from gateway_client.tokens import TokenRefresh, Tokens
 
 
@@ -95,8 +99,7 @@ class GatewayClient:
         self._connected = asyncio.Event()  # ready, on HTTP, or failed for good
         self._fatal: GatewayError | None = None
         self._closing = False
-        self._last_frame = 0.0
-        self._ready_seen = False  # the current socket got its `ready` frame
+        self._helpers: list[asyncio.Task[None]] = []  # the current socket's writer and heartbeat
 
     @property
     def token_refreshes(self) -> int:
@@ -279,7 +282,7 @@ class GatewayClient:
             lost = await self._socket_life()
             if self._closing:
                 return
-            if self._ready_seen:
+            if lost.ready:
                 attempt = 0
             if lost.code == CLOSE_UNAUTHORIZED:
                 # Renewing the token is the only thing that can help; it raises when hopeless.
@@ -318,66 +321,36 @@ class GatewayClient:
 
     async def _socket_life(self) -> Lost:
         """Open one socket and serve it until it closes."""
-        self._ready_seen = False
         token = await self._tokens.current()
         ws = await open_socket(self.ws_url, token, self._open_timeout)
         if isinstance(ws, Lost):
             return ws
+        session = SocketSession(self._runs, token)
         try:
-            return await self._serve(ws, token)
+            return await serve(ws, session, lambda event: self._on_event(ws, session, event))
         finally:
+            for helper in self._helpers:
+                helper.cancel()
+            self._helpers = []
             self._ws = self._outbox = None
             ws.transport.abort()  # closed already, or declared dead
 
-    async def _serve(self, ws: ClientConnection, token: str) -> Lost:
-        helpers: list[asyncio.Task[None]] = []
-        refusal: ErrorEvent | None = None
-        loop = asyncio.get_running_loop()
-        try:
-            async for raw in ws:
-                self._last_frame = loop.time()
-                frame = json.loads(raw)
-                if not isinstance(frame, dict):
-                    continue
-                kind = frame.get("type")
-                if kind == "ready":
-                    helpers = self._on_ready(ws, frame)
-                elif kind == "authenticated":
-                    self._tokens.accepted(number(frame.get("expires_at")))
-                elif kind == "token_expiring":
-                    self._spawn(renew_live(ws, self._tokens))
-                elif kind == "error" and frame.get("id") is None:
-                    item = parse_frame(frame)  # e.g. the rate_limited before a 4429 close
-                    refusal = item if isinstance(item, ErrorEvent) else refusal
-                elif kind == "resumed":
-                    self._on_resumed(frame)
-                elif kind == "activity":
-                    if self._on_activity is not None:
-                        self._on_activity(frame)
-                else:
-                    self._route(ws, frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            for helper in helpers:
-                helper.cancel()
-        return Lost(
-            opened=True,
-            code=ws.close_code,
-            reason=ws.close_reason or "",
-            token=token,
-            refusal=refusal,
-        )
+    def _on_event(self, ws: ClientConnection, session: SocketSession, event: SessionEvent) -> None:
+        match event:
+            case Ready():
+                self._on_ready(ws, session, event)
+            case Authenticated(expires_at=expires_at):
+                self._tokens.accepted(expires_at)
+            case TokenExpiring():
+                self._spawn(renew_live(ws, self._tokens))
+            case Activity(frame=frame) if self._on_activity is not None:
+                self._on_activity(frame)
 
-    def _on_ready(self, ws: ClientConnection, frame: dict[str, Any]) -> list[asyncio.Task[None]]:
-        self._ready_seen = True
-        self.user = str(frame.get("user", ""))
-        self.connection_id = str(frame.get("connection_id", ""))
-        running = frame.get("running")
-        self.running = (
-            [r for r in running if isinstance(r, dict)] if isinstance(running, list) else []
-        )
-        self._tokens.accepted(number(frame.get("expires_at")))
+    def _on_ready(self, ws: ClientConnection, session: SocketSession, ready: Ready) -> None:
+        self.user = ready.user
+        self.connection_id = ready.connection_id
+        self.running = ready.running
+        self._tokens.accepted(ready.expires_at)
         self._ws = ws
         self._outbox = asyncio.Queue()
         for run in self._runs:
@@ -385,21 +358,11 @@ class GatewayClient:
         self._set_state("connected")
         self._connected.set()
         loop = asyncio.get_running_loop()
-        beat = heartbeat(ws, self._ping_interval, self._pong_timeout, lambda: self._last_frame)
-        return [loop.create_task(send_runs(ws, self._outbox)), loop.create_task(beat)]
-
-    def _on_resumed(self, frame: dict[str, Any]) -> None:
-        run = self._runs.get(frame.get("id"))
-        if run is not None and nothing_follows(frame):
-            self._runs.end(run)
-
-    def _route(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        run = self._runs.get(frame.get("id"))
-        if run is None or run.socket is not ws:
-            return  # a run that ended, or a frame from before its resume
-        item = parse_frame(frame)
-        if item is not None:
-            self._deliver(run, item)
+        beat = heartbeat(ws, session, self._ping_interval, self._pong_timeout)
+        self._helpers = [
+            loop.create_task(send_runs(ws, session, self._outbox)),
+            loop.create_task(beat),
+        ]
 
     # HTTP.
 

@@ -45,6 +45,7 @@ class Lost:
     reason: str
     token: str
     refusal: ErrorEvent | None = None  # the connection-level error frame before the close
+    ready: bool = False  # it got its `ready` frame: the gateway accepted it
     # Failed to open in a way HTTP might get around (not "connection refused": then nothing
     # listens there, and a gateway coming back from a restart must not push us onto HTTP).
     blocked: bool = False

@@ -1,5 +1,6 @@
-"""What one socket does for the client besides reading: open it, send its runs (each started or
-resumed, then cancelled if asked), keep it alive with heartbeats, and renew its token live."""
+"""The I/O of one socket, around its `SocketSession`: open it, read its frames into the
+session, send what the session says each run needs, keep it alive with heartbeats, and renew
+its token live."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from gateway_client.connection import SUBPROTOCOL, Lost, why_not
 from gateway_client.errors import GatewayError
 from gateway_client.run import Run
+from gateway_client.session import PING, SessionEvent, SocketSession
 from gateway_client.tokens import Tokens
 
 
@@ -34,30 +36,37 @@ async def open_socket(url: str, token: str, open_timeout: float) -> ClientConnec
         return Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
 
 
-async def send_runs(ws: ClientConnection, outbox: asyncio.Queue[Run]) -> None:
-    """The socket's one writer of runs: (re)start each, then its cancel if asked for."""
+async def serve(
+    ws: ClientConnection, session: SocketSession, on_event: Callable[[SessionEvent], None]
+) -> Lost:
+    """Read the socket into its session until it closes; `on_event` acts on what it says."""
+    loop = asyncio.get_running_loop()
+    try:
+        async for text in ws:
+            event = session.receive(text, loop.time())
+            if event is not None:
+                on_event(event)
+    except ConnectionClosed:
+        pass
+    return session.lost(ws.close_code, ws.close_reason)
+
+
+async def send_runs(
+    ws: ClientConnection, session: SocketSession, outbox: asyncio.Queue[Run]
+) -> None:
+    """The socket's one writer of runs: what the session says each needs, when it is due
+    (a run not sent yet may be taken back, and then it sends nothing)."""
     while True:
         run = await outbox.get()
-        if run.ended:
-            continue
         try:
-            if run.socket is not ws:
-                run.socket = ws
-                run.cancel_sent = False
-                await ws.send(json.dumps(run.opening_frame()))
-            if run.cancel_requested and not run.cancel_sent:
-                run.cancel_sent = True
-                # By generation id when known: it also reaches it on another instance.
-                target = (
-                    {"generation_id": run.generation_id} if run.generation_id else {"id": run.id}
-                )
-                await ws.send(json.dumps({"type": "cancel", **target}))
+            for frame in session.frames_for(run):
+                await ws.send(frame)
         except ConnectionClosed:
             return  # the reader sees the close; the next socket sends them all again
 
 
 async def heartbeat(
-    ws: ClientConnection, interval: float, pong_wait: float, last_frame: Callable[[], float]
+    ws: ClientConnection, session: SocketSession, interval: float, pong_wait: float
 ) -> None:
     """Heartbeats: a `ping` frame every `interval`; no frame at all within
     `pong_wait` after it and the socket counts as dead. A socket whose network went
@@ -68,11 +77,11 @@ async def heartbeat(
         await asyncio.sleep(interval)
         sent = loop.time()
         try:
-            await ws.send('{"type":"ping"}')
+            await ws.send(PING)
         except ConnectionClosed:
             return
         await asyncio.sleep(pong_wait)
-        if last_frame() < sent:
+        if session.silent_since(sent):
             ws.transport.abort()
             return
 
