@@ -17,22 +17,12 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 
 from gateway_client import sse
-from gateway_client.backoff import backoff, reconnect_delay
-from gateway_client.connection import (
-    CLOSE_FORBIDDEN,
-    CLOSE_IDLE,
-    CLOSE_TOO_MANY,
-    CLOSE_UNAUTHORIZED,
-    RESERVED,
-    ConnectionState,
-    Lost,
-    State,
-    Transport,
-    too_many,
-)
+from gateway_client.backoff import backoff
+from gateway_client.connection import RESERVED, ConnectionState, Lost, State, Transport
 from gateway_client.errors import GatewayError
 from gateway_client.events import Item
 from gateway_client.http import HttpApi
+from gateway_client.reconnect import Idle, Reconnects, Renew, Stop, Wait
 from gateway_client.run import Run
 from gateway_client.runs import Runs, oversized
 from gateway_client.session import (
@@ -276,41 +266,39 @@ class GatewayClient:
             self._shutdown(error, fatal=True)
 
     async def _keep_connected(self) -> None:
-        attempt = unopened = 0
+        reconnects = Reconnects(
+            self._first_delay, self._max_delay, self._fallback_after, self.transport
+        )
         self._set_state("connecting")
         while not self._closing:
             lost = await self._socket_life()
             if self._closing:
                 return
-            if lost.ready:
-                attempt = 0
-            if lost.code == CLOSE_UNAUTHORIZED:
-                # Renewing the token is the only thing that can help; it raises when hopeless.
-                if self._tokens.can_refresh:
-                    self._set_state("reconnecting", delay=0.0, reason=lost.reason, close_code=4401)
-                await self._tokens.renew(lost.token, lost.reason or "The token was refused.")
-                continue
-            if lost.code == CLOSE_FORBIDDEN:
-                raise GatewayError(lost.reason or "This origin may not connect.", code="forbidden")
-            unopened = 0 if lost.opened else unopened + lost.blocked
-            if lost.code == CLOSE_IDLE and not self._runs:
-                await self._idle()
-                attempt = 0
-                continue
-            fallback = self.transport == "auto" and unopened >= self._fallback_after
-            if fallback and await self.http.reachable():
-                self._use_http()
-                return
-            waiting = too_many(lost) if lost.code == CLOSE_TOO_MANY else None
-            delay = reconnect_delay(
-                backoff(attempt, self._first_delay, self._max_delay),
-                waiting.retry_after if waiting else None,
-            )
-            attempt += 1
-            self._set_state(
-                "reconnecting", delay=delay, reason=lost.reason, close_code=lost.code, error=waiting
-            )
-            await asyncio.sleep(delay)
+            match reconnects.after(lost, busy=bool(self._runs)):
+                case Renew():
+                    await self._renew(lost)
+                case Stop(error=error):
+                    raise error
+                case Idle():
+                    await self._idle()
+                case Wait() as wait:
+                    if wait.try_http and await self.http.reachable():
+                        self._use_http()
+                        return
+                    await self._wait(wait, lost)
+
+    async def _renew(self, lost: Lost) -> None:
+        """A new token for the next socket; raises `GatewayError` when renewing is hopeless."""
+        if self._tokens.can_refresh:
+            self._set_state("reconnecting", delay=0.0, reason=lost.reason, close_code=lost.code)
+        await self._tokens.renew(lost.token, lost.reason or "The token was refused.")
+
+    async def _wait(self, wait: Wait, lost: Lost) -> None:
+        reason, code = lost.reason, lost.code
+        self._set_state(
+            "reconnecting", delay=wait.delay, reason=reason, close_code=code, error=wait.error
+        )
+        await asyncio.sleep(wait.delay)
 
     async def _idle(self) -> None:
         """The gateway closed a socket nothing used: open the next one when a run needs it."""
