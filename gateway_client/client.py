@@ -3,37 +3,22 @@
 It hides the connection: heartbeats, reconnects with backoff and jitter that resume every
 unfinished run from the last seq seen (waiting as long as the gateway asks when it refuses a
 connection), token renewal through a callback, and a fallback to HTTP streaming when no
-WebSocket gets through. Guide: docs/client-python.md.
+WebSocket gets through. Guide: docs/client-python.md. This class is the API: it makes the
+runs; `connector.py` carries them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-
-from gateway_client import sse
-from gateway_client.backoff import backoff
-from gateway_client.connection import RESERVED, ConnectionState, Lost, State, Transport
-from gateway_client.errors import GatewayError
-from gateway_client.events import Item
+from gateway_client.connection import RESERVED, ConnectionState, State, Transport
+from gateway_client.connector import Connector, Options
 from gateway_client.http import HttpApi
-from gateway_client.reconnect import Idle, Reconnects, Renew, Stop, Wait
 from gateway_client.run import Run
 from gateway_client.runs import Runs, oversized
-from gateway_client.session import (
-    Activity,
-    Authenticated,
-    Ready,
-    SessionEvent,
-    SocketSession,
-    TokenExpiring,
-)
-from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs, serve
 from gateway_client.tokens import TokenRefresh, Tokens
 
 
@@ -63,33 +48,47 @@ class GatewayClient:
         self.url = base
         self.ws_url = ws_url or base.replace("http", "ws", 1) + "/ws"
         self.transport = transport
-        self.user: str | None = None  # the token's sub, from the gateway's `ready` frame
-        self.connection_id: str | None = None
-        # The user's generations running on any instance when the socket last opened
-        # (`ready.running`): `attach` to each to show it.
-        self.running: list[dict[str, Any]] = []
-        self._on_activity = on_activity  # each `activity` frame: the user's doings elsewhere
-        self.state: State = "closed"
         self._tokens = Tokens(token, token_refresh)
         self.http = HttpApi(base, self._tokens)
-        self._ping_interval = ping_interval
-        self._pong_timeout = pong_timeout
-        self._first_delay = reconnect_delay
-        self._max_delay = max_reconnect_delay
-        self._fallback_after = fallback_after
-        self._open_timeout = open_timeout
         self._max_frame_bytes = max_frame_bytes
-        self._on_state = on_state
         self._runs = Runs()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._ws: ClientConnection | None = None  # the socket runs go over, once ready
-        self._outbox: asyncio.Queue[Run] | None = None  # runs to (re)send on that socket
-        self._wanted = asyncio.Event()  # a run waits for a socket
-        self._connected = asyncio.Event()  # ready, on HTTP, or failed for good
-        self._fatal: GatewayError | None = None
-        self._closing = False
-        self._helpers: list[asyncio.Task[None]] = []  # the current socket's writer and heartbeat
+        options = Options(
+            ws_url=self.ws_url,
+            transport=transport,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            open_timeout=open_timeout,
+            first_delay=reconnect_delay,
+            max_delay=max_reconnect_delay,
+            fallback_after=fallback_after,
+        )
+        self._connector = Connector(
+            options, self._tokens, self.http, self._runs, on_state, on_activity
+        )
+
+    @property
+    def state(self) -> State:
+        """`connecting`, `connected`, `reconnecting`, `idle`, `http` or `closed`."""
+        return self._connector.state
+
+    @property
+    def user(self) -> str | None:
+        """The token's `sub`, from the gateway's `ready` frame."""
+        ready = self._connector.ready
+        return ready.user if ready else None
+
+    @property
+    def connection_id(self) -> str | None:
+        """The gateway's id of the current socket."""
+        ready = self._connector.ready
+        return ready.connection_id if ready else None
+
+    @property
+    def running(self) -> list[dict[str, Any]]:
+        """The user's generations running on any instance when the socket last opened
+        (`ready.running`): `attach` to each to show it."""
+        ready = self._connector.ready
+        return ready.running if ready else []
 
     @property
     def token_refreshes(self) -> int:
@@ -102,7 +101,7 @@ class GatewayClient:
         return self._tokens.expires_at
 
     async def __aenter__(self) -> GatewayClient:
-        self._start()
+        self._connector.start()
         return self
 
     async def __aexit__(
@@ -116,10 +115,7 @@ class GatewayClient:
     async def connect(self) -> None:
         """Wait until runs can be sent (a socket is ready, or HTTP is in use). Raises
         `GatewayError` when the token is refused for good; retries any other failure."""
-        self._start()
-        await self._connected.wait()
-        if self._fatal is not None:
-            raise self._fatal
+        await self._connector.connected()
 
     def complete(
         self,
@@ -153,19 +149,21 @@ class GatewayClient:
         body = {k: v for k, v in fields.items() if k not in RESERVED and v is not None}
         # Sent again after a reconnect, the same key re-attaches to the answer it started.
         body["idempotency_key"] = idempotency_key or secrets.token_hex(16)
-        run = Run(self._runs.new_id(), self._cancel, body=body)
+        run = Run(self._runs.new_id(), self._connector.cancel, body=body)
         refusal = oversized(run, self._max_frame_bytes)
         if refusal is not None:
             run.deliver(refusal)
             return run
-        self._track(run)
+        self._connector.submit(run)
         return run
 
     def attach(self, generation_id: str, *, after: int = 0) -> Run:
         """Follow an existing generation of the same user: every event after seq `after`,
         then the live ones. A generation that has ended, followed from its end, gives none."""
-        run = Run(self._runs.new_id(), self._cancel, generation_id=generation_id, after=after)
-        self._track(run)
+        run = Run(
+            self._runs.new_id(), self._connector.cancel, generation_id=generation_id, after=after
+        )
+        self._connector.submit(run)
         return run
 
     async def cancel(self, generation_id: str) -> str:
@@ -185,197 +183,5 @@ class GatewayClient:
 
     async def aclose(self) -> None:
         """Close the connection; unfinished runs raise `GatewayError` (`closed`)."""
-        self._closing = True
-        self._shutdown(GatewayError("The client was closed.", code="closed"))
-        if self._ws is not None:
-            await self._ws.close()  # a clean 1000; the reader then ends
-        tasks = [t for t in (self._supervisor, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._connector.close()
         await self.http.aclose()
-
-    # Runs.
-
-    def _track(self, run: Run) -> None:
-        if self._fatal is not None:
-            run.end(self._fatal)
-            return
-        if self._closing:
-            # Nothing will send it: say so, rather than leave the caller waiting for ever.
-            run.end(GatewayError("The client was closed.", code="closed"))
-            return
-        self._start()
-        self._runs.add(run)
-        self._wanted.set()
-        if self.state == "http":
-            self._spawn(self._follow_http(run))
-        elif self._outbox is not None:
-            self._outbox.put_nowait(run)
-
-    def _deliver(self, run: Run, item: Item) -> None:
-        if not self._runs.deliver(run, item) and self.state == "http":
-            self._cancel_over_http(run)  # a cancel waits for the generation id
-
-    def _cancel(self, run: Run) -> None:
-        if self.state != "http" and run.socket is None:
-            self._runs.end(run)  # never sent: nothing to stop
-            return
-        run.cancel_requested = True
-        if self.state == "http":
-            self._cancel_over_http(run)
-        elif self._outbox is not None:
-            self._outbox.put_nowait(run)
-
-    def _cancel_over_http(self, run: Run) -> None:
-        if run.cancel_requested and not run.cancel_sent and run.generation_id is not None:
-            run.cancel_sent = True
-            self._spawn(self._post_cancel(run))
-
-    async def _post_cancel(self, run: Run) -> None:
-        assert run.generation_id is not None
-        try:
-            await self.cancel(run.generation_id)
-        except Exception:
-            run.cancel_sent = False  # sent again with the run's next event
-
-    # The connection.
-
-    def _start(self) -> None:
-        if self._supervisor is None and self._fatal is None:
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _set_state(self, state: State, **details: Any) -> None:
-        self.state = state
-        if self._on_state is not None:
-            self._on_state(ConnectionState(state, **details))
-
-    async def _supervise(self) -> None:
-        """Open sockets one after another for as long as the client lives."""
-        try:
-            if self.transport == "http":
-                self._use_http()
-                return
-            await self._keep_connected()
-        except GatewayError as error:
-            self._shutdown(error, fatal=True)
-
-    async def _keep_connected(self) -> None:
-        reconnects = Reconnects(
-            self._first_delay, self._max_delay, self._fallback_after, self.transport
-        )
-        self._set_state("connecting")
-        while not self._closing:
-            lost = await self._socket_life()
-            if self._closing:
-                return
-            match reconnects.after(lost, busy=bool(self._runs)):
-                case Renew():
-                    await self._renew(lost)
-                case Stop(error=error):
-                    raise error
-                case Idle():
-                    await self._idle()
-                case Wait() as wait:
-                    if wait.try_http and await self.http.reachable():
-                        self._use_http()
-                        return
-                    await self._wait(wait, lost)
-
-    async def _renew(self, lost: Lost) -> None:
-        """A new token for the next socket; raises `GatewayError` when renewing is hopeless."""
-        if self._tokens.can_refresh:
-            self._set_state("reconnecting", delay=0.0, reason=lost.reason, close_code=lost.code)
-        await self._tokens.renew(lost.token, lost.reason or "The token was refused.")
-
-    async def _wait(self, wait: Wait, lost: Lost) -> None:
-        reason, code = lost.reason, lost.code
-        self._set_state(
-            "reconnecting", delay=wait.delay, reason=reason, close_code=code, error=wait.error
-        )
-        await asyncio.sleep(wait.delay)
-
-    async def _idle(self) -> None:
-        """The gateway closed a socket nothing used: open the next one when a run needs it."""
-        self._set_state("idle")
-        self._wanted.clear()
-        await self._wanted.wait()
-        self._set_state("connecting")
-
-    async def _socket_life(self) -> Lost:
-        """Open one socket and serve it until it closes."""
-        token = await self._tokens.current()
-        ws = await open_socket(self.ws_url, token, self._open_timeout)
-        if isinstance(ws, Lost):
-            return ws
-        session = SocketSession(self._runs, token)
-        try:
-            return await serve(ws, session, lambda event: self._on_event(ws, session, event))
-        finally:
-            for helper in self._helpers:
-                helper.cancel()
-            self._helpers = []
-            self._ws = self._outbox = None
-            ws.transport.abort()  # closed already, or declared dead
-
-    def _on_event(self, ws: ClientConnection, session: SocketSession, event: SessionEvent) -> None:
-        match event:
-            case Ready():
-                self._on_ready(ws, session, event)
-            case Authenticated(expires_at=expires_at):
-                self._tokens.accepted(expires_at)
-            case TokenExpiring():
-                self._spawn(renew_live(ws, self._tokens))
-            case Activity(frame=frame) if self._on_activity is not None:
-                self._on_activity(frame)
-
-    def _on_ready(self, ws: ClientConnection, session: SocketSession, ready: Ready) -> None:
-        self.user = ready.user
-        self.connection_id = ready.connection_id
-        self.running = ready.running
-        self._tokens.accepted(ready.expires_at)
-        self._ws = ws
-        self._outbox = asyncio.Queue()
-        for run in self._runs:
-            self._outbox.put_nowait(run)  # each resumes where it stopped
-        self._set_state("connected")
-        self._connected.set()
-        loop = asyncio.get_running_loop()
-        beat = heartbeat(ws, session, self._ping_interval, self._pong_timeout)
-        self._helpers = [
-            loop.create_task(send_runs(ws, session, self._outbox)),
-            loop.create_task(beat),
-        ]
-
-    # HTTP.
-
-    def _use_http(self) -> None:
-        self._set_state("http")
-        self._connected.set()
-        for run in self._runs:
-            self._spawn(self._follow_http(run))
-
-    async def _follow_http(self, run: Run) -> None:
-        run.socket = self.http
-        try:
-            await sse.follow(self.http, run, self._deliver, self._pause)
-        except GatewayError as error:
-            self._shutdown(error, fatal=True)
-        finally:
-            self._runs.forget(run)
-
-    async def _pause(self, attempt: int) -> None:
-        await asyncio.sleep(backoff(attempt, self._first_delay, self._max_delay))
-
-    def _shutdown(self, error: GatewayError, *, fatal: bool = False) -> None:
-        if fatal:
-            self._fatal = error
-        self._runs.end_all(error)
-        self._connected.set()
-        if self.state != "closed":
-            self._set_state("closed", error=error)

@@ -1,12 +1,12 @@
-"""The I/O of one socket, around its `SocketSession`: open it, read its frames into the
-session, send what the session says each run needs, keep it alive with heartbeats, and renew
-its token live."""
+"""The I/O of one socket, around its sans-I/O `SocketSession`: open it, read its frames into
+the session, send what the session says each run needs, keep it alive with heartbeats, and
+renew its token live."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -36,19 +36,55 @@ async def open_socket(url: str, token: str, open_timeout: float) -> ClientConnec
         return Lost(opened=False, code=None, reason=reason, token=token, blocked=blocked)
 
 
-async def serve(
-    ws: ClientConnection, session: SocketSession, on_event: Callable[[SessionEvent], None]
-) -> Lost:
-    """Read the socket into its session until it closes; `on_event` acts on what it says."""
-    loop = asyncio.get_running_loop()
-    try:
-        async for text in ws:
-            event = session.receive(text, loop.time())
-            if event is not None:
-                on_event(event)
-    except ConnectionClosed:
-        pass
-    return session.lost(ws.close_code, ws.close_reason)
+class Socket:
+    """One opened socket, served: every frame read into its session and, once the gateway
+    said `ready` (`start`), a writer of runs and a heartbeat. A transport of runs (`send`,
+    `cancel`) from then until it closes."""
+
+    def __init__(self, ws: ClientConnection, session: SocketSession) -> None:
+        self.ws = ws
+        self.session = session
+        self._outbox: asyncio.Queue[Run] = asyncio.Queue()  # runs to (re)send, or cancel
+        self._helpers: list[asyncio.Task[None]] = []
+
+    async def serve(self, on_event: Callable[[SessionEvent], None]) -> Lost:
+        """Read the socket until it closes; `on_event` acts on what the session says."""
+        try:
+            await self._read(on_event)
+            return self.session.lost(self.ws.close_code, self.ws.close_reason)
+        finally:
+            for helper in self._helpers:
+                helper.cancel()
+            self.ws.transport.abort()  # closed already, or declared dead
+
+    async def _read(self, on_event: Callable[[SessionEvent], None]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for text in self.ws:
+                event = self.session.receive(text, loop.time())
+                if event is not None:
+                    on_event(event)
+        except ConnectionClosed:
+            pass
+
+    def start(self, runs: Iterable[Run], ping_interval: float, pong_timeout: float) -> None:
+        """The gateway is ready: send every run (each resumes where it stopped) and watch
+        the socket."""
+        for run in runs:
+            self.send(run)
+        beat = heartbeat(self.ws, self.session, ping_interval, pong_timeout)
+        loop = asyncio.get_running_loop()
+        writer = send_runs(self.ws, self.session, self._outbox)
+        self._helpers = [loop.create_task(writer), loop.create_task(beat)]
+
+    def send(self, run: Run) -> None:
+        self._outbox.put_nowait(run)
+
+    def cancel(self, run: Run) -> None:
+        self._outbox.put_nowait(run)  # the writer sends what the run needs: its cancel
+
+    async def close(self) -> None:
+        await self.ws.close()  # a clean 1000; the reader then ends
 
 
 async def send_runs(
