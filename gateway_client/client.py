@@ -14,8 +14,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from gateway_client.connection import RESERVED, ConnectionState, State, Transport
-from gateway_client.connector import Connector, Options
+from gateway_client.connection import RESERVED, ConnectionState, Options, State, Transport
+from gateway_client.connector import Connector
 from gateway_client.http import HttpApi
 from gateway_client.run import Run
 from gateway_client.runs import Runs, oversized

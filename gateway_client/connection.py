@@ -1,5 +1,6 @@
-"""What the client knows of its connection: the gateway's subprotocol and close codes, the
-states it reports (`ConnectionState`), and how a socket ended (`Lost`), in words."""
+"""What the client knows of its connection: the gateway's subprotocol and close codes, its
+settings (`Options`), the states it reports (`ConnectionState`), and how a socket ended
+(`Lost`), in words."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ class ConnectionState:
     reason: str = ""
     close_code: int | None = None
     error: GatewayError | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """The connection's settings, as `GatewayClient` takes them (docs/client-python.md)."""
+
+    ws_url: str
+    transport: Transport
+    ping_interval: float
+    pong_timeout: float
+    open_timeout: float
+    first_delay: float
+    max_delay: float
+    fallback_after: int
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from gateway_client.backoff import backoff
-from gateway_client.connection import ConnectionState, Lost, State, Transport
+from gateway_client.connection import ConnectionState, Lost, Options, State
 from gateway_client.errors import GatewayError
 from gateway_client.http import HttpApi
 from gateway_client.reconnect import Idle, Reconnects, Renew, Stop, Wait
@@ -34,21 +33,10 @@ from gateway_client.sse import HttpRuns
 from gateway_client.tokens import Tokens
 
 
-@dataclass(frozen=True)
-class Options:
-    """The connection's settings, as `GatewayClient` takes them (docs/client-python.md)."""
-
-    ws_url: str
-    transport: Transport
-    ping_interval: float
-    pong_timeout: float
-    open_timeout: float
-    first_delay: float
-    max_delay: float
-    fallback_after: int
-
-
 class Connector:
+    """A client's connection: `start` it, `submit` and `cancel` runs, `close` it. `state` and
+    `ready` are what `GatewayClient` reports of it."""
+
     def __init__(
         self,
         options: Options,
