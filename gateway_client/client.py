@@ -3,42 +3,22 @@
 It hides the connection: heartbeats, reconnects with backoff and jitter that resume every
 unfinished run from the last seq seen (waiting as long as the gateway asks when it refuses a
 connection), token renewal through a callback, and a fallback to HTTP streaming when no
-WebSocket gets through. Guide: docs/client-python.md.
+WebSocket gets through. Guide: docs/client-python.md. This class is the API: it makes the
+runs; `connector.py` carries them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
-from gateway_client import sse
-from gateway_client.backoff import backoff, reconnect_delay
-from gateway_client.connection import (
-    CLOSE_FORBIDDEN,
-    CLOSE_IDLE,
-    CLOSE_TOO_MANY,
-    CLOSE_UNAUTHORIZED,
-    RESERVED,
-    ConnectionState,
-    Lost,
-    State,
-    Transport,
-    nothing_follows,
-    number,
-    too_many,
-)
-from gateway_client.errors import GatewayError
-from gateway_client.events import ErrorEvent, Item, parse_frame
+from gateway_client.connection import RESERVED, ConnectionState, Options, State, Transport
+from gateway_client.connector import Connector
 from gateway_client.http import HttpApi
 from gateway_client.run import Run
-from gateway_client.socket import heartbeat, open_socket, renew_live, send_runs
+from gateway_client.runs import Runs, oversized
 from gateway_client.tokens import TokenRefresh, Tokens
 
 
@@ -68,35 +48,47 @@ class GatewayClient:
         self.url = base
         self.ws_url = ws_url or base.replace("http", "ws", 1) + "/ws"
         self.transport = transport
-        self.user: str | None = None  # the token's sub, from the gateway's `ready` frame
-        self.connection_id: str | None = None
-        # The user's generations running on any instance when the socket last opened
-        # (`ready.running`): `attach` to each to show it.
-        self.running: list[dict[str, Any]] = []
-        self._on_activity = on_activity  # each `activity` frame: the user's doings elsewhere
-        self.state: State = "closed"
         self._tokens = Tokens(token, token_refresh)
         self.http = HttpApi(base, self._tokens)
-        self._ping_interval = ping_interval
-        self._pong_timeout = pong_timeout
-        self._first_delay = reconnect_delay
-        self._max_delay = max_reconnect_delay
-        self._fallback_after = fallback_after
-        self._open_timeout = open_timeout
         self._max_frame_bytes = max_frame_bytes
-        self._on_state = on_state
-        self._runs: dict[str, Run] = {}
-        self._counter = 0
-        self._supervisor: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._ws: ClientConnection | None = None  # the socket runs go over, once ready
-        self._outbox: asyncio.Queue[Run] | None = None  # runs to (re)send on that socket
-        self._wanted = asyncio.Event()  # a run waits for a socket
-        self._connected = asyncio.Event()  # ready, on HTTP, or failed for good
-        self._fatal: GatewayError | None = None
-        self._closing = False
-        self._last_frame = 0.0
-        self._ready_seen = False  # the current socket got its `ready` frame
+        self._runs = Runs()
+        options = Options(
+            ws_url=self.ws_url,
+            transport=transport,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            open_timeout=open_timeout,
+            first_delay=reconnect_delay,
+            max_delay=max_reconnect_delay,
+            fallback_after=fallback_after,
+        )
+        self._connector = Connector(
+            options, self._tokens, self.http, self._runs, on_state, on_activity
+        )
+
+    @property
+    def state(self) -> State:
+        """`connecting`, `connected`, `reconnecting`, `idle`, `http` or `closed`."""
+        return self._connector.state
+
+    @property
+    def user(self) -> str | None:
+        """The token's `sub`, from the gateway's `ready` frame."""
+        ready = self._connector.ready
+        return ready.user if ready else None
+
+    @property
+    def connection_id(self) -> str | None:
+        """The gateway's id of the current socket."""
+        ready = self._connector.ready
+        return ready.connection_id if ready else None
+
+    @property
+    def running(self) -> list[dict[str, Any]]:
+        """The user's generations running on any instance when the socket last opened
+        (`ready.running`): `attach` to each to show it."""
+        ready = self._connector.ready
+        return ready.running if ready else []
 
     @property
     def token_refreshes(self) -> int:
@@ -109,7 +101,7 @@ class GatewayClient:
         return self._tokens.expires_at
 
     async def __aenter__(self) -> GatewayClient:
-        self._start()
+        self._connector.start()
         return self
 
     async def __aexit__(
@@ -123,10 +115,7 @@ class GatewayClient:
     async def connect(self) -> None:
         """Wait until runs can be sent (a socket is ready, or HTTP is in use). Raises
         `GatewayError` when the token is refused for good; retries any other failure."""
-        self._start()
-        await self._connected.wait()
-        if self._fatal is not None:
-            raise self._fatal
+        await self._connector.connected()
 
     def complete(
         self,
@@ -160,21 +149,21 @@ class GatewayClient:
         body = {k: v for k, v in fields.items() if k not in RESERVED and v is not None}
         # Sent again after a reconnect, the same key re-attaches to the answer it started.
         body["idempotency_key"] = idempotency_key or secrets.token_hex(16)
-        run = Run(self._new_id(), self._cancel, body=body)
-        size = len(json.dumps({"type": "completion", "id": run.id, **body}).encode())
-        if size > self._max_frame_bytes:
-            limit = self._max_frame_bytes
-            text = f"The request has {size} bytes; the gateway takes at most {limit}."
-            run.deliver(ErrorEvent(id=run.id, code="bad_request", message=text, retryable=False))
+        run = Run(self._runs.new_id(), self._connector.cancel, body=body)
+        refusal = oversized(run, self._max_frame_bytes)
+        if refusal is not None:
+            run.deliver(refusal)
             return run
-        self._track(run)
+        self._connector.submit(run)
         return run
 
     def attach(self, generation_id: str, *, after: int = 0) -> Run:
         """Follow an existing generation of the same user: every event after seq `after`,
         then the live ones. A generation that has ended, followed from its end, gives none."""
-        run = Run(self._new_id(), self._cancel, generation_id=generation_id, after=after)
-        self._track(run)
+        run = Run(
+            self._runs.new_id(), self._connector.cancel, generation_id=generation_id, after=after
+        )
+        self._connector.submit(run)
         return run
 
     async def cancel(self, generation_id: str) -> str:
@@ -194,249 +183,5 @@ class GatewayClient:
 
     async def aclose(self) -> None:
         """Close the connection; unfinished runs raise `GatewayError` (`closed`)."""
-        self._closing = True
-        self._shutdown(GatewayError("The client was closed.", code="closed"))
-        if self._ws is not None:
-            await self._ws.close()  # a clean 1000; the reader then ends
-        tasks = [t for t in (self._supervisor, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._connector.close()
         await self.http.aclose()
-
-    # Runs.
-
-    def _new_id(self) -> str:
-        self._counter += 1
-        return f"r{self._counter}-{secrets.token_hex(3)}"
-
-    def _track(self, run: Run) -> None:
-        if self._fatal is not None:
-            run.end(self._fatal)
-            return
-        if self._closing:
-            # Nothing will send it: say so, rather than leave the caller waiting for ever.
-            run.end(GatewayError("The client was closed.", code="closed"))
-            return
-        self._start()
-        self._runs[run.id] = run
-        self._wanted.set()
-        if self.state == "http":
-            self._spawn(self._follow_http(run))
-        elif self._outbox is not None:
-            self._outbox.put_nowait(run)
-
-    def _deliver(self, run: Run, item: Item) -> None:
-        if run.deliver(item):
-            self._runs.pop(run.id, None)
-        elif self.state == "http":
-            self._cancel_over_http(run)  # a cancel waits for the generation id
-
-    def _cancel(self, run: Run) -> None:
-        if self.state != "http" and run.socket is None:
-            self._runs.pop(run.id, None)  # never sent: nothing to stop
-            run.end()
-            return
-        run.cancel_requested = True
-        if self.state == "http":
-            self._cancel_over_http(run)
-        elif self._outbox is not None:
-            self._outbox.put_nowait(run)
-
-    def _cancel_over_http(self, run: Run) -> None:
-        if run.cancel_requested and not run.cancel_sent and run.generation_id is not None:
-            run.cancel_sent = True
-            self._spawn(self._post_cancel(run))
-
-    async def _post_cancel(self, run: Run) -> None:
-        assert run.generation_id is not None
-        try:
-            await self.cancel(run.generation_id)
-        except Exception:
-            run.cancel_sent = False  # sent again with the run's next event
-
-    # The connection.
-
-    def _start(self) -> None:
-        if self._supervisor is None and self._fatal is None:
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _set_state(self, state: State, **details: Any) -> None:
-        self.state = state
-        if self._on_state is not None:
-            self._on_state(ConnectionState(state, **details))
-
-    async def _supervise(self) -> None:
-        """Open sockets one after another for as long as the client lives."""
-        try:
-            if self.transport == "http":
-                self._use_http()
-                return
-            await self._keep_connected()
-        except GatewayError as error:
-            self._shutdown(error, fatal=True)
-
-    async def _keep_connected(self) -> None:
-        attempt = unopened = 0
-        self._set_state("connecting")
-        while not self._closing:
-            lost = await self._socket_life()
-            if self._closing:
-                return
-            if self._ready_seen:
-                attempt = 0
-            if lost.code == CLOSE_UNAUTHORIZED:
-                # Renewing the token is the only thing that can help; it raises when hopeless.
-                if self._tokens.can_refresh:
-                    self._set_state("reconnecting", delay=0.0, reason=lost.reason, close_code=4401)
-                await self._tokens.renew(lost.token, lost.reason or "The token was refused.")
-                continue
-            if lost.code == CLOSE_FORBIDDEN:
-                raise GatewayError(lost.reason or "This origin may not connect.", code="forbidden")
-            unopened = 0 if lost.opened else unopened + lost.blocked
-            if lost.code == CLOSE_IDLE and not self._runs:
-                await self._idle()
-                attempt = 0
-                continue
-            fallback = self.transport == "auto" and unopened >= self._fallback_after
-            if fallback and await self.http.reachable():
-                self._use_http()
-                return
-            waiting = too_many(lost) if lost.code == CLOSE_TOO_MANY else None
-            delay = reconnect_delay(
-                backoff(attempt, self._first_delay, self._max_delay),
-                waiting.retry_after if waiting else None,
-            )
-            attempt += 1
-            self._set_state(
-                "reconnecting", delay=delay, reason=lost.reason, close_code=lost.code, error=waiting
-            )
-            await asyncio.sleep(delay)
-
-    async def _idle(self) -> None:
-        """The gateway closed a socket nothing used: open the next one when a run needs it."""
-        self._set_state("idle")
-        self._wanted.clear()
-        await self._wanted.wait()
-        self._set_state("connecting")
-
-    async def _socket_life(self) -> Lost:
-        """Open one socket and serve it until it closes."""
-        self._ready_seen = False
-        token = await self._tokens.current()
-        ws = await open_socket(self.ws_url, token, self._open_timeout)
-        if isinstance(ws, Lost):
-            return ws
-        try:
-            return await self._serve(ws, token)
-        finally:
-            self._ws = self._outbox = None
-            ws.transport.abort()  # closed already, or declared dead
-
-    async def _serve(self, ws: ClientConnection, token: str) -> Lost:
-        helpers: list[asyncio.Task[None]] = []
-        refusal: ErrorEvent | None = None
-        loop = asyncio.get_running_loop()
-        try:
-            async for raw in ws:
-                self._last_frame = loop.time()
-                frame = json.loads(raw)
-                if not isinstance(frame, dict):
-                    continue
-                kind = frame.get("type")
-                if kind == "ready":
-                    helpers = self._on_ready(ws, frame)
-                elif kind == "authenticated":
-                    self._tokens.accepted(number(frame.get("expires_at")))
-                elif kind == "token_expiring":
-                    self._spawn(renew_live(ws, self._tokens))
-                elif kind == "error" and frame.get("id") is None:
-                    item = parse_frame(frame)  # e.g. the rate_limited before a 4429 close
-                    refusal = item if isinstance(item, ErrorEvent) else refusal
-                elif kind == "resumed":
-                    self._on_resumed(frame)
-                elif kind == "activity":
-                    if self._on_activity is not None:
-                        self._on_activity(frame)
-                else:
-                    self._route(ws, frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            for helper in helpers:
-                helper.cancel()
-        return Lost(
-            opened=True,
-            code=ws.close_code,
-            reason=ws.close_reason or "",
-            token=token,
-            refusal=refusal,
-        )
-
-    def _on_ready(self, ws: ClientConnection, frame: dict[str, Any]) -> list[asyncio.Task[None]]:
-        self._ready_seen = True
-        self.user = str(frame.get("user", ""))
-        self.connection_id = str(frame.get("connection_id", ""))
-        running = frame.get("running")
-        self.running = (
-            [r for r in running if isinstance(r, dict)] if isinstance(running, list) else []
-        )
-        self._tokens.accepted(number(frame.get("expires_at")))
-        self._ws = ws
-        self._outbox = asyncio.Queue()
-        for run in list(self._runs.values()):
-            self._outbox.put_nowait(run)  # each resumes where it stopped
-        self._set_state("connected")
-        self._connected.set()
-        loop = asyncio.get_running_loop()
-        beat = heartbeat(ws, self._ping_interval, self._pong_timeout, lambda: self._last_frame)
-        return [loop.create_task(send_runs(ws, self._outbox)), loop.create_task(beat)]
-
-    def _on_resumed(self, frame: dict[str, Any]) -> None:
-        run = self._runs.get(str(frame.get("id")))
-        if run is not None and nothing_follows(frame):
-            self._runs.pop(run.id, None)
-            run.end()
-
-    def _route(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        run = self._runs.get(str(frame.get("id")))
-        if run is None or run.socket is not ws:
-            return  # a run that ended, or a frame from before its resume
-        item = parse_frame(frame)
-        if item is not None:
-            self._deliver(run, item)
-
-    # HTTP.
-
-    def _use_http(self) -> None:
-        self._set_state("http")
-        self._connected.set()
-        for run in list(self._runs.values()):
-            self._spawn(self._follow_http(run))
-
-    async def _follow_http(self, run: Run) -> None:
-        run.socket = self.http
-        try:
-            await sse.follow(self.http, run, self._deliver, self._pause)
-        except GatewayError as error:
-            self._shutdown(error, fatal=True)
-        finally:
-            self._runs.pop(run.id, None)
-
-    async def _pause(self, attempt: int) -> None:
-        await asyncio.sleep(backoff(attempt, self._first_delay, self._max_delay))
-
-    def _shutdown(self, error: GatewayError, *, fatal: bool = False) -> None:
-        if fatal:
-            self._fatal = error
-        for run in list(self._runs.values()):
-            run.end(error)
-        self._runs.clear()
-        self._connected.set()
-        if self.state != "closed":
-            self._set_state("closed", error=error)

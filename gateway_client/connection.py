@@ -1,5 +1,6 @@
-"""What the client knows of its connection: the gateway's subprotocol and close codes, the
-states it reports (`ConnectionState`), and how a socket ended (`Lost`), in words."""
+"""What the client knows of its connection: the gateway's subprotocol and close codes, its
+settings (`Options`), the states it reports (`ConnectionState`), and how a socket ended
+(`Lost`), in words."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ class ConnectionState:
 
 
 @dataclass(frozen=True)
+class Options:
+    """The connection's settings, as `GatewayClient` takes them (docs/client-python.md)."""
+
+    ws_url: str
+    transport: Transport
+    ping_interval: float
+    pong_timeout: float
+    open_timeout: float
+    first_delay: float
+    max_delay: float
+    fallback_after: int
+
+
+@dataclass(frozen=True)
 class Lost:
     """How a socket ended."""
 
@@ -45,6 +60,7 @@ class Lost:
     reason: str
     token: str
     refusal: ErrorEvent | None = None  # the connection-level error frame before the close
+    ready: bool = False  # it got its `ready` frame: the gateway accepted it
     # Failed to open in a way HTTP might get around (not "connection refused": then nothing
     # listens there, and a gateway coming back from a restart must not push us onto HTTP).
     blocked: bool = False

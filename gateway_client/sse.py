@@ -5,14 +5,67 @@ from the last seq seen after any cut (protocol §9.3, §9.4)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx2
 
+from gateway_client.errors import GatewayError
 from gateway_client.events import ErrorEvent, Item, parse_frame
 from gateway_client.http import HttpApi, refusal_detail
 from gateway_client.run import Run
+from gateway_client.runs import Runs
+
+
+class HttpRuns:
+    """The runs' transport once the client fell back to HTTP: each run followed by a task of
+    its own until its final event, and a cancel posted as soon as its generation id is known.
+    A refusal nothing can help (the token) ends the client through `on_fatal`."""
+
+    def __init__(
+        self,
+        api: HttpApi,
+        runs: Runs,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        pause: Callable[[int], Awaitable[None]],
+        on_fatal: Callable[[GatewayError], None],
+    ) -> None:
+        self.api = api
+        self.runs = runs
+        self._spawn = spawn
+        self._pause = pause
+        self._on_fatal = on_fatal
+
+    def send(self, run: Run) -> None:
+        self._spawn(self._follow(run))
+
+    def cancel(self, run: Run) -> None:
+        if run.cancel_requested and not run.cancel_sent and run.generation_id is not None:
+            run.cancel_sent = True
+            self._spawn(self._post_cancel(run))
+
+    async def close(self) -> None:
+        """Nothing to close: its streams are tasks of the client, cancelled with the others."""
+
+    async def _follow(self, run: Run) -> None:
+        run.socket = self.api
+        try:
+            await follow(self.api, run, self._deliver, self._pause)
+        except GatewayError as error:
+            self._on_fatal(error)
+        finally:
+            self.runs.forget(run)
+
+    def _deliver(self, run: Run, item: Item) -> None:
+        if not self.runs.deliver(run, item):
+            self.cancel(run)  # a cancel asked for waits for the generation id
+
+    async def _post_cancel(self, run: Run) -> None:
+        assert run.generation_id is not None
+        try:
+            await self.api.cancel(run.generation_id)
+        except Exception:
+            run.cancel_sent = False  # sent again with the run's next event
 
 
 async def follow(
