@@ -20,20 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.protocol.activity import ActivityEntry, stream_id
+from gateway.store.trouble import Trouble
 
-log = logging.getLogger("gateway.store")
-
-RETRY_FIRST = 0.05
-RETRY_MAX = 1.0
 SWEEP = 10.0  # seconds between reads of every user, in case news was lost
 USERS_PER_READ = 1000  # a sweep of many users goes in pipelines of this many
-
 READ_COUNT = 200  # entries per read of one user's stream
 
 Listener = Callable[[ActivityEntry], object]  # what it returns is ignored
@@ -120,7 +115,7 @@ class ActivityHub:
             self._mark(sub)
 
     async def _news_loop(self) -> None:
-        trouble = _Trouble("listening for activity")
+        trouble = Trouble("listening for activity")
         while True:
             try:
                 async for news in self._source.news():
@@ -131,7 +126,7 @@ class ActivityHub:
             await trouble.back_off()  # while Redis is down: don't spin
 
     async def _read_loop(self) -> None:
-        trouble = _Trouble("reading activity")
+        trouble = Trouble("reading activity")
         while True:
             await self._wait_for_work()
             batch = self._take_batch()
@@ -192,31 +187,6 @@ class ActivityHub:
                 for listener in tuple(followed.listeners):
                     listener(entry)
         return failed
-
-
-class _Trouble:
-    """A loop's failures: logged when they start and when they end, not at each retry, and
-    retried quickly at first (a blip), then once a second."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._failing = False
-        self._delay = RETRY_FIRST
-
-    def met(self, exc: Exception) -> None:
-        if not self._failing:
-            log.warning("%s failed: %s", self._what, type(exc).__name__)
-        self._failing = True
-
-    def over(self) -> None:
-        if self._failing:
-            log.warning("%s works again", self._what)
-        self._failing = False
-        self._delay = RETRY_FIRST
-
-    async def back_off(self) -> None:
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, RETRY_MAX)
 
 
 def _after(entry_id: str, cursor: str) -> bool:
