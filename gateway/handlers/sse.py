@@ -53,6 +53,7 @@ async def generation_events(request: Request) -> Response:
         request.headers.get("last-event-id") or request.query_params.get("after") or 0
     )
     meta = await services.chat.locate(principal, generation_id)
+    services.chat.check_after(meta, after)  # a seq no generation reaches is refused, ended or not
     if meta.status not in ("running", "interrupted") and after >= meta.last_seq:
         return Response(status_code=204)  # nothing more will come: EventSource stops here
     slot = await Slot.take(services, principal)  # 429 when the user has too many open

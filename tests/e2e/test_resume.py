@@ -306,6 +306,9 @@ async def test_a_resume_past_any_possible_seq_is_a_bad_request_on_every_instance
         assert status == 400
     await until_done(ws, "r")
     await ws.close()
+    for url in (a.url, b.url):  # ended: still refused, not "nothing more will come" (204)
+        status, _ = await resume_sse(url, token(), generation_id, 2**40)
+        assert status == 400
 
 
 @pytest.fixture
