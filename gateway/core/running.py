@@ -4,7 +4,6 @@ heard from other instances, and the drain on shutdown."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from gateway.core.notices import PERSISTENCE_DEGRADED, PERSISTENCE_LOST
 from gateway.core.ports import GenerationLogs, LogWriting
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.records import Trouble
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.core.generations")
 
@@ -156,8 +156,4 @@ class GenerationRegistry:
 
     async def stop(self) -> None:
         """Stop renewing leases and hearing cancels."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)

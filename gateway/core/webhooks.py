@@ -23,6 +23,7 @@ from gateway.core.ports import Pipeline
 from gateway.events import Usage
 from gateway.obs.metrics import GatewayMetrics
 from gateway.protocol import webhooks as wire
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -119,9 +120,7 @@ class Webhooks:
         self._task = asyncio.create_task(self._run(), name="webhooks")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=1.0)
+        await stop_tasks(self._task)
 
     async def _run(self) -> None:
         pause = RETRY_FIRST

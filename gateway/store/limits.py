@@ -23,7 +23,6 @@ from Redis (`TIME`), so instances with skewed clocks agree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from gateway.limits import Admission, Refusal, Turn, day_of, seconds_to_utc_midn
 from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.lua import Lua
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.limits")
 
@@ -390,7 +390,4 @@ class LimitStore:
                 log.warning("could not refresh connection counts: %s", type(exc).__name__)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await stop_tasks(self._refresher)

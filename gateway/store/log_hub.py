@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.events import Event
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.store")
 
@@ -155,12 +156,7 @@ class LogHub:
         self._task = asyncio.create_task(self._run(), name="log-hub")
 
     async def close(self) -> None:
-        for task in (self._task, self._waking):
-            while task is not None and not task.done():
-                task.cancel()
-                # Again if it is lost: Python 3.11's wait_for, which redis-py sends commands
-                # under, drops a cancel that lands as the awaited write completes.
-                await asyncio.wait([task], timeout=0.1)
+        await stop_tasks(self._task, self._waking)
         await self._reads.aclose()
 
     def subscribe(self, generation_id: str) -> Subscription:

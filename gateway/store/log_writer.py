@@ -35,6 +35,7 @@ from gateway.store.log_results import (
 )
 from gateway.store.logs import GenerationLog
 from gateway.store.records import Persisted, Status, Trouble
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.store")
 
@@ -223,10 +224,7 @@ class LogWriter:
                 break
             await asyncio.sleep(min(delay, left))  # the store is still down: don't spin
             delay = min(delay * 2, RETRY_MAX)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
         self._report_unwritten()
 
     def _report_unwritten(self) -> None:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from gateway.agents.base import AgentInput
 from gateway.config import AgentConfig, Settings
+from gateway.core.generations import LOG_READ_BATCH
 from gateway.events import AgentEvent, Finish, TextDelta, Usage
 from gateway.store.keys import Keys
 from tests.conftest import GatewayFactory
@@ -324,6 +325,18 @@ async def test_a_follower_on_another_instance_waits_out_a_stopped_store(
 
 
 PAD = "." * 4096
+# Past the kernel's send buffer, what a WebSocket connection holds between the gateway and a
+# client that does not read: the transport's and the outbox's frames, the client's receive
+# buffer and its stream reader's.
+CONNECTION_BUFFERS = 1024 * 1024
+
+
+def send_buffer_limit() -> int:
+    """The most a TCP socket's send buffer grows to (tcp_wmem's maximum; 4 MiB by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 * 1024 * 1024
 
 
 class WideGatedAgent:
@@ -347,28 +360,34 @@ async def test_a_resume_on_the_running_instance_waits_out_a_stopped_store_for_ol
     plugin = "tests.adversarial.test_redis_faults:WideGatedAgent"
     agents = {**settings.agents, "wide": AgentConfig("wide", plugin=plugin)}
     server = private_redis[0]
+    # The replay runs ahead of its reader by what the connection holds, and on loopback the
+    # kernel's send buffer alone grows to megabytes whatever the reader's window (601 frames
+    # of 4 KiB have fitted while the client read ten: no log read was left for the stop).
+    # So the log is longer than that by more than a read's batch: a read is still to come
+    # when Redis stops, however far ahead the replay got meanwhile.
+    held = (send_buffer_limit() + CONNECTION_BUFFERS) // len(PAD)
+    wide = held + 2 * LOG_READ_BATCH
     with start_gateway(
         redis_url=server.url,
         agents=agents,
         redis_socket_timeout=2.0,
         generation_memory_events=8,
-        max_queued_frames=16,  # the replay keeps only a few frames ahead of its reader
-        max_answer_chars=10 * 1024 * 1024,  # 620 chunks of 4 KiB
+        max_queued_frames=16,  # the replay keeps only a few frames ahead in the outbox
+        max_answer_chars=(wide + 20) * (len(PAD) + 8),
     ) as url:
-        message, gate = gated("600 | 20")
+        message, gate = gated(f"{wide} | 20")
         ws = await connected(url, token())
         await send(ws, type="completion", id="r", message=message, agent="wide")
-        # The owner reads no further: its socket may be closed (4008), the answer runs on.
         generation_id = (await until_done(ws, "r", through_seq(1), within=20))[0]["generation_id"]
+        await ws.close()  # the owner leaves; the answer runs on
         redis = Redis.from_url(server.url, decode_responses=True)
         events_key = Keys(settings.redis_prefix).events(generation_id)
-        assert await settle(lambda: has_entries(redis, events_key, 601), 10), (
-            "timed out waiting for the log to hold seq 601"
+        assert await settle(lambda: has_entries(redis, events_key, wide + 1), 30), (
+            f"timed out waiting for the log to hold seq {wide + 1}"
         )
         await redis.aclose()
 
-        # A reader with a tiny receive window: the replay stays a few frames ahead of what
-        # it read, short of the log's second batch (256 events) when Redis stops.
+        # A reader with a tiny receive window, which reads a few frames before Redis stops.
         follower = await RawSocket.connect(url, token(), receive_buffer=4096)
         await follower.ready()
         await follower.send_json(type="resume", id="f", generation_id=generation_id, after=0)
@@ -384,9 +403,9 @@ async def test_a_resume_on_the_running_instance_waits_out_a_stopped_store_for_ol
             followed.append(await follower.read_json(within=20))
         await follower.aclose()
     events, notices = split(f for f in followed if f["type"] != "resumed")
-    assert [e["seq"] for e in events] == list(range(1, 623))
+    assert [e["seq"] for e in events] == list(range(1, wide + 23))
     chunks = [e["content"] for e in events if e["type"] == "chunk"]
-    assert chunks == [f" c{n}{PAD}" for n in range(620)]
+    assert chunks == [f" c{n}{PAD}" for n in range(wide + 20)]
     assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "stop"
     assert notices == ["store_unreachable"]
     assert followed[0]["type"] == "resumed"

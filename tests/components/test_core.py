@@ -86,6 +86,22 @@ async def other(core_settings: Settings) -> AsyncIterator[Services]:
         yield services
 
 
+async def test_services_close_at_once_however_far_their_tasks_got(
+    core_settings: Settings,
+) -> None:
+    """Closing stops the background tasks wherever it finds them: here after each of the
+    first turns of the event loop, while the cancel listener connects and subscribes. A
+    cancel that lands as a redis-py command's write completes is lost on Python 3.11 (its
+    wait_for returns instead), and the closing waited for that task until its own deadline,
+    17 s with the default drain."""
+    for turns in range(24):
+        async with open_services(core_settings):
+            for _ in range(turns):
+                await asyncio.sleep(0)  # one turn of the loop: the tasks take a step
+            closing = time.monotonic()
+        assert time.monotonic() - closing < 2.0, f"closing after {turns} turns was slow"
+
+
 async def test_a_started_turn_publishes_numbered_events_and_stores_the_answer(
     core: Services,
 ) -> None:
