@@ -26,6 +26,7 @@ from typing import Protocol
 
 from gateway.protocol.activity import ActivityEntry, stream_id
 from gateway.store.trouble import Trouble
+from gateway.tasks import stop_tasks
 
 SWEEP = 10.0  # seconds between reads of every user, in case news was lost
 USERS_PER_READ = 1000  # a sweep of many users goes in pipelines of this many
@@ -74,10 +75,7 @@ class ActivityHub:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            while not task.done():
-                task.cancel()
-                await asyncio.wait([task], timeout=0.1)  # again if lost (see LogHub.close)
+        await stop_tasks(*self._tasks)
 
     @property
     def users(self) -> int:

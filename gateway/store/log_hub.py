@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.events import Event
+from gateway.store.trouble import Trouble
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.store")
@@ -28,9 +29,6 @@ log = logging.getLogger("gateway.store")
 # Events a follower may have waiting: twice what one read brings per log, so that a follower
 # that keeps up never overflows.
 BUFFERED_EVENTS = 1000
-# Retries after a failed read while Redis fails: quick at first (a blip), then once a second.
-RETRY_FIRST = 0.05
-RETRY_MAX = 1.0
 
 # What one read found: each generation's new events, oldest first, or the error that kept its
 # log from being read (on a Redis Cluster, one node may fail while the others answer).
@@ -149,7 +147,6 @@ class LogHub:
         self._woken = -1  # the read a wake was last sent for
         self._waking: asyncio.Task[None] | None = None
         self._wanted = asyncio.Event()  # something is followed
-        self._failing = False  # the last read failed (said once, until one succeeds)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -190,7 +187,7 @@ class LogHub:
                 del self._followed[generation_id]
 
     async def _run(self) -> None:
-        delay = RETRY_FIRST
+        trouble = Trouble("following generation logs")
         while True:
             if not self._followed:
                 self._wanted.clear()
@@ -201,15 +198,12 @@ class LogHub:
                 found = await self._reads.read({g: f.cursor for g, f in reading.items()})
             except Exception as exc:
                 self._reading = None
+                trouble.met(exc)
                 self._fail(exc)
-                await asyncio.sleep(delay)  # back off while Redis is down: don't spin
-                delay = min(delay * 2, RETRY_MAX)
+                await trouble.back_off()  # while Redis is down: don't spin
                 continue
             self._reading = None
-            delay = RETRY_FIRST
-            if self._failing:
-                log.warning("generation logs are followed again")
-                self._failing = False
+            trouble.over()
             self._dispatch(reading, found)
 
     def _dispatch(self, reading: dict[str, _Followed], found: Found) -> None:
@@ -229,9 +223,6 @@ class LogHub:
                 subscription.put(got)
 
     def _fail(self, error: Exception) -> None:
-        if not self._failing:
-            log.warning("following generation logs failed: %s", type(error).__name__)
-        self._failing = True
         for followed in self._followed.values():
             for subscription in tuple(followed.subscriptions):
                 subscription.fail(error)
