@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -61,7 +62,8 @@ class ActivityHub:
         self._source = source
         self._sweep = sweep
         self._followed: dict[str, _Followed] = {}
-        self._due: set[str] = set()  # users to read, in insertion order
+        # Users to read, oldest news first (a dict keeps insertion order; a set would not).
+        self._due: dict[str, None] = {}
         self._wanted = asyncio.Event()  # set while `_due` holds someone
         self._next_sweep = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,7 +103,7 @@ class ActivityHub:
                 del self._followed[sub]
 
     def _mark(self, *subs: str) -> None:
-        self._due.update(subs)
+        self._due.update(dict.fromkeys(subs))
         if self._due:
             self._wanted.set()
 
@@ -154,16 +156,18 @@ class ActivityHub:
             self._mark(*self._followed)
 
     def _take_batch(self) -> dict[str, str]:
-        batch: dict[str, str] = {}
-        while self._due and len(batch) < USERS_PER_READ:
-            sub = next(iter(self._due))
-            self._due.discard(sub)
-            followed = self._followed.get(sub)
-            if followed is not None:
-                batch[sub] = followed.cursor
+        """The next USERS_PER_READ users due, with their cursors. They are taken in one pass:
+        taking the first due user again and again rescans the places already emptied, which
+        made a sweep of tens of thousands of users hold the event loop for seconds."""
+        if len(self._due) <= USERS_PER_READ:
+            taken, self._due = list(self._due), {}
+        else:
+            taken = list(itertools.islice(self._due, USERS_PER_READ))
+            for sub in taken:
+                del self._due[sub]
         if not self._due:
             self._wanted.clear()
-        return batch
+        return {sub: f.cursor for sub in taken if (f := self._followed.get(sub)) is not None}
 
     def _dispatch(self, found: Found) -> Exception | None:
         """Hand out what was found; users whose read failed or may have more are due again.

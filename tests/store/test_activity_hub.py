@@ -4,6 +4,7 @@ many users listen; news missed while the channel was down, or lost on the way, s
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from gateway.store.activity_hub import SWEEP, ActivityHub
 from gateway.store.keys import Keys
 from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis, start_redis
+
+CROWD = 20_000  # users listening on one instance
 
 
 @pytest.fixture
@@ -163,3 +166,47 @@ async def test_the_hub_listens_again_after_redis_restarts(
         assert await settle(lambda: erin.conversations == ["after-restart"])
     finally:
         again.kill()
+
+
+@dataclass(eq=False)
+class Counted:
+    """A listener that only counts what it was handed, in a count shared with others."""
+
+    shared: list[int]
+
+    def __call__(self, entry: ActivityEntry) -> None:
+        self.shared[0] += 1
+
+
+async def cpu_per_user_to_read_everyone(parts: Parts, hub: ActivityHub, users: int) -> float:
+    """CPU seconds this process spends per user for the hub to read `users` users who join at
+    once, each with one event waiting (as after a sweep or a rejoined channel, all are due)."""
+    subs = [f"crowd-{uuid.uuid4().hex[:6]}-{n}" for n in range(users)]
+    async with parts.client.pipeline(transaction=False) as pipe:
+        for sub in subs:
+            parts.log.queue_publish(pipe, sub, [conversation_updated("c", "t", 1)])
+        await pipe.execute()
+    heard = [0]
+    listener = Counted(heard)
+    start = time.process_time()
+    for sub in subs:
+        hub.join(sub, listener, "0-0")
+    assert await settle(lambda: heard[0] == users, within=120), f"{heard[0]} of {users} heard"
+    used = time.process_time() - start
+    for sub in subs:
+        hub.leave(sub, listener)
+    return used / users
+
+
+async def test_reading_a_crowd_costs_each_user_the_same_however_large_the_crowd(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """A sweep, a rejoined channel or a crowd joining at once make every user due. Taking
+    them a read at a time must cost each read its own users, not a pass over all those still
+    due: that made a user's share grow with the crowd, and held the event loop for seconds
+    every sweep at tens of thousands of users."""
+    small = await cpu_per_user_to_read_everyone(parts, hub, CROWD // 10)
+    large = await cpu_per_user_to_read_everyone(parts, hub, CROWD)
+    assert large < 2 * small, (
+        f"{large * 1e6:.0f} µs per user among {CROWD}, {small * 1e6:.0f} among {CROWD // 10}"
+    )
