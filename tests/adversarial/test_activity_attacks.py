@@ -6,6 +6,7 @@ nothing of a listener once it is gone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,10 @@ from gateway.config import Settings
 from gateway.protocol.activity import conversation_updated
 from gateway.store.activity import ActivityLog
 from gateway.store.keys import Keys
+from tests.adversarial.conftest import Survives
 from tests.conftest import GatewayFactory
+from tests.support.gateways import RunningGateway
+from tests.support.polling import settle
 from tests.support.raw_ws import RawSocket
 
 Mint = Callable[..., str]
@@ -76,3 +80,110 @@ async def test_a_sub_no_store_key_can_hold_is_refused_before_it_reaches_the_read
     assert set(statuses) == {401}, f"mallory's streams ended with {sorted(set(statuses))}"
     failed = [r.getMessage() for r in caplog.records if "reading activity failed" in r.getMessage()]
     assert not failed, f"the activity reader failed for everyone: {failed}"
+
+
+# Subs that look like the channel's message (`<id> <sub>`), a key's hash tag, or another user.
+ODD_SUBS = [
+    "victim ",
+    " victim",
+    "victim\n",
+    "1-0 victim",
+    "0-0  victim",
+    "{victim}",
+    "victim}:activity",
+    "vic tim",
+    "v" * 4000,
+]
+
+
+async def test_subs_built_like_the_channels_message_get_only_their_own_activity(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    """The channel says `<id> <sub>` for each publish; a sub with spaces, newlines, braces or
+    an id of its own in it is read back whole, so nobody hears another user's news."""
+    redis, store = activity_store(settings)
+    tag = uuid.uuid4().hex[:6]
+    victim = f"victim-{tag}"
+    subs = [victim, *(sub.replace("victim", victim) for sub in ODD_SUBS)]
+    with start_gateway() as url:
+        sockets = {sub: await RawSocket.connect(url, token(sub), activity=True) for sub in subs}
+        for sub, socket in sockets.items():
+            assert (await socket.ready())["user"] == sub
+        for n, sub in enumerate(subs):
+            await store.publish(sub, [conversation_updated(f"c{n}", "t", 1)])
+        for n, (sub, socket) in enumerate(sockets.items()):
+            frame = await socket.read_json(within=10)
+            assert frame["conversation_id"] == f"c{n}", f"{sub!r} heard {frame}"
+            await socket.send_json(type="ping")
+            assert (await socket.read_json(within=10))["type"] == "pong", f"{sub!r} heard more"
+            await socket.aclose()
+    await redis.aclose()
+
+
+CHURN = 120  # listeners opened and dropped
+
+
+async def test_listeners_opened_and_dropped_in_a_loop_leave_nothing_in_the_reader(
+    start_gateway: GatewayFactory,
+    settings: Settings,
+    token: Mint,
+    running_gateways: list[RunningGateway],
+    survives: Survives,
+) -> None:
+    """Sockets dropped before, at and after `ready`, and `/activity` streams dropped before
+    and after their first byte, each joining the reader as it goes: once they are gone the
+    reader follows nobody and has nobody left to read, and a socket opened afterwards still
+    hears its user."""
+    redis, store = activity_store(settings)
+    churner = f"churner-{uuid.uuid4().hex[:8]}"
+    with start_gateway() as url:
+        running = next(g for g in running_gateways if g.url == url)
+        async with survives(url), httpx2.AsyncClient(base_url=url, timeout=10) as client:
+            for n in range(CHURN):
+                await store.publish(churner, [conversation_updated(f"c{n}", "t", 1)])
+                await drop_a_listener(url, client, token(churner), n % 4)
+            assert await settle(lambda: reader_holds(running, churner) == (False, False)), (
+                f"the reader still holds the user (followed, due): {reader_holds(running, churner)}"
+            )
+        socket = await RawSocket.connect(url, token(churner), activity=True)
+        await socket.ready()
+        await store.publish(churner, [conversation_updated("after", "t", 1)])
+        assert (await socket.read_json(within=10))["conversation_id"] == "after"
+        await socket.aclose()
+    await redis.aclose()
+
+
+async def drop_a_listener(url: str, client: httpx2.AsyncClient, token: str, way: int) -> None:
+    if way == 0:  # a socket dropped as soon as it is upgraded, its `ready` unread
+        await (await RawSocket.connect(url, token, activity=True)).aclose()
+    elif way == 1:  # a socket dropped after its `ready`
+        socket = await RawSocket.connect(url, token, activity=True)
+        await socket.ready()
+        await socket.aclose()
+    elif way == 2:  # a stream dropped after its first byte
+        headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": "0-0"}
+        async with client.stream("GET", "/activity", headers=headers) as response:
+            assert response.status_code == 200
+            await anext(response.aiter_raw())
+    else:  # a stream whose client leaves right after asking
+        host, port = url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"GET /activity HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            "Last-Event-ID: 0-0\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def reader_holds(running: RunningGateway, sub: str) -> tuple[bool, bool]:
+    """Whether the gateway's activity reader follows the user, and has them yet to read."""
+    assert running.loop is not None and running.app is not None
+    hub = running.app.state.services.activity.hub
+
+    async def look() -> tuple[bool, bool]:
+        return sub in hub._followed, sub in hub._due
+
+    return asyncio.run_coroutine_threadsafe(look(), running.loop).result(timeout=10)

@@ -4,6 +4,9 @@ many users listen; news missed while the channel was down, or lost on the way, s
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -210,3 +213,46 @@ async def test_reading_a_crowd_costs_each_user_the_same_however_large_the_crowd(
     assert large < 2 * small, (
         f"{large * 1e6:.0f} µs per user among {CROWD}, {small * 1e6:.0f} among {CROWD // 10}"
     )
+
+
+async def test_a_frozen_store_loses_and_repeats_nothing_and_is_logged_once(
+    own_redis: RedisServer, parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped (SIGSTOP) for longer than a reply may take, with a publish queued on it,
+    then continued: the hub notices the silent channel, joins it again once Redis answers,
+    and its listener gets each event once, in order; each loop logs the trouble once."""
+    hub_client = Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=0.5)
+    hub = ActivityHub(ActivityLog(hub_client, parts.keys, ttl=60), sweep=SWEEP)
+    fran = Heard()
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        hub.start()
+        try:
+            assert await settle(parts.channel_joined)
+            hub.join("fran", fran, "0-0")
+            await parts.publish("fran", "before")
+            assert await settle(lambda: fran.conversations == ["before"])
+            own_redis.process.send_signal(signal.SIGSTOP)
+            try:
+                during = asyncio.create_task(parts.publish("fran", "during"))  # waits on Redis
+                assert await settle(lambda: noted(caplog, "listening for activity failed") > 0), (
+                    "the hub never noticed the silent channel"
+                )
+            finally:
+                own_redis.process.send_signal(signal.SIGCONT)
+            await asyncio.wait_for(during, 10)
+            await parts.publish("fran", "after")
+            assert await settle(lambda: len(fran.conversations) >= 3)
+            assert await settle(lambda: noted(caplog, "listening for activity works again") > 0)
+            await parts.publish("fran", "last")  # everything before it has been handed out
+            assert await settle(lambda: fran.conversations[-1:] == ["last"])
+            assert fran.conversations == ["before", "during", "after", "last"]
+        finally:
+            await hub.close()
+            await hub_client.aclose()
+    for what in ("listening for activity", "reading activity"):
+        assert noted(caplog, f"{what} failed") <= 1
+        assert noted(caplog, f"{what} works again") <= 1
+
+
+def noted(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
