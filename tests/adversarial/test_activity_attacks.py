@@ -187,3 +187,110 @@ def reader_holds(running: RunningGateway, sub: str) -> tuple[bool, bool]:
         return sub in hub._followed, sub in hub._due
 
     return asyncio.run_coroutine_threadsafe(look(), running.loop).result(timeout=10)
+
+
+FLOOD = 400
+KILLS = 8
+
+
+async def test_a_channel_killed_again_and_again_under_a_flood_loses_and_repeats_nothing(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    """The reader's pub/sub connection killed (CLIENT KILL TYPE pubsub) over and over while
+    one user's events pour in: each of the user's sockets gets every event once, in order."""
+    redis, store = activity_store(settings)
+    user = f"flooder-{uuid.uuid4().hex[:8]}"
+    with start_gateway() as url:
+        sockets = [await RawSocket.connect(url, token(user), activity=True) for _ in range(2)]
+        for socket in sockets:
+            await socket.ready()
+
+        async def flood() -> None:
+            for n in range(FLOOD):
+                await store.publish(user, [conversation_updated(f"c{n}", "t", 1)])
+
+        async def joined() -> bool:
+            counts = await redis.pubsub_numsub(Keys(settings.redis_prefix).activity_channel())
+            return bool(counts and counts[0][1] >= 1)
+
+        async def kill() -> int:
+            killed = 0
+            for _ in range(KILLS):
+                assert await settle(joined), "the reader did not join the channel again"
+                killed += await redis.client_kill_filter(_type="pubsub")
+            return killed
+
+        killed = (await asyncio.gather(flood(), kill()))[1]
+        assert killed >= KILLS  # each kill found the reader's connection, or more of them
+        for socket in sockets:
+            heard = [(await socket.read_json(within=15))["conversation_id"] for _ in range(FLOOD)]
+            assert heard == [f"c{n}" for n in range(FLOOD)]
+            await socket.send_json(type="ping")
+            assert (await socket.read_json(within=10))["type"] == "pong", "an event came twice"
+            await socket.aclose()
+    await redis.aclose()
+
+
+async def test_an_activity_stream_resumed_from_a_future_id_silences_no_other_listener(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    """The reader keeps one cursor per user, set by the user's first listener on the instance.
+    A client's `Last-Event-ID` ahead of every id the store gave (a forged one, or one from a
+    store whose clock was ahead) must not become that cursor: the user's sockets on the
+    instance would hear nothing until the store's ids caught up with it."""
+    redis, store = activity_store(settings)
+    user = f"resumer-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {token(user)}", "Last-Event-ID": "999999999999999-0"}
+    with start_gateway() as url:
+        async with (
+            httpx2.AsyncClient(base_url=url, timeout=10) as client,
+            client.stream("GET", "/activity", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            assert await anext(chunks) == b": activity\n\n"  # listening now
+            socket = await RawSocket.connect(url, token(user), activity=True)
+            await socket.ready()
+            await store.publish(user, [conversation_updated("heard", "t", 1)])
+            assert (await socket.read_json(within=10))["conversation_id"] == "heard"
+            await socket.aclose()
+            await chunks.aclose()
+    await redis.aclose()
+
+
+OPENED_DURING = 10
+
+
+async def test_sockets_opened_during_a_flood_get_every_event_from_their_first_once_in_order(
+    start_gateway: GatewayFactory, settings: Settings, token: Mint
+) -> None:
+    """Sockets of one user opened while the user's events pour in (the reader already follows
+    the user for another socket): each gets, from the first event it gets on, every event the
+    store holds, once and in order (docs/activity.md, "Ordering and gaps")."""
+    redis, store = activity_store(settings)
+    user = f"busy-{uuid.uuid4().hex[:8]}"
+    with start_gateway() as url:
+        first = await RawSocket.connect(url, token(user), activity=True)
+        await first.ready()
+        sockets = [first]
+
+        async def flood() -> None:
+            for n in range(FLOOD):
+                await store.publish(user, [conversation_updated(f"c{n}", "t", 1)])
+
+        flooding = asyncio.create_task(flood())
+        for _ in range(OPENED_DURING):
+            socket = await RawSocket.connect(url, token(user), activity=True)
+            await socket.ready()
+            sockets.append(socket)
+        await flooding
+        await store.publish(user, [conversation_updated("end", "t", 1)])
+        stored = [entry.id for entry in await store.after(user, "0-0")]
+        for n, socket in enumerate(sockets):
+            heard: list[str] = []
+            while not heard or stored[-1] != heard[-1]:
+                heard.append((await socket.read_json(within=10))["activity_id"])
+            at = 0 if n == 0 else stored.index(heard[0])  # the first socket hears them all
+            assert heard == stored[at:], f"socket {n} heard a gap, a repeat or a reordering"
+            await socket.aclose()
+    await redis.aclose()
