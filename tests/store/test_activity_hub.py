@@ -256,3 +256,21 @@ async def test_a_frozen_store_loses_and_repeats_nothing_and_is_logged_once(
 
 def noted(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(text in record.getMessage() for record in caplog.records)
+
+
+async def test_an_entry_the_hub_cannot_read_holds_back_no_other_user(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """An entry without the fields an event is stored with (written by another version of
+    the gateway, or by anything else with access to Redis) in one user's stream: the users
+    read with that user still hear their news, and so does that user."""
+    gina, hank = Heard(), Heard()
+    hub.join("gina", gina, "0-0")
+    hub.join("hank", hank, "0-0")
+    await parts.publish("gina", "first")
+    assert await settle(lambda: gina.conversations == ["first"])
+    await parts.client.xadd(parts.keys.user_activity("gina"), {"unknown": "field"})
+    await parts.publish("gina", "after-the-bad-one")
+    await parts.publish("hank", "news")
+    assert await settle(lambda: hank.conversations == ["news"]), "hank's news never came"
+    assert await settle(lambda: gina.conversations == ["first", "after-the-bad-one"])
