@@ -32,6 +32,7 @@ from gateway.protocol.frames import BEARER_PREFIX, SUBPROTOCOL
 # RFC 7519 `typ` values, and RFC 9068 access tokens; compared case-insensitively.
 ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 MALFORMED = "The token is malformed or wrongly signed."
+BAD_SUB_TEXT = "The token's 'sub' must be valid Unicode."
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("The token's 'sub' must be a non-empty string.")
+        if not _unicode(sub):
+            raise Unauthorized(BAD_SUB_TEXT)
         return Principal(sub=sub, expires_at=int(claims["exp"]), claims=claims)
 
     async def _check_signature(self, token: str) -> dict[str, Any]:
@@ -240,3 +243,14 @@ def subprotocol_token(offered: list[str]) -> str | None:
 def choose_subprotocol(offered: list[str]) -> str | None:
     """Echo our protocol name when offered; never echo the bearer entry."""
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def _unicode(text: str) -> bool:
+    """Whether `text` is Unicode text. JSON lets a claim hold a lone surrogate ("\\udc80"),
+    which no store key, log line or frame can carry: every store command of such a user
+    fails, and so would a read of many users' activity that named it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

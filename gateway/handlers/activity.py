@@ -2,8 +2,8 @@
 events with resume by `Last-Event-ID` within ACTIVITY_TTL, and `GET /generations?status=running`.
 
 An `/activity` stream holds one of the user's connection slots, like any stream that follows.
-It listens first and reads what the store holds after the client's last id second, so nothing
-published in between is lost; what both bring is sent once (ids only grow).
+It reads the user's latest id, listens, and reads what the store holds after the client's last
+id, so nothing published in between is lost; what both bring is sent once (ids only grow).
 """
 
 from __future__ import annotations
@@ -43,10 +43,14 @@ async def activity_events(request: Request) -> Response:
     if last is not None and stream_id(last) is None:
         raise BadRequest(BAD_LAST_ID)
     activity = services.activity
-    start = last or (await activity.snapshot(principal.sub)).last_id
+    latest = (await activity.snapshot(principal.sub)).last_id
+    start = last or latest
     slot = await Slot.take(services, principal)  # 429 when the user has too many open
     outbox: Outbox[ActivityEntry] = Outbox(services.settings.max_queued_frames)
-    activity.listen(principal.sub, outbox.put, start)
+    # The reader keeps one cursor for all the user's listeners here, set by the first: a
+    # client's id past the store's latest would silence the user's sockets here until the
+    # store's ids caught up with it. What the client already has is filtered in `_stream`.
+    activity.listen(principal.sub, outbox.put, min(start, latest, key=_order))
     # Draining ends the stream: its client reconnects, to another instance, with its last id.
     remove_hook = services.generations.on_drain(outbox.close)
 
@@ -83,6 +87,10 @@ async def _stream(
         backlog = [item]
         while (more := outbox.take()) is not None:
             backlog.append(more)
+
+
+def _order(activity_id: str) -> tuple[int, int]:
+    return stream_id(activity_id) or (0, 0)
 
 
 async def _next(outbox: Outbox[ActivityEntry]) -> ActivityEntry | str | None:

@@ -45,8 +45,15 @@ return id
 
 
 def entries(rows: Any) -> list[ActivityEntry]:
-    """Stream entries (id, {"e": name, "a": json}) as activity entries."""
-    return [ActivityEntry(entry_id, fields["e"], fields["a"]) for entry_id, fields in rows]
+    """Stream entries (id, {"e": name, "a": json}) as activity entries. An entry without
+    those fields (another version's, or written by anything else with access to Redis) is
+    left out: failing on it would fail the reader's whole read, every user in it, again at
+    every retry."""
+    return [
+        ActivityEntry(entry_id, fields["e"], fields["a"])
+        for entry_id, fields in rows
+        if "e" in fields and "a" in fields
+    ]
 
 
 class ActivityLog:

@@ -12,14 +12,16 @@ which ends the stream so its client resumes from Last-Event-ID).
 A user is read from the last id a listener knew when it joined. Whenever the channel is
 (re)joined, every user is read again, since news may have been missed meanwhile; and every
 `sweep` seconds too, in case a message was lost on the way (a Redis Cluster's bus does not
-promise delivery). While Redis fails, the hub retries, and what was published meanwhile is
-read once it is back (within ACTIVITY_TTL).
+promise delivery). While Redis fails, the hub retries the users whose reads failed, at growing
+intervals, and goes on reading the others' news at once (one node of a Redis Cluster may fail
+alone); what was published meanwhile is read once it is back (within ACTIVITY_TTL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -62,8 +64,10 @@ class ActivityHub:
         self._source = source
         self._sweep = sweep
         self._followed: dict[str, _Followed] = {}
-        self._due: set[str] = set()  # users to read, in insertion order
+        # Users to read, oldest news first (a dict keeps insertion order; a set would not).
+        self._due: dict[str, None] = {}
         self._wanted = asyncio.Event()  # set while `_due` holds someone
+        self._failing: set[str] = set()  # users whose last read failed
         self._next_sweep = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,9 +101,10 @@ class ActivityHub:
             followed.listeners.discard(listener)
             if not followed.listeners:
                 del self._followed[sub]
+                self._failing.discard(sub)
 
     def _mark(self, *subs: str) -> None:
-        self._due.update(subs)
+        self._due.update(dict.fromkeys(subs))
         if self._due:
             self._wanted.set()
 
@@ -135,11 +140,19 @@ class ActivityHub:
             except Exception as exc:
                 found = dict.fromkeys(batch, exc)
             failed = self._dispatch(found)
-            if failed is None:
+            if failed:
+                trouble.met(next(iter(failed.values())))
+                self._retry_later(list(failed), trouble.step())
+            elif not self._failing:
                 trouble.over()
-            else:
-                trouble.met(failed)
-                await trouble.back_off()
+
+    def _retry_later(self, subs: list[str], delay: float) -> None:
+        """Users whose read failed are read again after `delay`; the others' news goes on
+        being read at once. When Redis is down that is everyone, and the loop waits; when
+        only some streams fail (a Cluster node down, a key of another type) only their users
+        wait: the whole loop backing off slowed every user's activity to one read a second."""
+        self._failing.update(subs)
+        asyncio.get_running_loop().call_later(delay, self._mark, *subs)
 
     async def _wait_for_work(self) -> None:
         """Until a user is due, or it is time to read them all."""
@@ -152,29 +165,31 @@ class ActivityHub:
             self._mark(*self._followed)
 
     def _take_batch(self) -> dict[str, str]:
-        batch: dict[str, str] = {}
-        while self._due and len(batch) < USERS_PER_READ:
-            sub = next(iter(self._due))
-            self._due.discard(sub)
-            followed = self._followed.get(sub)
-            if followed is not None:
-                batch[sub] = followed.cursor
+        """The next USERS_PER_READ users due, with their cursors. They are taken in one pass:
+        taking the first due user again and again rescans the places already emptied, which
+        made a sweep of tens of thousands of users hold the event loop for seconds."""
+        if len(self._due) <= USERS_PER_READ:
+            taken, self._due = list(self._due), {}
+        else:
+            taken = list(itertools.islice(self._due, USERS_PER_READ))
+            for sub in taken:
+                del self._due[sub]
         if not self._due:
             self._wanted.clear()
-        return batch
+        return {sub: f.cursor for sub in taken if (f := self._followed.get(sub)) is not None}
 
-    def _dispatch(self, found: Found) -> Exception | None:
-        """Hand out what was found; users whose read failed or may have more are due again.
-        Returns an error that was met, if any."""
-        failed: Exception | None = None
+    def _dispatch(self, found: Found) -> dict[str, Exception]:
+        """Hand out what was found; users who may have more are due again. Returns the users
+        whose read failed, with its error."""
+        failed: dict[str, Exception] = {}
         for sub, got in found.items():
             followed = self._followed.get(sub)
             if followed is None:
                 continue
             if isinstance(got, Exception):
-                failed = got
-                self._mark(sub)
+                failed[sub] = got
                 continue
+            self._failing.discard(sub)
             if len(got) >= READ_COUNT:
                 self._mark(sub)
             fresh = [e for e in got if _after(e.id, followed.cursor)]

@@ -14,7 +14,8 @@ RETRY_MAX = 1.0
 
 
 class Trouble:
-    """One loop's failures: `met` on each, `over` on a success, `back_off` before retrying."""
+    """One loop's failures: `met` on each, `over` on a success, `back_off` (or `step`) before
+    retrying."""
 
     def __init__(self, what: str) -> None:
         self._what = what
@@ -33,5 +34,11 @@ class Trouble:
         self._delay = RETRY_FIRST
 
     async def back_off(self) -> None:
-        await asyncio.sleep(self._delay)
+        await asyncio.sleep(self.step())
+
+    def step(self) -> float:
+        """How long to wait before the next retry, for a loop that waits its own way (longer
+        each time, up to RETRY_MAX)."""
+        delay = self._delay
         self._delay = min(self._delay * 2, RETRY_MAX)
+        return delay

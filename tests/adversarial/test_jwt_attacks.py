@@ -129,6 +129,11 @@ SECRET_ATTACKS: dict[str, Callable[[], tuple[str, str]]] = {
         jwt.encode(claims(sub=""), TEST_SECRET, "HS256"),
         "The token's 'sub' must be a non-empty string.",
     ),
+    # JSON's "\udc80": a string no store key can hold (see test_activity_attacks.py).
+    "lone-surrogate-sub": lambda: (
+        jwt.encode(claims(sub="mallory-\udc80"), TEST_SECRET, "HS256"),
+        "The token's 'sub' must be valid Unicode.",
+    ),
 }
 
 

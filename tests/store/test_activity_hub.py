@@ -4,9 +4,14 @@ many users listen; news missed while the channel was down, or lost on the way, s
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,8 @@ from gateway.store.activity_hub import SWEEP, ActivityHub
 from gateway.store.keys import Keys
 from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis, start_redis
+
+CROWD = 20_000  # users listening on one instance
 
 
 @pytest.fixture
@@ -163,3 +170,142 @@ async def test_the_hub_listens_again_after_redis_restarts(
         assert await settle(lambda: erin.conversations == ["after-restart"])
     finally:
         again.kill()
+
+
+@dataclass(eq=False)
+class Counted:
+    """A listener that only counts what it was handed, in a count shared with others."""
+
+    shared: list[int]
+
+    def __call__(self, entry: ActivityEntry) -> None:
+        self.shared[0] += 1
+
+
+async def cpu_per_user_to_read_everyone(parts: Parts, hub: ActivityHub, users: int) -> float:
+    """CPU seconds this process spends per user for the hub to read `users` users who join at
+    once, each with one event waiting (as after a sweep or a rejoined channel, all are due)."""
+    subs = [f"crowd-{uuid.uuid4().hex[:6]}-{n}" for n in range(users)]
+    async with parts.client.pipeline(transaction=False) as pipe:
+        for sub in subs:
+            parts.log.queue_publish(pipe, sub, [conversation_updated("c", "t", 1)])
+        await pipe.execute()
+    heard = [0]
+    listener = Counted(heard)
+    start = time.process_time()
+    for sub in subs:
+        hub.join(sub, listener, "0-0")
+    assert await settle(lambda: heard[0] == users, within=120), f"{heard[0]} of {users} heard"
+    used = time.process_time() - start
+    for sub in subs:
+        hub.leave(sub, listener)
+    return used / users
+
+
+async def test_reading_a_crowd_costs_each_user_the_same_however_large_the_crowd(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """A sweep, a rejoined channel or a crowd joining at once make every user due. Taking
+    them a read at a time must cost each read its own users, not a pass over all those still
+    due: that made a user's share grow with the crowd, and held the event loop for seconds
+    every sweep at tens of thousands of users."""
+    small = await cpu_per_user_to_read_everyone(parts, hub, CROWD // 10)
+    large = await cpu_per_user_to_read_everyone(parts, hub, CROWD)
+    assert large < 2 * small, (
+        f"{large * 1e6:.0f} µs per user among {CROWD}, {small * 1e6:.0f} among {CROWD // 10}"
+    )
+
+
+async def test_a_frozen_store_loses_and_repeats_nothing_and_is_logged_once(
+    own_redis: RedisServer, parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped (SIGSTOP) for longer than a reply may take, with a publish queued on it,
+    then continued: the hub notices the silent channel, joins it again once Redis answers,
+    and its listener gets each event once, in order; each loop logs the trouble once."""
+    hub_client = Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=0.5)
+    hub = ActivityHub(ActivityLog(hub_client, parts.keys, ttl=60), sweep=SWEEP)
+    fran = Heard()
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        hub.start()
+        try:
+            assert await settle(parts.channel_joined)
+            hub.join("fran", fran, "0-0")
+            await parts.publish("fran", "before")
+            assert await settle(lambda: fran.conversations == ["before"])
+            own_redis.process.send_signal(signal.SIGSTOP)
+            try:
+                during = asyncio.create_task(parts.publish("fran", "during"))  # waits on Redis
+                assert await settle(lambda: noted(caplog, "listening for activity failed") > 0), (
+                    "the hub never noticed the silent channel"
+                )
+            finally:
+                own_redis.process.send_signal(signal.SIGCONT)
+            await asyncio.wait_for(during, 10)
+            await parts.publish("fran", "after")
+            assert await settle(lambda: len(fran.conversations) >= 3)
+            assert await settle(lambda: noted(caplog, "listening for activity works again") > 0)
+            await parts.publish("fran", "last")  # everything before it has been handed out
+            assert await settle(lambda: fran.conversations[-1:] == ["last"])
+            assert fran.conversations == ["before", "during", "after", "last"]
+        finally:
+            await hub.close()
+            await hub_client.aclose()
+    for what in ("listening for activity", "reading activity"):
+        assert noted(caplog, f"{what} failed") <= 1
+        assert noted(caplog, f"{what} works again") <= 1
+
+
+def has_heard(heard: Heard, count: int) -> bool:
+    return len(heard.conversations) >= count
+
+
+def noted(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+async def test_an_entry_the_hub_cannot_read_holds_back_no_other_user(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """An entry without the fields an event is stored with (written by another version of
+    the gateway, or by anything else with access to Redis) in one user's stream: the users
+    read with that user still hear their news, and so does that user."""
+    gina, hank = Heard(), Heard()
+    hub.join("gina", gina, "0-0")
+    hub.join("hank", hank, "0-0")
+    await parts.publish("gina", "first")
+    assert await settle(lambda: gina.conversations == ["first"])
+    await parts.client.xadd(parts.keys.user_activity("gina"), {"unknown": "field"})
+    await parts.publish("gina", "after-the-bad-one")
+    await parts.publish("hank", "news")
+    assert await settle(lambda: hank.conversations == ["news"]), "hank's news never came"
+    assert await settle(lambda: gina.conversations == ["first", "after-the-bad-one"])
+
+
+NEWS_IN_A_ROW = 20
+
+
+async def test_a_stream_that_keeps_failing_slows_no_other_users_news(
+    parts: Parts, hub: ActivityHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One user's stream fails at every read (its key holds another type here; on a Redis
+    Cluster, a node that is down fails its users' streams the same way): that user is read
+    again now and then, the others' news is read at once, and the trouble is logged once."""
+    gina, hank = Heard(), Heard()
+    gina_key = parts.keys.user_activity("gina")
+    await parts.client.set(gina_key, "not a stream")
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        hub.join("gina", gina, "0-0")
+        hub.join("hank", hank, "0-0")
+        started = time.monotonic()
+        for n in range(NEWS_IN_A_ROW):
+            await parts.publish("hank", f"c{n}")
+            assert await settle(partial(has_heard, hank, n + 1))
+        took = time.monotonic() - started
+        assert noted(caplog, "reading activity failed") == 1
+        await parts.client.delete(gina_key)
+        await parts.publish("gina", "back")
+        assert await settle(lambda: gina.conversations == ["back"])
+        assert await settle(lambda: noted(caplog, "reading activity works again") == 1)
+    assert hank.conversations == [f"c{n}" for n in range(NEWS_IN_A_ROW)]
+    # One read a second for everyone, while gina's failed, took about 15 s here.
+    assert took < 5.0, f"{NEWS_IN_A_ROW} of hank's events, each waited for, took {took:.1f} s"

@@ -24,3 +24,11 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         "reading something failed: ConnectionError",
         "reading something works again",
     ]
+
+
+def test_each_retry_waits_longer_up_to_a_second_and_a_success_starts_again() -> None:
+    trouble = Trouble("reading something")
+    waits = [trouble.step() for _ in range(7)]
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    trouble.over()
+    assert trouble.step() == 0.05
