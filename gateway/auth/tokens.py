@@ -33,6 +33,9 @@ from gateway.protocol.frames import BEARER_PREFIX, SUBPROTOCOL
 ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 MALFORMED = "The token is malformed or wrongly signed."
 BAD_SUB_TEXT = "The token's 'sub' must be valid Unicode."
+# OpenID Connect's bound on a subject (Core 1.0, §2). A user's `sub` is in every key of theirs
+# and in every activity message each instance hears, so it is bounded like any input.
+MAX_SUB_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class TokenVerifier:
             raise Unauthorized("The token's 'sub' must be a non-empty string.")
         if not _unicode(sub):
             raise Unauthorized(BAD_SUB_TEXT)
+        if len(sub) > MAX_SUB_CHARS:
+            raise Unauthorized(f"The token's 'sub' must be at most {MAX_SUB_CHARS} characters.")
         return Principal(sub=sub, expires_at=int(claims["exp"]), claims=claims)
 
     async def _check_signature(self, token: str) -> dict[str, Any]:

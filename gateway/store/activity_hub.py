@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,6 +30,8 @@ from typing import Protocol
 from gateway.protocol.activity import ActivityEntry, stream_id
 from gateway.store.trouble import Trouble
 from gateway.tasks import stop_tasks
+
+log = logging.getLogger("gateway.store")
 
 SWEEP = 10.0  # seconds between reads of every user, in case news was lost
 USERS_PER_READ = 1000  # a sweep of many users goes in pipelines of this many
@@ -196,10 +199,20 @@ class ActivityHub:
             if not fresh:
                 continue
             followed.cursor = fresh[-1].id
-            for entry in fresh:
-                for listener in tuple(followed.listeners):
-                    listener(entry)
+            for listener in tuple(followed.listeners):
+                _hand(listener, fresh, followed.listeners)
         return failed
+
+
+def _hand(listener: Listener, entries: list[ActivityEntry], listeners: set[Listener]) -> None:
+    """Give a listener the entries; one that raises is dropped, so that it ends neither the
+    reader nor the other listeners' activity."""
+    try:
+        for entry in entries:
+            listener(entry)
+    except Exception as exc:
+        listeners.discard(listener)
+        log.error("an activity listener failed and was dropped: %s", type(exc).__name__)
 
 
 def _after(entry_id: str, cursor: str) -> bool:

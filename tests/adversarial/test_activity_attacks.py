@@ -92,7 +92,7 @@ ODD_SUBS = [
     "{victim}",
     "victim}:activity",
     "vic tim",
-    "v" * 4000,
+    "v" * 255,  # the longest a token may carry
 ]
 
 

@@ -134,6 +134,11 @@ SECRET_ATTACKS: dict[str, Callable[[], tuple[str, str]]] = {
         jwt.encode(claims(sub="mallory-\udc80"), TEST_SECRET, "HS256"),
         "The token's 'sub' must be valid Unicode.",
     ),
+    # Past OpenID Connect's 255: every instance would hear it with each of the user's events.
+    "long-sub": lambda: (
+        jwt.encode(claims(sub="m" * 256), TEST_SECRET, "HS256"),
+        "The token's 'sub' must be at most 255 characters.",
+    ),
 }
 
 

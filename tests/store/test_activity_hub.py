@@ -309,3 +309,22 @@ async def test_a_stream_that_keeps_failing_slows_no_other_users_news(
     assert hank.conversations == [f"c{n}" for n in range(NEWS_IN_A_ROW)]
     # One read a second for everyone, while gina's failed, took about 15 s here.
     assert took < 5.0, f"{NEWS_IN_A_ROW} of hank's events, each waited for, took {took:.1f} s"
+
+
+async def test_a_listener_that_raises_is_dropped_and_stops_no_one_else(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    def broken(entry: ActivityEntry) -> None:
+        raise RuntimeError("a listener's bug")
+
+    frank, grace = Heard(), Heard()
+    hub.join("frank", broken, "0-0")
+    hub.join("frank", frank, "0-0")
+    hub.join("grace", grace, "0-0")
+    await parts.publish("frank", "one")
+    await parts.publish("grace", "two")
+    await parts.publish("frank", "three")
+    assert await settle(lambda: frank.conversations == ["one", "three"])
+    assert await settle(lambda: grace.conversations == ["two"])
+    hub.leave("frank", frank)
+    assert hub.users == 1  # the broken listener was dropped with frank's last good one
