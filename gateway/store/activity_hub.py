@@ -59,7 +59,9 @@ class ActivitySource(Protocol):
 @dataclass(eq=False, slots=True)
 class _Followed:
     cursor: str
-    listeners: set[Listener] = field(default_factory=set)
+    # Each listener, with the id it starts after while the reader is behind that (None once
+    # the reader has passed it): a listener never gets what its client had before it joined.
+    listeners: dict[Listener, str | None] = field(default_factory=dict)
 
 
 class ActivityHub:
@@ -90,18 +92,18 @@ class ActivityHub:
         return len(self._followed)
 
     def join(self, sub: str, listener: Listener, after: str) -> None:
-        """Hand `listener` the user's entries from now on; a user not read yet is read from
-        `after`, the last id the listener's client knows of."""
+        """Hand `listener` the user's entries after `after`, the last id its client knows of,
+        from now on; a user not read yet is read from there."""
         followed = self._followed.get(sub)
         if followed is None:
             followed = self._followed[sub] = _Followed(after)
             self._mark(sub)
-        followed.listeners.add(listener)
+        followed.listeners[listener] = after if _after(after, followed.cursor) else None
 
     def leave(self, sub: str, listener: Listener) -> None:
         followed = self._followed.get(sub)
         if followed is not None:
-            followed.listeners.discard(listener)
+            followed.listeners.pop(listener, None)
             if not followed.listeners:
                 del self._followed[sub]
                 self._failing.discard(sub)
@@ -199,19 +201,26 @@ class ActivityHub:
             if not fresh:
                 continue
             followed.cursor = fresh[-1].id
-            for listener in tuple(followed.listeners):
-                _hand(listener, fresh, followed.listeners)
+            for listener, start in tuple(followed.listeners.items()):
+                if start is None:
+                    _hand(listener, fresh, followed.listeners)
+                    continue
+                _hand(listener, [e for e in fresh if _after(e.id, start)], followed.listeners)
+                if listener in followed.listeners and not _after(start, followed.cursor):
+                    followed.listeners[listener] = None  # the reader has caught up with it
         return failed
 
 
-def _hand(listener: Listener, entries: list[ActivityEntry], listeners: set[Listener]) -> None:
+def _hand(
+    listener: Listener, entries: list[ActivityEntry], listeners: dict[Listener, str | None]
+) -> None:
     """Give a listener the entries; one that raises is dropped, so that it ends neither the
     reader nor the other listeners' activity."""
     try:
         for entry in entries:
             listener(entry)
     except Exception as exc:
-        listeners.discard(listener)
+        listeners.pop(listener, None)
         log.error("an activity listener failed and was dropped: %s", type(exc).__name__)
 
 

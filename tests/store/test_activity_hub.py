@@ -328,3 +328,22 @@ async def test_a_listener_that_raises_is_dropped_and_stops_no_one_else(
     assert await settle(lambda: grace.conversations == ["two"])
     hub.leave("frank", frank)
     assert hub.users == 1  # the broken listener was dropped with frank's last good one
+
+
+async def test_a_listener_gets_nothing_its_client_had_though_the_reader_is_behind_it(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """A user's listeners on one instance share the reader's cursor, set by the first: one
+    that joins knowing more (a socket's `ready.activity_id`) must not be handed the older."""
+    first, later = Heard(), Heard()
+    hub.join("hal", first, "0-0")
+    await parts.publish("hal", "e0")
+    assert await settle(lambda: first.conversations == ["e0"])
+    await parts.append_unannounced("hal", "e1")  # stored; the reader has not read it
+    await parts.append_unannounced("hal", "e2")
+    known = (await parts.log.after("hal", "0-0"))[-1].id
+    hub.join("hal", later, known)
+    await parts.publish("hal", "e3")
+    assert await settle(lambda: first.conversations == ["e0", "e1", "e2", "e3"])
+    assert await settle(lambda: later.conversations == ["e3"])
+    assert later.conversations == ["e3"]
