@@ -65,6 +65,7 @@ class Options:
     profile: bool
     results: Path
     docs: Path | None
+    source: Path | None  # another checkout whose gateway package is run (None: this one)
 
     @property
     def upstream_model(self) -> str:
@@ -84,7 +85,7 @@ class Options:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("litellm_venv", "results", "docs"):
+        for key in ("litellm_venv", "results", "docs", "source"):
             out[key] = None if out[key] is None else str(out[key])
         out["upstream_model"] = self.upstream_model
         return out
@@ -163,6 +164,7 @@ COMMON: Mapping[str, Any] = {
     "profile": False,
     "results": ROOT / "bench/results/latest.json",
     "docs": ROOT / "docs/performance.md",
+    "source": None,
 }
 
 
@@ -229,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--results", type=Path, help="raw JSON (default bench/results/latest.json)")
     add("--docs", type=Path, help="the Markdown report (default docs/performance.md)")
     add("--no-docs", action="store_true", help="leave the Markdown report alone")
+    add("--source", type=Path, help="run the gateway of another checkout (a before and after)")
     return parser
 
 

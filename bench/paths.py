@@ -54,6 +54,12 @@ def responses_body(model: str, message: str = MESSAGE) -> bytes:
     return json.dumps({"model": model, "input": message, "stream": True}).encode()
 
 
+# One user runs every stream: with activity on, each of N sockets would also get the activity
+# of the N - 1 other streams (N² frames a round), which is bench/activity.py's measure, not a
+# stream's. Every turn still publishes its activity.
+STREAM_WS = "/ws?activity=0"
+
+
 def native_body(model: str, message: str = MESSAGE) -> bytes:
     return json.dumps({"id": "b1", "message": message, "model": model, "stream": True}).encode()
 
@@ -72,7 +78,7 @@ def factory(path: str, targets: Targets) -> tuple[ClientFactory, int]:
         return (lambda: SseClient(request, native=False)), targets.upstream_port
     if path == "ws":
         frame = completion_frame(MODEL)
-        return (lambda: WsClient(gateway.port, gateway.token, frame)), gateway.port
+        return (lambda: WsClient(gateway.port, gateway.token, frame, STREAM_WS)), gateway.port
     if path == "sse":
         request = http_post(gateway.port, "/completion", native_body(MODEL), gateway.token)
         return (lambda: SseClient(request, native=True)), gateway.port

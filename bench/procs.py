@@ -59,7 +59,7 @@ class Workspace:
     logs: Path
     stack: contextlib.ExitStack
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> Child:
         log = self.logs / f"{name.replace(' ', '-')}.log"
         started = time.monotonic()
         with log.open("wb") as out:
@@ -68,7 +68,7 @@ class Workspace:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 preexec_fn=_die_with_parent,
                 start_new_session=True,  # its own group, so its own children stop with it

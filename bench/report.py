@@ -467,8 +467,9 @@ group) on the way out, on errors, Ctrl-C and SIGTERM too.
 ```
 
 Any option overrides its preset (`--help` lists them): `--litellm` adds LiteLLM to a smaller
-preset, `--phases closed,idle` picks phases, `--idle-hold 60` holds idle sockets longer. The
-first `--litellm` run installs `litellm[proxy]` from PyPI into `bench/.venv-litellm` (its own
+preset, `--phases closed,idle` picks phases, `--idle-hold 60` holds idle sockets longer,
+`--source DIR` runs the gateway of another checkout on the same harness (a before and after).
+The first `--litellm` run installs `litellm[proxy]` from PyPI into `bench/.venv-litellm` (its own
 virtual environment); if that or its start fails, the report says so and the run goes on. It
 prints the report, writes every sample to `bench/results/latest.json` and the processes' logs
 to `bench/results/logs/`, and rewrites this file but for its end: everything from the line
@@ -479,7 +480,9 @@ What each phase measures:
 
 - **Closed loop**: at each level N streams start at one instant and are read to the end, round
   after round, on every path: the upstream read directly (the baseline), the gateway's
-  WebSocket, its native SSE (`POST /completion`, `stream: true`), its OpenAI-compatible SSE
+  WebSocket (`/ws?activity=0`: one user runs every stream, and with activity on each of N
+  sockets would also get the other streams' activity, N² frames a round), its native SSE
+  (`POST /completion`, `stream: true`), its OpenAI-compatible SSE
   (`/v1/chat/completions`) and LiteLLM's `/v1/chat/completions`. A level has `--rounds`
   rounds, or more where it would have fewer than `--min-streams` streams (one stream gives
   one time to first token). The upstream sends tokens at a fixed interval, each stamped with

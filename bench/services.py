@@ -10,7 +10,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from bench.options import Options
+from bench.options import ROOT, Options
 from bench.procs import (
     HOST,
     Child,
@@ -138,12 +138,14 @@ def start_gateway(
     workers: int = 1,
 ) -> Gateway:
     """`workers` above 1 starts `serve --workers N`: a serving process whose children, the
-    workers, share the port; its RSS at ready is theirs added up."""
+    workers, share the port; its RSS at ready is theirs added up. With `opts.source` the
+    gateway package is that checkout's (`python -m` puts its working directory first)."""
     (work.tmp / "gateway.toml").write_text(gateway_config(opts.upstream_model, upstream_port))
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers)] if workers > 1 else []
-    child = work.spawn(name, argv, gateway_env(opts, work, redis_port, ping))
+    env = gateway_env(opts, work, redis_port, ping)
+    child = work.spawn(name, argv, env, cwd=opts.source or ROOT)
     ready = wait_until(child, lambda: http_status(port, "/readyz") == 200, READY_WAIT_S)
     token = mint_token(Settings(jwt_secret=Secret(_SECRET)), "bench", ttl=3600)
     rss = memory_kib(child.pid) if workers == 1 else tree_rss_kib(child.pid)

@@ -36,6 +36,17 @@ class Reply:
     usage: Usage | None = None  # None: the API did not say, and the policy estimates it
 
 
+class Received(Protocol):
+    """A response's body as it arrives, a network read at a time."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def timed_by_lines(self) -> None:
+        """The caller bounds the wait for each complete line from now on, so a timer the
+        transport moves on every read may stop."""
+        ...
+
+
 class StreamReader(Protocol):
     """One attempt's streamed body, fed a network read at a time.
 
@@ -79,7 +90,7 @@ class Dialect(Protocol):
 
     def send(
         self, request: Body, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    ) -> AbstractAsyncContextManager[Received]:
         """One attempt: the response's body as it arrives, a network read at a time, bounded
         by the transport (`gateway.llm.transport`); the response is closed on leaving. An
         error status raises, as any failure does, the API's own exception (see `fault`).

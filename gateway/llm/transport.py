@@ -10,6 +10,16 @@ A response hook wraps every body the gateway or the SDK reads (a streamed answer
 an error body the SDK reads for its message) in `BoundedBody`: it inflates gzip and deflate,
 the only codings the gateway asks for, a bounded piece at a time, and raises `Overrun` past
 UPSTREAM_MAX_BODY_BYTES, so a compression bomb or an endless body costs that much at most.
+
+`BoundedBody` reads aiohttp's stream reader itself, whatever has arrived at each read
+(`readany`), with aiohttp's exceptions mapped as the SDK's backend maps them: the layers above
+it (httpx's stream, the backend's, aiohttp's iterator and `read(n)`) cost four more generator or
+coroutine steps per network read. Once the caller times the body by its complete lines
+(`timed_by_lines`, when the answer has started), aiohttp's own read timer is switched off for
+the rest of the response: it is moved on every network read, a timer cancelled and another
+made each time, and a drip of bytes would reset it anyway. Those layers are private to their
+packages, so a body whose layers are not the expected ones is read through them instead
+(`_aiohttp_response`); a test checks that the direct read is the one used.
 """
 
 from __future__ import annotations
@@ -19,8 +29,10 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
+import aiohttp
 import httpx2
 import openai
+from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
 
@@ -53,35 +65,73 @@ class BoundedBody(httpx2.AsyncByteStream):
         yield b""  # pragma: no cover - makes this a generator
 
     async def _counted(self) -> AsyncIterator[bytes]:
+        read = _reader(self._raw)
         received = 0
-        async for piece in self._raw:
-            received += len(piece)
-            if received > self._limit:
-                raise Overrun(f"a body larger than {size(self._limit)}")
-            yield piece
+        with map_aiohttp_exceptions():
+            while piece := await read():
+                received += len(piece)
+                if received > self._limit:
+                    raise Overrun(f"a body larger than {size(self._limit)}")
+                yield piece
 
     async def _inflated(self) -> AsyncIterator[bytes]:
         # wbits 32 + 15: a zlib or a gzip header, whichever the body starts with.
         inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        read = _reader(self._raw)
         received = 0
-        async for compressed in self._raw:
-            data = compressed
-            while data:
-                try:
-                    piece = inflater.decompress(data, INFLATE_PIECE)
-                except zlib.error:
-                    raise StreamFormatError("a compressed body is corrupt") from None
-                data = inflater.unconsumed_tail
-                received += len(piece)
-                if received > self._limit:
-                    raise Overrun(f"a body larger than {size(self._limit)} once inflated")
-                if piece:
-                    yield piece
-                if data:
-                    await asyncio.sleep(0)  # inflating is CPU work: others run in between
+        with map_aiohttp_exceptions():
+            while data := await read():
+                while data:
+                    try:
+                        piece = inflater.decompress(data, INFLATE_PIECE)
+                    except zlib.error:
+                        raise StreamFormatError("a compressed body is corrupt") from None
+                    data = inflater.unconsumed_tail
+                    received += len(piece)
+                    if received > self._limit:
+                        raise Overrun(f"a body larger than {size(self._limit)} once inflated")
+                    if piece:
+                        yield piece
+                    if data:
+                        await asyncio.sleep(0)  # inflating is CPU work: others run in between
+
+    def timed_by_lines(self) -> None:
+        """The caller bounds the wait for each complete line from now on (the policy's
+        `LineDeadline`): aiohttp's timer on every network read is switched off."""
+        response = _aiohttp_response(self._raw)
+        protocol = response.connection.protocol if response and response.connection else None
+        if protocol is not None:
+            # Its next read cancels the timer running now; requests on the connection
+            # later set their own (aiohttp sets it per request).
+            protocol.read_timeout = None
 
     async def aclose(self) -> None:
         await self._raw.aclose()
+
+
+def _aiohttp_response(raw: httpx2.AsyncByteStream) -> aiohttp.ClientResponse | None:
+    """aiohttp's response under `raw` when `raw` is httpx's stream over the SDK's aiohttp
+    backend (httpx2's `BoundAsyncStream` around the backend's `AiohttpResponseStream`)."""
+    backend = getattr(raw, "_stream", None)
+    response = getattr(backend, "_aiohttp_response", None)
+    return response if isinstance(response, aiohttp.ClientResponse) else None
+
+
+def _reader(raw: httpx2.AsyncByteStream) -> Callable[[], Awaitable[bytes]]:
+    """What reads the next piece of `raw` (b"" at its end): aiohttp's `readany`, or `raw`'s
+    own iterator over any other transport."""
+    response = _aiohttp_response(raw)
+    if response is not None:
+        return response.content.readany
+    pieces = aiter(raw)
+
+    async def next_piece() -> bytes:
+        async for piece in pieces:
+            if piece:
+                return piece
+        return b""
+
+    return next_piece
 
 
 def bound_bodies(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:

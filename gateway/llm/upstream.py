@@ -33,7 +33,7 @@ from gateway.config import ModelConfig
 from gateway.errors import UpstreamError
 from gateway.events import Finish, Message, TextDelta, ToolCall
 from gateway.llm.base import ModelParams
-from gateway.llm.dialect import Body, Dialect, Reply
+from gateway.llm.dialect import Body, Dialect, Received, Reply
 from gateway.llm.failures import StreamCutShort, classify
 from gateway.llm.gate import ConcurrencyGate
 from gateway.llm.retry import RetryPolicy
@@ -48,18 +48,22 @@ log = logging.getLogger("gateway.upstream")
 class LineDeadline:
     """An attempt's timeout once the answer has started: at least `silence` seconds after the
     last complete line, and at most an eighth more. Moved on lazily, at most once per eighth
-    of `silence`, so a stream pays a clock read per network read, not a timer."""
+    of `silence`, so a stream pays a clock read per network read, not a timer. At the first
+    line it takes over from the transport's timer on every read (`Received.timed_by_lines`)."""
 
-    def __init__(self, timeout: asyncio.Timeout, silence: float) -> None:
+    def __init__(self, timeout: asyncio.Timeout, silence: float, body: Received) -> None:
         self._timeout = timeout
         self._silence = silence
         self._slack = silence / 8
         self._moved = -math.inf
         self._clock = asyncio.get_running_loop().time
+        self._body = body
 
     def line_arrived(self) -> None:
         now = self._clock()
         if now - self._moved >= self._slack:
+            if self._moved == -math.inf:
+                self._body.timed_by_lines()
             self._moved = now
             self._timeout.reschedule(now + self._silence + self._slack)
 
@@ -117,9 +121,9 @@ class UpstreamModel:
             while True:
                 stream = self._dialect.reader()
                 try:
-                    async with self._opened(request, traced) as (timeout, pieces):
-                        deadline = LineDeadline(timeout, self._read_timeout)
-                        async for piece in pieces:
+                    async with self._opened(request, traced) as (timeout, body):
+                        deadline = LineDeadline(timeout, self._read_timeout, body)
+                        async for piece in traced.body(aiter(body)):
                             text = stream.feed(piece)
                             if stream.answering and b"\n" in piece:
                                 deadline.line_arrived()  # the first token, or a line after it
@@ -146,14 +150,14 @@ class UpstreamModel:
     @asynccontextmanager
     async def _opened(
         self, request: Body, traced: ModelCall
-    ) -> AsyncIterator[tuple[asyncio.Timeout, AsyncIterator[bytes]]]:
+    ) -> AsyncIterator[tuple[asyncio.Timeout, Received]]:
         """One attempt: the response's body as it arrives, under the first-token deadline
         (which the caller moves on once the answer has started)."""
         async with asyncio.timeout(self._first_token_timeout) as deadline:
             sent = time.perf_counter()
             async with self._dialect.send(request, traced.headers) as body:
                 self._latency.observe(time.perf_counter() - sent)
-                yield deadline, traced.body(body)
+                yield deadline, body
 
     async def _whole(
         self, messages: Sequence[Message], params: ModelParams, traced: ModelCall
@@ -171,9 +175,9 @@ class UpstreamModel:
     async def _fetch(self, request: Body, traced: ModelCall) -> Reply:
         """A whole answer is its own first token: the deadline covers all of it. Its body is
         read through the same bounds as a stream's."""
-        async with self._opened(request, traced) as (_, pieces):
-            body = b"".join([piece async for piece in pieces])
-        return self._dialect.reply(body)
+        async with self._opened(request, traced) as (_, body):
+            whole = b"".join([piece async for piece in traced.body(aiter(body))])
+        return self._dialect.reply(whole)
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[Reply]]) -> Reply:
         retries = 0

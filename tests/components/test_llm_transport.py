@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
-from gateway.llm.bounds import Overrun, StreamFormatError
-from gateway.llm.transport import INFLATE_PIECE, BoundedBody
+from gateway.config import ModelConfig
+from gateway.events import Message
+from gateway.llm.base import ModelParams
+from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds
+from gateway.llm.openai.dialect import OpenAIDialect, make_client
+from gateway.llm.transport import INFLATE_PIECE, BoundedBody, _aiohttp_response
+from tests.support.upstream import FakeUpstream
 
 
 class Raw(httpx2.AsyncByteStream):
@@ -79,3 +84,33 @@ async def test_closing_closes_the_raw_body() -> None:
     raw = Raw(b"x")
     await BoundedBody(raw, "identity", 10).aclose()
     assert raw.closed
+
+
+async def test_the_sdk_s_bodies_are_read_from_aiohttp_s_reader_and_timed_by_lines_once_asked(
+    upstream: tuple[FakeUpstream, str],
+) -> None:
+    """The direct read relies on private layers of httpx2 and the SDK's aiohttp backend: if an
+    upgrade changes them, the body still reads (through the layers), and this fails."""
+    config = ModelConfig("m", "openai", upstream[1], upstream_model="fake-n3-i50")
+    client = make_client(config, connect_timeout=5.0, read_timeout=7.0, bounds=UpstreamBounds())
+    dialect = OpenAIDialect(config, client, UpstreamBounds())
+    request = dialect.request([Message("user", "hi")], ModelParams(), stream=True)
+    used: list[object] = []
+    try:
+        for _ in range(2):  # the second request reuses the connection the first let go
+            async with dialect.send(request, {}) as body:
+                assert isinstance(body, BoundedBody)
+                response = _aiohttp_response(body._raw)
+                assert response is not None and response.connection is not None
+                protocol = response.connection.protocol
+                assert protocol is not None and protocol.read_timeout == 7.0
+                used.append(protocol)
+                body.timed_by_lines()
+                assert protocol.read_timeout is None
+                stream = dialect.reader()
+                for piece in [piece async for piece in body]:
+                    stream.feed(piece)
+                assert stream.complete() and stream.tokens == 3
+        assert used[0] is used[1]
+    finally:
+        await client.close()

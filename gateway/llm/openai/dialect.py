@@ -10,7 +10,7 @@ own retries are off: the gateway's policy (`gateway.llm.upstream`) decides.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -23,11 +23,11 @@ from gateway.errors import UpstreamError
 from gateway.events import Message, OutputFormat, ToolChoice, ToolSpec, UseTool
 from gateway.llm.base import ChatModel, ModelParams
 from gateway.llm.bounds import StreamFormatError, UpstreamBounds
-from gateway.llm.dialect import Body, Reply
+from gateway.llm.dialect import Body, Received, Reply
 from gateway.llm.failures import Fault
 from gateway.llm.openai.stream import ChatStream, ToolCallAssembler, finish_reason, usage_of
 from gateway.llm.providers import ProviderContext
-from gateway.llm.transport import ACCEPT_ENCODING, KEEPALIVE_SECONDS, http_client
+from gateway.llm.transport import ACCEPT_ENCODING, KEEPALIVE_SECONDS, BoundedBody, http_client
 
 
 class OpenAIProvider:
@@ -87,9 +87,7 @@ class OpenAIDialect:
         return body
 
     @asynccontextmanager
-    async def send(
-        self, request: Body, headers: Mapping[str, str]
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def send(self, request: Body, headers: Mapping[str, str]) -> AsyncIterator[Received]:
         # The trace context is injected here: no HTTP-client instrumentation sees this call.
         options: openai.RequestOptions = {"headers": dict(headers)} if headers else {}
         response = await self._client.post(
@@ -100,9 +98,10 @@ class OpenAIDialect:
             options=options,
         )
         try:
-            # Straight from its (bounded) stream: httpx's `aiter_bytes` adds two generators,
-            # a decoder and a chunker for every network read.
-            yield aiter(cast(AsyncIterable[bytes], response.stream))
+            # Straight from its stream, which the transport's hook made a `BoundedBody`:
+            # httpx's `aiter_bytes` adds two generators, a decoder and a chunker for every
+            # network read.
+            yield cast(BoundedBody, response.stream)
         finally:
             await response.aclose()
 

@@ -36,6 +36,9 @@ class StreamPiece(NamedTuple):
 
 END = StreamPiece(end=True)
 NOTHING = StreamPiece()
+# A data line's JSON, read from its text: `json.loads` of bytes would first guess their
+# encoding (SSE is UTF-8) and match whitespace around it twice (the line is stripped).
+_decode = json.JSONDecoder().raw_decode
 
 
 class ChatStream(LineStream):
@@ -97,10 +100,13 @@ def parse_line(line: bytes) -> StreamPiece:
     if payload == b"[DONE]":
         return END
     try:
-        obj = json.loads(payload)
+        text = payload.decode()
+        obj, end = _decode(text)
     except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise StreamFormatError("a data line is not JSON") from None
-    if not isinstance(obj, dict):
+    if end != len(text):
+        raise StreamFormatError("a data line is not JSON")
+    if type(obj) is not dict:
         raise StreamFormatError("a data line is not a JSON object")
     if "error" in obj:
         return StreamPiece(error=_error_message(obj["error"]))
@@ -108,23 +114,27 @@ def parse_line(line: bytes) -> StreamPiece:
 
 
 def _piece(obj: dict[str, Any]) -> StreamPiece:
-    text, finish, calls = "", None, ()
+    # Exact type checks (JSON gives no subclasses) and no keyword arguments: this runs once
+    # per token.
     choices = obj.get("choices")
-    if choices:
-        choice = choices[0] if isinstance(choices, list) else None
-        delta = choice.get("delta") or {} if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            raise StreamFormatError("a chunk's choice is not an object")
-        text = delta.get("content") or ""
-        finish = choice.get("finish_reason")  # type: ignore[union-attr]
-        raw_calls = delta.get("tool_calls") or ()
-        if not (isinstance(text, str) and isinstance(finish, str | None)):
-            raise StreamFormatError("a chunk's content or finish reason is not a string")
-        if not isinstance(raw_calls, list | tuple):
-            raise StreamFormatError("a chunk's tool calls are not a list")
-        calls = tuple(raw_calls)
-    usage = usage_of(obj.get("usage"))
-    return StreamPiece(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
+    usage = obj.get("usage")
+    usage = usage_of(usage) if usage is not None else None
+    if not choices:
+        return StreamPiece("", None, usage)
+    choice = choices[0] if type(choices) is list else None
+    delta = choice.get("delta") or {} if type(choice) is dict else None
+    if type(delta) is not dict:
+        raise StreamFormatError("a chunk's choice is not an object")
+    text = delta.get("content") or ""
+    finish = choice.get("finish_reason")  # type: ignore[union-attr]
+    if type(text) is not str or not (finish is None or type(finish) is str):
+        raise StreamFormatError("a chunk's content or finish reason is not a string")
+    raw_calls = delta.get("tool_calls")
+    if not raw_calls:
+        return StreamPiece(text, finish, usage)
+    if type(raw_calls) is not list:
+        raise StreamFormatError("a chunk's tool calls are not a list")
+    return StreamPiece(text, finish, usage, None, False, tuple(raw_calls))
 
 
 class ToolCallAssembler(ToolCalls):
