@@ -65,8 +65,28 @@ class ActivityLog:
 
     def queue_publish(self, pipe: StorePipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
         """Append `events` to the user's stream in `pipe`, trim it, and tell the channel."""
-        if not events:
+        if events:
+            self._publish.queue(pipe, [self._keys.user_activity(sub)], self._args(sub, events))
+
+    async def publish(
+        self,
+        sub: str,
+        events: Sequence[ActivityEvent],
+        also: Callable[[StorePipeline], None] | None = None,
+    ) -> None:
+        """Publish in a round trip of its own; `also` queues more commands into it."""
+        if also is None:
+            # The script alone, by hash once the server has it: about 80 µs of CPU less than
+            # a pipeline that sends it whole, on every turn's start.
+            if events:
+                await self._publish([self._keys.user_activity(sub)], self._args(sub, events))
             return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_publish(pipe, sub, events)
+            also(pipe)
+            await pipe.execute()
+
+    def _args(self, sub: str, events: Sequence[ActivityEvent]) -> list[Arg]:
         # The instance's clock, not Redis's: a skew only moves where trimming cuts.
         oldest = max(int(time.time() * 1000) - self._ttl_ms, 0)
         args: list[Arg] = [
@@ -78,20 +98,7 @@ class ActivityLog:
         ]
         for event in events:
             args += [event.name, event.stored()]
-        self._publish.queue(pipe, [self._keys.user_activity(sub)], args)
-
-    async def publish(
-        self,
-        sub: str,
-        events: Sequence[ActivityEvent],
-        also: Callable[[StorePipeline], None] | None = None,
-    ) -> None:
-        """Publish in a round trip of its own; `also` queues more commands into it."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self.queue_publish(pipe, sub, events)
-            if also is not None:
-                also(pipe)
-            await pipe.execute()
+        return args
 
     async def after(self, sub: str, after: str) -> list[ActivityEntry]:
         """The user's events kept after the id `after`, oldest first (at most about
