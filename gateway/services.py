@@ -33,7 +33,7 @@ from gateway.core.webhooks import Webhooks
 from gateway.llm.registry import ModelRegistry
 from gateway.obs.metrics import GatewayMetrics
 from gateway.store.activity import ActivityLog
-from gateway.store.activity_hub import ActivityHub
+from gateway.store.activity_hub import CLUSTER_SWEEP, ActivityHub
 from gateway.store.client import StoreClient, cluster_client, ping
 from gateway.store.conversations import ConversationStore
 from gateway.store.embedded import EmbeddedRedis
@@ -114,7 +114,8 @@ async def open_services(
     hub = LogHub(log_reads(settings, redis_url, redis, keys, instance))
     webhook_client, webhooks = open_webhooks(settings, redis, keys, metrics)
     activity_log = ActivityLog(redis, keys, settings.activity_ttl)
-    activity = ActivityService(activity_log, ActivityHub(activity_log), webhooks)
+    sweep = CLUSTER_SWEEP if isinstance(redis, RedisCluster) else None
+    activity = ActivityService(activity_log, ActivityHub(activity_log, sweep), webhooks)
     # Its workers start at the first tool call, so nothing is left to stop if opening fails.
     tools = WorkerPool(settings.tool_workers, settings.tool_memory_mb)
     chat = ChatService(

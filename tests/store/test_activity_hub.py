@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from gateway.protocol.activity import ActivityEntry, conversation_updated
 from gateway.store.activity import ActivityLog
-from gateway.store.activity_hub import SWEEP, ActivityHub
+from gateway.store.activity_hub import ActivityHub
 from gateway.store.keys import Keys
 from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis, start_redis
@@ -78,7 +78,7 @@ async def parts(own_redis: RedisServer) -> AsyncIterator[Parts]:
 
 @pytest.fixture
 async def hub(parts: Parts) -> AsyncIterator[ActivityHub]:
-    hub = ActivityHub(parts.log, sweep=SWEEP)
+    hub = ActivityHub(parts.log)
     hub.start()
     assert await settle(parts.channel_joined), "the hub never joined the activity channel"
     yield hub
@@ -116,7 +116,7 @@ async def test_news_missed_while_the_channel_was_down_is_read_when_it_is_back(
     killed = await parts.client.client_kill_filter(_type="pubsub")
     assert killed == 1
     assert await settle(lambda: alice.conversations == ["before", "while-down"]), (
-        f"heard {alice.conversations}; the sweep is {SWEEP} s away"
+        f"heard {alice.conversations}; this reader has no sweep"
     )
 
 
@@ -223,7 +223,7 @@ async def test_a_frozen_store_loses_and_repeats_nothing_and_is_logged_once(
     then continued: the hub notices the silent channel, joins it again once Redis answers,
     and its listener gets each event once, in order; each loop logs the trouble once."""
     hub_client = Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=0.5)
-    hub = ActivityHub(ActivityLog(hub_client, parts.keys, ttl=60), sweep=SWEEP)
+    hub = ActivityHub(ActivityLog(hub_client, parts.keys, ttl=60), sweep=None)
     fran = Heard()
     with caplog.at_level(logging.WARNING, logger="gateway.store"):
         hub.start()

@@ -24,7 +24,7 @@ from gateway.config import ConfigError, Settings
 from gateway.events import Chunk, Done, Start, Usage
 from gateway.protocol.activity import ActivityEntry, conversation_updated
 from gateway.store.activity import ActivityLog
-from gateway.store.activity_hub import ActivityHub
+from gateway.store.activity_hub import CLUSTER_SWEEP, ActivityHub
 from gateway.store.client import StorePipeline, cluster_client
 from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
@@ -579,7 +579,7 @@ async def test_activity_of_users_on_every_node_reaches_one_hub(cluster: Cluster)
         sub = f"u{uuid.uuid4().hex[:8]}"
         found.setdefault(store.node_port(store.keys.user_activity(sub)), sub)
     heard: dict[str, list[str]] = {sub: [] for sub in found.values()}
-    hub = ActivityHub(activity)
+    hub = ActivityHub(activity, sweep=CLUSTER_SWEEP)
     hub.start()
     try:
         for sub, got in heard.items():
