@@ -18,7 +18,7 @@ from gateway.errors import BadRequest, ConversationFull, NotFound
 from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.conversation_scripts import DELETE, PRUNE, RENAME
 from gateway.store.keys import Keys
-from gateway.store.lua import Lua
+from gateway.store.lua import Arg, Lua
 from gateway.store.messages import (
     ACTIVE_LEAF,
     OpenedTurn,
@@ -71,7 +71,8 @@ class ConversationStore:
         self._max_stored = max_stored_messages
         self._max_siblings = max_siblings
         self._retention_ms = None if generation_retention is None else generation_retention * 1000
-        self._open_turn = Lua(redis, OPEN_TURN)
+        # By hash in its pipeline too: the index's commands there do not need it first.
+        self._open_turn = Lua(redis, OPEN_TURN, by_hash_in_pipelines=True)
         self._store_answer = Lua(redis, STORE_ANSWER)
         self._rename = Lua(redis, RENAME)
         self._page = Lua(redis, PAGE)
@@ -106,34 +107,33 @@ class ConversationStore:
         forget_before = "" if self._retention_ms is None else now - self._retention_ms
         index = self._keys.user_conversations(owner)
         message_id = (user_message.id if user_message else None) or new_message_id()
+        keys = self._keys.conversation_keys(owner, conversation_id)
+        args: list[Arg] = [
+            owner,
+            now,
+            self._ttl,
+            history_messages,
+            user_message.to_json() if user_message else "",
+            title_of(user_message.content) if user_message else "",
+            generation_id,
+            project_id or "",
+            forget_before,
+            self._max_messages,
+            self._history_bytes,
+            ACTIVE_LEAF if regenerate else parent_id,
+            regenerate or "",
+            message_id,
+            self._max_stored,
+            self._max_siblings,
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
-            await self._open_turn(
-                keys=self._keys.conversation_keys(owner, conversation_id),
-                args=[
-                    owner,
-                    now,
-                    self._ttl,
-                    history_messages,
-                    user_message.to_json() if user_message else "",
-                    title_of(user_message.content) if user_message else "",
-                    generation_id,
-                    project_id or "",
-                    forget_before,
-                    self._max_messages,
-                    self._history_bytes,
-                    ACTIVE_LEAF if regenerate else parent_id,
-                    regenerate or "",
-                    message_id,
-                    self._max_stored,
-                    self._max_siblings,
-                ],
-                client=pipe,
-            )
+            self._open_turn.queue(pipe, keys, args)
             # GT: a score never goes down (clocks of instances may disagree), so a conversation
             # never moves below a position a client has already paged past.
             pipe.zadd(index, {conversation_id: now}, gt=True)
             pipe.expire(index, self._ttl)
-            result, _, _ = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        result = await self._open_turn.settle(results, 0, keys, args)
         if result[0] != 1:
             # The index is another round trip away (another slot): take back the entry the
             # pipeline added, unless the conversation is there.

@@ -31,7 +31,7 @@ from gateway.config import Limits
 from gateway.limits import Admission, Refusal, Turn, day_of, seconds_to_utc_midnight
 from gateway.store.client import StoreClient, StorePipeline
 from gateway.store.keys import Keys
-from gateway.store.lua import Lua
+from gateway.store.lua import Arg, Lua
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.limits")
@@ -191,7 +191,8 @@ class LimitStore:
         self._keys = keys
         self._slot_ttl_ms = int(generation_slot_ttl * 1000)
         self._storage_ttl_ms = int(storage_ttl * 1000)
-        self._admit = Lua(redis, _ADMIT)
+        # By hash in its pipeline too: the generation's record there does not need it first.
+        self._admit = Lua(redis, _ADMIT, by_hash_in_pipelines=True)
         self._stored = Lua(redis, _STORED)
         self._uncount = Lua(redis, _UNCOUNT)
         self._forget = Lua(redis, _FORGET)
@@ -239,26 +240,24 @@ class LimitStore:
             self._tokens(sub, day),
             *self._storage_keys(sub),
         ]
+        args: list[Arg] = [
+            limits.requests_per_minute,
+            limits.concurrent_generations,
+            limits.tokens_per_day,
+            turn.generation_id,
+            turn.reserve_tokens,
+            self._slot_ttl_ms,
+            limits.storage_bytes,
+            turn.conversation_id,
+            turn.message_bytes,
+            self._storage_ttl_ms,
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
-            self._admit.queue(
-                pipe,
-                keys,
-                [
-                    limits.requests_per_minute,
-                    limits.concurrent_generations,
-                    limits.tokens_per_day,
-                    turn.generation_id,
-                    turn.reserve_tokens,
-                    self._slot_ttl_ms,
-                    limits.storage_bytes,
-                    turn.conversation_id,
-                    turn.message_bytes,
-                    self._storage_ttl_ms,
-                ],
-            )
+            self._admit.queue(pipe, keys, args)
             if also is not None:
                 also(pipe)
-            (limit, value), *_ = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        limit, value = await self._admit.settle(results, 0, keys, args)
         if not limit:
             return Admission(
                 sub,

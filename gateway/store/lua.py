@@ -12,8 +12,9 @@ Redis Cluster each node has its own cache). EVALSHA then fails with NOSCRIPT, wh
 script did not run, so running it again is safe: a direct call falls back to EVAL at once. A
 NOSCRIPT inside a pipeline leaves the pipeline's other commands run, so only a script whose
 caller reads each of its results and writes again what NOSCRIPT refused may go by hash in
-pipelines (`by_hash_in_pipelines`, see `LogWriter`); every other script is sent whole there,
-and cannot fail that way.
+pipelines (`by_hash_in_pipelines`: see `LogWriter`, and `settle` for a pipeline of one such
+script whose other commands do not need it to run first); every other script is sent whole
+there, and cannot fail that way.
 """
 
 from __future__ import annotations
@@ -57,6 +58,23 @@ class Lua:
             self.loaded = False
         elif any(not isinstance(result, Exception) for result in seen):
             self.loaded = True
+
+    async def settle(
+        self, results: Sequence[object], index: int, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any:
+        """This script's result at `index` of a pipeline's `results` (run with
+        `raise_on_error=False`, holding no other script by hash). Raises the first error among
+        them as the pipeline would have, but NOSCRIPT: then the script did not run, and runs
+        now, whole, after the pipeline's other commands (so they must not need it first)."""
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+                raise result
+        result = results[index]
+        if isinstance(result, NoScriptError):
+            self.loaded = False
+            return await self(keys, args)
+        self.loaded = True
+        return result
 
     async def __call__(
         self, keys: Sequence[str], args: Sequence[Arg] = (), client: StorePipeline | None = None

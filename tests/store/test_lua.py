@@ -9,12 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
+from gateway.config import Limits
 from gateway.events import Chunk, Done, Start, Usage
+from gateway.limits import Admission, Turn
 from gateway.store.client import StorePipeline
+from gateway.store.conversations import ConversationStore
 from gateway.store.keys import Keys
+from gateway.store.limits import LimitStore
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.store.lua import Lua
+from gateway.store.messages import StoredMessage
 from gateway.store.records import GenerationMeta, Trouble
 from tests.support.redis import RedisServer, running_redis
 
@@ -131,6 +136,47 @@ async def test_a_log_write_after_the_server_forgot_the_script_lands_once_in_orde
     assert await log.read_after(running, 0) == [start, *chunks]
     assert await log.read_after(ending, 0) == [start, *chunks[:2], done]
     assert troubles == [] and caplog.records == []
+
+
+async def test_a_turn_is_admitted_and_opened_by_hash_and_once_after_the_server_forgot_them(
+    redis: Redis,
+) -> None:
+    """The admission's and the opening's pipelines carry their scripts by hash; a NOSCRIPT
+    there runs the script again, whole, once, and the pipeline's other commands run once."""
+    keys = Keys(f"t{uuid.uuid4().hex[:12]}:")
+    limits = LimitStore(redis, keys, generation_slot_ttl=60, storage_ttl=600)
+    conversations = ConversationStore(redis, keys, 600, 100)
+    records = key()
+
+    async def ended(generation_id: str) -> bool:
+        return False
+
+    def record(pipe: StorePipeline) -> None:
+        pipe.incr(records)
+
+    async def turn(n: int) -> list[str]:
+        taken = await limits.admit(
+            "alice",
+            Limits(requests_per_minute=0, concurrent_generations=0),
+            Turn(f"gen_{n}", "c", 0, 10),
+            ended,
+            also=record,
+        )
+        assert isinstance(taken, Admission)
+        opened = await conversations.open_turn("alice", "c", StoredMessage("user", f"q{n}", n), 9)
+        return [m.content for m in opened.history]
+
+    assert await turn(1) == []  # whole: the server's cache was empty
+    await redis.config_resetstat()
+    assert await turn(2) == ["q1"]
+    assert await calls(redis) == {"eval": 0, "evalsha": 2, "noscript": 0}
+    await redis.script_flush()
+    await redis.config_resetstat()
+    assert await turn(3) == ["q1", "q2"]  # each question stored once
+    assert await calls(redis) == {"eval": 2, "evalsha": 2, "noscript": 2}
+    assert await redis.get(records) == "3"
+    assert await redis.hget(keys.user_storage("alice"), "c") == "30"  # each message once
+    assert await redis.zcard(keys.user_generations("alice")) == 3
 
 
 async def generations(redis: Redis, count: int) -> tuple[GenerationLog, list[str]]:
