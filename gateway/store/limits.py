@@ -47,8 +47,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function set_stored(sizes, total, id, bytes)
-  local old = tonumber(redis.call('HGET', sizes, id) or 0)
+-- `old`: the count already read, if it was (a number).
+local function set_stored(sizes, total, id, bytes, old)
+  old = old or tonumber(redis.call('HGET', sizes, id) or 0)
   redis.call('HSET', sizes, id, bytes)
   redis.call('INCRBY', total, bytes - old)
 end
@@ -113,7 +114,7 @@ if reserve > 0 then
   redis.call('EXPIRE', KEYS[3], 172800)
 end
 local counted = tonumber(redis.call('HGET', KEYS[4], ARGV[8]) or 0)
-set_stored(KEYS[4], KEYS[6], ARGV[8], counted + need)
+set_stored(KEYS[4], KEYS[6], ARGV[8], counted + need, counted)
 lapse_later(KEYS[4], KEYS[5], KEYS[6], ARGV[8], now, tonumber(ARGV[10]))
 return {'', reserve}
 """
@@ -126,8 +127,9 @@ return {'', reserve}
 _STORED = (
     _STORAGE
     + """
-if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-set_stored(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[4] ~= '1' and not old then return 0 end
+set_stored(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(old or 0))
 lapse_later(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_ms(), tonumber(ARGV[3]))
 return 1
 """
@@ -142,7 +144,7 @@ _UNCOUNT = (
 local counted = redis.call('HGET', KEYS[1], ARGV[1])
 if not counted then return 0 end
 local left = tonumber(counted) - tonumber(ARGV[2])
-if left > 0 then set_stored(KEYS[1], KEYS[3], ARGV[1], left)
+if left > 0 then set_stored(KEYS[1], KEYS[3], ARGV[1], left, tonumber(counted))
 else forget_stored(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) end
 return 1
 """

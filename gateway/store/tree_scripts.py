@@ -23,9 +23,15 @@ end
 local function parent_of(id)
   return redis.call('HGET', KEYS[5], 'p:' .. id) or ''
 end
-local function add_node(id, parent, raw)
+-- `known`: the parent's children as kids_of read them, if it did.
+local function add_node(id, parent, raw, known)
   redis.call('HSET', KEYS[4], id, raw)
-  local kids = redis.call('HGET', KEYS[5], 'c:' .. parent)
+  local kids
+  if known then
+    if #known > 0 then kids = table.concat(known, ' ') end
+  else
+    kids = redis.call('HGET', KEYS[5], 'c:' .. parent)
+  end
   if kids then kids = kids .. ' ' .. id else kids = id end
   redis.call('HSET', KEYS[5], 'p:' .. id, parent, 'c:' .. parent, kids)
   return #raw
@@ -77,9 +83,10 @@ local function migrate()
 end
 -- Drops the oldest messages while more than `keep` are stored, as long as the oldest is the
 -- one first message and starts no branches (every branch holds it), and is not `protect`.
--- Returns `bytes` less what was dropped.
+-- Returns `bytes` less what was dropped, and how many messages are left.
 local function trim_to(keep, bytes, protect)
-  while redis.call('HLEN', KEYS[4]) > keep do
+  local stored = redis.call('HLEN', KEYS[4])
+  while stored > keep do
     local roots = kids_of('')
     if #roots ~= 1 or roots[1] == protect then break end
     local root = roots[1]
@@ -87,6 +94,7 @@ local function trim_to(keep, bytes, protect)
     if #kids > 1 then break end
     bytes = bytes - #redis.call('HGET', KEYS[4], root)
     redis.call('HDEL', KEYS[4], root)
+    stored = stored - 1
     redis.call('HDEL', KEYS[5], 'p:' .. root, 'c:' .. root)
     if #kids == 1 then
       redis.call('HSET', KEYS[5], 'p:' .. kids[1], '', 'c:', kids[1])
@@ -97,11 +105,11 @@ local function trim_to(keep, bytes, protect)
       redis.call('HSET', KEYS[1], 'leaf', kids[1] or '')
     end
   end
-  return bytes
+  return bytes, stored
 end
 -- The path up from `id`: at most `limit` messages and `room` bytes of them, but one at least,
--- newest first, each as {id, raw}; and whether older ones are left.
-local function path_up(id, limit, room)
+-- newest first, each as {id, raw}; and, if `want_more`, whether older ones are left.
+local function path_up(id, limit, room, want_more)
   local taken = {}
   while id ~= '' and #taken < limit do
     local raw = redis.call('HGET', KEYS[4], id)
@@ -111,11 +119,15 @@ local function path_up(id, limit, room)
     taken[#taken + 1] = {id, raw}
     id = parent_of(id)
   end
-  local more = id ~= '' and redis.call('HEXISTS', KEYS[4], id) == 1
+  local more = want_more and id ~= '' and redis.call('HEXISTS', KEYS[4], id) == 1
   return taken, more
 end
 local function expire_all(ttl)
   for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+-- After migrate(), which leaves no list (KEYS[2]).
+local function expire_migrated(ttl)
+  for _, i in ipairs({1, 3, 4, 5}) do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 """
 
@@ -134,7 +146,9 @@ end
 OPEN_TURN = (
     TREE
     + """
-local owner = redis.call('HGET', KEYS[1], 'owner')
+-- Nothing below changes the title or updated_at of a conversation that has an owner.
+local record = redis.call('HMGET', KEYS[1], 'owner', 'title', 'updated_at')
+local owner, title, updated = record[1], record[2], record[3]
 if owner and owner ~= ARGV[1] then return {0} end
 local named = ARGV[13] ~= '' or (ARGV[12] ~= '~' and ARGV[12] ~= '')
 if not owner and named then return {0} end
@@ -153,7 +167,8 @@ elseif parent == '~' then
 elseif parent ~= '' and redis.call('HEXISTS', KEYS[4], parent) == 0 then
   return {2, parent}
 end
-local siblings = #kids_of(parent)
+local kids = kids_of(parent)
+local siblings = #kids
 if siblings >= tonumber(ARGV[16]) and (ARGV[13] ~= '' or ARGV[5] ~= '') then
   return {4, siblings}
 end
@@ -163,10 +178,11 @@ if ARGV[5] ~= '' then answered = ARGV[14] end
 if not owner then
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[6],
              'created_at', ARGV[2], 'updated_at', ARGV[2])
+  title, updated = ARGV[6], ARGV[2]
 end
-if ARGV[5] ~= '' then bytes = bytes + add_node(ARGV[14], parent, ARGV[5]) end
-bytes = trim_to(tonumber(ARGV[10]) - 1, bytes, answered)
-local stored = redis.call('HLEN', KEYS[4])
+if ARGV[5] ~= '' then bytes = bytes + add_node(ARGV[14], parent, ARGV[5], kids) end
+local stored
+bytes, stored = trim_to(tonumber(ARGV[10]) - 1, bytes, answered)
 if stored + 1 > tonumber(ARGV[15]) then
   if ARGV[5] ~= '' then
     -- Taken back: the new message has no children yet.
@@ -183,7 +199,6 @@ if stored + 1 > tonumber(ARGV[15]) then
   return {5, stored}
 end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'project_id', ARGV[8]) end
-local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if not updated or tonumber(ARGV[2]) > tonumber(updated) then updated = ARGV[2] end
 redis.call('HSET', KEYS[1], 'updated_at', updated, 'generation', ARGV[7], 'bytes', bytes,
            'leaf', answered)
@@ -198,8 +213,8 @@ if ARGV[7] ~= '' then
   end
   redis.call('HSET', KEYS[5], 'g:' .. ARGV[7], answered)
 end
-expire_all(ARGV[3])
-local found = {1, bytes, redis.call('HGET', KEYS[1], 'title') or '', tonumber(updated)}
+expire_migrated(ARGV[3])
+local found = {1, bytes, title or '', tonumber(updated)}
 for i = #history, 1, -1 do found[#found + 1] = history[i][2] end
 return found
 """
@@ -215,9 +230,12 @@ return found
 STORE_ANSWER = (
     TREE
     + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1
-   and not redis.call('ZSCORE', KEYS[3], ARGV[6]) then return 0 end
+-- Nothing below changes updated_at.
+local record = redis.call('HMGET', KEYS[1], 'owner', 'updated_at')
+local updated = record[2]
+if record[1] ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[6])
+   and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return 1 end
 local bytes = stored_bytes()
 migrate()
@@ -232,12 +250,11 @@ if parent == '-' then return 0 end
 if parent ~= '' and redis.call('HEXISTS', KEYS[4], parent) == 0 then parent = '' end
 bytes = bytes + add_node(ARGV[7], parent, ARGV[2])
 if leaf == parent then redis.call('HSET', KEYS[1], 'leaf', ARGV[7]) end
-redis.call('HSET', KEYS[1], 'bytes', trim_to(tonumber(ARGV[3]), bytes, ''))
-local updated = redis.call('HGET', KEYS[1], 'updated_at')
+redis.call('HSET', KEYS[1], 'bytes', (trim_to(tonumber(ARGV[3]), bytes, '')))
 if not updated or tonumber(ARGV[5]) > tonumber(updated) then
   redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 end
-expire_all(ARGV[4])
+expire_migrated(ARGV[4])
 return 1
 """
 )
@@ -257,7 +274,7 @@ if ARGV[2] ~= '' then
   if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 0 then return {2} end
   start = parent_of(ARGV[2])
 end
-local page, more = path_up(start, tonumber(ARGV[3]), tonumber(ARGV[4]))
+local page, more = path_up(start, tonumber(ARGV[3]), tonumber(ARGV[4]), true)
 local result = {1, redis.call('HGETALL', KEYS[1]), more and 1 or 0}
 for i = #page, 1, -1 do
   local id = page[i][1]
