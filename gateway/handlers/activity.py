@@ -66,7 +66,7 @@ async def activity_events(request: Request) -> Response:
 async def _stream(
     activity: ActivityService, sub: str, start: str, outbox: Outbox[ActivityEntry]
 ) -> AsyncIterator[str]:
-    sent = stream_id(start) or (0, 0)
+    sent = _order(start)
     yield ": activity\n\n"  # the response starts at once, before anything happens
     backlog = await activity.after(sub, start)
     while True:

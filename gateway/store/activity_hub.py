@@ -207,11 +207,11 @@ class ActivityHub:
                 continue
             followed.cursor = fresh[-1].id
             for listener, start in tuple(followed.listeners.items()):
-                if start is None:
-                    _hand(listener, fresh, followed.listeners)
+                given = fresh if start is None else [e for e in fresh if _after(e.id, start)]
+                _hand(listener, given, followed.listeners)
+                if start is None or listener not in followed.listeners:
                     continue
-                _hand(listener, [e for e in fresh if _after(e.id, start)], followed.listeners)
-                if listener in followed.listeners and not _after(start, followed.cursor):
+                if not _after(start, followed.cursor):
                     followed.listeners[listener] = None  # the reader has caught up with it
         return failed
 

@@ -70,11 +70,8 @@ class Lua:
             if isinstance(result, Exception) and not isinstance(result, NoScriptError):
                 raise result
         result = results[index]
-        if isinstance(result, NoScriptError):
-            self.loaded = False
-            return await self(keys, args)
-        self.loaded = True
-        return result
+        self.saw([result])
+        return await self(keys, args) if isinstance(result, NoScriptError) else result
 
     async def __call__(
         self, keys: Sequence[str], args: Sequence[Arg] = (), client: StorePipeline | None = None
