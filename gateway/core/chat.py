@@ -330,10 +330,10 @@ class ChatService:
             raise NotFound(f"Generation '{generation_id}' was not found.")
         return meta
 
-    def _history(self, request: CompletionRequest, stored: list[StoredMessage]) -> list[Message]:
+    def _history(self, request: CompletionRequest, stored: list[Message]) -> list[Message]:
         if request.conversation_history is not None:
             return list(request.conversation_history)
-        return [m.as_model_message() for m in stored]
+        return stored
 
     def _params(self, request: CompletionRequest, agent: AgentConfig, model: str) -> ModelParams:
         config = self._settings.models[model]

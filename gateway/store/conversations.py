@@ -27,6 +27,7 @@ from gateway.store.messages import (
     StoredMessage,
     Summary,
     answer_id,
+    model_message_of,
     new_message_id,
     stored_size,
     title_of,
@@ -140,7 +141,7 @@ class ConversationStore:
             if result[0] == 0:
                 await self._redis.zrem(index, conversation_id)
             raise self._refusal(conversation_id, result)
-        history = [StoredMessage.from_json(raw) for raw in result[4:]]
+        history = [model_message_of(raw) for raw in result[4:]]
         return OpenedTurn(history, int(result[1]), message_id, str(result[2]), int(result[3]))
 
     def _refusal(self, conversation_id: str, result: list[object]) -> Exception:

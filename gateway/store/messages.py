@@ -143,8 +143,13 @@ class StoredMessage:
             siblings=tuple(siblings.split()),
         )
 
-    def as_model_message(self) -> Message:
-        return Message(self.role, self.content)
+
+def model_message_of(raw: str) -> Message:
+    """A stored record (version 1) as the model is sent it: its role and content. A turn reads
+    up to HISTORY_TURNS pairs of them, and needs nothing else of a record (half the CPU of
+    `StoredMessage.from_json`)."""
+    obj = json.loads(raw)
+    return Message(obj["role"], obj["content"])
 
 
 def stored_size(raw: str) -> int:
@@ -154,7 +159,7 @@ def stored_size(raw: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class OpenedTurn:
-    history: list[StoredMessage]
+    history: list[Message]
     # What the conversation's messages take once the user's message is stored (and room was
     # made for the answer): with the answer's size, what it will hold when the turn ends.
     stored_bytes: int
