@@ -39,7 +39,7 @@ class ActivityService:
         self.webhooks = webhooks  # with WEBHOOK_URL
 
     def queue(self, pipe: Pipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
-        """Publish in a round trip the caller makes anyway (a turn's start and end)."""
+        """Publish in a round trip the caller makes anyway (a turn's end)."""
         self._store.queue_publish(pipe, sub, events)
 
     async def publish(

@@ -8,7 +8,6 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from functools import partial
 
 from gateway.agents.base import Agent, AgentInput
 from gateway.bounds import GenerationBounds
@@ -170,22 +169,22 @@ class ChatService:
         if request.regenerate is not None and history:
             # The question answered again is the path's last message.
             message, history = history[-1].content, history[:-1]
-        started = [
-            activity_events.generation_started(
-                conversation_id,
-                generation_id,
-                model.name,
-                agent.name,
-                message,
-                opened.message_id if request.message is not None else None,
-            ),
-            activity_events.conversation_updated(conversation_id, opened.title, opened.updated_at),
-        ]
-        # With the generation's first log write (its start event's), which is before its end's,
-        # instead of a round trip of its own.
-        self.generations.writer.carry(
-            partial(self.activity.queue, sub=principal.sub, events=started),
-            "the activity of a turn's start",
+        # Before the generation runs, so that its start is published before its end.
+        await self.activity.publish(
+            principal.sub,
+            [
+                activity_events.generation_started(
+                    conversation_id,
+                    generation_id,
+                    model.name,
+                    agent.name,
+                    message,
+                    opened.message_id if request.message is not None else None,
+                ),
+                activity_events.conversation_updated(
+                    conversation_id, opened.title, opened.updated_at
+                ),
+            ],
         )
         given = AgentInput(
             message=message or "",

@@ -13,9 +13,6 @@ hears about it through `on_trouble`: "degraded" when a write covering it failed 
 retried), "lost" when its log is given up for good (it outgrew its share, or its record
 vanished because Redis restarted empty). `on_written` tells it how far its log reaches, so
 that it may drop older events from memory.
-
-Other commands may ride on the next write (`carry`) instead of making a round trip of their
-own: they go ahead of the logs in it, once, and are dropped (logged) if that write fails.
 """
 
 from __future__ import annotations
@@ -24,10 +21,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from gateway.events import Event
-from gateway.store.client import StorePipeline
 from gateway.store.errors import UNREACHABLE
 from gateway.store.log_results import (
     NOT_LANDED,
@@ -71,7 +66,6 @@ class LogWriter:
         self._pending: dict[str, list[Event]] = {}
         self._endings: dict[str, Ending] = {}
         self._ends_in_flight: set[str] = set()  # ends of the write under way
-        self._riders: list[Rider] = []
         self._given_up: set[str] = set()
         self._buffered = 0  # events in _pending and _endings
         self._failing = False  # the last write failed; the next success clears it
@@ -115,13 +109,6 @@ class LogWriter:
         log.warning("generation %s: the log buffer is full; its log is given up", largest)
         self.give_up(largest)
         return largest == adding
-
-    def carry(self, commands: ExtraCommands, what: str) -> None:
-        """Send `commands` with the next write, ahead of the logs in it, so before any end
-        written then or later; once: if that write fails they are dropped and logged as `what`
-        lost. For commands that may be lost and need no answer (a turn's start activity)."""
-        self._riders.append(Rider(commands, what))
-        self._wakeup.set()
 
     def forget(self, generation_id: str) -> None:
         """Drop all state of a generation that ends without `finish` (another instance ended
@@ -178,18 +165,16 @@ class LogWriter:
         """Returns the ended generations whose records vanished: their end is lost."""
         batch, self._pending = self._pending, {}
         endings, self._endings = self._endings, {}
-        riders, self._riders = self._riders, []
-        if not batch and not endings and not riders:
+        if not batch and not endings:
             return set()
         self._ends_in_flight = set(endings)
         try:
-            return await self._flush_taken(batch, endings, riders)
+            return await self._flush_taken(batch, endings)
         finally:
             self._ends_in_flight = set()
-            _lost(riders, "the write failed")  # those the write did not send (it empties them)
 
     async def _flush_taken(
-        self, batch: dict[str, list[Event]], endings: dict[str, Ending], riders: list[Rider]
+        self, batch: dict[str, list[Event]], endings: dict[str, Ending]
     ) -> set[str]:
         """Write what `_flush_locked` took; on failure it is all kept for the next try."""
         for generation_id, ending in endings.items():  # last events travel with their end
@@ -202,7 +187,7 @@ class LogWriter:
             endings = {g: e for g, e in endings.items() if g not in tried or g in retried}
             for ending in endings.values():
                 ending.tried = True
-            refused = await self._write(batch, endings, riders)
+            refused = await self._write(batch, endings)
         except BaseException:  # a timeout cancels the write: keep it all too
             self._keep(batch, endings)
             raise
@@ -289,18 +274,15 @@ class LogWriter:
                     )
         return kept
 
-    async def _write(
-        self, batch: dict[str, list[Event]], endings: dict[str, Ending], riders: list[Rider]
-    ) -> list[str]:
+    async def _write(self, batch: dict[str, list[Event]], endings: dict[str, Ending]) -> list[str]:
         """One round trip for all of it; two when the server had forgotten the append script
-        (NOSCRIPT: those appends did not run, and go again at once, whole, without the
-        riders, which went with the first). Returns the
+        (NOSCRIPT: those appends did not run, and go again at once, whole). Returns the
         generations whose appends were refused because they no longer run. If part of it could
         not reach Redis (a Cluster node), what landed is removed from `batch` and `endings` and
         the error raised: the rest is kept and written again."""
         refused: list[str] = []
         while True:  # once more at most: after a NOSCRIPT the script goes whole (EVAL)
-            results, where = await self._send(batch, endings, riders)
+            results, where = await self._send(batch, endings)
             commands = (*where.appends.items(), *where.finishes.items())
             self._log.saw_appends(results[index] for _, index in commands)
             refused += [gid for gid, index in commands if was_refused(gid, results[index])]
@@ -323,33 +305,24 @@ class LogWriter:
         return refused
 
     async def _send(
-        self, batch: dict[str, list[Event]], endings: dict[str, Ending], riders: list[Rider]
+        self, batch: dict[str, list[Event]], endings: dict[str, Ending]
     ) -> tuple[list[object], Positions]:
-        """Send it all in one pipeline; the results and positions of the logs' commands, with
-        the riders' results apart (they are reported, and `riders` emptied)."""
         where = Positions()
         async with self._log.redis.pipeline(transaction=False) as pipe:
-            spans = [rider.queue(pipe) for rider in riders]
-            carried = len(pipe)  # the logs' positions count from here
             for generation_id, events in batch.items():
-                where.appends[generation_id] = len(pipe) - carried
+                where.appends[generation_id] = len(pipe)
                 self._log.queue_append(pipe, generation_id, events)
             for generation_id, ending in endings.items():
                 if not ending.finished:
-                    where.finishes[generation_id] = len(pipe) - carried
+                    where.finishes[generation_id] = len(pipe)
                     self._log.queue_finish(pipe, generation_id, ending.events, ending.status)
-                start = len(pipe) - carried
+                start = len(pipe)
                 if ending.extra is not None:
                     ending.extra(pipe)
-                where.extras[generation_id] = range(start, len(pipe) - carried)
+                where.extras[generation_id] = range(start, len(pipe))
             results = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
-        for rider, span in zip(riders, spans, strict=True):
-            failed = next((r for r in results[span] if isinstance(r, Exception)), None)
-            if failed is not None:
-                _lost([rider], type(failed).__name__)
-        riders.clear()
-        return results[carried:], where
+        return results, where
 
     async def _vanished(self, refused: list[str], ended: set[str]) -> set[str]:
         """Of the generations whose append was refused (no longer running), those whose record
@@ -369,22 +342,3 @@ class LogWriter:
             else:
                 self.give_up(generation_id)
         return gone
-
-
-@dataclass(slots=True)
-class Rider:
-    """Commands sent with the next write (`LogWriter.carry`)."""
-
-    commands: ExtraCommands
-    what: str  # what is lost if they are, for the log
-
-    def queue(self, pipe: StorePipeline) -> slice:
-        """Add the commands; where their results will be."""
-        start = len(pipe)
-        self.commands(pipe)
-        return slice(start, len(pipe))
-
-
-def _lost(riders: list[Rider], why: str) -> None:
-    for rider in riders:
-        log.warning("%s lost: %s", rider.what, why)
