@@ -35,6 +35,7 @@ from gateway.store.log_results import (
 )
 from gateway.store.logs import GenerationLog
 from gateway.store.records import Persisted, Status, Trouble
+from gateway.store.trouble import RETRY_FIRST, RETRY_MAX
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.store")
@@ -44,9 +45,6 @@ MAX_BUFFERED_EVENTS = 100_000
 # One generation's share: a long answer's events through an outage of a few minutes. (A write
 # in flight holds up to as many again, so it may briefly hold twice this.)
 MAX_BUFFERED_PER_GENERATION = 10_000
-# Retries while Redis fails: quick at first (a blip), then about once a second.
-RETRY_FIRST = 0.05
-RETRY_MAX = 1.0
 # How long a finish waits on a Redis known to be failing before the final event goes out.
 FAILING_WAIT = 0.5
 

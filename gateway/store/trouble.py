@@ -9,6 +9,7 @@ import logging
 
 log = logging.getLogger("gateway.store")
 
+# The store's loops (the readers here, and the log writer) retry this often while it fails.
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 
