@@ -14,7 +14,7 @@ such commands (see docs/deployment.md, "Key lookups").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -115,7 +115,8 @@ class Listener:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        close: Callable[[], Awaitable[None]] = self._pubsub.aclose  # untyped in older redis-py
+        await close()
 
     async def subscribe(self, *channels: str) -> None:
         await self._pubsub.subscribe(*channels)
