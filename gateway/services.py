@@ -43,6 +43,7 @@ from gateway.store.log_hub import LogHub, LogReads
 from gateway.store.log_reads import BLOCK_MS, BlockingReads, PolledReads
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
+from gateway.store.packing import connection_class
 from gateway.store.webhooks import WebhookQueue
 from gateway.tools.pool import WorkerPool
 
@@ -206,6 +207,7 @@ def open_client(settings: Settings, redis_url: str) -> StoreClient:
     # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
         redis_url,
+        connection_class=connection_class(redis_url),
         decode_responses=True,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout,
@@ -257,7 +259,11 @@ def _own_connection(settings: Settings, redis_url: str) -> Redis:
     options = redis_options(settings, redis_url)
     options["socket_timeout"] = settings.redis_socket_timeout + BLOCK_MS / 1000  # it blocks
     return Redis.from_url(
-        redis_url, decode_responses=True, single_connection_client=True, **options
+        redis_url,
+        connection_class=connection_class(redis_url),
+        decode_responses=True,
+        single_connection_client=True,
+        **options,
     )
 
 
