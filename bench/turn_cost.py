@@ -89,17 +89,23 @@ def recorded(py_spy: Path | None, pid: int, out: Path) -> Iterator[None]:
         yield
         return
     argv = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking"]
-    recorder = subprocess.Popen(
-        [*argv, "--rate", str(PROFILE_RATE), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)  # py-spy attaches before the turns start
-        yield
-    finally:
-        recorder.send_signal(signal.SIGINT)  # it writes its file on the way out
-        recorder.wait(timeout=30)
+    out.parent.mkdir(parents=True, exist_ok=True)  # bench/results is not in a fresh clone
+    with tempfile.TemporaryFile() as said:  # a file, not a pipe: nothing read it meanwhile
+        recorder = subprocess.Popen(
+            [*argv, "--rate", str(PROFILE_RATE), "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=said,
+        )
+        try:
+            time.sleep(0.5)  # py-spy attaches before the turns start
+            yield
+        finally:
+            recorder.send_signal(signal.SIGINT)  # it writes its file on the way out
+            recorder.wait(timeout=30)
+            if not out.exists():
+                said.seek(0)
+                error = said.read().decode(errors="replace")[-300:]
+                raise SystemExit(f"py-spy wrote no profile of {out.name}: {error}")
 
 
 async def timed(
