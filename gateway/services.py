@@ -94,7 +94,13 @@ async def open_services(
         lease_ttl=settings.lease_ttl,
         instance=instance,
     )
-    writer = LogWriter(generation_log, settings.log_flush_ms)
+    writer = LogWriter(
+        generation_log,
+        settings.log_flush_ms,
+        # On one server, a connection of its own: a write is timed as a whole, not per reply.
+        own=None if isinstance(redis, RedisCluster) else _own_connection(settings, redis_url, None),
+        deadline=settings.redis_socket_timeout,
+    )
     generations = GenerationRegistry(generation_log, writer, settings.lease_ttl, metrics)
     conversations = ConversationStore(
         redis,
@@ -224,7 +230,11 @@ def log_reads(
     cluster client (see `gateway/store/log_reads.py`)."""
     if isinstance(redis, RedisCluster):
         return PolledReads(redis, keys, settings.log_flush_ms / 1000)
-    return BlockingReads(_own_connection(settings, redis_url), redis, keys, keys.log_wake(instance))
+    # It blocks in XREAD for up to BLOCK_MS: its replies may take that much longer.
+    timeout = settings.redis_socket_timeout + BLOCK_MS / 1000
+    return BlockingReads(
+        _own_connection(settings, redis_url, timeout), redis, keys, keys.log_wake(instance)
+    )
 
 
 def open_webhooks(
@@ -254,10 +264,11 @@ def open_webhooks(
     return client, sender
 
 
-def _own_connection(settings: Settings, redis_url: str) -> Redis:
-    """A connection outside the pool for a reader that blocks (XREAD BLOCK)."""
+def _own_connection(settings: Settings, redis_url: str, socket_timeout: float | None) -> Redis:
+    """A connection outside the pool, for a reader that blocks (XREAD BLOCK) or the log
+    writer; `socket_timeout` for each reply (None: its user times its calls)."""
     options = redis_options(settings, redis_url)
-    options["socket_timeout"] = settings.redis_socket_timeout + BLOCK_MS / 1000  # it blocks
+    options["socket_timeout"] = socket_timeout
     return Redis.from_url(
         redis_url,
         connection_class=connection_class(redis_url),

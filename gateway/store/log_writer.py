@@ -22,6 +22,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from redis.asyncio import Redis
+
 from gateway.events import Event
 from gateway.store.errors import UNREACHABLE
 from gateway.store.log_results import (
@@ -56,8 +58,18 @@ class LogWriter:
         window_ms: float,
         max_buffered: int = MAX_BUFFERED_EVENTS,
         max_per_generation: int = MAX_BUFFERED_PER_GENERATION,
+        *,
+        own: Redis | None = None,
+        deadline: float | None = None,
     ) -> None:
+        """`own`: a connection of the writer's alone (one Redis server), whose replies have no
+        timeout each: a write then has `deadline` seconds as a whole. redis-py times every
+        reply of a pipeline with an asyncio timeout of its own, and a write holds one reply per
+        generation with news (about 1.7 µs of CPU per chunk at 100 streams). Without `own`,
+        writes go through the store's client and its per-reply timeout (a Redis Cluster)."""
         self._log = generation_log
+        self._own = own
+        self._deadline = deadline
         self._window = window_ms / 1000
         self._max_buffered = max_buffered
         self._max_per_generation = max_per_generation
@@ -224,6 +236,8 @@ class LogWriter:
             delay = min(delay * 2, RETRY_MAX)
         await stop_tasks(self._task)
         self._report_unwritten()
+        if self._own is not None:
+            await self._own.aclose()
 
     def _report_unwritten(self) -> None:
         for generation_id in self.unstored_ends():
@@ -306,7 +320,7 @@ class LogWriter:
         self, batch: dict[str, list[Event]], endings: dict[str, Ending]
     ) -> tuple[list[object], Positions]:
         where = Positions()
-        async with self._log.redis.pipeline(transaction=False) as pipe:
+        async with (self._own or self._log.redis).pipeline(transaction=False) as pipe:
             for generation_id, events in batch.items():
                 where.appends[generation_id] = len(pipe)
                 self._log.queue_append(pipe, generation_id, events)
@@ -318,7 +332,8 @@ class LogWriter:
                 if ending.extra is not None:
                     ending.extra(pipe)
                 where.extras[generation_id] = range(start, len(pipe))
-            results = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self._deadline):
+                results = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
         return results, where
 

@@ -4,8 +4,11 @@ so one that floods it loses its own log, never another's. Events are added witho
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -15,7 +18,9 @@ from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.store.records import GenerationMeta, Trouble
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
+
+DEADLINE = 1.0  # seconds a write on the writer's own connection may take
 
 
 @pytest.fixture
@@ -34,9 +39,13 @@ async def generations(log: GenerationLog, *names: str) -> None:
 
 
 def writer_with(
-    log: GenerationLog, troubles: list[tuple[str, Trouble]], **bounds: int
+    log: GenerationLog,
+    troubles: list[tuple[str, Trouble]],
+    *,
+    max_buffered: int,
+    max_per_generation: int,
 ) -> LogWriter:
-    writer = LogWriter(log, window_ms=1, **bounds)
+    writer = LogWriter(log, 1, max_buffered, max_per_generation)
     writer.on_trouble = lambda generation_id, trouble: troubles.append((generation_id, trouble))
     return writer
 
@@ -81,3 +90,40 @@ async def test_a_full_buffer_gives_up_the_largest_generation_not_the_newcomer(
     await writer.flush()
     assert await stored(log, newcomer) == [1, 2, 3]
     assert await stored(log, hog) == await stored(log, other) == []
+
+
+async def test_a_write_on_its_own_connection_is_timed_as_a_whole_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """With a connection of its own (no timeout per reply), a write to a frozen server
+    (SIGSTOP) fails after `deadline`, keeps its events, and writes them once the server goes
+    on: each event once, in order."""
+    with running_redis(tmp_path) as server:
+        client = Redis.from_url(server.url, decode_responses=True)
+        own = Redis.from_url(server.url, decode_responses=True, single_connection_client=True)
+        keys = Keys(f"b{uuid.uuid4().hex[:6]}:")
+        log = GenerationLog(client, keys, ended_ttl=60, max_events=1000, lease_ttl=5, instance="t")
+        troubles: list[tuple[str, Trouble]] = []
+        writer = LogWriter(log, 1, own=own, deadline=DEADLINE)
+        writer.on_trouble = lambda generation_id, trouble: troubles.append((generation_id, trouble))
+        try:
+            await generations(log, "g")
+            add(writer, "g", range(1, 4))
+            await writer.flush()
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                add(writer, "g", range(4, 7))
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(TimeoutError):
+                    await writer.flush()
+                assert loop.time() - started < DEADLINE + 2, "the write outlived its deadline"
+                assert troubles == [("g", "degraded")]
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            await writer.flush()
+            events = await log.read_after("g", 0, count=100)
+            assert [event.seq for event in events] == list(range(1, 7))
+        finally:
+            await writer.close()
+            await client.aclose()
