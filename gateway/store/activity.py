@@ -1,12 +1,13 @@
 """Each user's activity in Redis: a capped stream on the user's keys (`user:{sub}:activity`),
-and news of it on one pub/sub channel.
+and news of it on the user's pub/sub channel (`activity:<sub>`).
 
 An event is appended with XADD (its entry id is its `activity_id`), capped at
-`MAX_STORED_EVENTS` and trimmed to ACTIVITY_TTL by entry time, and the channel is told which
-user has news up to which id, all in one script; the key expires ACTIVITY_TTL after the user's
-last event. Reads are by entry id, so a client that gives the last id it saw gets what followed
-it, from any instance. Each process's reader (`activity_hub.py`) hears the channel and reads
-only the streams that it names.
+`MAX_STORED_EVENTS` and trimmed to ACTIVITY_TTL by entry time, and the user's channel is told
+the id it reaches, all in one script; the key expires ACTIVITY_TTL after the user's last event.
+Reads are by entry id, so a client that gives the last id it saw gets what followed it, from
+any instance. Each process's reader (`activity_hub.py`) hears, on one connection, the channels
+of the users who listen there, and reads the streams of those with news: an instance where a
+user does not listen hears nothing of that user's events.
 
 The user's running generations are read from the running set the limits keep
 (`user:{sub}:running`) and checked against each generation's record and log.
@@ -14,15 +15,23 @@ The user's running generations are read from the running set the limits keep
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from gateway.protocol.activity import MAX_RUNNING, ActivityEntry, ActivityEvent
 from gateway.store.activity_hub import READ_COUNT, Found, News
-from gateway.store.client import StoreClient, StorePipeline, hear
+from gateway.store.client import Listener, StoreClient, StorePipeline, open_pubsub
 from gateway.store.keys import Keys
 from gateway.store.lua import Arg, Lua
+
+# Channels named in one SUBSCRIBE or UNSUBSCRIBE: a reader joining again with every listening
+# user sends them in commands of this many.
+CHANNELS_PER_COMMAND = 1000
 
 # Each user's stream holds at most this many events (approximately: trimming is by whole
 # nodes), whatever ACTIVITY_TTL: a user's burst cannot grow it without bound.
@@ -62,6 +71,11 @@ class ActivityLog:
         self._keys = keys
         self._ttl_ms = ttl * 1000
         self._publish = Lua(redis, _PUBLISH)
+        self._heard: set[str] = set()  # the users whose channels the reader is to hear
+        self._changes: dict[str, bool] = {}  # not yet (un)subscribed: sub -> to be heard
+        self._changed = asyncio.Event()
+        # This reader's own channel, where it is told of changes to make (see `news`).
+        self._wake = keys.activity_wake(secrets.token_hex(8))
 
     def queue_publish(self, pipe: StorePipeline, sub: str, events: Sequence[ActivityEvent]) -> None:
         """Append `events` to the user's stream in `pipe`, trim it, and tell the channel."""
@@ -90,7 +104,7 @@ class ActivityLog:
         # The instance's clock, not Redis's: a skew only moves where trimming cuts.
         oldest = max(int(time.time() * 1000) - self._ttl_ms, 0)
         args: list[Arg] = [
-            self._keys.activity_channel(),
+            self._keys.user_activity_channel(sub),
             sub,
             MAX_STORED_EVENTS,
             f"{oldest}-0",
@@ -128,15 +142,62 @@ class ActivityLog:
             for sub, reply in zip(subs, replies, strict=True)
         }
 
+    def follow(self, sub: str) -> None:
+        """Hear the user's channel from now on (its confirmation comes as `(sub, None)`)."""
+        self._heard.add(sub)
+        self._change(sub, True)
+
+    def unfollow(self, sub: str) -> None:
+        self._heard.discard(sub)
+        self._change(sub, False)
+
+    def _change(self, sub: str, heard: bool) -> None:
+        self._changes[sub] = heard
+        self._changed.set()
+
     async def news(self) -> AsyncIterator[News]:
-        """What the channel says, as it says it, starting with None once it is joined. A
-        dropped channel ends the iteration with its error; the caller joins again."""
-        async for message in hear(self._redis, self._keys.activity_channel()):
-            if message is None:
-                yield None
-            else:
-                entry_id, _, sub = message.partition(" ")
-                yield sub, entry_id
+        """What the channels say, as they say it: None once the reader's connection has
+        joined (anything may have been missed before), `(sub, None)` once a user's channel is
+        heard (anything of that user's may have been missed before), `(sub, id)` for news. A
+        dropped connection ends the iteration with its error; the caller joins again.
+
+        Users' channels are (un)subscribed between two messages, by this task alone: redis-py
+        reconnects a pub/sub connection whose command fails, which another task reading it
+        at the same moment can leave half-open. So that a change need not wait for the next
+        message (or the idle ping, within LISTEN_CHECK), a change is announced on the
+        reader's own wake channel, through the pool (`announce_changes`)."""
+        everyone = self._keys.activity_channel()
+        users = self._keys.user_activity_channel("")
+        async with await open_pubsub(self._redis) as pubsub:
+            self._changes.clear()  # every user heard now is subscribed below
+            await pubsub.subscribe(everyone, self._wake)
+            await _subscribe(pubsub, list(self._heard), True, self._keys)
+            async for message in pubsub.listen():
+                if self._changes:
+                    changes, self._changes = self._changes, {}
+                    off = [sub for sub, heard in changes.items() if not heard]
+                    await _subscribe(pubsub, off, False, self._keys)
+                    on = [sub for sub, heard in changes.items() if heard]
+                    await _subscribe(pubsub, on, True, self._keys)
+                kind, channel = message["type"], str(message.get("channel"))
+                if kind == "subscribe" and channel == everyone:
+                    yield None
+                elif kind == "subscribe" and channel.startswith(users):
+                    yield channel.removeprefix(users), None
+                elif kind == "message" and channel != self._wake:
+                    entry_id, _, sub = str(message["data"]).partition(" ")
+                    yield sub, entry_id
+
+    async def announce_changes(self) -> None:
+        """Run by the reader: tell its connection that users' channels are to change. A
+        publish that fails is not retried: the connection's idle ping comes within
+        LISTEN_CHECK anyway."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._changes:
+                with contextlib.suppress(Exception):
+                    await self._redis.publish(self._wake, "")
 
     async def snapshot(self, sub: str) -> tuple[str, list[tuple[str, str, int]]]:
         """The id of the user's latest event kept (`0-0` when none is), and the user's
@@ -165,3 +226,9 @@ class ActivityLog:
                 last_seq = int(last[0][0].split("-")[0]) if last else 0
                 found.append((conversation_id, generation_id, last_seq))
         return found
+
+
+async def _subscribe(pubsub: Listener, subs: Iterable[str], heard: bool, keys: Keys) -> None:
+    channels = (keys.user_activity_channel(sub) for sub in subs)
+    while batch := list(itertools.islice(channels, CHANNELS_PER_COMMAND)):
+        await (pubsub.subscribe if heard else pubsub.unsubscribe)(*batch)

@@ -1,16 +1,18 @@
 """One reader per process for the activity of every user with a listener here.
 
-Every publish tells one pub/sub channel which user has news (`activity.py`). The hub hears
-the channel and reads, in one pipeline, only the streams of users with news and a listener
-here; so an event costs an instance one message and one short read of its user's stream,
-however many other users listen there. Each new entry is parsed once and the same
-`ActivityEntry` (which renders its frame once) is handed to each of the user's listeners. A
-listener never blocks the hub: it queues the entry into its own bounded outbox (a socket's,
-which closes the socket 4008 when it overflows as for any frame; an `/activity` stream's,
-which ends the stream so its client resumes from Last-Event-ID).
+Every publish tells the user's pub/sub channel the id it reaches (`activity.py`). The hub
+hears, on one connection, the channels of the users with a listener here, and reads, in one
+pipeline, the streams of those with news; so an event costs an instance where its user
+listens one message and one short read of the user's stream, however many other users listen
+there, and an instance where the user does not listen nothing. Each new entry is parsed once
+and the same `ActivityEntry` (which renders its frame once) is handed to each of the user's
+listeners. A listener never blocks the hub: it queues the entry into its own bounded outbox (a
+socket's, which closes the socket 4008 when it overflows as for any frame; an `/activity`
+stream's, which ends the stream so its client resumes from Last-Event-ID).
 
-A user is read from the last id a listener knew when it joined. Whenever the channel is
-(re)joined, every user is read again, since news may have been missed meanwhile; and every
+A user is read from the last id a listener knew when it joined, once the user's channel is
+heard (what was published before is in the stream). Whenever the connection is (re)joined,
+every user is read again, since news may have been missed meanwhile; and every
 `sweep` seconds on a Redis Cluster, in case a message was lost on the way (its bus does not
 promise delivery). While Redis fails, the hub retries the users whose reads failed, at growing
 intervals, and goes on reading the others' news at once (one node of a Redis Cluster may fail
@@ -44,9 +46,10 @@ Listener = Callable[[ActivityEntry], object]  # what it returns is ignored
 # What one read of many users found: each user's new entries, oldest first, or the error of
 # its stream (on a Redis Cluster one node may fail while the others answer).
 Found = Mapping[str, list[ActivityEntry] | Exception]
-# News from the channel: (sub, the id of the user's latest event), or None when the channel
-# was (re)joined, after which anything may have been missed.
-News = tuple[str, str] | None
+# News from the channels: (sub, the id of the user's latest event); (sub, None) when the
+# user's channel is heard from now on, or None when the connection was (re)joined: anything
+# (of that user's, of anyone's) may have been missed before.
+News = tuple[str, str | None] | None
 
 
 class ActivitySource(Protocol):
@@ -55,7 +58,17 @@ class ActivitySource(Protocol):
         ...
 
     def news(self) -> AsyncIterator[News]:
-        """Which users have news, as published; None when joined (anything may be missed)."""
+        """Which of the users followed have news, as published; None when joined."""
+        ...
+
+    def follow(self, sub: str) -> None:
+        """Hear the user's news from now on; `news` says `(sub, None)` once it does."""
+        ...
+
+    def unfollow(self, sub: str) -> None: ...
+
+    async def announce_changes(self) -> None:
+        """Run for good: makes `news` take up follows and unfollows at once."""
         ...
 
 
@@ -85,6 +98,7 @@ class ActivityHub:
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="activity-reads"),
             asyncio.create_task(self._news_loop(), name="activity-news"),
+            asyncio.create_task(self._source.announce_changes(), name="activity-channels"),
         ]
 
     async def close(self) -> None:
@@ -101,7 +115,7 @@ class ActivityHub:
         followed = self._followed.get(sub)
         if followed is None:
             followed = self._followed[sub] = _Followed(after)
-            self._mark(sub)
+            self._source.follow(sub)  # read once the channel is heard: see `_hear`
         followed.listeners[listener] = after if _after(after, followed.cursor) else None
 
     def leave(self, sub: str, listener: Listener) -> None:
@@ -111,6 +125,7 @@ class ActivityHub:
             if not followed.listeners:
                 del self._followed[sub]
                 self._failing.discard(sub)
+                self._source.unfollow(sub)
 
     def _mark(self, *subs: str) -> None:
         self._due.update(dict.fromkeys(subs))
@@ -123,7 +138,7 @@ class ActivityHub:
             return
         sub, entry_id = news
         followed = self._followed.get(sub)
-        if followed is not None and _after(entry_id, followed.cursor):
+        if followed is not None and (entry_id is None or _after(entry_id, followed.cursor)):
             self._mark(sub)
 
     async def _news_loop(self) -> None:

@@ -99,7 +99,8 @@ class Listener:
     answering: after `check` seconds without a message it pings the node, and a pong that
     takes longer than `deadline` means the node went silent (a frozen host, a partition),
     which a subscribed connection, reading with no timeout, would otherwise wait on for
-    good. Every message but pongs is handed on."""
+    good. Every message is handed on, pongs too: between two, a caller may use the
+    connection itself (at least every `check` seconds while the channel is quiet)."""
 
     def __init__(self, pubsub: PubSub, check: float, deadline: float) -> None:
         self._pubsub = pubsub
@@ -121,6 +122,9 @@ class Listener:
     async def subscribe(self, *channels: str) -> None:
         await self._pubsub.subscribe(*channels)
 
+    async def unsubscribe(self, *channels: str) -> None:
+        await self._pubsub.unsubscribe(*channels)
+
     async def listen(self) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         pinged: float | None = None
@@ -128,8 +132,7 @@ class Listener:
             message = await self._pubsub.get_message(timeout=self._check)
             if message is not None:
                 pinged = None  # the node answers
-                if message["type"] != "pong":
-                    yield message
+                yield message
             elif pinged is None:
                 await self._pubsub.ping()
                 pinged = loop.time()

@@ -83,9 +83,20 @@ class Keys:
         trimmed to ACTIVITY_TTL."""
         return f"{self.prefix}user:{{{tag(sub)}}}:activity"
 
+    def user_activity_channel(self, sub: str) -> str:
+        """Pub/sub channel naming, for each event of the user published, its id and the user
+        (`<id> <sub>`): heard by the processes where the user listens, and only those."""
+        return f"{self.prefix}activity:{sub}"
+
+    def activity_wake(self, reader: str) -> str:
+        """Pub/sub channel of one process's activity reader, told there that the users'
+        channels it hears are to change."""
+        return f"{self.prefix}activity-wake:{reader}"
+
     def activity_channel(self) -> str:
-        """Pub/sub channel naming, for each event published, its user and its id (`<id> <sub>`),
-        so that each process reads the streams of its users with news, and only those."""
+        """The pub/sub channel every process hears, whoever listens there: it keeps a reader's
+        connection subscribed while no user listens (and so checked), and it carries the news
+        of processes that published every user's events on it (before per-user channels)."""
         return f"{self.prefix}activity"
 
     def generation_watchers(self, generation_id: str) -> str:

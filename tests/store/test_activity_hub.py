@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -64,8 +64,15 @@ class Parts:
         return int(stats["keyspace_hits"]) + int(stats["keyspace_misses"])
 
     async def channel_joined(self) -> bool:
-        counts = await self.client.pubsub_numsub(self.keys.activity_channel())
-        return bool(counts and counts[0][1] >= 1)
+        return await self.subscribers(self.keys.activity_channel()) >= 1
+
+    async def subscribers(self, channel: str) -> int:
+        counts = await self.client.pubsub_numsub(channel)
+        return int(counts[0][1]) if counts else 0
+
+    async def heard_here(self, *subs: str) -> list[int]:
+        """How many readers hear each user's channel."""
+        return [await self.subscribers(self.keys.user_activity_channel(s)) for s in subs]
 
 
 @pytest.fixture
@@ -103,6 +110,32 @@ async def test_an_event_reads_only_its_users_stream_however_many_listen(
     # not counted); a read of every listening user's stream per event would be 300 lookups.
     lookups = await parts.lookups()
     assert lookups <= 2 * 20, f"{lookups} keys looked up for 20 events of one user"
+
+
+async def test_an_instance_hears_the_channels_of_its_listening_users_alone(
+    parts: Parts, hub: ActivityHub
+) -> None:
+    """A user's news reaches only the readers where the user listens: an instance where the
+    user has no listener hears none of it (once it did, every event of every user)."""
+    alice, again = Heard(), Heard()
+    hub.join("alice", alice, "0-0")
+    hub.join("alice", again, "0-0")
+    assert await settle(lambda: _equal(parts.heard_here("alice", "bob"), [1, 0]))
+    await parts.publish("bob", "not-here")
+    await parts.publish("alice", "here")
+    assert await settle(lambda: alice.conversations == ["here"] == again.conversations)
+    hub.leave("alice", alice)
+    await parts.publish("alice", "still")
+    assert await settle(lambda: again.conversations == ["here", "still"])
+    assert await parts.heard_here("alice") == [1], "left while another listener stays"
+    hub.leave("alice", again)
+    assert await settle(lambda: _equal(parts.heard_here("alice"), [0]))
+    hub.join("alice", alice, "0-0")  # back: what was published meanwhile comes first
+    assert await settle(lambda: alice.conversations == ["here", "here", "still"])
+
+
+async def _equal(counts: Awaitable[list[int]], expected: list[int]) -> bool:
+    return await counts == expected
 
 
 async def test_news_missed_while_the_channel_was_down_is_read_when_it_is_back(
