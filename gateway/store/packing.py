@@ -2,18 +2,22 @@
 
 redis-py packs through hiredis too, but first passes every argument through its encoder in
 Python (type checks, `str.encode`, `repr` of numbers): about 0.5 µs an argument, most of the
-cost of a generation log's append (18 arguments: 9.4 µs, against 1.4 µs for hiredis alone,
+cost of a generation log's append (18 arguments: 9.4 µs, against 2.5 µs here,
 `python -m bench.packing`). hiredis takes str, int, float and bytes itself and writes them
 exactly as that encoder does (UTF-8; numbers as `repr`), so a command made only of those goes
-to it directly. Anything else (a bool, which redis-py refuses; a memoryview; a first argument
-of two words such as "CONFIG GET", which redis-py splits) takes redis-py's own way, with its
-errors. The store's clients encode as UTF-8, strictly (redis-py's default, which we keep).
+to it directly. Anything else takes redis-py's own way, with its errors: a bool (refused), a
+subclass of any of them (an enum writes as redis-py writes it), a bytearray or memoryview, an
+int beyond 64 bits (hiredis cannot write one past Python's 4,300-digit `repr` limit, and
+crashes the process trying: redis-py raises ValueError), a first argument that is empty or
+holds whitespace (redis-py splits "CONFIG GET" in two), or a client whose encoding is not
+UTF-8, strictly (an `encoding` or `encoding_errors` in the Redis URL).
 
 A Redis Cluster client chooses its nodes' connection class itself: it keeps redis-py's packing.
 """
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, TypeVar, cast
 
 import hiredis
@@ -23,15 +27,36 @@ from redis.typing import EncodableT
 C = TypeVar("C", bound=AbstractConnection)
 
 
+INT64 = range(-(2**63), 2**63)
+
+
 class HiredisPacking(AbstractConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        encoder = self.encoder
+        self._by_hiredis = (
+            codecs.lookup(encoder.encoding).name == "utf-8" and encoder.encoding_errors == "strict"
+        )
+
     def pack_command(self, *args: EncodableT) -> list[bytes]:
-        first = args[0] if args else None
-        if isinstance(first, str) and " " not in first:
-            try:  # hiredis checks the types itself (its stub reads as a tuple of one)
-                return [hiredis.pack_command(cast(Any, args))]
-            except TypeError:  # a type hiredis does not take: redis-py says which
-                pass
+        if self._by_hiredis and _plain(args):
+            # Its stub reads the argument as a tuple of one item.
+            return [hiredis.pack_command(cast(Any, args))]
         return super().pack_command(*args)
+
+
+def _plain(args: tuple[object, ...]) -> bool:
+    """Whether hiredis writes `args` as redis-py would (see the module's docstring)."""
+    if not args or type(args[0]) is not str or args[0].split() != [args[0]]:
+        return False
+    for arg in args:
+        kind = type(arg)
+        if kind is int:
+            if arg not in INT64:
+                return False
+        elif kind is not str and kind is not bytes and kind is not float:
+            return False
+    return True
 
 
 _classes: dict[type[Any], type[Any]] = {}
