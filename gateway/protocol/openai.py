@@ -19,7 +19,12 @@ from gateway.protocol.requests import (
     parse_tool_choice,
     parse_tools,
 )
-from gateway.protocol.wire import CONVERSATION_ID_RE, MAX_HISTORY_MESSAGES, MAX_ID_CHARS
+from gateway.protocol.wire import (
+    CONVERSATION_ID_RE,
+    MAX_HISTORY_MESSAGES,
+    MAX_ID_CHARS,
+    MAX_TOKENS,
+)
 
 OWNED_BY = "chat-gateway"
 
@@ -372,6 +377,10 @@ def _max_tokens(body: Body) -> int | None:
             raise _invalid_type(name, "an integer")
         if value < 1:
             raise InvalidParameter(f"'{name}' must be at least 1.", name, "integer_below_min_value")
+        if value > MAX_TOKENS:
+            raise InvalidParameter(
+                f"'{name}' must be at most {MAX_TOKENS}.", name, "integer_above_max_value"
+            )
         limits.append(value)
     return min(limits) if limits else None
 

@@ -22,6 +22,7 @@ from gateway.protocol.wire import (
     MAX_SEQ,
     MAX_SOURCES,
     MAX_STOP_SEQUENCES,
+    MAX_TOKENS,
     MAX_TOOLS,
     STRICT,
     ConversationId,
@@ -158,7 +159,7 @@ class _Completion(TypedDict):
         Annotated[RequestId | None, Field(description="A configured agent (GET /agents).")]
     ]
     temperature: NotRequired[Annotated[float, Field(ge=0, le=2)] | None]
-    max_tokens: NotRequired[Annotated[int, Field(ge=1)] | None]
+    max_tokens: NotRequired[Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None]
     conversation_history: NotRequired[History | None]
     project_id: NotRequired[RequestId | None]
     sources: NotRequired[Sources | None]

@@ -39,6 +39,7 @@ from gateway.protocol.openai import (
 from gateway.protocol.output_format import json_schema_format, parse_response_format
 from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
 from gateway.protocol.responses_input import ID_SUFFIX, input_items, parse_input
+from gateway.protocol.wire import MAX_TOKENS
 
 RESPONSE_ID_RE = re.compile(rf"^resp_({ID_SUFFIX})$")
 # OpenAI's bounds on `metadata`.
@@ -313,6 +314,12 @@ def _max_output_tokens(value: Any) -> int | None:
             "'max_output_tokens' must be at least 16.",
             "max_output_tokens",
             "integer_below_min_value",
+        )
+    if value > MAX_TOKENS:
+        raise InvalidParameter(
+            f"'max_output_tokens' must be at most {MAX_TOKENS}.",
+            "max_output_tokens",
+            "integer_above_max_value",
         )
     return value
 

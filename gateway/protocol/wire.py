@@ -28,6 +28,9 @@ MAX_HISTORY_MESSAGES = 1000
 MAX_SOURCES = 50
 MAX_TOOLS = 128
 MAX_STOP_SEQUENCES = 4  # as OpenAI's
+# The most tokens a request may ask an answer to use: far above any model's, and keeps every
+# count the gateway derives from it (its reservation against the user's limits) within 64 bits.
+MAX_TOKENS = 2**31 - 1
 # The largest seq a client may name: the largest integer a JSON number holds exactly.
 MAX_SEQ = 2**53 - 1
 NON_BLANK = "\\S"  # at least one character that is not whitespace
@@ -132,7 +135,7 @@ MESSAGES: dict[str | tuple[str, str], str] = {
     "message_id": "'message_id' must be a message id such as 'msg_…'.",
     "stream": "'stream' must be true or false.",
     "temperature": "'temperature' must be a number from 0 to 2.",
-    "max_tokens": "'max_tokens' must be a positive integer.",
+    "max_tokens": f"'max_tokens' must be an integer from 1 to {MAX_TOKENS}.",
     "conversation_history": (
         f"'conversation_history' must be a list of at most {MAX_HISTORY_MESSAGES} messages."
     ),

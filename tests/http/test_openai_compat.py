@@ -159,6 +159,7 @@ def test_a_bound_conversation_keeps_its_stored_history() -> None:
         ({"temperature": 3}, "temperature", "invalid_value"),
         ({"temperature": "hot"}, "temperature", "invalid_type"),
         ({"max_tokens": 0}, "max_tokens", "integer_below_min_value"),
+        ({"max_tokens": 10**4299}, "max_tokens", "integer_above_max_value"),
         ({"max_completion_tokens": 1.5}, "max_completion_tokens", "invalid_type"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
         ({"tools": [{"type": "custom"}]}, "tools", "invalid_value"),

@@ -110,6 +110,11 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"completion","id":"r","message":"x","temperature":true}', "temperature"),
         ('{"type":"completion","id":"r","message":"x","max_tokens":0}', "max_tokens"),
         ('{"type":"completion","id":"r","message":"x","max_tokens":1.5}', "max_tokens"),
+        ('{"type":"completion","id":"r","message":"x","max_tokens":2147483648}', "2147483647"),
+        (
+            '{"type":"completion","id":"r","message":"x","max_tokens":' + "9" * 4300 + "}",
+            "max_tokens",
+        ),
         ('{"type":"completion","id":"r","message":"x","model":7}', "'model'"),
         ('{"type":"completion","id":"r","message":"x","conversation_history":{}}', "history"),
         (

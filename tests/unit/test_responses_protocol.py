@@ -123,6 +123,7 @@ def test_previous_response_id_uses_the_stored_conversation() -> None:
         ({"input": [{"role": "assistant", "content": "a"}]}, "input"),
         ({"input": []}, "input"),
         ({"max_output_tokens": 3}, "max_output_tokens"),
+        ({"max_output_tokens": 2**31}, "max_output_tokens"),
         ({"temperature": 3}, "temperature"),
         ({"conversation": "c"}, "conversation"),
         ({"bogus": 1}, "bogus"),
