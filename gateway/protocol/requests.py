@@ -9,6 +9,7 @@ checked, so a refusal names the same first problem whatever else is wrong.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -279,6 +280,12 @@ CONVERT: dict[str, Any] = {
 }
 
 
+# A \uD800 to \uDFFF escape. JSON lets one stand alone, which is half a character: a string
+# holding one cannot be written as UTF-8 (to Redis, to a client), so it is refused here.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(text: str | bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
@@ -288,7 +295,26 @@ def parse_json_object(text: str | bytes) -> dict[str, Any]:
         raise BadRequest("The JSON is nested too deeply.") from None
     if not isinstance(obj, dict):
         raise BadRequest("Expected a JSON object.")
+    if isinstance(text, bytes):
+        escaped = SURROGATE_ESCAPE_BYTES.search(text) is not None
+    else:
+        escaped = SURROGATE_ESCAPE.search(text) is not None
+    if escaped and not _whole_characters(obj):
+        raise BadRequest(
+            "The JSON holds a \\u escape of half a character (a surrogate from \\ud800 to "
+            "\\udfff without its pair), which is not text."
+        )
     return obj
+
+
+def _whole_characters(obj: object) -> bool:
+    """Whether every string in `obj` can be written as UTF-8 (json reads a pair of surrogate
+    escapes as the one character they make, so only one left alone fails)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def with_message(obj: dict[str, Any]) -> dict[str, Any]:

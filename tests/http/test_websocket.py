@@ -171,6 +171,16 @@ async def test_ping_pong(gateway: str, token: Mint) -> None:
         ('{"type":"completion","id":"u","message":"hi","model":"nope"}', "bad_request", "u", True),
         ('{"type":"completion","id":"g","message":"hi","agent":"nope"}', "bad_request", "g", True),
         ('{"type":"auth","token":"x"}', "unauthorized", None, False),
+        # Half a character, where the error would name it (its id) or the store would hold
+        # it: refused before either, so the error frame can be written.
+        ('{"type":"completion","id":"\\ud800","message":"hi"}', "bad_request", None, False),
+        ('{"type":"completion","id":"s","message":"a\\udc00"}', "bad_request", None, False),
+        (
+            '{"type":"completion","id":"s","message":"hi","model":"\\ud800"}',
+            "bad_request",
+            None,
+            False,
+        ),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_socket_stays_open(

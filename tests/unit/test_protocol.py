@@ -111,6 +111,9 @@ def test_valid_frames_parse(text: str, expected: object) -> None:
         ('{"type":"completion","id":"r","message":"x","max_tokens":0}', "max_tokens"),
         ('{"type":"completion","id":"r","message":"x","max_tokens":1.5}', "max_tokens"),
         ('{"type":"completion","id":"r","message":"x","max_tokens":2147483648}', "2147483647"),
+        ('{"type":"completion","id":"r","message":"a\\ud800b"}', "half a character"),
+        ('{"type":"completion","id":"\\udfff","message":"x"}', "half a character"),
+        ('{"type":"completion","id":"r","message":"x","model":"\\uDBFF"}', "half a character"),
         (
             '{"type":"completion","id":"r","message":"x","max_tokens":' + "9" * 4300 + "}",
             "max_tokens",
@@ -191,6 +194,15 @@ def test_refused_id(obj: dict[str, Any], expected: tuple[str | None, bool]) -> N
 def test_invalid_utf8_body_is_bad_request() -> None:
     with pytest.raises(BadRequest):
         parse_json_object(b"\xff\xfe")
+
+
+def test_a_pair_of_surrogate_escapes_is_the_character_it_makes() -> None:
+    """What `json.dumps` writes by default (ensure_ascii) for a character beyond the BMP."""
+    text = json.dumps({"type": "completion", "id": "r", "message": "hi 😀"})
+    assert "\\ud83d\\ude00" in text
+    frame = parse_client_frame(text)
+    assert isinstance(frame, CompletionRequest) and frame.message == "hi 😀"
+    assert parse_json_object(text.encode()) == {"type": "completion", "id": "r", "message": "hi 😀"}
 
 
 REF = GenerationRef("gen_1", "conv_1")
