@@ -32,6 +32,9 @@ from gateway.store.lua import Arg, Lua
 # Channels named in one SUBSCRIBE or UNSUBSCRIBE: a reader joining again with every listening
 # user sends them in commands of this many.
 CHANNELS_PER_COMMAND = 1000
+# The reader lets other tasks run after this many messages: a join of thousands of users
+# brings as many confirmations at once, read from one buffer without a pause.
+YIELD_EVERY = 500
 
 # Each user's stream holds at most this many events (approximately: trimming is by whole
 # nodes), whatever ACTIVITY_TTL: a user's burst cannot grow it without bound.
@@ -172,7 +175,11 @@ class ActivityLog:
             self._changes.clear()  # every user heard now is subscribed below
             await pubsub.subscribe(everyone, self._wake)
             await _subscribe(pubsub, list(self._heard), True, self._keys)
+            handled = 0
             async for message in pubsub.listen():
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # replies already read do not let other tasks run
                 if self._changes:
                     changes, self._changes = self._changes, {}
                     off = [sub for sub, heard in changes.items() if not heard]
@@ -183,7 +190,11 @@ class ActivityLog:
                 if kind == "subscribe" and channel == everyone:
                     yield None
                 elif kind == "subscribe" and channel.startswith(users):
-                    yield channel.removeprefix(users), None
+                    sub = channel.removeprefix(users)
+                    if sub in self._heard:
+                        yield sub, None
+                    else:  # redis-py, reconnecting, subscribed again a channel being left
+                        self._change(sub, False)
                 elif kind == "message" and channel != self._wake:
                     entry_id, _, sub = str(message["data"]).partition(" ")
                     yield sub, entry_id

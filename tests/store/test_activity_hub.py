@@ -15,7 +15,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from gateway.protocol.activity import ActivityEntry, conversation_updated
 from gateway.store.activity import ActivityLog
@@ -25,6 +28,12 @@ from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis, start_redis
 
 CROWD = 20_000  # users listening on one instance
+# As the gateway's clients retry a refused or reset connection (gateway/services.py).
+RETRIES = Retry(
+    ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+    retries=2,
+    supported_errors=(redis.exceptions.ConnectionError,),
+)
 
 
 @pytest.fixture
@@ -380,3 +389,86 @@ async def test_a_listener_gets_nothing_its_client_had_though_the_reader_is_behin
     assert await settle(lambda: first.conversations == ["e0", "e1", "e2", "e3"])
     assert await settle(lambda: later.conversations == ["e3"])
     assert later.conversations == ["e3"]
+
+
+class LossyProxy:
+    """A TCP proxy to Redis that can lose what clients send with a word in it, then reset
+    every connection: a network that drops a command and then the connection."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self.losing: bytes | None = None
+        self.lost = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
+        self._writers += [writer, upstream_writer]
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer, sent=True),
+            self._pipe(upstream_reader, writer, sent=False),
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if sent and self.losing is not None and self.losing in data:
+                    self.lost += 1
+                    continue
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    def reset(self) -> None:
+        self.losing = None
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.reset()
+        self._server.close()
+
+
+async def test_a_channel_left_while_the_connection_fails_is_not_heard_again(
+    own_redis: RedisServer,
+) -> None:
+    """The reader's UNSUBSCRIBE is lost and its connection reset: redis-py, reconnecting,
+    subscribes again every channel it still counts, the one being left too. The reader
+    unsubscribes it once more, so that no instance keeps hearing a user who left."""
+    proxy = LossyProxy(own_redis.port)
+    port = await proxy.start()
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True, retry=RETRIES)
+    admin = Redis.from_url(own_redis.url, decode_responses=True)
+    keys = Keys(f"l{uuid.uuid4().hex[:6]}:")
+    hub = ActivityHub(ActivityLog(client, keys, ttl=60))
+    hub.start()
+    heard = Parts(admin, ActivityLog(admin, keys, ttl=60), keys).heard_here
+    try:
+        alice, bob = Heard(), Heard()
+        hub.join("alice", alice, "0-0")
+        hub.join("bob", bob, "0-0")
+        assert await settle(lambda: _equal(heard("alice", "bob"), [1, 1]))
+        proxy.losing = b"UNSUBSCRIBE"
+        hub.leave("alice", alice)
+        assert await settle(lambda: proxy.lost > 0), "the reader sent no UNSUBSCRIBE"
+        proxy.reset()
+        assert await settle(lambda: _equal(heard("alice", "bob"), [0, 1])), (
+            "alice's channel is still heard"
+        )
+        await Parts(admin, ActivityLog(admin, keys, ttl=60), keys).publish("bob", "after")
+        assert await settle(lambda: bob.conversations == ["after"])
+    finally:
+        await hub.close()
+        await proxy.close()
+        await client.aclose()
+        await admin.aclose()
