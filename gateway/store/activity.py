@@ -181,11 +181,7 @@ class ActivityLog:
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # replies already read do not let other tasks run
                 if self._changes:
-                    changes, self._changes = self._changes, {}
-                    off = [sub for sub, heard in changes.items() if not heard]
-                    await _subscribe(pubsub, off, False, self._keys)
-                    on = [sub for sub, heard in changes.items() if heard]
-                    await _subscribe(pubsub, on, True, self._keys)
+                    await self._apply_changes(pubsub)
                 kind, channel = message["type"], str(message.get("channel"))
                 if kind == "subscribe" and channel == everyone:
                     yield None
@@ -198,6 +194,13 @@ class ActivityLog:
                 elif kind == "message" and channel != self._wake:
                     entry_id, _, sub = str(message["data"]).partition(" ")
                     yield sub, entry_id
+
+    async def _apply_changes(self, pubsub: Listener) -> None:
+        changes, self._changes = self._changes, {}
+        off = [sub for sub, heard in changes.items() if not heard]
+        await _subscribe(pubsub, off, False, self._keys)
+        on = [sub for sub, heard in changes.items() if heard]
+        await _subscribe(pubsub, on, True, self._keys)
 
     async def announce_changes(self) -> None:
         """Run by the reader: tell its connection that users' channels are to change. A
