@@ -404,6 +404,9 @@ class ChatService:
                     followed,
                 )
 
+        def store_answer(pipe: Pipeline) -> None:  # stores it once, however often it runs
+            self._conversations.queue_answer(pipe, owner, conversation_id, answer)
+
         return await self.generations.writer.finish(
-            generation.id, result.finish, result.status, store_answer_and_release
+            generation.id, result.finish, result.status, store_answer_and_release, store_answer
         )

@@ -122,7 +122,12 @@ class LogWriting(Protocol):
     def forget(self, generation_id: str) -> None: ...
     def give_up(self, generation_id: str) -> None: ...
     async def finish(
-        self, generation_id: str, final: Event, status: Status, extra: ExtraCommands | None = None
+        self,
+        generation_id: str,
+        final: Event,
+        status: Status,
+        extra: ExtraCommands | None = None,
+        again: ExtraCommands | None = None,
     ) -> Persisted: ...
     def unstored_ends(self) -> set[str]: ...
 

@@ -33,6 +33,9 @@ class Ending:
     events: list[Event]
     status: Status
     extra: ExtraCommands | None
+    # Those of the extra commands that may run twice (storing the answer): sent again when a
+    # write of the end failed without saying what landed, and its final event had.
+    again: ExtraCommands | None = None
     tried: bool = False  # a write of it failed, and may yet land (a timeout)
     # Its final event and status landed but its extra commands did not (on a Redis Cluster
     # they go to other nodes, one of which failed): only the extra commands are left to write.

@@ -137,17 +137,25 @@ class LogWriter:
         self.on_trouble(generation_id, "lost")
 
     async def finish(
-        self, generation_id: str, final: Event, status: Status, extra: ExtraCommands | None = None
+        self,
+        generation_id: str,
+        final: Event,
+        status: Status,
+        extra: ExtraCommands | None = None,
+        again: ExtraCommands | None = None,
     ) -> Persisted:
         """Write the generation's queued events, its final event, its status and `extra`
         commands (such as storing the answer) in one round trip, with whatever else is
         queued. Never raises for Redis failures: the end stays queued and is written once
         Redis answers again. While Redis is known to fail it is given only `FAILING_WAIT`,
-        so the final event reaches the client at once."""
+        so the final event reaches the client at once. `again`: those of `extra` that may
+        run twice, written again after a failed write whose final event landed (on a Redis
+        Cluster the rest may have gone to a node that failed; which, a failed write does
+        not say)."""
         if generation_id in self._given_up:
             self.forget(generation_id)
             return "lost"
-        self._endings[generation_id] = Ending([final], status, extra)
+        self._endings[generation_id] = Ending([final], status, extra, again)
         self._buffered += 1
         gone: set[str] = set()
         with contextlib.suppress(Exception):  # a failure keeps it queued; see below
@@ -269,21 +277,24 @@ class LogWriter:
                 self.on_trouble(generation_id, "degraded")
 
     async def _unwritten(self, endings: dict[str, Ending]) -> dict[str, Ending]:
-        """Those of `endings` whose generation still runs (their end has not landed)."""
+        """Those of `endings` whose generation still runs (their end has not landed), and,
+        of those whose end landed, what may be written again (`Ending.again`) alone."""
         if not endings:
             return endings
         ids = list(endings)
         statuses = await self._log.statuses(ids)
         kept = {}
         for generation_id, status in zip(ids, statuses, strict=True):
+            ending = endings[generation_id]
             if status == "running":
-                kept[generation_id] = endings[generation_id]
-            else:
-                self._buffered -= len(endings[generation_id].events)
-                if status is None:
-                    log.warning(
-                        "generation %s vanished from the store; its end is lost", generation_id
-                    )
+                kept[generation_id] = ending
+                continue
+            self._buffered -= len(ending.events)
+            if status is not None and ending.again is not None:
+                ending.events, ending.finished, ending.extra = [], True, ending.again
+                kept[generation_id] = ending
+            elif status is None:
+                log.warning("generation %s vanished from the store; its end is lost", generation_id)
         return kept
 
     async def _write(self, batch: dict[str, list[Event]], endings: dict[str, Ending]) -> list[str]:

@@ -24,6 +24,7 @@ from gateway.protocol.activity import ActivityEntry, conversation_updated
 from gateway.store.activity import ActivityLog
 from gateway.store.activity_hub import ActivityHub
 from gateway.store.keys import Keys
+from tests.support.lossy_proxy import LossyProxy
 from tests.support.polling import settle
 from tests.support.redis import RedisServer, running_redis, start_redis
 
@@ -389,54 +390,6 @@ async def test_a_listener_gets_nothing_its_client_had_though_the_reader_is_behin
     assert await settle(lambda: first.conversations == ["e0", "e1", "e2", "e3"])
     assert await settle(lambda: later.conversations == ["e3"])
     assert later.conversations == ["e3"]
-
-
-class LossyProxy:
-    """A TCP proxy to Redis that can lose what clients send with a word in it, then reset
-    every connection: a network that drops a command and then the connection."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self.losing: bytes | None = None
-        self.lost = 0
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
-        self._writers += [writer, upstream_writer]
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer, sent=True),
-            self._pipe(upstream_reader, writer, sent=False),
-        )
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent: bool
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                if sent and self.losing is not None and self.losing in data:
-                    self.lost += 1
-                    continue
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    def reset(self) -> None:
-        self.losing = None
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def close(self) -> None:
-        self.reset()
-        self._server.close()
 
 
 async def test_a_channel_left_while_the_connection_fails_is_not_heard_again(

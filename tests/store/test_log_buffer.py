@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.events import Chunk
+from gateway.events import Chunk, Done, Usage
+from gateway.store.client import StorePipeline
 from gateway.store.keys import Keys
 from gateway.store.log_writer import LogWriter
 from gateway.store.logs import GenerationLog
 from gateway.store.records import GenerationMeta, Trouble
+from tests.support.lossy_proxy import LossyProxy
 from tests.support.redis import RedisServer, running_redis
 
 DEADLINE = 1.0  # seconds a write on the writer's own connection may take
@@ -127,3 +129,46 @@ async def test_a_write_on_its_own_connection_is_timed_as_a_whole_and_loses_nothi
         finally:
             await writer.close()
             await client.aclose()
+
+
+async def test_an_end_cut_off_after_its_final_event_still_stores_its_answer(
+    redis_server: RedisServer,
+) -> None:
+    """A write that fails without saying what landed (its final event did, the commands
+    after it did not: on a Redis Cluster they go to another node, which failed): the answer
+    is stored when it is written again, and what may not run twice is not sent again."""
+    proxy = LossyProxy(redis_server.port)
+    port = await proxy.start()
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    own = Redis.from_url(
+        f"redis://127.0.0.1:{port}/0", decode_responses=True, single_connection_client=True
+    )
+    keys = Keys(f"b{uuid.uuid4().hex[:6]}:")
+    log = GenerationLog(client, keys, ended_ttl=60, max_events=1000, lease_ttl=5, instance="t")
+    writer = LogWriter(log, 1, own=own, deadline=DEADLINE)
+    answer, counted = f"{keys.prefix}answer", f"{keys.prefix}counted"
+
+    def extra(pipe: StorePipeline) -> None:
+        pipe.incrby(counted, 1)  # as a token count's correction: not to run twice
+        pipe.set(answer, "stored")
+
+    def again(pipe: StorePipeline) -> None:
+        pipe.set(answer, "stored")
+
+    try:
+        await generations(log, "g")
+        proxy.cut_at = b"*3\r\n$6\r\nINCRBY"  # the end's own commands go, the rest is lost
+        assert await writer.finish("g", Done(1, "stop", Usage()), "complete", extra, again) == (
+            "pending"
+        )
+        assert proxy.lost and (await log.statuses(["g"])) == ["complete"]
+        assert await client.get(answer) is None
+        proxy.reset()
+        await writer.flush()
+        assert await client.get(answer) == "stored"
+        assert await client.get(counted) is None
+        assert not writer.unstored_ends()
+    finally:
+        await writer.close()
+        await proxy.close()
+        await client.aclose()
