@@ -249,6 +249,12 @@ class LogWriter:
 
     def _report_unwritten(self) -> None:
         for generation_id in self.unstored_ends():
+            ending = self._endings.get(generation_id)
+            if ending is not None and ending.finished:  # only what follows the end is left
+                log.error(
+                    "generation %s: its answer could not be stored before exit", generation_id
+                )
+                continue
             log.error(
                 "generation %s: its end and answer could not be stored before exit; another "
                 "instance will end it as interrupted with what its log holds",
