@@ -373,16 +373,23 @@ def _max_tokens(body: Body) -> int | None:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid_type(name, "an integer")
-        if value < 1:
-            raise InvalidParameter(f"'{name}' must be at least 1.", name, "integer_below_min_value")
-        if value > MAX_TOKENS:
-            raise InvalidParameter(
-                f"'{name}' must be at most {MAX_TOKENS}.", name, "integer_above_max_value"
-            )
-        limits.append(value)
+        limits.append(_token_count(name, value, least=1))
     return min(limits) if limits else None
+
+
+def _token_count(name: str, value: object, least: int) -> int:
+    """A cap on an answer's tokens: an integer from `least` to MAX_TOKENS."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(name, "an integer")
+    if value < least:
+        raise InvalidParameter(
+            f"'{name}' must be at least {least}.", name, "integer_below_min_value"
+        )
+    if value > MAX_TOKENS:
+        raise InvalidParameter(
+            f"'{name}' must be at most {MAX_TOKENS}.", name, "integer_above_max_value"
+        )
+    return value
 
 
 def _optional_bool(obj: Body, name: str, param: str | None = None) -> bool:

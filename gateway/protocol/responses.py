@@ -33,13 +33,13 @@ from gateway.protocol.openai import (
     _optional_bool,
     _parsed,
     _temperature,
+    _token_count,
     refuse_parameters,
     required_model,
 )
 from gateway.protocol.output_format import json_schema_format, parse_response_format
 from gateway.protocol.requests import CompletionRequest, parse_tool_choice, parse_tools
 from gateway.protocol.responses_input import ID_SUFFIX, input_items, parse_input
-from gateway.protocol.wire import MAX_TOKENS
 
 RESPONSE_ID_RE = re.compile(rf"^resp_({ID_SUFFIX})$")
 # OpenAI's bounds on `metadata`.
@@ -307,21 +307,7 @@ def _previous(value: str) -> str:
 def _max_output_tokens(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid_type("max_output_tokens", "an integer")
-    if value < 16:  # OpenAI's minimum
-        raise InvalidParameter(
-            "'max_output_tokens' must be at least 16.",
-            "max_output_tokens",
-            "integer_below_min_value",
-        )
-    if value > MAX_TOKENS:
-        raise InvalidParameter(
-            f"'max_output_tokens' must be at most {MAX_TOKENS}.",
-            "max_output_tokens",
-            "integer_above_max_value",
-        )
-    return value
+    return _token_count("max_output_tokens", value, least=16)  # OpenAI's minimum
 
 
 def parse_text_format(text: Any) -> OutputFormat | None:
