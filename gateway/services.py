@@ -25,6 +25,7 @@ from gateway.agents.registry import build_agents
 from gateway.auth.tokens import TokenVerifier
 from gateway.config import Settings
 from gateway.config.rules import webhook_key
+from gateway.cookies import no_cookies
 from gateway.core.activity import ActivityService
 from gateway.core.chat import ChatService
 from gateway.core.conversations import ConversationService
@@ -240,16 +241,23 @@ def log_reads(
 def open_webhooks(
     settings: Settings, redis: StoreClient, keys: Keys, metrics: GatewayMetrics
 ) -> tuple[httpx2.AsyncClient | None, Webhooks | None]:
-    """With WEBHOOK_URL, the sender of webhooks and its HTTP client (no redirects followed, a
-    bounded time per attempt)."""
+    """With WEBHOOK_URL, the sender of webhooks and its HTTP client (no redirects followed, no
+    cookies kept, a bounded time per attempt)."""
     url, secret = settings.webhook_url, settings.webhook_secret
     if url is None or secret is None:
         return None, None
-    client = httpx2.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False)
+    timeout = settings.webhook_timeout
+    client = httpx2.AsyncClient(timeout=timeout, follow_redirects=False, cookies=no_cookies())
 
     async def post(body: str, headers: dict[str, str]) -> int:
-        response = await client.post(url, content=body.encode(), headers=headers)
-        return response.status_code
+        # The whole attempt within WEBHOOK_TIMEOUT (httpx times each read, which a receiver
+        # dripping bytes resets), and the answer's body never read: only its status counts,
+        # so an endless body costs nothing.
+        async with (
+            asyncio.timeout(timeout),
+            client.stream("POST", url, content=body.encode(), headers=headers) as response,
+        ):
+            return response.status_code
 
     queue = WebhookQueue(redis, keys, watch_ttl=settings.generation_timeout + settings.lease_ttl)
     sender = Webhooks(

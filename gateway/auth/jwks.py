@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
+from gateway.cookies import no_cookies
 from gateway.errors import Unauthorized
 
 log = logging.getLogger("gateway.auth.jwks")
@@ -137,7 +138,10 @@ class JwksKeys:
         self._timeout = timeout
         self._clock = clock
         self._client = httpx2.AsyncClient(
-            timeout=timeout, follow_redirects=False, headers={"Accept": "application/json"}
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+            cookies=no_cookies(),
         )
         self._keys = KeySet()
         self._fresh_until = -math.inf

@@ -34,6 +34,7 @@ import httpx2
 import openai
 from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
 
+from gateway.cookies import no_cookies
 from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
 
 # Below the 5 s many servers keep an idle connection (uvicorn, Node): reusing one the server is
@@ -163,5 +164,6 @@ def http_client(
         timeout=timeout,
         # No connection cap here (0): the per-model gates bound requests in flight.
         limits=httpx2.Limits(max_connections=0, keepalive_expiry=keepalive),
+        cookies=no_cookies(),  # httpx's jar has no bound
         event_hooks={"response": [bound_bodies(bounds.max_body_bytes)]},
     )

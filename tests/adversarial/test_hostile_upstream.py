@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from openai import AsyncOpenAI
 
 from gateway.config import ModelConfig
 from gateway.llm.bounds import UpstreamBounds
@@ -142,6 +143,14 @@ async def test_interim_responses_are_passed_by(
     assert frames[-1]["type"] == "done" and text_of(frames) == "ok"
 
 
+async def raw_answer(client: AsyncOpenAI, upstream_model: str) -> bytes:
+    """The upstream's whole response to a request for this model, through the SDK client."""
+    response = await client.post(
+        "/chat/completions", body={"model": upstream_model}, cast_to=httpx2.Response, stream=True
+    )
+    return await response.aread()
+
+
 async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> None:
     """A kept-alive connection is closed once idle past the keep-alive, so one that died
     silently while idle is never reused."""
@@ -149,18 +158,33 @@ async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> N
     client = make_client(config, 2.0, 5.0, UpstreamBounds(), keepalive=0.5)
     before = hostile.open_connections
     try:
-        response = await client.post(
-            "/chat/completions",
-            body={"model": f"ok-{uuid.uuid4().hex[:6]}"},
-            cast_to=httpx2.Response,
-            stream=True,
-        )
-        assert b"data: [DONE]" in await response.aread()
+        assert b"data: [DONE]" in await raw_answer(client, f"ok-{uuid.uuid4().hex[:6]}")
         assert hostile.open_connections == before + 1  # kept alive after the answer
         closed = await settle(lambda: hostile.open_connections == before, within=10)
         assert closed, "the idle connection was still open after 10 s"
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(("host", "most"), [("127.0.0.1", 0), ("localhost", 8190)])
+async def test_cookies_an_upstream_sets_are_not_kept_without_bound(
+    hostile: HostileUpstream, host: str, most: int
+) -> None:
+    """Each answer sets 40 KiB of new cookies. httpx's jar would keep them all for the
+    process's life and send every one back (40 KiB more on each request); none is kept there.
+    aiohttp's keeps what a named host sets within its own bounds (none from an address, a
+    `Cookie` header of at most 8,190 bytes)."""
+    config = ModelConfig("m", "openai", hostile.url.replace("127.0.0.1", host))
+    client = make_client(config, 2.0, 5.0, UpstreamBounds())
+    tag = uuid.uuid4().hex[:6]
+    try:
+        for _ in range(4):
+            assert b"data: [DONE]" in await raw_answer(client, f"cookies-{tag}")
+    finally:
+        await client.close()
+    sent = [n for model, n in hostile.cookie_bytes if tag in model]
+    assert len(sent) == 4 and sent[0] == 0, sent
+    assert max(sent) <= most, sent
 
 
 @pytest.mark.parametrize("behaviour", ["badcall", "namelesscall"])

@@ -17,7 +17,9 @@ The requested model name picks the behaviour (an unknown name answers a normal s
   errorevent   an `error` event whose message is 200 KiB, with newlines and an API key
   badcall      a tool call whose function name is a list
   namelesscall a tool call with arguments and no function name
-Every connection the server accepted is counted in `open_connections` while it is open.
+  cookies      a normal stream whose head sets 40 cookies of 1 KiB, named anew each time
+Every connection the server accepted is counted in `open_connections` while it is open, and
+each request's model and the bytes of its `Cookie` headers are in `cookie_bytes`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class HostileUpstream:
     url: str = ""
     open_connections: int = 0
     requests: list[str] = field(default_factory=list)
+    cookie_bytes: list[tuple[str, int]] = field(default_factory=list)
     _bombs: dict[bytes, bytes] = field(default_factory=dict)
 
     def bomb(self, unit: bytes) -> bytes:
@@ -85,10 +88,12 @@ class HostileUpstream:
         self.open_connections += 1
         try:
             while True:
-                model = await _read_request(reader)
-                if model is None:
+                request = await read_request(reader)
+                if request is None:
                     return
+                model, cookie_bytes = request
                 self.requests.append(model)
+                self.cookie_bytes.append((model, cookie_bytes))
                 if not await self._answer(model, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -122,7 +127,13 @@ class HostileUpstream:
         if behaviour == "interim":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
-        writer.write(STREAM_HEAD + b"\r\n")
+        head = STREAM_HEAD
+        if behaviour == "cookies":
+            tag = len(self.requests)
+            head += b"".join(
+                b"Set-Cookie: c%d_%d=%s\r\n" % (tag, n, b"v" * 1024) for n in range(40)
+            )
+        writer.write(head + b"\r\n")
         writer.write(_chunked(chunk({"role": "assistant", "content": ""})))
         if behaviour == "endless":
             empty = _chunked(chunk({}) * 64)
@@ -171,19 +182,22 @@ async def _tool_calls(writer: asyncio.StreamWriter, *, endless_calls: bool) -> N
             index += 1
 
 
-async def _read_request(reader: asyncio.StreamReader) -> str | None:
-    """The model a request asks for; None when the client closed the connection."""
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, int] | None:
+    """The model a request asks for and the bytes of its `Cookie` headers; None when the
+    client closed the connection."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
         return None
-    length = 0
+    length = cookie_bytes = 0
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+        if name.strip().lower() == b"cookie":
+            cookie_bytes += len(value.strip())
     body = json.loads(await reader.readexactly(length)) if length else {}
-    return str(body.get("model", ""))
+    return str(body.get("model", "")), cookie_bytes
 
 
 @contextlib.contextmanager

@@ -1,0 +1,57 @@
+"""A webhook receiver that answers as no honest one would, over raw sockets, on the test's
+own loop:
+  endless   a 200 whose chunked body never ends (64 KiB pieces as fast as they are read)
+  drip      a response head that never ends, a byte every 100 ms
+It counts the requests it read whole (`requests`) and the connections that were closed
+(`closed`), whoever closed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from tests.support.hostile_upstream import read_request
+
+PIECE = b"%x\r\n%b\r\n" % (65536, b"x" * 65536)
+
+
+class HostileReceiver:
+    def __init__(self, behaviour: str) -> None:
+        self._behaviour = behaviour
+        self.requests = 0
+        self.closed = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hook"
+
+    async def stop(self) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            try:
+                if await read_request(reader) is None:
+                    return
+                self.requests += 1
+                if self._behaviour == "endless":
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    while True:
+                        writer.write(PIECE)
+                        await writer.drain()
+                writer.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                while True:
+                    writer.write(b"d")
+                    await writer.drain()
+                    if reader.at_eof():
+                        return
+                    await asyncio.sleep(0.1)
+            finally:
+                self.closed += 1
+                writer.close()
