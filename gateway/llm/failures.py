@@ -140,6 +140,11 @@ def status_error(name: str, fault: Fault) -> RequestError:
         return ContextTooLong(
             f"The conversation is too long for model '{name}'; start a new one or shorten it."
         )
+    if 300 <= status < 400:
+        return _NotRetryable(
+            f"Model '{name}' answered with a redirect (HTTP {status}), which the gateway does "
+            "not follow; its base_url may be wrong."
+        )
     if 400 <= status < 500 and not is_retryable_status(status):
         return _NotRetryable(f"Model '{name}' rejected the request (HTTP {status}).")
     return UpstreamUnavailable(f"Model '{name}' is unavailable (HTTP {status}).", retry_after=wait)

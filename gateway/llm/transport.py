@@ -165,5 +165,8 @@ def http_client(
         # No connection cap here (0): the per-model gates bound requests in flight.
         limits=httpx2.Limits(max_connections=0, keepalive_expiry=keepalive),
         cookies=no_cookies(),  # httpx's jar has no bound
+        # A model API has no reason to redirect; following would send each user's messages
+        # wherever an upstream points (up to 20 times a request, and to hosts inside the network).
+        follow_redirects=False,
         event_hooks={"response": [bound_bodies(bounds.max_body_bytes)]},
     )

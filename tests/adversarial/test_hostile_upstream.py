@@ -187,6 +187,18 @@ async def test_cookies_an_upstream_sets_are_not_kept_without_bound(
     assert max(sent) <= most, sent
 
 
+async def test_a_redirect_is_not_followed(
+    start_probe: StartProbe, token: Mint, hostile: HostileUpstream
+) -> None:
+    """A 307 back to itself: followed, each user's request would be sent 21 times (httpx's
+    limit), and wherever an upstream pointed."""
+    upstream_model, model = probe(hostile, "redirect")
+    with start_probe(upstream_model, model=model) as url:
+        frames = await complete(url, token("alice"))
+    upstream_error(frames[-1], "answered with a redirect (HTTP 307)")
+    assert hostile.requests.count(upstream_model) == 1
+
+
 @pytest.mark.parametrize("behaviour", ["badcall", "namelesscall"])
 async def test_a_tool_call_of_the_wrong_shape_is_an_upstream_error(
     start_probe: StartProbe, token: Mint, hostile: HostileUpstream, behaviour: str

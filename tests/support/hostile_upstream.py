@@ -18,6 +18,7 @@ The requested model name picks the behaviour (an unknown name answers a normal s
   badcall      a tool call whose function name is a list
   namelesscall a tool call with arguments and no function name
   cookies      a normal stream whose head sets 40 cookies of 1 KiB, named anew each time
+  redirect     a 307 back to the same address (followed, it would never end)
 Every connection the server accepted is counted in `open_connections` while it is open, and
 each request's model and the bytes of its `Cookie` headers are in `cookie_bytes`.
 """
@@ -124,6 +125,13 @@ class HostileUpstream:
             writer.write(b"HTTP/1.1 200 OK\r\nX-Long: " + b"z" * (1024 * 1024) + b"\r\n\r\n")
             await writer.drain()
             return False
+        if behaviour == "redirect":
+            location = b"Location: /v1/chat/completions\r\n"
+            writer.write(
+                b"HTTP/1.1 307 Temporary Redirect\r\n" + location + b"Content-Length: 0\r\n\r\n"
+            )
+            await writer.drain()
+            return True
         if behaviour == "interim":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
