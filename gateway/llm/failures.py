@@ -64,6 +64,8 @@ class _NotRetryable(UpstreamError):
     retryable = False
 
 
+# A redirect names where to go (Location); 300 and 304 are other answers, 305 and 306 unused.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTEXT_HINTS = ("context_length_exceeded", "context length", "maximum context", "too many tokens")
 
 
@@ -140,11 +142,13 @@ def status_error(name: str, fault: Fault) -> RequestError:
         return ContextTooLong(
             f"The conversation is too long for model '{name}'; start a new one or shorten it."
         )
-    if 300 <= status < 400:
+    if status in REDIRECTS and "location" in fault.headers:
         return _NotRetryable(
             f"Model '{name}' answered with a redirect (HTTP {status}), which the gateway does "
             "not follow; its base_url may be wrong."
         )
+    if 300 <= status < 400:
+        return _NotRetryable(f"Model '{name}' gave an unexpected answer (HTTP {status}).")
     if 400 <= status < 500 and not is_retryable_status(status):
         return _NotRetryable(f"Model '{name}' rejected the request (HTTP {status}).")
     return UpstreamUnavailable(f"Model '{name}' is unavailable (HTTP {status}).", retry_after=wait)

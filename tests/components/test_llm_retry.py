@@ -138,6 +138,26 @@ def test_what_another_attempt_cannot_fix_is_not_retried(exc: Exception, kind: ty
 
 
 @pytest.mark.parametrize(
+    ("status", "headers", "redirect"),
+    [
+        (307, {"Location": "http://10.0.0.1/steal"}, True),
+        (301, {"Location": "/v2/chat/completions"}, True),
+        (308, None, False),  # no Location: nowhere to go, so not told as a redirect
+        (304, {"Location": "/x"}, False),
+        (300, None, False),
+    ],
+)
+def test_a_redirect_is_told_as_one_and_not_retried(
+    status: int, headers: dict[str, str] | None, redirect: bool
+) -> None:
+    failure = classify("m", status_error(status, headers), streamed=False)
+    assert not failure.retry and not failure.error.retryable
+    told = f"answered with a redirect (HTTP {status})" in failure.error.message
+    assert told is redirect, failure.error.message
+    assert "10.0.0.1" not in failure.error.message
+
+
+@pytest.mark.parametrize(
     ("exc", "words"),
     [
         (TimeoutError(), "did not start answering in time"),
