@@ -19,8 +19,10 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
 
+import requests
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -29,6 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from requests.cookies import RequestsCookieJar
 
 from gateway.events import Finish, TextDelta, ToolCall
 from gateway.obs.tracing import ASGIApp, CallInfo, GenerationTrace, ModelCall, Work
@@ -39,7 +42,33 @@ T = TypeVar("T")
 # The model an OpenAI-style response names; looked for in its first few kilobytes only.
 RESPONSE_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 MODEL_SEARCH_BYTES = 8192
+# What the exporter reads of a collector's answer (an OTLP answer is a few bytes of protobuf).
+MAX_COLLECTOR_ANSWER_BYTES = 64 * 1024
 _W3C = TraceContextTextMapPropagator()
+
+
+class CollectorSession(requests.Session):
+    """What the exporter posts through: it keeps no cookie (a requests jar has no bound) and
+    reads at most MAX_COLLECTOR_ANSWER_BYTES of an answer, as sent: requests would read a
+    whole body, inflated, into memory, and a collector's answer only needs its status."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies = RequestsCookieJar(DefaultCookiePolicy(allowed_domains=[]))
+
+    def request(
+        self, method: str, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        kwargs["stream"] = True
+        response = super().request(method, url, *args, **kwargs)
+        body = response.raw.read(MAX_COLLECTOR_ANSWER_BYTES + 1, decode_content=False)
+        if len(body) > MAX_COLLECTOR_ANSWER_BYTES:
+            response.raw.close()  # the rest is never read: the connection is not reused
+        # Where requests keeps a body it read itself, so the exporter's reads find this one.
+        response._content = body[:MAX_COLLECTOR_ANSWER_BYTES]
+        response._content_consumed = True
+        response.close()  # a connection whose answer was read whole goes back to the pool
+        return response
 
 
 def error_type(exc: BaseException) -> str:
@@ -129,7 +158,9 @@ class OtelTracing:
         )
         resource = Resource.create({} if named else {"service.name": "chat-gateway"})
         self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self._provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(session=CollectorSession()))
+        )
         self._tracer = self._provider.get_tracer("gateway")
         log.info("tracing on: spans exported over OTLP/HTTP")
 

@@ -1,9 +1,10 @@
-"""A webhook receiver that answers as no honest one would, over raw sockets, on the test's
-own loop:
-  endless   a 200 whose chunked body never ends (64 KiB pieces as fast as they are read)
+"""A server the gateway posts to (a webhook receiver, a trace collector) that answers as no
+honest one would, over raw sockets, on the test's own loop:
+  endless   a 200 that sets 40 cookies of 1 KiB, and whose chunked body never ends (64 KiB
+            pieces as fast as they are read)
   drip      a response head that never ends, a byte every 100 ms
-It counts the requests it read whole (`requests`) and the connections that were closed
-(`closed`), whoever closed them.
+It counts the requests it read whole (`requests`), the bytes of each one's `Cookie` headers
+(`cookie_bytes`) and the connections that were closed (`closed`), whoever closed them.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import contextlib
 from tests.support.hostile_upstream import read_request
 
 PIECE = b"%x\r\n%b\r\n" % (65536, b"x" * 65536)
+COOKIES = b"".join(b"Set-Cookie: c%d=%s\r\n" % (n, b"v" * 1024) for n in range(40))
 
 
 class HostileReceiver:
     def __init__(self, behaviour: str) -> None:
         self._behaviour = behaviour
         self.requests = 0
+        self.cookie_bytes: list[int] = []
         self.closed = 0
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -37,11 +40,14 @@ class HostileReceiver:
         self._writers.append(writer)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             try:
-                if await read_request(reader) is None:
+                request = await read_request(reader)
+                if request is None:
                     return
                 self.requests += 1
+                self.cookie_bytes.append(request[1])
                 if self._behaviour == "endless":
-                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + COOKIES
+                    writer.write(head + b"\r\n")
                     while True:
                         writer.write(PIECE)
                         await writer.drain()

@@ -204,8 +204,17 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, int] | None:
             length = int(value)
         if name.strip().lower() == b"cookie":
             cookie_bytes += len(value.strip())
-    body = json.loads(await reader.readexactly(length)) if length else {}
-    return str(body.get("model", "")), cookie_bytes
+    body = await reader.readexactly(length)
+    return str(_json_or_none(body).get("model", "")), cookie_bytes
+
+
+def _json_or_none(body: bytes) -> dict[str, Any]:
+    """A JSON object's fields; none for any other body (a trace collector's protobuf)."""
+    with contextlib.suppress(ValueError):
+        found = json.loads(body)
+        if isinstance(found, dict):
+            return found
+    return {}
 
 
 @contextlib.contextmanager
