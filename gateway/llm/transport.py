@@ -3,8 +3,10 @@
 A dialect's SDK builds, authenticates and sends each request through it (`http_client`);
 aiohttp, the openai SDK's supported async backend (`openai[aiohttp]`), moves the bytes. It
 parses the response head with its own bounds (at most 128 header lines of 8 KiB each) and
-passes 1xx interim responses by; idle kept-alive connections are closed after
-KEEPALIVE_SECONDS, so a connection that died silently while idle is not reused.
+passes 1xx interim responses by (at most MAX_INTERIM_RESPONSES, counted by `BoundedResponse`);
+idle kept-alive connections are closed after KEEPALIVE_SECONDS, so a connection that died
+silently while idle is not reused. No cookie is kept, by httpx's jar or aiohttp's, and no
+redirect followed.
 
 A response hook wraps every body the gateway or the SDK reads (a streamed answer, a whole one,
 an error body the SDK reads for its message) in `BoundedBody`: it inflates gzip and deflate,
@@ -27,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
+from functools import partial
+from typing import Any, cast
 
 import aiohttp
 import httpx2
 import openai
-from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
+from aiohttp.http_exceptions import BadHttpMessage
+from openai._vendor.httpx_aiohttp.transport import AiohttpTransport, map_aiohttp_exceptions
 
 from gateway.cookies import no_cookies
 from gateway.llm.bounds import Overrun, StreamFormatError, UpstreamBounds, size
@@ -43,6 +47,9 @@ KEEPALIVE_SECONDS = 4.0
 ACCEPT_ENCODING = "gzip, deflate"
 # The most inflated bytes handed on at once; between two of them other tasks get to run.
 INFLATE_PIECE = 64 * 1024
+# Interim (1xx) responses passed by before an answer's own head. aiohttp passes any number
+# without yielding, so a flood of them kept the loop busy until the attempt's timeout.
+MAX_INTERIM_RESPONSES = 16
 
 
 class BoundedBody(httpx2.AsyncByteStream):
@@ -150,6 +157,65 @@ def bound_bodies(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
     return hook
 
 
+class _InterimCounted:
+    """A connection's protocol as a response reads its head from it, the interim responses
+    counted: past MAX_INTERIM_RESPONSES, a head aiohttp cannot read (as one past its bounds)."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._interim = 0
+
+    async def read(self) -> Any:
+        message, payload = await self._protocol.read()
+        if 100 <= message.code < 200 and message.code != 101:
+            self._interim += 1
+            if self._interim > MAX_INTERIM_RESPONSES:
+                raise BadHttpMessage(f"more than {MAX_INTERIM_RESPONSES} interim responses")
+        return message, payload
+
+
+class BoundedResponse(aiohttp.ClientResponse):
+    """aiohttp's response, which reads its head from the protocol it keeps as `_protocol`:
+    that protocol is kept counted (a test checks the bound holds, should aiohttp change)."""
+
+    @property  # type: ignore[override]
+    def _protocol(self) -> _InterimCounted:
+        return self._counted
+
+    @_protocol.setter
+    def _protocol(self, protocol: Any) -> None:
+        self._counted = _InterimCounted(protocol)
+
+
+def _session(transport: AiohttpTransport) -> aiohttp.ClientSession:
+    """The session the SDK's backend would make for `transport` (its connector's settings),
+    keeping no cookie and counting interim responses."""
+    connector = aiohttp.TCPConnector(
+        keepalive_timeout=transport.limits.keepalive_expiry, ssl=transport.ssl_context, limit=0
+    )
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), response_class=BoundedResponse
+    )
+
+
+def _on_bounded_sessions(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+    if isinstance(transport, AiohttpTransport) and transport.client is None:
+        transport.client = partial(_session, transport)  # made at its first request
+    return transport
+
+
+class _AioHttpClient(openai.DefaultAioHttpClient):
+    """The SDK's client over aiohttp, each of its transports (a proxy's from the environment
+    too) on a session of `_session`'s. The backend takes a session of the caller's
+    (`AiohttpTransport(client=...)`); these two methods are where the client makes them."""
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _on_bounded_sessions(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _on_bounded_sessions(super()._init_proxy_transport(*args, **kwargs))
+
+
 def http_client(
     connect_timeout: float,
     read_timeout: float,
@@ -160,7 +226,7 @@ def http_client(
     """An HTTP client for a dialect's SDK to send through: aiohttp underneath (the openai
     package ships the backend as `DefaultAioHttpClient`), every body bounded."""
     timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
-    return openai.DefaultAioHttpClient(
+    return _AioHttpClient(
         timeout=timeout,
         # No connection cap here (0): the per-model gates bound requests in flight.
         limits=httpx2.Limits(max_connections=0, keepalive_expiry=keepalive),
