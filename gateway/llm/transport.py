@@ -159,11 +159,15 @@ def bound_bodies(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
 
 class _InterimCounted:
     """A connection's protocol as a response reads its head from it, the interim responses
-    counted: past MAX_INTERIM_RESPONSES, a head aiohttp cannot read (as one past its bounds)."""
+    counted: past MAX_INTERIM_RESPONSES, a head aiohttp cannot read (as one past its bounds).
+    Anything else is the protocol's own."""
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
         self._interim = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
 
     async def read(self) -> Any:
         message, payload = await self._protocol.read()
@@ -178,20 +182,24 @@ class BoundedResponse(aiohttp.ClientResponse):
     """aiohttp's response, which reads its head from the protocol it keeps as `_protocol`:
     that protocol is kept counted (a test checks the bound holds, should aiohttp change)."""
 
+    _counted: _InterimCounted | None = None
+
     @property  # type: ignore[override]
-    def _protocol(self) -> _InterimCounted:
+    def _protocol(self) -> _InterimCounted | None:
         return self._counted
 
     @_protocol.setter
     def _protocol(self, protocol: Any) -> None:
-        self._counted = _InterimCounted(protocol)
+        self._counted = None if protocol is None else _InterimCounted(protocol)
 
 
 def _session(transport: AiohttpTransport) -> aiohttp.ClientSession:
     """The session the SDK's backend would make for `transport` (its connector's settings),
     keeping no cookie and counting interim responses."""
     connector = aiohttp.TCPConnector(
-        keepalive_timeout=transport.limits.keepalive_expiry, ssl=transport.ssl_context, limit=0
+        keepalive_timeout=transport.limits.keepalive_expiry,
+        ssl=transport.ssl_context,
+        limit=transport.limits.max_connections or 0,
     )
     return aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), response_class=BoundedResponse

@@ -151,6 +151,19 @@ async def raw_answer(client: AsyncOpenAI, upstream_model: str) -> bytes:
     return await response.aread()
 
 
+@pytest.mark.parametrize(("count", "answered"), [(16, True), (17, False)])
+async def test_at_most_16_interim_responses_are_passed_by(
+    start_probe: StartProbe, token: Mint, hostile: HostileUpstream, count: int, answered: bool
+) -> None:
+    upstream_model, model = probe(hostile, f"interim{count}")
+    with start_probe(upstream_model, model=model) as url:
+        frames = await complete(url, token("alice"))
+    if answered:
+        assert frames[-1]["type"] == "done" and text_of(frames) == "ok"
+    else:
+        upstream_error(frames[-1], "a response the gateway cannot read")
+
+
 async def test_idle_pooled_connections_are_closed(hostile: HostileUpstream) -> None:
     """A kept-alive connection is closed once idle past the keep-alive, so one that died
     silently while idle is never reused."""

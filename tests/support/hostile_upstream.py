@@ -15,6 +15,7 @@ The requested model name picks the behaviour (an unknown name answers a normal s
   arguments    one tool call whose arguments never end
   interim      `100 Continue` and `103 Early Hints` before a normal stream
   interims     `102 Processing` for ever, as fast as it is read
+  interim<n>   n `102 Processing` before a normal stream
   errorevent   an `error` event whose message is 200 KiB, with newlines and an API key
   badcall      a tool call whose function name is a list
   namelesscall a tool call with arguments and no function name
@@ -137,6 +138,8 @@ class HostileUpstream:
             while True:
                 writer.write(b"HTTP/1.1 102 Processing\r\n\r\n" * 64)
                 await writer.drain()
+        if behaviour.removeprefix("interim").isdigit():
+            writer.write(b"HTTP/1.1 102 Processing\r\n\r\n" * int(behaviour[len("interim") :]))
         if behaviour == "interim":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
