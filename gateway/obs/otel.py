@@ -61,7 +61,11 @@ class CollectorSession(requests.Session):
     ) -> requests.Response:
         kwargs["stream"] = True
         response = super().request(method, url, *args, **kwargs)
-        body = response.raw.read(MAX_COLLECTOR_ANSWER_BYTES + 1, decode_content=False)
+        try:
+            body = response.raw.read(MAX_COLLECTOR_ANSWER_BYTES + 1, decode_content=False)
+        except BaseException:
+            response.close()  # read in part: its connection is closed, not reused
+            raise
         if len(body) > MAX_COLLECTOR_ANSWER_BYTES:
             response.raw.close()  # the rest is never read: the connection is not reused
         # Where requests keeps a body it read itself, so the exporter's reads find this one.
