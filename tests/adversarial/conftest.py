@@ -12,8 +12,8 @@ Fixtures (all opt-in except `tokens_stay_out_of_logs`):
 - `survives`: `async with survives(url): <attack>` starts a bystander (another user streaming
   a long answer) before the attack; afterwards it checks the gateway answers `/healthz`, the
   bystander's stream arrived whole and in order, a fresh request is fast, and (for gateways
-  started with `start_gateway`) the gateway's asyncio tasks and the process's memory return
-  to about where they were.
+  started with `start_gateway`) the gateway's asyncio tasks and the memory the process holds
+  (collected, free pages given back: not its high-water mark) return to about where they were.
 - `start_probe`: a gateway with a model of the test's own ("probe") and its own retries on.
 """
 
@@ -43,8 +43,8 @@ from tests.support.gateways import (
     RunningGateway,
     gateway_task_names,
     gateway_with,
+    held_bytes,
     new_tasks,
-    rss_bytes,
 )
 from tests.support.log_capture import Recorder, watch_uvicorn
 from tests.support.polling import settle
@@ -136,8 +136,9 @@ def secrets_in(lines: list[str]) -> list[str]:
 # A bystander, and the checks after an attack
 
 Survives = Callable[..., AbstractAsyncContextManager[Bystander]]
-# How much the process may grow across one attack: generous, since the test runner and the
-# gateway share the process, but far below what an unbounded buffer of the attack would take.
+# How much more the process may hold after one attack (`held_bytes`: collected, free pages
+# given back): generous, since the test runner and the gateway share the process, but far
+# below what an unbounded buffer of the attack would take.
 MEMORY_SLACK_BYTES = 64 * 1024 * 1024
 FRESH_REQUEST_SECONDS = 2.0
 
@@ -156,7 +157,7 @@ def survives(token: Callable[..., str], running_gateways: list[RunningGateway]) 
         running = next((g for g in running_gateways if g.url == url), None)
         assert await healthy(url), "the gateway was not healthy before the attack"
         baseline_tasks = gateway_task_names(running) if running is not None and tasks else None
-        baseline_rss = rss_bytes()
+        baseline_rss = held_bytes()
         bystander = await Bystander.start(url, token(f"bystander-{uuid.uuid4().hex[:8]}"))
         yield bystander
         assert await healthy(url), "the gateway stopped answering /healthz"
@@ -166,7 +167,7 @@ def survives(token: Callable[..., str], running_gateways: list[RunningGateway]) 
         if running is not None and baseline_tasks is not None:
             settled = await settle(lambda: not new_tasks(running, baseline_tasks))
             assert settled, f"tasks left over: {new_tasks(running, baseline_tasks)}"
-        grown = rss_bytes() - baseline_rss
+        grown = held_bytes() - baseline_rss
         assert grown < memory_slack, f"memory grew by {grown / 2**20:.0f} MiB"
 
     return watch

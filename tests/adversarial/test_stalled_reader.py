@@ -124,7 +124,7 @@ async def test_a_client_that_reads_nothing_is_reset_and_its_generation_runs_on(
         watching_uvicorn() as uvicorn_log,
     ):
         running = running_gateways[-1]
-        async with survives(url, memory_slack=96 * 1024 * 1024):
+        async with survives(url):
             handlers_before = asgi_tasks(running)
             stalled = await stall(url, token(), model, message)
             # Writes pause once the buffers fill (a fraction of a second into the answer),

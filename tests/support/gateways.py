@@ -4,6 +4,8 @@ process's memory, a gateway with a model of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +83,20 @@ def rss_bytes() -> int:
     """Resident memory of this process (in-thread gateways live here)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# glibc's, where there is one: gives the C allocator's free pages back to the system.
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def held_bytes() -> int:
+    """Resident memory still held: unreachable objects collected and the C allocator's free
+    pages given back first, so a large request served and let go does not count (its copies'
+    pages would otherwise stay resident, a high-water mark rather than what is held)."""
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    return rss_bytes()
 
 
 # Short enough that a file runs in seconds, long enough for a loaded 2-core machine.
