@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
 
 import requests
@@ -33,6 +32,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from requests.cookies import RequestsCookieJar
 
+from gateway.cookies import no_cookie_policy
 from gateway.events import Finish, TextDelta, ToolCall
 from gateway.obs.tracing import ASGIApp, CallInfo, GenerationTrace, ModelCall, Work
 
@@ -54,7 +54,7 @@ class CollectorSession(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cookies = RequestsCookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self.cookies = RequestsCookieJar(no_cookie_policy())
 
     def request(
         self, method: str, url: str | bytes, *args: Any, **kwargs: Any

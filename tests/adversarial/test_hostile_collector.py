@@ -11,10 +11,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from gateway.obs.otel import CollectorSession
+from tests.adversarial.conftest import MEMORY_SLACK_BYTES
 from tests.support.gateways import rss_bytes
 from tests.support.hostile_receiver import HostileReceiver
-
-MEMORY_SLACK_BYTES = 64 * 1024 * 1024
 
 
 def a_span() -> ReadableSpan:

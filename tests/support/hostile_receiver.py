@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.support.hostile_upstream import read_request
+from tests.support.hostile_upstream import chunked, read_request, set_cookies
 
-PIECE = b"%x\r\n%b\r\n" % (65536, b"x" * 65536)
-COOKIES = b"".join(b"Set-Cookie: c%d=%s\r\n" % (n, b"v" * 1024) for n in range(40))
+PIECE = chunked(b"x" * 65536)
 
 
 class HostileReceiver:
@@ -46,7 +45,8 @@ class HostileReceiver:
                 self.requests += 1
                 self.cookie_bytes.append(request[1])
                 if self._behaviour == "endless":
-                    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + COOKIES
+                    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                    head += set_cookies(self.requests)
                     writer.write(head + b"\r\n")
                     while True:
                         writer.write(PIECE)

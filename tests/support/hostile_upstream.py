@@ -65,8 +65,16 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def _chunked(data: bytes) -> bytes:
+def chunked(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
+
+
+def set_cookies(tag: int) -> bytes:
+    """Header lines setting 40 cookies of 1 KiB, their names new for each `tag`."""
+    return b"".join(b"Set-Cookie: c%d_%d=%s\r\n" % (tag, n, b"v" * 1024) for n in range(40))
 
 
 STREAM_HEAD = (
@@ -136,51 +144,48 @@ class HostileUpstream:
             return True
         if behaviour == "interims":
             while True:
-                writer.write(b"HTTP/1.1 102 Processing\r\n\r\n" * 64)
+                writer.write(PROCESSING * 64)
                 await writer.drain()
         if behaviour.removeprefix("interim").isdigit():
-            writer.write(b"HTTP/1.1 102 Processing\r\n\r\n" * int(behaviour[len("interim") :]))
+            writer.write(PROCESSING * int(behaviour[len("interim") :]))
         if behaviour == "interim":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
         head = STREAM_HEAD
         if behaviour == "cookies":
-            tag = len(self.requests)
-            head += b"".join(
-                b"Set-Cookie: c%d_%d=%s\r\n" % (tag, n, b"v" * 1024) for n in range(40)
-            )
+            head += set_cookies(len(self.requests))
         writer.write(head + b"\r\n")
-        writer.write(_chunked(chunk({"role": "assistant", "content": ""})))
+        writer.write(chunked(chunk({"role": "assistant", "content": ""})))
         if behaviour == "endless":
-            empty = _chunked(chunk({}) * 64)
+            empty = chunked(chunk({}) * 64)
             while True:
                 writer.write(empty)
                 await writer.drain()
         if behaviour == "errorevent":
             message = "overloaded\nCRITICAL forged line sk-" + "k" * 40 + " " + "x" * 200_000
-            writer.write(_chunked(b"data: " + json.dumps({"error": {"message": message}}).encode()))
-            writer.write(_chunked(b"\n\n") + b"0\r\n\r\n")
+            writer.write(chunked(b"data: " + json.dumps({"error": {"message": message}}).encode()))
+            writer.write(chunked(b"\n\n") + b"0\r\n\r\n")
             await writer.drain()
             return True
         if behaviour in ("badcall", "namelesscall"):
             function = {"name": ["x"]} if behaviour == "badcall" else {"arguments": "{}"}
             fragment = {"index": 0, "id": "call_0", "function": function}
-            writer.write(_chunked(chunk({"tool_calls": [fragment]})))
+            writer.write(chunked(chunk({"tool_calls": [fragment]})))
         if behaviour in ("calls", "arguments"):
             await _tool_calls(writer, endless_calls=behaviour == "calls")
-        writer.write(_chunked(chunk({"content": "ok"})))
+        writer.write(chunked(chunk({"content": "ok"})))
         if behaviour == "longline":
-            writer.write(_chunked(b"data: {"))
+            writer.write(chunked(b"data: {"))
             while True:
-                writer.write(_chunked(b"a" * 65536))
+                writer.write(chunked(b"a" * 65536))
                 await writer.drain()
         if behaviour == "drip":
             await writer.drain()
             while True:
-                writer.write(_chunked(b"x"))
+                writer.write(chunked(b"x"))
                 await writer.drain()
                 await asyncio.sleep(0.05)
-        writer.write(_chunked(chunk({}, "stop") + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        writer.write(chunked(chunk({}, "stop") + b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
         return True
 
@@ -192,7 +197,7 @@ async def _tool_calls(writer: asyncio.StreamWriter, *, endless_calls: bool) -> N
         if endless_calls or index == 0:
             fragment.update(id=f"call_{index}", type="function")
             fragment["function"]["name"] = "calculate"
-        writer.write(_chunked(chunk({"tool_calls": [fragment]})))
+        writer.write(chunked(chunk({"tool_calls": [fragment]})))
         await writer.drain()
         if endless_calls:
             index += 1
