@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.options import ROOT, Options
@@ -136,17 +137,22 @@ def start_gateway(
     name: str,
     ping: float,
     workers: int = 1,
+    prefix: Sequence[str] = (),
+    ready_wait: float = READY_WAIT_S,
+    settings: Mapping[str, str] | None = None,
 ) -> Gateway:
     """`workers` above 1 starts `serve --workers N`: a serving process whose children, the
     workers, share the port; its RSS at ready is theirs added up. With `opts.source` the
-    gateway package is that checkout's (`python -m` puts its working directory first)."""
+    gateway package is that checkout's (`python -m` puts its working directory first).
+    `prefix` runs it under another program and `settings` override the bench's (callgrind's,
+    and its slowed clock, in `bench.instructions`)."""
     (work.tmp / "gateway.toml").write_text(gateway_config(opts.upstream_model, upstream_port))
     port = free_port()
-    argv = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
+    argv = [*prefix, sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers)] if workers > 1 else []
-    env = gateway_env(opts, work, redis_port, ping)
+    env = {**gateway_env(opts, work, redis_port, ping), **(settings or {})}
     child = work.spawn(name, argv, env, cwd=opts.source or ROOT)
-    ready = wait_until(child, lambda: http_status(port, "/readyz") == 200, READY_WAIT_S)
+    ready = wait_until(child, lambda: http_status(port, "/readyz") == 200, ready_wait)
     token = mint_token(Settings(jwt_secret=Secret(_SECRET)), "bench", ttl=3600)
     rss = memory_kib(child.pid) if workers == 1 else tree_rss_kib(child.pid)
     return Gateway(child, port, ready, rss, token)

@@ -10,6 +10,7 @@ import pytest
 
 from bench.clients import native_stream, openai_stream, responses_stream
 from bench.goals import Goal, goals
+from bench.instructions import Counted, dumped_events
 from bench.options import PHASES, PRESETS, parse_options
 from bench.paths import LABELS
 from bench.phases import open_runs
@@ -434,3 +435,27 @@ def test_a_new_report_keeps_the_analysis_after_the_marker(tmp_path: Path) -> Non
 def test_profile_own_time_ranks_innermost_frames() -> None:
     lines = ["a;b;send (x.py:1) 3", "a;dumps (y.py:2) 1", "garbage"]
     assert own_time(lines) == [("send (x.py:1)", 0.75), ("dumps (y.py:2)", 0.25)]
+
+
+def test_a_callgrind_dump_gives_its_events_and_the_cycle_estimate(tmp_path: Path) -> None:
+    dump = tmp_path / "callgrind.1"
+    dump.write_text(
+        "version: 1\ncreator: callgrind-3.19.0\npid: 1\n"
+        "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n"
+        "summary: 1000 300 200 5 20 10 1 2 3\n"
+        "fl=(1) a.c\nfn=(1) f\n1 1000 300 200 5 20 10 1 2 3\n"
+        "totals: 1000 300 200 5 20 10 1 2 3\n"
+    )
+    events = dumped_events(dump)
+    assert events["Ir"] == 1000 and events["DLmw"] == 3
+    counted = Counted(events, tokens=10, frames=10, complete=1, streams=1)
+    assert counted.cycles == 1000 + 10 * (5 + 20 + 10) + 100 * (1 + 2 + 3)
+    assert counted.per_token(counted.instructions) == 100
+
+
+def test_instructions_alone_give_no_cycle_estimate(tmp_path: Path) -> None:
+    dump = tmp_path / "callgrind.2"
+    dump.write_text("events: Ir\nsummary: 420\ntotals: 420\n")
+    counted = Counted(dumped_events(dump), tokens=4, frames=2, complete=1, streams=1)
+    assert counted.cycles is None and counted.per_token(counted.cycles) is None
+    assert counted.per_token(counted.instructions) == 105
