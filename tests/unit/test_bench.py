@@ -10,7 +10,7 @@ import pytest
 
 from bench.clients import native_stream, openai_stream, responses_stream
 from bench.goals import Goal, goals
-from bench.instructions import Counted, dumped_events
+from bench.instructions import Counted, dumped_events, stretched_settings
 from bench.options import PHASES, PRESETS, parse_options
 from bench.paths import LABELS
 from bench.phases import open_runs
@@ -459,3 +459,9 @@ def test_instructions_alone_give_no_cycle_estimate(tmp_path: Path) -> None:
     counted = Counted(dumped_events(dump), tokens=4, frames=2, complete=1, streams=1)
     assert counted.cycles is None and counted.per_token(counted.cycles) is None
     assert counted.per_token(counted.instructions) == 105
+
+
+def test_the_gateways_own_timings_are_stretched_with_its_clock() -> None:
+    as_is, slowed = stretched_settings(1), stretched_settings(50)
+    assert set(slowed) == {"LOG_FLUSH_MS", "LEASE_TTL"}
+    assert all(float(slowed[k]) == 50 * float(as_is[k]) > 0 for k in slowed)
