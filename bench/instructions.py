@@ -40,7 +40,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bench.options import Options, parse_options
+from bench.options import Options, alternated, parse_options
 from bench.paths import Targets, factory
 from bench.procs import BenchError, Meter, Workspace
 from bench.rounds import run_round
@@ -60,6 +60,7 @@ TOTALS = re.compile(rb"^(?:summary|totals):\s+(.+)$", re.MULTILINE)
 # each, 10 more for a first-level miss, 100 for a last-level one.
 L1_MISS_CYCLES = 10
 LL_MISS_CYCLES = 100
+DUMP = "callgrind"  # its files: callgrind.<pid>, and .<n> for each dump asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +115,9 @@ def control(pid: int, *args: str) -> None:
         raise BenchError(f"callgrind_control {' '.join(args)} failed: {done.stderr[-500:]}")
 
 
-def last_dump(folder: Path, prefix: str) -> Path:
+def last_dump(folder: Path) -> Path:
     """The last dump callgrind wrote: the counts since they were zeroed."""
-    dumps = sorted(folder.glob(f"{prefix}.*"), key=lambda p: p.stat().st_mtime)
+    dumps = sorted(folder.glob(f"{DUMP}.*"), key=lambda p: p.stat().st_mtime)
     if not dumps:
         raise BenchError(f"callgrind wrote no dump in {folder}")
     return dumps[-1]
@@ -158,7 +159,6 @@ async def closed_rounds(targets: Targets, opts: Options, count: int, limit: floa
 
 
 def measure(
-    source: Path,
     opts: Options,
     warm: int,
     rounds: int,
@@ -166,7 +166,7 @@ def measure(
     cache_sim: bool,
     keep: Path | None,
 ) -> Counted:
-    """One checkout's gateway counted; `keep`, where given, receives the dump (for
+    """The gateway of `opts.source` counted; `keep`, where given, receives the dump (for
     `callgrind_annotate`)."""
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         folder = Path(tmp)
@@ -174,8 +174,6 @@ def measure(
             work = Workspace(folder, folder, stack)
             redis = start_redis(work)
             upstream = start_upstream(work)
-            prefix = callgrind_prefix(folder / "callgrind.%p", cache_sim)
-            slowed = stretched_settings(opts.interval_ms / WS_LOAD_INTERVAL_MS)
             gateway: Gateway = start_gateway(
                 opts,
                 work,
@@ -183,10 +181,9 @@ def measure(
                 upstream.port,
                 "gateway",
                 0.0,
-                1,
-                prefix,
-                READY_WAIT_S,
-                slowed,
+                prefix=callgrind_prefix(folder / f"{DUMP}.%p", cache_sim),
+                ready_wait=READY_WAIT_S,
+                settings=stretched_settings(opts.interval_ms / WS_LOAD_INTERVAL_MS),
             )
             targets = Targets(opts.upstream_model, upstream.port, gateway, None)
             pid = gateway.child.pid
@@ -196,7 +193,7 @@ def measure(
             counted = asyncio.run(closed_rounds(targets, opts, rounds, limit))
             control(pid, "--dump")
             control(pid, "--instr=off")
-            dump = last_dump(folder, "callgrind")
+            dump = last_dump(folder)
             if keep is not None:
                 shutil.copyfile(dump, keep)
             return tally(counted, dumped_events(dump))
@@ -220,30 +217,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dumps", type=Path, help="keep each dump there, as NAME-N.callgrind")
     args = parser.parse_args(argv)
-    sources = dict(s.split("=", 1) for s in args.source) or {"this": "."}
     limit = 120.0 + args.tokens * args.interval_ms / 1000 * 3
-    for turn in range(args.repeat):
-        names = list(sources) if turn % 2 == 0 else list(sources)[::-1]
-        for name in names:
-            source = Path(sources[name]).resolve()
-            opts = parse_options(
-                [
-                    *("--streams", str(args.streams), "--tokens", str(args.tokens)),
-                    *("--interval-ms", str(args.interval_ms), "--paths", "ws", "--no-docs"),
-                    *("--source", str(source)),
-                ]
-            )
-            keep = args.dumps / f"{name}-{turn + 1}.callgrind" if args.dumps else None
-            c = measure(source, opts, args.warm, args.rounds, limit, args.cache_sim, keep)
-            cycles = c.per_token(c.cycles)
-            estimate = "" if cycles is None else f", {cycles:,.0f} cycles estimated"
-            print(
-                f"{name}: {c.per_token(c.instructions):,.0f} instructions per token{estimate} "
-                f"({c.instructions:,} for {c.tokens:,} tokens in {c.frames:,} frames, "
-                f"{c.frames / max(1, c.tokens):.2f} frames per token, "
-                f"{c.complete}/{c.streams} streams complete)",
-                flush=True,
-            )
+    for turn, name, source in alternated(args.source, args.repeat):
+        opts = parse_options(
+            [
+                *("--streams", str(args.streams), "--tokens", str(args.tokens)),
+                *("--interval-ms", str(args.interval_ms), "--paths", "ws", "--no-docs"),
+                *("--source", str(source)),
+            ]
+        )
+        keep = args.dumps / f"{name}-{turn + 1}.callgrind" if args.dumps else None
+        c = measure(opts, args.warm, args.rounds, limit, args.cache_sim, keep)
+        cycles = c.per_token(c.cycles)
+        estimate = "" if cycles is None else f", {cycles:,.0f} cycles estimated"
+        print(
+            f"{name}: {c.per_token(c.instructions):,.0f} instructions per token{estimate} "
+            f"({c.instructions:,} for {c.tokens:,} tokens in {c.frames:,} frames, "
+            f"{c.per_token(c.frames):.2f} frames per token, "
+            f"{c.complete}/{c.streams} streams complete)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

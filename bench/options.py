@@ -6,7 +6,7 @@ Pure: `parse_options(argv)` only reads `argv`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -273,3 +273,13 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def alternated(sources: Sequence[str], rounds: int) -> Iterator[tuple[int, str, Path]]:
+    """(round, name, checkout) for `--source NAME=DIR` values (this checkout, named "this",
+    where none is given), the order reversed every other round so that no checkout always
+    runs first."""
+    checkouts = [source.split("=", 1) for source in sources] or [["this", str(ROOT)]]
+    for turn in range(rounds):
+        for name, folder in checkouts if turn % 2 == 0 else checkouts[::-1]:
+            yield turn, name, Path(folder).resolve()

@@ -100,6 +100,7 @@ def _child(source: Path, config: Path, options: argparse.Namespace) -> list[floa
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.options import alternated
     from bench.procs import Workspace
     from bench.services import gateway_config, start_upstream
 
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sources")
     options = parser.parse_args(argv)
-    sources = dict(s.split("=", 1) for s in options.source) or {"this": str(ROOT)}
-    taken: dict[str, list[float]] = {name: [] for name in sources}
+    taken: dict[str, list[float]] = {}
     temporary = tempfile.TemporaryDirectory(prefix="bench-upstream-read-")
     with temporary as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -124,13 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         config = folder / "gateway.toml"
         model = f"fake-n{options.tokens}-i{options.interval_ms}"
         config.write_text(gateway_config(model, upstream.port))
-        for turn in range(options.rounds):
-            names = list(sources) if turn % 2 == 0 else list(sources)[::-1]
-            for name in names:
-                per_token = _child(Path(sources[name]).resolve(), config, options)
-                taken[name].append(statistics.median(per_token))
-                shown = ", ".join(f"{v:.1f}" for v in per_token)
-                print(f"round {turn + 1}, {name}: {shown} µs per token", flush=True)
+        for turn, name, source in alternated(options.source, options.rounds):
+            per_token = _child(source, config, options)
+            taken.setdefault(name, []).append(statistics.median(per_token))
+            shown = ", ".join(f"{v:.1f}" for v in per_token)
+            print(f"round {turn + 1}, {name}: {shown} µs per token", flush=True)
     for name, values in taken.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
         print(f"{name}: median {statistics.median(values):.1f} µs per token (rounds {runs})")

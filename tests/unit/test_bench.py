@@ -11,7 +11,7 @@ import pytest
 from bench.clients import native_stream, openai_stream, responses_stream
 from bench.goals import Goal, goals
 from bench.instructions import Counted, dumped_events, stretched_settings
-from bench.options import PHASES, PRESETS, parse_options
+from bench.options import PHASES, PRESETS, ROOT, alternated, parse_options
 from bench.paths import LABELS
 from bench.phases import open_runs
 from bench.profile import own_time
@@ -465,3 +465,9 @@ def test_the_gateways_own_timings_are_stretched_with_its_clock() -> None:
     as_is, slowed = stretched_settings(1), stretched_settings(50)
     assert set(slowed) == {"LOG_FLUSH_MS", "LEASE_TTL"}
     assert all(float(slowed[k]) == 50 * float(as_is[k]) > 0 for k in slowed)
+
+
+def test_checkouts_alternate_round_by_round_and_default_to_this_one() -> None:
+    order = [(turn, name) for turn, name, _ in alternated(["a=/x", "b=/y"], 3)]
+    assert order == [(0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
+    assert [(name, path) for _, name, path in alternated([], 1)] == [("this", ROOT)]
